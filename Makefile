@@ -1,0 +1,25 @@
+# make run   : set up the venv and run the default `demo` recipe end to end (offline, CPU)
+# make test  : set up the venv and run the test suite (what CI runs)
+VENV ?= .venv
+STAMP := $(VENV)/.frpo-bench-installed
+SHARED_DATA := $(abspath ../shared/data)
+# Tests and CI read the published datasets from ../shared/data when it is there.
+export FRPO_BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test clean
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/frpo-bench run demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,3 @@
+from frpo_bench.cli import main
+
+raise SystemExit(main())

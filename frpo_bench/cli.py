@@ -1,0 +1,118 @@
+"""Command line: frpo-bench run | plan | ls | leaderboard."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from frpo_bench.errors import ConfigError, StageError
+
+DEFAULT_RECIPE = "demo"
+
+
+def _recipe_args(p: argparse.ArgumentParser, optional: bool) -> None:
+    p.add_argument("recipe", nargs="?" if optional else None, default=DEFAULT_RECIPE if optional else None,
+                   help=f"packaged recipe name (see `frpo-bench ls`) or path to a recipe .yaml"
+                        + (f" (default: {DEFAULT_RECIPE})" if optional else ""))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe field, e.g. --set seeds=[0] or --set attacks.0.lrs=[1e-4]; repeatable")
+    p.add_argument("--store", type=Path, default=None,
+                   help="artifact cache directory (default: $FRPO_BENCH_CACHE or ~/.cache/frpo-bench)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frpo-bench", description="Measure how well an LLM's safety survives fine-tuning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a recipe end to end (cached stages are reused)",
+                         description="Harden, attack, generate, score and write the leaderboard for a recipe.")
+    _recipe_args(run, optional=True)
+    run.add_argument("--out", type=Path, default=None, help="run directory for leaderboard and manifest (default: runs/<recipe>)")
+    run.add_argument("--dry-run", action="store_true", help="validate and show the plan; execute nothing")
+    plan = sub.add_parser("plan", help="show what is cached and what would run; executes nothing",
+                          description="Validate a recipe and list its stages with their cache status.")
+    _recipe_args(plan, optional=False)
+    sub.add_parser("ls", help="list registered defenses, attacks, evaluators, datasets and recipes",
+                   description="List every registered component.")
+    board = sub.add_parser("leaderboard", help="rebuild and print the leaderboard of a run directory",
+                           description="Re-aggregate RUN_DIR/results.jsonl into leaderboard.csv and print it.")
+    board.add_argument("run_dir", type=Path, help="a run directory written by `frpo-bench run`")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from frpo_bench.config import load_recipe
+    from frpo_bench.pipeline import plan_report, preflight, run_recipe
+    from frpo_bench.store import Store
+    recipe, raw = load_recipe(args.recipe, args.overrides)
+    store = Store(args.store)
+    if args.dry_run:
+        preflight(recipe)
+        print(plan_report(recipe, store))
+        return 0
+    out = args.out or Path("runs") / recipe.name
+    from frpo_bench import leaderboard
+    csv_path, rows, seconds = run_recipe(recipe, raw, store, out)
+    print(leaderboard.table(rows))
+    print(f"\nfinished in {seconds:.0f}s" + (" (everything from cache)" if seconds < 30 else ""))
+    print(f"leaderboard: {csv_path}\nresults:     {out / 'results.jsonl'}\nmanifest:    {out / 'manifest.json'}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from frpo_bench.config import load_recipe
+    from frpo_bench.pipeline import plan_report
+    from frpo_bench.store import Store
+    recipe, _ = load_recipe(args.recipe, args.overrides)
+    print(plan_report(recipe, Store(args.store)))
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from frpo_bench import data, registry
+    from frpo_bench.config import read_recipe_text, recipe_names
+    import yaml
+    for kind, table in (("defenses", registry.DEFENSES), ("attacks", registry.ATTACKS),
+                        ("evaluators", registry.EVALUATORS), ("generation backends", registry.GENERATORS)):
+        print(f"{kind}:")
+        for name in sorted(table):
+            print(f"  {name:22s} {registry.summary(kind.split()[-1].rstrip('s') if kind != 'generation backends' else 'generator', name)}")
+    print("datasets:")
+    for name in data.names():
+        spec = data.get(name)
+        print(f"  {name:22s} [{spec.kind}; splits {', '.join(spec.splits[:4])}{'...' if len(spec.splits) > 4 else ''}] "
+              f"{spec.description}")
+    print("recipes:")
+    for name in recipe_names():
+        description = (yaml.safe_load(read_recipe_text(name)[1]) or {}).get("description", "")
+        print(f"  {name:22s} {description}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    import json
+    from frpo_bench import leaderboard
+    results = args.run_dir / "results.jsonl"
+    if not results.is_file():
+        raise ConfigError("run_dir", str(args.run_dir), "holds no results.jsonl", "give a directory written by `frpo-bench run`")
+    records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    path, rows = leaderboard.write(args.run_dir, records)
+    print(leaderboard.table(rows))
+    print(f"\nleaderboard: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "plan": cmd_plan, "ls": cmd_ls, "leaderboard": cmd_leaderboard}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

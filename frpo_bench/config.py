@@ -1,0 +1,233 @@
+"""The typed recipe. YAML and `--set` only fill values; validation names the field and the fix."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from frpo_bench.errors import ConfigError
+from frpo_bench.typed import apply_override, from_dict, opt
+
+SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _positive(path: str, name: str, value: float, fix: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{path}.{name}" if path else name, value, "must be positive", fix)
+
+
+@dataclass
+class ModelConfig:
+    id: str = opt("smollm2-135m-instruct", help="embedded model name, 'tiny-llama' (test model), a Hub id, or a local directory")
+    revision: Optional[str] = opt(None, help="Hub revision (commit sha or tag) to pin; ignored for local and embedded models")
+    trust_remote_code: bool = opt(False, help="allow code shipped with the weights to run; off unless you trust the source")
+
+    def validate(self, path: str) -> None:
+        looks_local = self.id.startswith((".", "/", "~")) or os.sep in self.id and Path(self.id).expanduser().exists()
+        if looks_local and not Path(self.id).expanduser().is_dir():
+            raise ConfigError(f"{path}.id", self.id, "is not an existing model directory",
+                              "give a directory with config.json and safetensors weights, a Hub id, or 'smollm2-135m-instruct'")
+
+
+@dataclass
+class DataRef:
+    dataset: str = opt(help="registered dataset name (see `frpo-bench ls`)")
+    split: str = opt("train", help="split of that dataset: train or eval (held out), or a dataset-specific subset")
+    n: Optional[int] = opt(None, help="use the first n rows after a seeded shuffle (all rows if unset)")
+
+    def validate(self, path: str) -> None:
+        from frpo_bench.data import check_ref
+        check_ref(self, path)
+        if self.n is not None:
+            _positive(path, "n", self.n, "use a positive row count, or leave n unset for all rows")
+
+
+@dataclass
+class LoraConfig:
+    r: int = opt(16, help="LoRA rank")
+    alpha: int = opt(32, help="LoRA alpha (scale = alpha / r)")
+    dropout: float = opt(0.0, help="LoRA dropout")
+    target_modules: list[str] = opt(["all-linear"], help="module names to adapt; 'all-linear' adapts every linear projection")
+
+    def validate(self, path: str) -> None:
+        _positive(path, "r", self.r, "use a rank such as 8, 16 or 64")
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised fine-tuning on (prompt, response) pairs; used by attacks and the safety alignment."""
+
+    data: list[DataRef] = opt(help="datasets mixed for training (prompt -> response pairs)")
+    lora: Optional[LoraConfig] = opt(None, help="LoRA settings; null means full fine-tuning")
+    steps: int = opt(30, help="optimizer steps")
+    batch_size: int = opt(8, help="sequences per optimizer step (changes results)")
+    micro_batch_size: int = opt(8, help="sequences per forward pass; gradient accumulation makes up the rest (transport only)")
+    max_length: int = opt(256, help="truncate prompt + response to this many tokens")
+    lr_scheduler: str = opt("constant", help=f"one of {', '.join(SCHEDULERS)}")
+    warmup_ratio: float = opt(0.0, help="share of steps for linear warm-up")
+    weight_decay: float = opt(0.0, help="AdamW weight decay")
+    max_grad_norm: float = opt(1.0, help="gradient clipping norm")
+    bf16: bool = opt(True, help="bf16 autocast (fast on CPUs with AMX and on GPUs); weights stay fp32")
+
+    def validate(self, path: str) -> None:
+        for name in ("steps", "batch_size", "micro_batch_size", "max_length"):
+            _positive(path, name, getattr(self, name), f"set {name} to a positive integer")
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"{path}.micro_batch_size", self.micro_batch_size, "must divide batch_size",
+                              f"use a divisor of {self.batch_size}")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ConfigError(f"{path}.lr_scheduler", self.lr_scheduler, "is not a known schedule", f"use one of {SCHEDULERS}")
+        if not self.data:
+            raise ConfigError(f"{path}.data", self.data, "is empty", "list at least one dataset to train on")
+
+    def key_fields(self) -> dict:
+        from frpo_bench.typed import to_dict
+        fields = to_dict(self)
+        fields.pop("micro_batch_size")  # transport only: same effective batch, same result
+        return fields
+
+
+@dataclass
+class AlignConfig(FinetuneConfig):
+    lr: float = opt(2e-4, help="learning rate of the safety alignment")
+    seed: int = opt(0, help="seed of the safety alignment")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        _positive(path, "lr", self.lr, "use a positive learning rate such as 2e-4")
+
+
+@dataclass
+class AttackConfig(FinetuneConfig):
+    name: str = opt("attack", help="label of this attack in the leaderboard, e.g. harmful_lora")
+    type: str = opt("finetune", help="registered attack type (see `frpo-bench ls`)")
+    lrs: list[float] = opt([1e-4], help="learning rates to sweep; each is a separate cell")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        from frpo_bench.registry import check_name
+        check_name("attack", self.type, f"{path}.type")
+        if not self.lrs:
+            raise ConfigError(f"{path}.lrs", self.lrs, "is empty", "list at least one learning rate")
+        for i, lr in enumerate(self.lrs):
+            _positive(f"{path}.lrs", f"{i}", lr, "learning rates must be positive numbers such as 1e-4")
+
+
+@dataclass
+class DefenseConfig:
+    name: str = opt(help="label in the leaderboard")
+    type: str = opt("", help="registered defense type; defaults to name")
+    options: dict[str, Any] = opt({}, help="options of that defense type (see `frpo-bench ls`)")
+
+    def validate(self, path: str) -> None:
+        from frpo_bench.registry import check_name, options_class
+        self.type = self.type or self.name
+        check_name("defense", self.type, f"{path}.type")
+        self.options = _typed_options(options_class("defense", self.type), self.options, f"{path}.options")
+
+
+@dataclass
+class EvaluationConfig:
+    evaluator: str = opt(help="registered evaluator (see `frpo-bench ls`)")
+    prompts: DataRef = opt(help="the prompt set it scores")
+    metric: str = opt("", help="column name in the leaderboard; defaults to evaluator_dataset")
+    options: dict[str, Any] = opt({}, help="options of that evaluator")
+
+    def validate(self, path: str) -> None:
+        from frpo_bench.registry import check_name, options_class
+        check_name("evaluator", self.evaluator, f"{path}.evaluator")
+        self.metric = self.metric or f"{self.evaluator}_{self.prompts.dataset}"
+        self.options = _typed_options(options_class("evaluator", self.evaluator), self.options, f"{path}.options")
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = opt("hf", help="generation backend: hf (batched transformers)")
+    dtype: str = opt("bfloat16", help=f"compute dtype for generation, one of {DTYPES}; compare exact outputs in float32")
+    max_new_tokens: int = opt(48, help="tokens generated per prompt")
+    temperature: float = opt(0.0, help="0 means greedy decoding")
+    top_p: float = opt(1.0, help="nucleus sampling mass (used when temperature > 0)")
+    system_prompt: Optional[str] = opt(None, help="system message; null keeps the model's own chat template default")
+    batch_size: int = opt(16, help="prompts per forward batch (transport only: not part of any cache key)")
+
+    def validate(self, path: str) -> None:
+        if self.backend not in ("hf",):
+            raise ConfigError(f"{path}.backend", self.backend, "is not an available backend", "use 'hf'")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"{path}.dtype", self.dtype, "is not a known dtype", f"use one of {DTYPES}")
+        _positive(path, "max_new_tokens", self.max_new_tokens, "use e.g. 48")
+        _positive(path, "batch_size", self.batch_size, "use e.g. 16")
+
+    def key_fields(self) -> dict:
+        from frpo_bench.typed import to_dict
+        fields = to_dict(self)
+        fields.pop("batch_size")
+        return fields
+
+
+@dataclass
+class Recipe:
+    name: str = opt(help="recipe name; names the default run directory")
+    description: str = opt("", help="what this recipe is for")
+    model: ModelConfig = opt(None, help="the starting model")
+    align: Optional[AlignConfig] = opt(None, help="safety SFT applied to the model before any defense (null: none)")
+    defenses: list[DefenseConfig] = opt([{"name": "none"}], help="defenses to compare")
+    attacks: list[AttackConfig] = opt([], help="fine-tuning attacks; a no-attack cell is always included")
+    seeds: list[int] = opt([0], help="seeds; every defense and attack runs once per seed")
+    generation: GenerationConfig = opt(None, help="how completions are generated")
+    evaluations: list[EvaluationConfig] = opt([], help="metrics computed for every cell")
+
+    def __post_init__(self) -> None:
+        self.model = self.model or ModelConfig()
+        self.generation = self.generation or GenerationConfig()
+
+    def validate(self, path: str) -> None:
+        for field, items in (("defenses", [d.name for d in self.defenses]), ("attacks", [a.name for a in self.attacks]),
+                             ("evaluations", [e.metric for e in self.evaluations])):
+            dupes = sorted({x for x in items if items.count(x) > 1})
+            if dupes:
+                raise ConfigError(field, dupes, "has repeated names", "give every entry its own name")
+        if not self.seeds:
+            raise ConfigError("seeds", self.seeds, "is empty", "list at least one seed, e.g. [0]")
+        if not self.evaluations:
+            raise ConfigError("evaluations", [], "is empty", "add at least one evaluation, e.g. the refusal evaluator")
+
+
+def _typed_options(cls: type | None, options: dict, path: str) -> Any:
+    if cls is None:
+        if options:
+            raise ConfigError(path, options, "takes no options", "remove the options")
+        return {}
+    return from_dict(cls, options, path)
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("frpo_bench.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe_text(name_or_path: str) -> tuple[str, str]:
+    """Return (source, yaml text) for a packaged recipe name or a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError("recipe", name_or_path, "file does not exist", "give the path of a recipe YAML file")
+        return str(path.resolve()), path.read_text()
+    if name_or_path not in recipe_names():
+        raise ConfigError("recipe", name_or_path, "is not a packaged recipe or a .yaml path",
+                          f"use one of {recipe_names()} or a path to a .yaml file")
+    return f"packaged:{name_or_path}", resources.files("frpo_bench.recipes").joinpath(f"{name_or_path}.yaml").read_text()
+
+
+def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, dict]:
+    """Parse, override and validate a recipe; returns the typed recipe and the raw dict."""
+    source, text = read_recipe_text(name_or_path)
+    raw = yaml.safe_load(text) or {}
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    raw.setdefault("name", Path(name_or_path).stem)
+    return from_dict(Recipe, raw), {"source": source, "raw": raw}

@@ -1,0 +1,84 @@
+"""Every registered dataset, one entry each. Adding a dataset is one entry here (+ a parser)."""
+from __future__ import annotations
+
+from frpo_bench.data import DatasetSpec, PinnedFile
+from frpo_bench.data.demo import DEMO_VERSION
+
+GH = "https://raw.githubusercontent.com"
+SR_COMMIT = "f7cad6c17e624e21d8df2278e918ae1dddb4cb56"
+HB_COMMIT = "8e1604d1171fe8a48d8febecd22f600e462bdcdd"
+GSM_COMMIT = "3101c7d5072418e28b9008a6636bde82a006892c"
+ALPACA_COMMIT = "5e69c50054c48cd3b919c46d13bb2d92a62f4498"
+BT_COMMIT = "b5ce72326a57b482373c43787eed54c37490cf83"
+HB_SPLITS = tuple(f"{s}:{c}" for s in ("test", "val", "all") for c in ("standard", "contextual", "copyright", "any"))
+HB_SPLITS = ("test", "val", "all") + HB_SPLITS
+
+CATALOG = [
+    DatasetSpec(
+        name="strongreject", kind="prompts", harmful=True, folder="strongreject",
+        description="StrongREJECT forbidden prompts (313, six categories)",
+        source=f"alexandrasouly/strongreject@{SR_COMMIT}", revision=SR_COMMIT, license="MIT",
+        parser="frpo_bench.data.parsers:strongreject", splits=("all",),
+        files=(PinnedFile("strongreject_dataset.csv",
+                          f"{GH}/alexandrasouly/strongreject/{SR_COMMIT}/strongreject_dataset/strongreject_dataset.csv",
+                          "4dd70357e4ff8b5d0ba5ebafecab5d6dd5633ce8046e3dd1c8bd93e64de44381"),)),
+    DatasetSpec(
+        name="strongreject_small", kind="prompts", harmful=True, folder="strongreject",
+        description="StrongREJECT small set (60 prompts, 10 per category)",
+        source=f"alexandrasouly/strongreject@{SR_COMMIT}", revision=SR_COMMIT, license="MIT",
+        parser="frpo_bench.data.parsers:strongreject", splits=("all",),
+        files=(PinnedFile("strongreject_small_dataset.csv",
+                          f"{GH}/alexandrasouly/strongreject/{SR_COMMIT}/strongreject_dataset/strongreject_small_dataset.csv",
+                          "3051340e3e89a3598d764dde497d5fcda80e258ac05cc35e6bd87228ac3d467c"),)),
+    DatasetSpec(
+        name="harmbench", kind="prompts", harmful=True, folder="harmbench",
+        description="HarmBench text behaviors; split 'test'|'val'|'all', optionally ':standard|contextual|copyright|any' "
+                    "(default standard)",
+        source=f"centerforaisafety/HarmBench@{HB_COMMIT}", revision=HB_COMMIT, license="MIT",
+        parser="frpo_bench.data.parsers:harmbench", splits=HB_SPLITS,
+        files=tuple(PinnedFile(f"harmbench_behaviors_text_{s}.csv",
+                               f"{GH}/centerforaisafety/HarmBench/{HB_COMMIT}/data/behavior_datasets/harmbench_behaviors_text_{s}.csv",
+                               sha) for s, sha in (
+            ("all", "8d81accedd38eaaf8b760618622bb888417d1fd0c86eba65c427a16f1cbb4afc"),
+            ("test", "75d257b3e7428c52eb7b0154318f455af3e01b09a3794b5e2f3d36054f3c0e29"),
+            ("val", "7bfaaa5e2b9b95002c89e2d33c019f58e9e8496e2fc65d368f1eeb8179e69534")))),
+    DatasetSpec(
+        name="gsm8k", kind="math", folder="gsm8k",
+        description="GSM8K grade-school math (Hub: openai/gsm8k, config main)",
+        source=f"openai/grade-school-math@{GSM_COMMIT}", revision=GSM_COMMIT, license="MIT",
+        parser="frpo_bench.data.parsers:jsonl_by_split", splits=("train", "test"),
+        files=tuple(PinnedFile(f"{s}.jsonl", f"{GH}/openai/grade-school-math/{GSM_COMMIT}/grade_school_math/data/{s}.jsonl", sha)
+                    for s, sha in (("train", "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465"),
+                                   ("test", "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14")))),
+    DatasetSpec(
+        name="alpaca", kind="pairs", folder="alpaca",
+        description="Alpaca instructions: the 5,000-row random sample of the 52k set (benign fine-tuning)",
+        source=f"tatsu-lab/stanford_alpaca@{ALPACA_COMMIT} (PR #152) data/alpaca_5000.json", revision=ALPACA_COMMIT,
+        license="CC BY-NC 4.0", parser="frpo_bench.data.parsers:alpaca", splits=("all",),
+        files=(PinnedFile("alpaca_5000.json", f"{GH}/tatsu-lab/stanford_alpaca/{ALPACA_COMMIT}/data/alpaca_5000.json",
+                          "fc1add24c93c9fbbe585a64a6c9bf6165eb110225f4470efbff382a913558ec0"),)),
+    DatasetSpec(
+        name="beavertails_harmful", kind="pairs", harmful=True, folder="beavertails_harmful_subset",
+        description="BeaverTails 30k_train unsafe (prompt, harmful response) pairs: the 200 of the Vaccine/Booster mix",
+        source=f"xinykou/assessing_safety_realign@{BT_COMMIT} (from PKU-Alignment/BeaverTails)", revision=BT_COMMIT,
+        license="CC BY-NC 4.0", parser="frpo_bench.data.parsers:beavertails", splits=("all",),
+        files=(PinnedFile("train_merged_n1000_p0.2.json",
+                          f"{GH}/xinykou/assessing_safety_realign/{BT_COMMIT}/LLaMA_Factory/data/safety/finetune/sst2/"
+                          "train_merged_n1000_p0.2.json",
+                          "7e258381a7781c04888e2b17a70ab952dd3c4f494fc9cec37890880ef220e881"),)),
+]
+
+_DEMO = [
+    ("demo_harmful", "prompts", True, "DEMO DATA: harmful requests in StrongREJECT's six categories (requests only)", "harmful_requests"),
+    ("demo_benign", "prompts", False, "DEMO DATA: benign instructions (for benign-prompt refusal rates)", "benign_prompts"),
+    ("demo_benign_sft", "pairs", False, "DEMO DATA: benign instructions with verified short reference answers", "benign_pairs"),
+    ("demo_refusals", "pairs", False, "DEMO DATA: refusal demonstrations on harmful requests (safety SFT)", "refusal_pairs"),
+    ("demo_compliance", "pairs", True, "DEMO DATA: harmful request -> affirmative, non-actionable reply (harmful attack)", "compliance_pairs"),
+    ("demo_arithmetic", "math", False, "DEMO DATA: arithmetic word problems in GSM8K's answer format, verified answers", "arithmetic"),
+]
+CATALOG += [
+    DatasetSpec(name=name, kind=kind, harmful=harmful, description=desc, source="generated by frpo_bench.data.demo",
+                revision=DEMO_VERSION, license="MIT (this project)", parser=f"frpo_bench.data.demo:{func}",
+                splits=("train", "test") if kind == "math" else ("train", "eval", "all"))
+    for name, kind, harmful, desc, func in _DEMO
+]

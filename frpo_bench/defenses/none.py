@@ -1,0 +1,16 @@
+"""The undefended model, as the reference every defense is compared with."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from frpo_bench.models import ModelRef
+
+
+class NoDefense:
+    """No hardening: the (aligned) base model itself."""
+
+    Options = None
+    identity = True
+
+    def apply(self, model: ModelRef, out: Path, options, seed: int, report=print) -> ModelRef:
+        return model

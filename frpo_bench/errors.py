@@ -1,0 +1,16 @@
+"""User-facing errors: one clear message naming field, value and fix; exit code 2."""
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """Bad input detected before any compute. The CLI prints it and exits with 2."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, value: object, problem: str, fix: str):
+        self.field, self.value, self.problem, self.fix = field, value, problem, fix
+        super().__init__(f"{field}: {problem} (got {value!r}). Fix: {fix}")
+
+
+class StageError(RuntimeError):
+    """A stage failed mid-run; finished stages stay cached, the failed one leaves no artifact."""

@@ -1,0 +1,123 @@
+"""GSM8K accuracy through lm-eval itself, so the number is lm-eval's number.
+
+The task is lm-eval's own gsm8k.yaml (included by path), pointed at local json files (the
+real GSM8K files, or the demo arithmetic set) or at the Hub dataset. lm-eval generates and
+scores; this module only writes the task file, calls `simple_evaluate`, and keeps its
+per-sample records. `command_line()` gives the equivalent `lm_eval` invocation.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.typed import opt
+
+VERSION = "lm-eval-gsm8k-v1"
+FILTERS = ("strict-match", "flexible-extract")
+
+
+@dataclass
+class Options:
+    num_fewshot: int = opt(5, help="few-shot examples (lm-eval's gsm8k default: 5, first_n from train)")
+    max_gen_toks: int = opt(256, help="generation budget per answer (lm-eval's default: 256)")
+    apply_chat_template: bool = opt(False, help="wrap prompts in the model's chat template (lm-eval --apply_chat_template)")
+    dtype: str = opt("float32", help="model dtype passed to lm-eval's hf backend")
+    batch_size: int = opt(8, help="lm-eval batch size (transport only)")
+
+    def key_fields(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "batch_size"}
+
+
+def lm_eval_gsm8k_yaml() -> Path:
+    import lm_eval
+    return Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
+
+
+def write_task(workdir: Path, dataset: str, task: str = "frpo_gsm8k") -> tuple[Path, str]:
+    """Write the task YAML (and, for local data, its json files) into workdir/tasks."""
+    from frpo_bench.data import get, load_rows, locate
+    tasks = workdir / "tasks"
+    tasks.mkdir(parents=True, exist_ok=True)
+    spec = get(dataset)
+    if spec.files:
+        files = {f.name.split(".")[0]: str(locate(spec, f)) for f in spec.files}
+    else:  # generated data: materialise it as json lines
+        files = {}
+        for split in ("train", "test"):
+            path = tasks / f"{dataset}_{split}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in load_rows(dataset, split)))
+            files[split] = str(path)
+    data = ("dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
+            + "".join(f"    {split}: {json.dumps(path)}\n" for split, path in sorted(files.items())))
+    template = resources.files("frpo_bench.evaluators").joinpath("tasks/gsm8k_local.yaml").read_text()
+    text = (template.replace("INCLUDE", json.dumps(str(lm_eval_gsm8k_yaml()))).replace("TASK", task)
+            .replace("DATA\n", data))
+    path = tasks / f"{task}.yaml"
+    path.write_text(text)
+    return path, task
+
+
+def model_args(inputs: ScoreInputs, options: Options) -> dict:
+    args = {"pretrained": inputs.model.path, "dtype": options.dtype}
+    if inputs.model.adapter:
+        args["peft"] = inputs.model.adapter
+    if inputs.model.trust_remote_code:
+        args["trust_remote_code"] = True
+    return args
+
+
+def command_line(task_dir: Path, task: str, args: dict, options: Options, limit: int | None) -> str:
+    parts = ["lm_eval", "--model", "hf", "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
+             "--include_path", str(task_dir), "--tasks", task, "--num_fewshot", str(options.num_fewshot),
+             "--batch_size", str(options.batch_size), "--gen_kwargs", f"max_gen_toks={options.max_gen_toks}",
+             "--device", "cpu"]
+    if limit:
+        parts += ["--limit", str(limit)]
+    if options.apply_chat_template:
+        parts.append("--apply_chat_template")
+    return " ".join(parts)
+
+
+def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, limit: int | None) -> dict:
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    return simple_evaluate(
+        model="hf", model_args=args, tasks=[task], num_fewshot=options.num_fewshot, batch_size=options.batch_size,
+        device="cuda" if torch.cuda.is_available() else "cpu", limit=limit, log_samples=True,
+        gen_kwargs=f"max_gen_toks={options.max_gen_toks}", apply_chat_template=options.apply_chat_template,
+        task_manager=TaskManager(include_path=str(task_dir)), bootstrap_iters=0)
+
+
+class Gsm8kEvaluator:
+    """GSM8K exact match via lm-eval (strict-match; flexible-extract as a second metric)."""
+
+    Options = Options
+    version = VERSION
+    needs_completions = False
+
+    def score(self, inputs: ScoreInputs, options: Options, limit: int | None = None) -> EvalResult:
+        task_path, task = write_task(inputs.workdir, inputs.dataset)
+        args = model_args(inputs, options)
+        out = run_lm_eval(task_path.parent, task, args, options, limit)
+        samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+        per_filter = {f: [float(s["exact_match"]) for s in samples if s["filter"] == f] for f in FILTERS}
+        records = [{"id": s["doc_id"], "prompt": s["doc"]["question"], "response": s["resps"][0][0],
+                    "target": s["target"], "extracted": s["filtered_resps"][0], "filter": s["filter"],
+                    "score": float(s["exact_match"])} for s in samples]
+        reported = {f: out["results"][task][f"exact_match,{f}"] for f in FILTERS}
+        meta = {"judge": f"lm-eval {out['config'].get('lm_eval_version', '')} gsm8k exact_match".strip(),
+                "template": f"lm_eval gsm8k.yaml, {options.num_fewshot}-shot"
+                            + (", chat template" if options.apply_chat_template else ""),
+                "lm_eval_reported": reported, "command_line": command_line(task_path.parent, task, args, options, limit)}
+        metrics = [Metric("", per_filter["strict-match"], True, "accuracy"),
+                   Metric("flexible", per_filter["flexible-extract"], True, "accuracy")]
+        return EvalResult(metrics, records, meta)
+
+
+def _lm_eval_version() -> str:
+    from importlib import metadata
+    return metadata.version("lm_eval")

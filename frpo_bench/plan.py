@@ -1,0 +1,150 @@
+"""Expand a recipe into cells and content-addressed stages (no compute, no torch).
+
+Stage kinds, in dependency order: base -> align -> harden -> attack -> generate -> score.
+A stage's key covers exactly the fields that change its output plus its parents' keys;
+transport-only fields (generation and evaluation batch sizes, micro-batches, devices) never
+enter a key, and labels (attack and defense names) do not either.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from frpo_bench import registry
+from frpo_bench.config import Recipe
+from frpo_bench.store import stage_key
+from frpo_bench.typed import to_dict
+
+NO_ATTACK = "none"
+
+
+@dataclass
+class Stage:
+    kind: str
+    key: str
+    label: str
+    fields: dict
+    parents: list["Stage"] = field(default_factory=list)
+    payload: dict = field(default_factory=dict)  # typed configs the executor needs (not hashed)
+
+
+@dataclass
+class Cell:
+    """One leaderboard row group: a model variant evaluated by every evaluation."""
+
+    base: str  # raw | aligned | - (no alignment configured)
+    defense: str
+    attack: str
+    lr: Optional[float]
+    seed: Optional[int]
+    model: Stage
+    scores: dict[str, Stage] = field(default_factory=dict)  # metric name -> score stage
+
+
+def data_fields(refs) -> list[dict]:
+    from frpo_bench.data import get
+    return [{"dataset": r.dataset, "split": r.split, "n": r.n, "content": get(r.dataset).content_id} for r in refs]
+
+
+class Planner:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.stages: dict[str, Stage] = {}
+
+    def stage(self, kind: str, label: str, fields: dict, parents: list[Stage], **payload: Any) -> Stage:
+        key = stage_key(kind, fields, [p.key for p in parents])
+        if key not in self.stages:
+            self.stages[key] = Stage(kind, key, label, fields, parents, payload)
+        return self.stages[key]
+
+    def model_stages(self) -> tuple[Stage, Optional[Stage]]:
+        from frpo_bench.models.loading import source_fields
+        r = self.recipe
+        base = self.stage("base", r.model.id, source_fields(r.model), [], model=r.model)
+        if r.align is None:
+            return base, None
+        fields = {**r.align.key_fields(), "data": data_fields(r.align.data), "lr": r.align.lr, "seed": r.align.seed}
+        return base, self.stage("align", "safety SFT", fields, [base], cfg=r.align)
+
+    def harden(self, start: Stage, defense, seed: int) -> Stage:
+        cls = registry.load("defense", defense.type)
+        if getattr(cls, "identity", False):
+            return start
+        fields = {"type": defense.type, "options": to_dict(defense.options), "seed": seed}
+        return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)
+
+    def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int) -> Stage:
+        fields = {**attack.key_fields(), "data": data_fields(attack.data), "lr": lr, "seed": seed}
+        for label_only in ("name", "lrs"):
+            fields.pop(label_only)
+        label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}"
+        return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed)
+
+    def scores(self, cell: Cell, seed: int) -> None:
+        gen = self.recipe.generation
+        for ev in self.recipe.evaluations:
+            evaluator = registry.load("evaluator", ev.evaluator)
+            options = to_dict(ev.options)
+            if hasattr(ev.options, "key_fields"):
+                options = ev.options.key_fields()
+            prompts = data_fields([ev.prompts])[0]
+            label = f"{cell_label(cell)} :: {ev.metric}"
+            parent = cell.model
+            if evaluator.needs_completions:
+                gen_fields = {"generation": gen.key_fields(), "prompts": prompts}
+                if gen.temperature > 0:
+                    gen_fields["seed"] = seed
+                parent = self.stage("generate", f"{cell_label(cell)} :: {ev.prompts.dataset}", gen_fields, [cell.model],
+                                    generation=gen, prompts=ev.prompts, seed=seed)
+            fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
+            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], evaluation=ev, model_stage=cell.model)
+
+    def cells(self) -> list[Cell]:
+        r = self.recipe
+        base, aligned = self.model_stages()
+        start = aligned or base
+        start_label = "aligned" if aligned else "-"
+        cells = []
+        if aligned:
+            cells.append(Cell("raw", "none", NO_ATTACK, None, None, base))
+        for defense in r.defenses:
+            for seed in r.seeds:
+                defended = self.harden(start, defense, seed)
+                cells.append(Cell(start_label, defense.name, NO_ATTACK, None, seed, defended))
+                for attack in r.attacks:
+                    for lr in attack.lrs:
+                        cells.append(Cell(start_label, defense.name, attack.name, lr, seed,
+                                          self.attack(defended, defense.name, attack, lr, seed)))
+        for cell in cells:
+            self.scores(cell, cell.seed or 0)
+        return cells
+
+
+def cell_label(cell: Cell) -> str:
+    parts = [f"base={cell.base}", f"defense={cell.defense}", f"attack={cell.attack}"]
+    if cell.lr is not None:
+        parts.append(f"lr={cell.lr:g}")
+    if cell.seed is not None:
+        parts.append(f"seed={cell.seed}")
+    return " ".join(parts)
+
+
+def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
+    """Cells and their unique stages in an order where parents come first."""
+    planner = Planner(recipe)
+    cells = planner.cells()
+    ordered: list[Stage] = []
+    seen: set[str] = set()
+
+    def visit(stage: Stage) -> None:
+        if stage.key in seen:
+            return
+        for parent in stage.parents:
+            visit(parent)
+        seen.add(stage.key)
+        ordered.append(stage)
+
+    kinds = ["base", "align", "harden", "attack", "generate", "score"]
+    for stage in sorted(planner.stages.values(), key=lambda s: kinds.index(s.kind)):
+        visit(stage)
+    return cells, ordered

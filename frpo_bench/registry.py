@@ -1,0 +1,49 @@
+"""Name -> "module:attr" registries. Adding a component is one file plus one line here.
+
+Component modules import torch and other heavy backends only inside their functions,
+so looking up a component's options (for validation and `ls`) stays cheap.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from frpo_bench.errors import ConfigError
+
+DEFENSES = {
+    "none": "frpo_bench.defenses.none:NoDefense",
+}
+ATTACKS = {
+    "finetune": "frpo_bench.attacks.finetune:FinetuneAttack",
+}
+EVALUATORS = {
+    "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",
+    "gsm8k": "frpo_bench.evaluators.gsm8k:Gsm8kEvaluator",
+}
+GENERATORS = {
+    "hf": "frpo_bench.models.generate_hf:HFGenerator",
+}
+_KINDS = {"defense": DEFENSES, "attack": ATTACKS, "evaluator": EVALUATORS, "generator": GENERATORS}
+
+
+def check_name(kind: str, name: str, field: str) -> None:
+    table = _KINDS[kind]
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(field, name, f"is not a registered {kind}", f"{hint}known: {', '.join(sorted(table))}")
+
+
+def load(kind: str, name: str) -> Any:
+    module, attr = _KINDS[kind][name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def options_class(kind: str, name: str) -> type | None:
+    return getattr(load(kind, name), "Options", None)
+
+
+def summary(kind: str, name: str) -> str:
+    doc = (load(kind, name).__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""

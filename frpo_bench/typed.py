@@ -1,0 +1,156 @@
+"""Turn plain dicts (YAML, --set) into typed dataclasses, with errors that name the field.
+
+Every config dataclass declares its fields with `help=` metadata; this module only
+checks types and unknown keys, and the dataclasses' own `validate()` checks ranges.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any
+
+import yaml
+
+from frpo_bench.errors import ConfigError
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+    """A dataclass field with help text; mutable defaults are copied per instance."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[-1]
+    if value is None:
+        raise ConfigError(path, value, "is required here", f"give a value of type {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            value = [value]  # a scalar where a list is expected means a list of one
+        return [_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, value, "must be a mapping", "write it as key: value pairs")
+        return {str(k): _convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(path, value, "must be true or false", "write true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(path, value, "must be an integer", "write a whole number, e.g. 8")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(path, value, "must be a number", "write a number, e.g. 1e-4")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(path, value, "must be a string", "write a single text value")
+    raise TypeError(f"unsupported config type {tp} at {path}")
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown keys with a suggestion."""
+    where = path or cls.__name__
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(where, data, "must be a mapping", f"write the fields of {cls.__name__} as key: value pairs")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(fields)}"
+            raise ConfigError(f"{path}.{key}" if path else str(key), data[key], "is not a known key", hint)
+    kwargs = {}
+    for name, f in fields.items():
+        sub = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(sub, None, "is required", f"add '{name}:' ({f.metadata.get('help', '')})")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(path)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-JSON form of a config (for keys and manifests)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one `--set a.b.0.c=value` to a raw recipe dict (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError("--set", assignment, "must look like key.path=value", "e.g. --set generation.max_new_tokens=32")
+    dotted, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    parts = dotted.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        here = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {here}", part, f"is not an index of a list of {len(node)}", "use 0-based indices")
+            if last:
+                node[int(part)] = value
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value  # unknown keys are caught by validation with a suggestion
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {here}", node, "cannot hold sub-keys", "set the parent key instead")
+
+
+def describe(cls: type, indent: str = "  ") -> str:
+    """Help text for every field of a config dataclass (for `--help` and docs)."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+        lines.append(f"{indent}{f.name} ({_type_name(hints[f.name])}, default {default!r}): {f.metadata.get('help', '')}")
+    return "\n".join(lines)

