@@ -48,8 +48,14 @@ class DatasetSpec:
 
     @property
     def content_id(self) -> str:
-        """Identity of the bytes this dataset reads (part of stage keys)."""
-        return ",".join(f.sha256 for f in self.files) or self.revision
+        """Identity of the bytes this dataset reads (part of stage keys): pinned file hashes,
+        or, for generated sets, a hash of every row they generate."""
+        if self.files:
+            return ",".join(f.sha256 for f in self.files)
+        import importlib
+        module, func = self.parser.split(":")
+        make = getattr(importlib.import_module(module), func)
+        return f"{self.revision}:{rows_hash([make({}, split) for split in self.splits])[:16]}"
 
 
 def _registry() -> dict[str, DatasetSpec]:

@@ -119,16 +119,29 @@ _NAMES = [("Tom", "He"), ("Anna", "She"), ("Liam", "He"), ("Maya", "She"), ("Oma
 
 
 def arithmetic(files: dict, split: str) -> list[dict]:
-    """One-step word problems; answers end with '#### N' like GSM8K's, with <<a+b=c>> annotations."""
+    """One-step word problems; answers end with '#### N' like GSM8K's, with <<a+b=c>> annotations.
+    Test problems never repeat a train (few-shot) problem."""
+    if split == "test":
+        seen = {r["question"] for r in _arithmetic_rows("train", 60, set())}
+        return _arithmetic_rows("test", 200, seen)
+    return _arithmetic_rows("train", 60, set())
+
+
+def _arithmetic_rows(split: str, count: int, exclude: set[str]) -> list[dict]:
     rng = random.Random(f"{DEMO_VERSION}:{split}")
-    rows = []
-    for i in range(60 if split == "train" else 200):
+    rows, seen, i = [], set(exclude), 0
+    while len(rows) < count:
         question, solution, op = _WORD_PROBLEMS[i % len(_WORD_PROBLEMS)]
+        i += 1
         name, pron = _NAMES[rng.randrange(len(_NAMES))]
         a, b = rng.randint(3, 20), rng.randint(2, 9)
         if op(a, b) < 0:
             a, b = b, a
         r = op(a, b)
         fields = dict(name=name, pron=pron, pron_l=pron.lower(), a=a, b=b, r=r)
-        rows.append({"question": question.format(**fields), "answer": f"{solution.format(**fields)}\n#### {r}"})
+        text = question.format(**fields)
+        if text in seen:
+            continue
+        seen.add(text)
+        rows.append({"question": text, "answer": f"{solution.format(**fields)}\n#### {r}"})
     return rows

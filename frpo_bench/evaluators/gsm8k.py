@@ -109,7 +109,7 @@ class Gsm8kEvaluator:
                     "target": s["target"], "extracted": s["filtered_resps"][0], "filter": s["filter"],
                     "score": float(s["exact_match"])} for s in samples]
         reported = {f: out["results"][task][f"exact_match,{f}"] for f in FILTERS}
-        meta = {"judge": f"lm-eval {out['config'].get('lm_eval_version', '')} gsm8k exact_match".strip(),
+        meta = {"judge": f"lm-eval {_lm_eval_version()} gsm8k exact_match",
                 "template": f"lm_eval gsm8k.yaml, {options.num_fewshot}-shot"
                             + (", chat template" if options.apply_chat_template else ""),
                 "lm_eval_reported": reported, "command_line": command_line(task_path.parent, task, args, options, limit)}
@@ -121,3 +121,19 @@ class Gsm8kEvaluator:
 def _lm_eval_version() -> str:
     from importlib import metadata
     return metadata.version("lm_eval")
+
+
+def score_completions(workdir: Path, dataset: str, completions: list[str]) -> dict[str, list[float]]:
+    """Score given completions of the first len(completions) test docs with lm-eval's own filters
+    and metric (for rescoring and for checking the scorer on known answers)."""
+    from lm_eval.tasks import TaskManager
+    task_path, name = write_task(workdir, dataset)
+    task = TaskManager(include_path=str(task_path.parent)).load([name])["tasks"][name]
+    docs = list(task.test_docs())[: len(completions)]
+    scores = {}
+    for ensemble in task._filters:
+        resps = [[c] for c in completions]
+        for make_filter in ensemble.filters:
+            resps = list(make_filter().apply(resps, docs))
+        scores[ensemble.name] = [float(task.process_results(d, [r])["exact_match"]) for d, r in zip(docs, resps)]
+    return scores

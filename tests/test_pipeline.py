@@ -1,0 +1,57 @@
+"""The smoke recipe end to end on the tiny model: interrupted, resumed, then served from cache."""
+import csv
+import json
+
+from frpo_bench import runner
+from frpo_bench.cli import main
+
+
+def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real_attack = runner.EXECUTORS["attack"]
+
+    def crashing_attack(stage, build_dir, parents, report):
+        if stage.payload["attack"].name == "benign_full":
+            (build_dir / "partial.safetensors").write_text("half-written")
+            raise RuntimeError("simulated crash")
+        real_attack(stage, build_dir, parents, report)
+
+    monkeypatch.setitem(runner.EXECUTORS, "attack", crashing_attack)
+    assert main(["run", "smoke", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "attack stage 'none / benign_full" in err and "run again to resume" in err
+    finished = {p.parent.name for p in isolated_cache.rglob("COMPLETE")}
+    assert {"base", "align", "attack"} <= finished
+    assert not list(isolated_cache.rglob("partial.safetensors"))  # no half-written artifact survives
+    assert not (out / "leaderboard.csv").exists()
+
+    monkeypatch.setitem(runner.EXECUTORS, "attack", real_attack)
+    assert main(["run", "smoke", "--out", str(out)]) == 0
+    resumed = capsys.readouterr()
+    assert "24 stages: 3 cached, 21 to run" in resumed.err  # base, align and the finished attack were reused
+
+    with open(out / "leaderboard.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    cells = {(r["base"], r["defense"], r["attack"], r["attack_lr"]) for r in rows}
+    assert cells == {("raw", "none", "none", ""), ("aligned", "none", "none", ""),
+                     ("aligned", "none", "harmful_lora", "0.001"), ("aligned", "none", "benign_full", "0.0001")}
+    metrics = {r["metric"] for r in rows}
+    assert metrics == {"harmful_refusal", "benign_refusal", "math_accuracy", "math_accuracy:flexible"}
+    for r in rows:
+        assert r["evaluator"] and r["judge"] and r["dataset"] and r["dataset_revision"] and int(r["n"]) > 0
+        assert float(r["ci95_low"]) <= float(r["mean"]) <= float(r["ci95_high"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["versions"]["torch"] and manifest["resolved"]["model"]["id"] == "tiny-llama"
+    assert "leaderboard:" in resumed.out and "harmful_refusal" in resumed.out
+
+    first_csv = (out / "leaderboard.csv").read_bytes()
+    assert main(["run", "smoke", "--out", str(out)]) == 0
+    again = capsys.readouterr()
+    assert "24 stages: 24 cached, 0 to run" in again.err
+    assert "everything from cache" in again.out
+    assert (out / "leaderboard.csv").read_bytes() == first_csv
+
+    assert main(["leaderboard", str(out)]) == 0
+    assert (out / "leaderboard.csv").read_bytes() == first_csv
+    assert main(["plan", "smoke"]) == 0
+    assert "24 cached, 0 to run" in capsys.readouterr().out

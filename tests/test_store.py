@@ -1,0 +1,63 @@
+"""Content-addressed keys and atomic artifacts."""
+import pytest
+
+from frpo_bench.config import load_recipe
+from frpo_bench.plan import build_plan
+from frpo_bench.store import MARKER, Store
+
+
+def keys(*overrides):
+    recipe, _ = load_recipe("smoke", list(overrides))
+    _, stages = build_plan(recipe)
+    return {(s.kind, s.label): s.key for s in stages}
+
+
+def test_same_spec_same_key():
+    assert keys() == keys()
+
+
+def test_lr_change_gives_new_attack_key_and_keeps_the_rest():
+    before, after = keys(), keys("attacks.0.lrs=[2e-3]")
+    assert before[("base", "tiny-llama")] == after[("base", "tiny-llama")]
+    assert before[("align", "safety SFT")] == after[("align", "safety SFT")]
+    old = {k for (kind, _), k in before.items() if kind == "attack"}
+    new = {k for (kind, _), k in after.items() if kind == "attack"}
+    assert len(old - new) == 1 and len(new - old) == 1
+
+
+def test_transport_fields_do_not_change_keys():
+    base = keys()
+    assert keys("generation.batch_size=3") == base
+    assert keys("attacks.1.micro_batch_size=1") == base
+    assert keys("evaluations.2.options.batch_size=1") == base
+    assert keys("attacks.0.name=renamed")  .keys() != base.keys()  # labels differ...
+    assert set(keys("attacks.0.name=renamed").values()) == set(base.values())  # ...but not the keys
+
+
+def test_output_changing_fields_change_keys():
+    base = set(keys().values())
+    for override in ("generation.max_new_tokens=9", "attacks.1.batch_size=2", "align.steps=4", "seeds=[1]"):
+        assert set(keys(override).values()) != base, override
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.building("attack", "k" * 64, {}) as out:
+            (out / "weights.bin").write_text("half")
+            raise RuntimeError("killed mid-stage")
+    assert not store.has("attack", "k" * 64)
+    assert list((tmp_path / "attack").iterdir()) == []
+
+
+def test_unmarked_directory_is_rebuilt(tmp_path):
+    store = Store(tmp_path)
+    stale = store.path("generate", "a" * 64)
+    stale.mkdir(parents=True)
+    (stale / "completions.jsonl").write_text("truncated")
+    assert not store.has("generate", "a" * 64)
+    with store.building("generate", "a" * 64, {"x": 1}) as out:
+        (out / "completions.jsonl").write_text("full\n")
+    assert store.has("generate", "a" * 64)
+    assert (stale / "completions.jsonl").read_text() == "full\n"
+    assert (stale / MARKER).is_file() and (stale / "stage.json").is_file()
