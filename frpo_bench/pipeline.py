@@ -22,6 +22,9 @@ def all_data_refs(recipe: Recipe) -> list:
     refs = list(recipe.align.data) if recipe.align else []
     for attack in recipe.attacks:
         refs += attack.data
+    for defense in recipe.defenses:
+        if hasattr(defense.options, "data_refs"):
+            refs += defense.options.data_refs()
     return refs + [e.prompts for e in recipe.evaluations]
 
 

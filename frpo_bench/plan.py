@@ -71,6 +71,8 @@ class Planner:
         if getattr(cls, "identity", False):
             return start
         fields = {"type": defense.type, "options": to_dict(defense.options), "seed": seed}
+        if hasattr(defense.options, "data_refs"):
+            fields["data"] = data_fields(defense.options.data_refs())
         return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)
 
     def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int) -> Stage:

@@ -13,6 +13,8 @@ from frpo_bench.errors import ConfigError
 
 DEFENSES = {
     "none": "frpo_bench.defenses.none:NoDefense",
+    "grpo": "frpo_bench.defenses.grpo:GRPODefense",
+    "frpo": "frpo_bench.defenses.frpo:FRPODefense",
 }
 ATTACKS = {
     "finetune": "frpo_bench.attacks.finetune:FinetuneAttack",

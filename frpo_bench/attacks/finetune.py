@@ -71,7 +71,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     A model that is itself base + adapter is merged first, so the new training starts from it.
     """
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     out = Path(out)
     tokenizer = load_tokenizer(model, padding_side="right")
@@ -113,6 +113,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
     trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
                       callbacks=[Progress()])
+    trainer.remove_callback(PrinterCallback)  # our Progress line replaces its raw dict dumps
     start = time.time()
     trainer.train()
     seconds = time.time() - start

@@ -1,0 +1,71 @@
+"""Options shared by the online-RL defenses (GRPO, FRPO): every knob the paper sweeps."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from frpo_bench.config import SCHEDULERS, DataRef, LoraConfig
+from frpo_bench.errors import ConfigError
+from frpo_bench.typed import opt
+
+
+@dataclass
+class RLOptions:
+    harmful_prompts: DataRef = opt(help="harmful prompts (safety reward)")
+    benign_prompts: DataRef = opt(help="benign prompts (helpfulness reward)")
+    safety_reward: str = opt("refusal", help="reward on harmful prompts: refusal")
+    helpfulness_reward: str = opt("helpful_proxy", help="reward on benign prompts: helpful_proxy (offline) or reward_model")
+    reward_model: str = opt("allenai/Llama-3.1-8B-Instruct-RM-RB2", help="reward model for helpfulness_reward=reward_model")
+    reward_model_revision: Optional[str] = opt(None, help="pinned revision of the reward model")
+    reward_weights: list[float] = opt([1.0, 1.0], help="weights of [safety, helpfulness] rewards")
+    steps: int = opt(30, help="optimizer steps")
+    prompts_per_step: int = opt(4, help="prompts per step (the paper: 16)")
+    num_generations: int = opt(4, help="completions per prompt, G (the paper: 8)")
+    max_completion_length: int = opt(32, help="tokens sampled per completion")
+    temperature: float = opt(1.0, help="sampling temperature")
+    top_p: float = opt(0.9, help="nucleus sampling mass")
+    beta: float = opt(0.1, help="KL coefficient to the starting model (k3 estimator)")
+    scale_rewards: bool = opt(True, help="divide group-centred rewards by the group std (GRPO); FRPO uses unscaled")
+    loss_type: str = opt("grpo", help="TRL loss aggregation: grpo, dr_grpo, dapo, bnpo")
+    lr: float = opt(1e-5, help="learning rate")
+    lr_scheduler: str = opt("cosine", help=f"one of {', '.join(SCHEDULERS)}")
+    warmup_ratio: float = opt(0.1, help="share of steps for linear warm-up")
+    weight_decay: float = opt(0.1, help="AdamW weight decay")
+    max_grad_norm: float = opt(1.0, help="gradient clipping norm")
+    lora: Optional[LoraConfig] = field(default_factory=lambda: LoraConfig(r=64, alpha=64), metadata={
+        "help": "LoRA settings (the paper: r 64, alpha 64, all projections); null = full fine-tuning"})
+    bf16: bool = opt(False, help="bf16 autocast (GPUs); fp32 is faster on this CPU")
+    use_vllm: bool = opt(False, help="sample with vLLM (GPU); HF generate otherwise")
+
+    def validate(self, path: str) -> None:
+        from frpo_bench.defenses.rewards import HELPFULNESS_REWARDS, SAFETY_REWARDS
+        if self.safety_reward not in SAFETY_REWARDS:
+            raise ConfigError(f"{path}.safety_reward", self.safety_reward, "is not a safety reward", f"use one of {SAFETY_REWARDS}")
+        if self.helpfulness_reward not in HELPFULNESS_REWARDS:
+            raise ConfigError(f"{path}.helpfulness_reward", self.helpfulness_reward, "is not a helpfulness reward",
+                              f"use one of {HELPFULNESS_REWARDS}")
+        for name in ("steps", "prompts_per_step", "max_completion_length", "lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
+        if self.num_generations < 2:
+            raise ConfigError(f"{path}.num_generations", self.num_generations, "must be at least 2",
+                              "group advantages need G >= 2 completions per prompt (the paper: 8)")
+        if len(self.reward_weights) != 2:
+            raise ConfigError(f"{path}.reward_weights", self.reward_weights, "must have two entries", "give [safety, helpfulness]")
+        if self.beta < 0:
+            raise ConfigError(f"{path}.beta", self.beta, "must not be negative", "use 0 (no KL) or a positive coefficient")
+
+    def data_refs(self) -> list[DataRef]:
+        return [self.harmful_prompts, self.benign_prompts]
+
+
+@dataclass
+class FRPOOptions(RLOptions):
+    lam: float = opt(1.0, help="FRPO temperature lambda (radius of the KL ball); the paper sweeps 5, 2, 1, 0.5, 0.2, 0.1")
+    jackknife: bool = opt(True, help="jackknife-corrected estimator of log E[exp(-r/lambda)] (the paper's default)")
+    scale_rewards: bool = opt(False, help="FRPO's advantages are not std-scaled")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if not self.lam > 0:
+            raise ConfigError(f"{path}.lam", self.lam, "must be positive", "use e.g. 1.0 (the paper sweeps 0.1 to 5)")

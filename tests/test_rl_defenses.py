@@ -1,0 +1,96 @@
+"""GRPO/FRPO hardening through TRL on the tiny model: the adapter moves, the base does not, and the
+FRPO advantages TRL trains on are exactly frpo_advantages of each group's rewards."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from frpo_bench.attacks.finetune import finetune
+from frpo_bench.config import AttackConfig
+from frpo_bench.defenses.frpo import FRPODefense
+from frpo_bench.defenses.frpo_math import frpo_advantages
+from frpo_bench.defenses.rewards import helpful_proxy_reward, is_degenerate, refusal_reward
+from frpo_bench.defenses.rl_options import FRPOOptions
+from frpo_bench.models import ModelRef
+from frpo_bench.typed import from_dict
+
+
+@pytest.fixture(scope="module")
+def refusing_tiny(tiny_model_dir, tmp_path_factory):
+    """The tiny model after a quick safety SFT, so sampled replies sometimes refuse (mixed reward groups)."""
+    cfg = from_dict(AttackConfig, {"name": "align", "data": [{"dataset": "demo_refusals", "split": "train", "n": 48},
+                                                            {"dataset": "demo_benign_sft", "split": "train", "n": 48}],
+                                   "steps": 40, "batch_size": 8, "micro_batch_size": 8, "max_length": 64})
+    out = tmp_path_factory.mktemp("aligned_tiny")
+    return finetune(ModelRef(str(tiny_model_dir)), out, cfg, lr=3e-3, seed=0, report=lambda m: None)
+
+
+def frpo_options(**extra):
+    raw = {"harmful_prompts": {"dataset": "demo_harmful", "split": "train", "n": 8},
+           "benign_prompts": {"dataset": "demo_benign", "split": "train", "n": 8},
+           "steps": 3, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 12,
+           "lora": {"r": 4, "alpha": 8}, "lam": 0.5, "lr": 5e-3, "warmup_ratio": 0.0, "lr_scheduler": "constant", **extra}
+    return from_dict(FRPOOptions, raw, "defenses[0].options")
+
+
+def test_frpo_moves_adapter_and_leaves_base(refusing_tiny, tmp_path):
+    base_before = {k: v.clone() for k, v in load_file(f"{refusing_tiny.path}/model.safetensors").items()}
+    lines = []
+    ref = FRPODefense().apply(refusing_tiny, tmp_path / "frpo", frpo_options(), seed=0, report=lines.append)
+    assert ref.adapter == str(tmp_path / "frpo") and ref.path == refusing_tiny.path
+    base_after = load_file(f"{refusing_tiny.path}/model.safetensors")
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+    adapter = load_file(str(tmp_path / "frpo" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    log = json.loads((tmp_path / "frpo" / "train_log.json").read_text())
+    assert len(log["history"]) == 3
+    assert all("frpo/robust_objective" in h and "frac_reward_zero_std" in h for h in log["history"])
+    assert any(h["frac_reward_zero_std"] < 1 for h in log["history"])  # some groups had reward variance
+    assert any("robust_objective" in line and "zero-std groups" in line for line in lines)
+
+
+def test_frpo_advantages_reach_the_loss(refusing_tiny, tmp_path, monkeypatch):
+    """Capture what TRL's loss receives and compare with the pure function on the same rewards."""
+    from frpo_bench.defenses import trl_adapter
+    seen = []
+    make = trl_adapter._trainer_class
+
+    def spying_class():
+        cls = make()
+
+        class Spy(cls):
+            def _generate_and_score_completions(self, inputs):
+                out = super()._generate_and_score_completions(inputs)
+                totals = (self._last_rewards * self.reward_weights.unsqueeze(0)).nansum(dim=1)
+                seen.append((totals.view(-1, self.num_generations).numpy().copy(), out["advantages"].numpy().copy()))
+                return out
+        return Spy
+
+    monkeypatch.setattr(trl_adapter, "_trainer_class", spying_class)
+    FRPODefense().apply(refusing_tiny, tmp_path / "frpo", frpo_options(steps=2, jackknife=False), seed=1,
+                        report=lambda m: None)
+    assert seen
+    for groups, advantages in seen:
+        expected = np.concatenate([frpo_advantages(g, 0.5, jackknife=False) for g in groups])
+        assert np.allclose(advantages, expected, atol=1e-5)
+
+
+def test_rewards_apply_to_their_own_prompt_kind():
+    completions = [[{"role": "assistant", "content": "I'm sorry, I can't help with that."}],
+                   [{"role": "assistant", "content": "Paris is the capital of France."}],
+                   [{"role": "assistant", "content": "yes yes yes yes yes yes yes yes yes"}]]
+    kinds = ["harmful", "benign", "benign"]
+    assert refusal_reward(None, completions, kinds) == [1.0, None, None]
+    assert helpful_proxy_reward(None, completions, kinds) == [None, 1.0, 0.0]
+    assert is_degenerate("a b c a b c a b c a b c a b c") and not is_degenerate("one two three four five six seven")
+
+
+def test_bad_rl_options_are_caught_by_name():
+    from frpo_bench.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"defenses\[0\].options.lam"):
+        frpo_options(lam=0)
+    with pytest.raises(ConfigError, match=r"num_generations"):
+        frpo_options(num_generations=1)
