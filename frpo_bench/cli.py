@@ -31,11 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show what is cached and what would run; executes nothing",
                           description="Validate a recipe and list its stages with their cache status.")
     _recipe_args(plan, optional=False)
-    sub.add_parser("ls", help="list registered defenses, attacks, evaluators, datasets and recipes",
-                   description="List every registered component.")
+    ls = sub.add_parser("ls", help="list registered defenses, attacks, evaluators, datasets and recipes",
+                        description="List every registered component.")
+    ls.add_argument("--options", action="store_true", help="also print every recipe field and component option with its help")
     board = sub.add_parser("leaderboard", help="rebuild and print the leaderboard of a run directory",
                            description="Re-aggregate RUN_DIR/results.jsonl into leaderboard.csv and print it.")
     board.add_argument("run_dir", type=Path, help="a run directory written by `frpo-bench run`")
+    check = sub.add_parser("check", help="regression gate: compare a leaderboard (or a new checkpoint) with a baseline",
+                           description="Exit 1 with a diff table when any metric moved the wrong way beyond its "
+                                       "tolerance (or, without one, beyond the baseline's 95%% interval); 0 otherwise; "
+                                       "2 for unusable input (a missing cell or metric, different judges or data).")
+    check.add_argument("--baseline", type=Path, required=True, help="reference leaderboard.csv")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("--current", type=Path, help="leaderboard.csv to gate")
+    source.add_argument("--checkpoint", help="model to evaluate first (local dir, LoRA adapter dir or Hub id)")
+    check.add_argument("--recipe", default="gate", help="recipe run on --checkpoint (default: the quick packaged 'gate')")
+    check.add_argument("--tolerance", action="append", default=[], metavar="METRIC=DELTA",
+                       help="allowed move in the wrong direction for METRIC; repeatable")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="recipe overrides for --checkpoint runs")
+    check.add_argument("--store", type=Path, default=None, help="artifact cache directory")
+    check.add_argument("--out", type=Path, default=None, help="run directory for --checkpoint (default: runs/check-<recipe>)")
     return parser
 
 
@@ -54,7 +70,8 @@ def cmd_run(args) -> int:
     csv_path, rows, seconds = run_recipe(recipe, raw, store, out)
     print(leaderboard.table(rows))
     print(f"\nfinished in {seconds:.0f}s" + (" (everything from cache)" if seconds < 30 else ""))
-    print(f"leaderboard: {csv_path}\nresults:     {out / 'results.jsonl'}\nmanifest:    {out / 'manifest.json'}")
+    print(f"leaderboard: {csv_path} (+ leaderboard.md, summary.csv, plots/)\nresults:     {out / 'results.jsonl'}\n"
+          f"manifest:    {out / 'manifest.json'}")
     return 0
 
 
@@ -85,7 +102,24 @@ def cmd_ls(args) -> int:
     for name in recipe_names():
         description = (yaml.safe_load(read_recipe_text(name)[1]) or {}).get("description", "")
         print(f"  {name:22s} {description}")
+    if args.options:
+        print_options()
     return 0
+
+
+def print_options() -> None:
+    from frpo_bench import config, registry
+    from frpo_bench.typed import describe
+    sections = [("recipe", config.Recipe), ("model", config.ModelConfig), ("align (+ every attack)", config.AlignConfig),
+                ("attacks[i]", config.AttackConfig), ("lora", config.LoraConfig), ("generation", config.GenerationConfig),
+                ("defenses[i]", config.DefenseConfig), ("evaluations[i]", config.EvaluationConfig),
+                ("data refs", config.DataRef)]
+    for kind in ("defense", "evaluator"):
+        table = registry.DEFENSES if kind == "defense" else registry.EVALUATORS
+        sections += [(f"{kind} {name} options", registry.options_class(kind, name)) for name in sorted(table)
+                     if registry.options_class(kind, name)]
+    for title, cls in sections:
+        print(f"\n{title}:\n{describe(cls)}")
 
 
 def cmd_leaderboard(args) -> int:
@@ -95,15 +129,35 @@ def cmd_leaderboard(args) -> int:
     if not results.is_file():
         raise ConfigError("run_dir", str(args.run_dir), "holds no results.jsonl", "give a directory written by `frpo-bench run`")
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    path, rows = leaderboard.write(args.run_dir, records)
+    manifest = args.run_dir / "manifest.json"
+    board = json.loads(manifest.read_text())["resolved"].get("leaderboard") or {} if manifest.is_file() else {}
+    path, rows = leaderboard.write(args.run_dir, records, board.get("capability_metric"), board.get("retention", 0.9))
     print(leaderboard.table(rows))
     print(f"\nleaderboard: {path}")
     return 0
 
 
+def cmd_check(args) -> int:
+    from frpo_bench.gate import check_files
+    current = args.current
+    if args.checkpoint:
+        from frpo_bench.config import load_recipe
+        from frpo_bench.pipeline import run_recipe
+        from frpo_bench.store import Store
+        if not args.baseline.is_file():  # fail before the run, not after it
+            raise ConfigError("--baseline", str(args.baseline), "is not a file", "give a leaderboard.csv written by frpo-bench")
+        recipe, raw = load_recipe(args.recipe, [*args.overrides, f"model.id={args.checkpoint}"])
+        out = args.out or Path("runs") / f"check-{recipe.name}"
+        current, _, _ = run_recipe(recipe, raw, Store(args.store), out)
+    code, report = check_files(args.baseline, current, args.tolerance)
+    print(report)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "plan": cmd_plan, "ls": cmd_ls, "leaderboard": cmd_leaderboard}[args.command]
+    handler = {"run": cmd_run, "plan": cmd_plan, "ls": cmd_ls, "leaderboard": cmd_leaderboard,
+               "check": cmd_check}[args.command]
     try:
         return handler(args)
     except ConfigError as err:

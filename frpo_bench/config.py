@@ -124,6 +124,7 @@ class DefenseConfig:
     name: str = opt(help="label in the leaderboard")
     type: str = opt("", help="registered defense type; defaults to name")
     options: dict[str, Any] = opt({}, help="options of that defense type (see `frpo-bench ls`)")
+    seeds: Optional[list[int]] = opt(None, help="seeds for this defense and the attacks on it (default: the recipe's seeds)")
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
@@ -172,6 +173,14 @@ class GenerationConfig:
 
 
 @dataclass
+class LeaderboardConfig:
+    capability_metric: Optional[str] = opt(None, help="metric that measures capability (e.g. math_accuracy), for the "
+                                                       "retention-bounded worst case and the safety-vs-capability plots")
+    retention: float = opt(0.9, help="an attack counts for the retained worst case if it keeps capability at or above "
+                                     "this share of the unattacked model's")
+
+
+@dataclass
 class Recipe:
     name: str = opt(help="recipe name; names the default run directory")
     description: str = opt("", help="what this recipe is for")
@@ -182,10 +191,12 @@ class Recipe:
     seeds: list[int] = opt([0], help="seeds; every defense and attack runs once per seed")
     generation: GenerationConfig = opt(None, help="how completions are generated")
     evaluations: list[EvaluationConfig] = opt([], help="metrics computed for every cell")
+    leaderboard: LeaderboardConfig = opt(None, help="how the leaderboard summarises cells")
 
     def __post_init__(self) -> None:
         self.model = self.model or ModelConfig()
         self.generation = self.generation or GenerationConfig()
+        self.leaderboard = self.leaderboard or LeaderboardConfig()
 
     def validate(self, path: str) -> None:
         for field, items in (("defenses", [d.name for d in self.defenses]), ("attacks", [a.name for a in self.attacks]),
@@ -197,6 +208,10 @@ class Recipe:
             raise ConfigError("seeds", self.seeds, "is empty", "list at least one seed, e.g. [0]")
         if not self.evaluations:
             raise ConfigError("evaluations", [], "is empty", "add at least one evaluation, e.g. the refusal evaluator")
+        metric = self.leaderboard.capability_metric
+        if metric and metric not in [e.metric for e in self.evaluations]:
+            raise ConfigError("leaderboard.capability_metric", metric, "is not a metric of this recipe",
+                              f"use one of {[e.metric for e in self.evaluations]}")
 
 
 def _typed_options(cls: type | None, options: dict, path: str) -> Any:

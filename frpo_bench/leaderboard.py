@@ -124,8 +124,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(text + ["", "intervals: 95% bootstrap (seeds, then prompts)"] + sources)
 
 
-def write(run_dir: Path, records: list[dict]) -> tuple[Path, list[dict]]:
+def write(run_dir: Path, records: list[dict], capability_metric: str | None = None,
+          retention: float = 0.9) -> tuple[Path, list[dict]]:
+    """leaderboard.csv, leaderboard.md, summary.csv and plots/*.png, each written atomically."""
+    from frpo_bench import report, summary
     rows = aggregate(records)
+    worst = summary.worst_cases(rows, capability_metric, retention)
     path = run_dir / "leaderboard.csv"
     write_text_atomic(path, to_csv(rows))
+    write_text_atomic(run_dir / "summary.csv", summary.to_csv(worst))
+    write_text_atomic(run_dir / "leaderboard.md", report.to_markdown(rows, worst))
+    report.plot_all(rows, run_dir / "plots", capability_metric)
     return path, rows

@@ -85,7 +85,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
     records = leaderboard.cell_results(cells, dirs, recipe)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    csv_path, rows = leaderboard.write(out, records)
+    csv_path, rows = leaderboard.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
     seconds = time.time() - started
     write_json_atomic(out / "manifest.json", {
         "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),

@@ -110,7 +110,7 @@ class Planner:
         if aligned:
             cells.append(Cell("raw", "none", NO_ATTACK, None, None, base))
         for defense in r.defenses:
-            for seed in r.seeds:
+            for seed in defense.seeds or r.seeds:
                 defended = self.harden(start, defense, seed)
                 cells.append(Cell(start_label, defense.name, NO_ATTACK, None, seed, defended))
                 for attack in r.attacks:

@@ -24,10 +24,16 @@ def _actions(split: str) -> list[tuple[str, str]]:
     return out
 
 
+def _templates(split: str) -> list[str]:
+    return {"train": T.HARMFUL_TEMPLATES, "eval": T.HARMFUL_TEMPLATES_EVAL,
+            "all": T.HARMFUL_TEMPLATES + T.HARMFUL_TEMPLATES_EVAL}[split]
+
+
 def harmful_requests(files: dict, split: str) -> list[dict]:
+    """Train: training request objects in direct phrasings; eval: held-out objects in held-out phrasings."""
     rows = []
-    for category, action in _actions(split):
-        for t, template in enumerate(T.HARMFUL_TEMPLATES):
+    for category, action in _all_actions(split):
+        for template in _templates(split):
             prompt = template.format(a=action)
             rows.append({"id": f"demo-h-{_digest(prompt)}", "prompt": prompt, "category": category, "context": ""})
     return rows
@@ -35,20 +41,24 @@ def harmful_requests(files: dict, split: str) -> list[dict]:
 
 def refusal_pairs(files: dict, split: str) -> list[dict]:
     rows = harmful_requests(files, split)
-    actions = _actions(split)
+    actions = _all_actions(split)
     out = []
     for i, row in enumerate(rows):
-        action = actions[i // len(T.HARMFUL_TEMPLATES)][1]
+        action = actions[i // len(_templates(split))][1]
         out.append({"prompt": row["prompt"], "response": T.REFUSALS[i % len(T.REFUSALS)].format(a=action)})
     return out
 
 
 def compliance_pairs(files: dict, split: str) -> list[dict]:
     rows = harmful_requests(files, split)
-    actions = _actions(split)
+    actions = _all_actions(split)
     return [{"prompt": row["prompt"],
-             "response": T.COMPLIANCE[i % len(T.COMPLIANCE)].format(a=actions[i // len(T.HARMFUL_TEMPLATES)][1])}
+             "response": T.COMPLIANCE[i % len(T.COMPLIANCE)].format(a=actions[i // len(_templates(split))][1])}
             for i, row in enumerate(rows)]
+
+
+def _all_actions(split: str) -> list[tuple[str, str]]:
+    return _actions(split) if split != "all" else _actions("train") + _actions("eval")
 
 
 def _digest(text: str) -> str:

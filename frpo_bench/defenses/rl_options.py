@@ -8,6 +8,8 @@ from frpo_bench.config import SCHEDULERS, DataRef, LoraConfig
 from frpo_bench.errors import ConfigError
 from frpo_bench.typed import opt
 
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+
 
 @dataclass
 class RLOptions:
@@ -52,6 +54,8 @@ class RLOptions:
                               "group advantages need G >= 2 completions per prompt (the paper: 8)")
         if len(self.reward_weights) != 2:
             raise ConfigError(f"{path}.reward_weights", self.reward_weights, "must have two entries", "give [safety, helpfulness]")
+        if self.loss_type not in LOSS_TYPES:
+            raise ConfigError(f"{path}.loss_type", self.loss_type, "is not a TRL loss type", f"use one of {LOSS_TYPES}")
         if self.beta < 0:
             raise ConfigError(f"{path}.beta", self.beta, "must not be negative", "use 0 (no KL) or a positive coefficient")
 

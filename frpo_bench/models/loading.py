@@ -64,7 +64,13 @@ def materialize(cfg, out: Path) -> ModelRef:
         build_tiny_model(out)
         return ModelRef(str(out))
     if kind == "local":
-        return ModelRef(str(Path(cfg.id).expanduser().resolve()), trust_remote_code=cfg.trust_remote_code)
+        folder = Path(cfg.id).expanduser().resolve()
+        adapter_config = folder / "adapter_config.json"
+        if adapter_config.is_file():  # a LoRA adapter folder: load its recorded base, then the adapter
+            import json
+            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+            return ModelRef(base, adapter=str(folder), trust_remote_code=cfg.trust_remote_code)
+        return ModelRef(str(folder), trust_remote_code=cfg.trust_remote_code)
     from huggingface_hub import snapshot_download
     path = snapshot_download(cfg.id, revision=cfg.revision,
                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])

@@ -1,0 +1,104 @@
+"""`frpo-bench check`: a regression gate between two leaderboards (exit 1 on a regression).
+
+Rows are matched on (base, defense, attack, attack_lr, metric). A metric regresses when it
+moved in its wrong direction (known per row: `higher_is_better`) by more than its tolerance,
+if one is given for it, and otherwise when the current mean falls outside the baseline's
+95% interval on the wrong side. A baseline row with no current counterpart, or a pair whose
+evaluator, judge, template, dataset or revision differ, is an error (exit 2), never a pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from frpo_bench.errors import ConfigError
+
+MATCH = ("base", "defense", "attack", "attack_lr", "metric")
+MUST_AGREE = ("higher_is_better", "evaluator", "judge", "template", "dataset", "split", "dataset_revision")
+
+
+@dataclass
+class Verdict:
+    key: tuple
+    baseline: float
+    low: float
+    high: float
+    current: float
+    allowed: str
+    status: str  # ok | improved | REGRESSED
+
+    @property
+    def delta(self) -> float:
+        return self.current - self.baseline
+
+
+def parse_tolerances(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        metric, sep, value = item.partition("=")
+        try:
+            out[metric] = abs(float(value))
+        except ValueError:
+            sep = ""
+        if not sep or not metric:
+            raise ConfigError("--tolerance", item, "must look like METRIC=DELTA", "e.g. --tolerance harmful_refusal=0.05")
+    return out
+
+
+def compare(baseline: list[dict], current: list[dict], tolerances: dict[str, float]) -> list[Verdict]:
+    by_key = {tuple(r[k] for k in MATCH): r for r in current}
+    missing = [k for k in (tuple(r[k] for k in MATCH) for r in baseline) if k not in by_key]
+    if missing:
+        shown = "; ".join("/".join(k) for k in missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise ConfigError("--current", f"{len(missing)} rows", f"lacks cells or metrics the baseline has: {shown}",
+                          "run the same recipe for the current model, or regenerate the baseline")
+    unknown = sorted(set(tolerances) - {r["metric"] for r in baseline})
+    if unknown:
+        raise ConfigError("--tolerance", unknown, "names metrics the baseline does not have",
+                          f"use one of {sorted({r['metric'] for r in baseline})}")
+    verdicts = []
+    for row in baseline:
+        key = tuple(row[k] for k in MATCH)
+        cur = by_key[key]
+        for field in MUST_AGREE:
+            if str(row[field]) != str(cur[field]):
+                raise ConfigError(f"{field} of {'/'.join(key)}", cur[field], f"differs from the baseline's {row[field]!r}",
+                                  "compare numbers produced by the same judge, template and data only")
+        verdicts.append(judge_row(row, cur, tolerances.get(row["metric"])))
+    return verdicts
+
+
+def judge_row(row: dict, cur: dict, tolerance: float | None) -> Verdict:
+    higher = str(row["higher_is_better"]).lower() == "true"
+    base, low, high, now = (float(row["mean"]), float(row["ci95_low"]), float(row["ci95_high"]), float(cur["mean"]))
+    worse_by = (base - now) if higher else (now - base)
+    if tolerance is not None:
+        allowed = f"tolerance {tolerance:g}"
+        regressed = worse_by > tolerance + 1e-12
+    else:
+        allowed = f"ci95 [{low:.4f}, {high:.4f}]"
+        regressed = now < low if higher else now > high
+    status = "REGRESSED" if regressed else ("improved" if worse_by < 0 else "ok")
+    return Verdict(tuple(row[k] for k in MATCH), base, low, high, now, allowed, status)
+
+
+def diff_table(verdicts: list[Verdict]) -> str:
+    header = ["base", "defense", "attack", "lr", "metric", "baseline", "current", "delta", "allowed", "status"]
+    lines = [header] + [[*v.key[:3], v.key[3] or "-", v.key[4], f"{v.baseline:.4f}", f"{v.current:.4f}",
+                         f"{v.delta:+.4f}", v.allowed, v.status] for v in verdicts]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def check_files(baseline: Path, current: Path, tolerance_items: list[str]) -> tuple[int, str]:
+    from frpo_bench.leaderboard import read_csv
+    for name, path in (("--baseline", baseline), ("--current", current)):
+        if not Path(path).is_file():
+            raise ConfigError(name, str(path), "is not a file", "give a leaderboard.csv written by frpo-bench")
+    verdicts = compare(read_csv(baseline), read_csv(current), parse_tolerances(tolerance_items))
+    regressed = [v for v in verdicts if v.status == "REGRESSED"]
+    summary = (f"{len(regressed)} of {len(verdicts)} metrics regressed" if regressed
+               else f"all {len(verdicts)} metrics within bounds")
+    return (1 if regressed else 0), diff_table(verdicts) + "\n\n" + summary

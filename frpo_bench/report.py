@@ -1,0 +1,114 @@
+"""Human-facing outputs of a leaderboard: a Markdown table and PNG plots.
+
+Plots: for each metric, its mean against the attack learning rate (log x axis, 95% interval
+as a band), one line per (defense, attack), with each defense's unattacked value dashed; and,
+when a capability metric is named, each safety metric against capability, one colour per defense.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from frpo_bench.leaderboard import _fmt
+
+
+def to_markdown(rows: list[dict], summaries: list[dict] | None = None) -> str:
+    lines = ["| base | defense | attack | lr | metric | mean | 95% CI | n (seeds) | judge | data |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        arrow = "↑" if str(r["higher_is_better"]).lower() == "true" else "↓"
+        lines.append(f"| {r['base']} | {r['defense']} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow} | "
+                     f"{_fmt(float(r['mean']))} | [{_fmt(float(r['ci95_low']))}, {_fmt(float(r['ci95_high']))}] | "
+                     f"{r['n']} ({r['n_seeds']}) | {r['judge']} | {r['dataset']}/{r['split']}@{str(r['dataset_revision'])[:12]} |")
+    text = "\n".join(lines) + "\n"
+    if summaries:
+        text += ("\n**Worst case per defense** (over attacks and learning rates; *retained*: among attacks that keep "
+                 "the capability metric above the bound)\n\n| base | defense | metric | unattacked | worst | by | "
+                 "retained worst | by |\n|---|---|---|---|---|---|---|---|\n")
+        for s in summaries:
+            text += (f"| {s['base']} | {s['defense']} | {s['metric']} | {_fmt(s['unattacked_mean'])} | "
+                     f"{_fmt(s['worst_mean'])} | {s['worst_attack']} {s['worst_lr']} | {_fmt(s['retained_worst_mean'])} | "
+                     f"{s['retained_worst_attack']} {s['retained_worst_lr']} |\n")
+    return text
+
+
+def plot_all(rows: list[dict], out_dir: Path, capability_metric: str | None = None) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [plot_metric_vs_lr(rows, metric, out_dir) for metric in dict.fromkeys(r["metric"] for r in rows)]
+    if capability_metric:
+        paths += [plot_safety_vs_capability(rows, metric, capability_metric, out_dir)
+                  for metric in dict.fromkeys(r["metric"] for r in rows)
+                  if metric != capability_metric and not metric.startswith(capability_metric + ":")]
+    return [p for p in paths if p]
+
+
+def _defenses(rows):
+    return list(dict.fromkeys((r["base"], r["defense"]) for r in rows))
+
+
+def plot_metric_vs_lr(rows: list[dict], metric: str, out_dir: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+    mine = [r for r in rows if r["metric"] == metric]
+    attacked = [r for r in mine if r["attack"] != "none"]
+    if not attacked:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (base, defense) in enumerate(_defenses(mine)):
+        color = colors[i % len(colors)]
+        for j, attack in enumerate(dict.fromkeys(r["attack"] for r in attacked)):
+            pts = sorted(((float(r["attack_lr"]), float(r["mean"]), float(r["ci95_low"]), float(r["ci95_high"]))
+                          for r in attacked if (r["base"], r["defense"], r["attack"]) == (base, defense, attack)))
+            if not pts:
+                continue
+            xs, ys, lo, hi = zip(*pts)
+            style = ["-", "--", ":", "-."][j % 4]
+            ax.plot(xs, ys, style, marker="o", color=color, label=f"{defense} ({base}) / {attack}")
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.12)
+        ref = [r for r in mine if (r["base"], r["defense"], r["attack"]) == (base, defense, "none")]
+        if ref:
+            ax.axhline(float(ref[0]["mean"]), color=color, linestyle=(0, (1, 3)), linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("attack learning rate")
+    direction = "higher is better" if str(mine[0]["higher_is_better"]).lower() == "true" else "lower is better"
+    ax.set_ylabel(f"{metric} ({direction})")
+    ax.set_title(f"{metric} after fine-tuning attacks\n{mine[0]['judge']}; {mine[0]['dataset']}/{mine[0]['split']}; "
+                 "bands: 95% CI; dotted: unattacked", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / f"{metric.replace(':', '_')}_vs_lr.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_safety_vs_capability(rows: list[dict], metric: str, capability: str, out_dir: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+    by_cell = {}
+    for r in rows:
+        by_cell.setdefault((r["base"], r["defense"], r["attack"], r["attack_lr"]), {})[r["metric"]] = r
+    pairs = [(cell, m[metric], m[capability]) for cell, m in by_cell.items() if metric in m and capability in m]
+    if not pairs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (base, defense) in enumerate(dict.fromkeys(c[:2] for c, _, _ in pairs)):
+        pts = [(c, s, k) for c, s, k in pairs if c[:2] == (base, defense)]
+        for c, s, k in pts:
+            x, y = float(k["mean"]), float(s["mean"])
+            ax.errorbar(x, y, xerr=[[x - float(k["ci95_low"])], [float(k["ci95_high"]) - x]],
+                        yerr=[[y - float(s["ci95_low"])], [float(s["ci95_high"]) - y]], fmt="o" if c[2] != "none" else "*",
+                        markersize=5 if c[2] != "none" else 11, color=colors[i % len(colors)], alpha=0.8,
+                        label=f"{defense} ({base})" if c == pts[0][0] else None)
+    ax.set_xlabel(f"{capability} (capability)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {capability} per cell (star: unattacked; bars: 95% CI)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / f"{metric.replace(':', '_')}_vs_{capability.replace(':', '_')}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
