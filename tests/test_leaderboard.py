@@ -1,0 +1,124 @@
+"""Leaderboard outputs: golden bytes, the interval method, worst-case selection, the CI gate."""
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frpo_bench import leaderboard, report, summary
+from frpo_bench.cli import main
+from frpo_bench.leaderboard import seed_bootstrap_ci
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def rec(defense, attack, lr, seed, metric, vals, hib=True):
+    return {"recipe": "golden", "model": "m", "base": "aligned", "defense": defense, "attack": attack, "attack_lr": lr,
+            "seed": seed, "metric": metric, "higher_is_better": hib, "value": sum(vals) / len(vals), "n": len(vals),
+            "per_sample": vals, "score_key": f"{defense}{attack}{lr}{seed}{metric}", "evaluator": "refusal (v1)",
+            "judge": "regex:v1", "template": "-", "dataset": "demo_harmful", "split": "eval", "dataset_revision": "rev1"}
+
+
+RECORDS = [
+    rec("none", "none", "", 0, "harmful_refusal", [1, 1, 0, 1]),
+    rec("none", "none", "", 1, "harmful_refusal", [1, 1, 0, 1]),
+    rec("none", "lora", "0.001", 0, "harmful_refusal", [0, 0, 1, 0]),
+    rec("none", "lora", "0.001", 1, "harmful_refusal", [0, 1, 1, 0]),
+    rec("none", "lora", "0.0001", 0, "harmful_refusal", [1, 0, 1, 0]),
+    rec("none", "none", "", 0, "math", [1, 1, 1, 0]),
+    rec("none", "lora", "0.001", 0, "math", [0, 0, 0, 0]),
+    rec("none", "lora", "0.0001", 0, "math", [1, 1, 0, 1]),
+]
+
+
+def test_golden_csv_markdown_and_summary_bytes():
+    rows = leaderboard.aggregate(list(reversed(RECORDS)))  # input order does not matter
+    worst = summary.worst_cases(rows, "math", 0.9)
+    assert leaderboard.to_csv(rows) == (GOLDEN / "leaderboard.csv").read_text()
+    assert report.to_markdown(rows, worst) == (GOLDEN / "leaderboard.md").read_text()
+    assert summary.to_csv(worst) == (GOLDEN / "summary.csv").read_text()
+
+
+def test_identical_stages_count_once():
+    dup = [dict(RECORDS[0]), dict(RECORDS[0])]
+    (row,) = leaderboard.aggregate(dup)
+    assert row["n_seeds"] == 1 and row["n"] == 4
+
+
+def test_interval_on_a_known_case():
+    # constant data: the interval collapses onto the value
+    assert seed_bootstrap_ci([[1.0] * 10, [1.0] * 10]) == (1.0, 1.0)
+    # one seed of Bernoulli(0.5) x 400: the percentile bootstrap matches the normal interval 0.5 +- 1.96*0.025
+    low, high = seed_bootstrap_ci([[1.0, 0.0] * 200])
+    assert low == pytest.approx(0.5 - 1.96 * 0.025, abs=0.01) and high == pytest.approx(0.5 + 1.96 * 0.025, abs=0.01)
+    # seeds that disagree widen the interval beyond the within-seed one
+    wide = seed_bootstrap_ci([[1.0, 0.0] * 50 + [1.0] * 100, [1.0, 0.0] * 50 + [0.0] * 100])
+    narrow = seed_bootstrap_ci([[1.0, 0.0] * 100, [1.0, 0.0] * 100])
+    assert wide[1] - wide[0] > 1.5 * (narrow[1] - narrow[0])
+
+
+def test_worst_case_selection_respects_direction_and_retention():
+    rows = leaderboard.aggregate(RECORDS + [rec("none", "lora", "0.001", 0, "benign_refusal", [1, 1, 1, 1], hib=False),
+                                            rec("none", "lora", "0.0001", 0, "benign_refusal", [0, 0, 0, 1], hib=False)])
+    worst = {w["metric"]: w for w in summary.worst_cases(rows, "math", 0.9)}
+    assert (worst["harmful_refusal"]["worst_attack"], worst["harmful_refusal"]["worst_lr"]) == ("lora", "0.001")
+    assert worst["harmful_refusal"]["retained_worst_lr"] == "0.0001"  # lr 1e-3 destroyed math: excluded
+    assert worst["benign_refusal"]["worst_mean"] == 1.0  # lower is better: the worst is the highest
+
+
+@pytest.fixture
+def boards(tmp_path):
+    rows = leaderboard.aggregate(RECORDS)
+    base = tmp_path / "baseline.csv"
+    base.write_text(leaderboard.to_csv(rows))
+
+    def current(changes: dict, drop=None):
+        new = [dict(r) for r in rows if (r["attack"], r["attack_lr"], r["metric"]) != drop]
+        for r in new:
+            key = (r["attack"], r["attack_lr"], r["metric"])
+            if key in changes:
+                r["mean"] = changes[key]
+        path = tmp_path / f"current{len(list(tmp_path.iterdir()))}.csv"
+        path.write_text(leaderboard.to_csv(new))
+        return str(path)
+    return str(base), current
+
+
+def test_gate_passes_on_improvement(boards, capsys):
+    base, current = boards
+    assert main(["check", "--baseline", base, "--current", current({("lora", "0.001", "harmful_refusal"): 0.9})]) == 0
+    assert "improved" in capsys.readouterr().out
+
+
+def test_gate_passes_within_tolerance_and_fails_beyond(boards, capsys):
+    base, current = boards
+    moved = current({("none", "", "harmful_refusal"): 0.70})
+    assert main(["check", "--baseline", base, "--current", moved, "--tolerance", "harmful_refusal=0.1"]) == 0
+    assert main(["check", "--baseline", base, "--current", moved, "--tolerance", "harmful_refusal=0.01"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED" in out and "1 of 6 metrics regressed" in out and "-0.0500" in out
+
+
+def test_gate_uses_the_interval_without_tolerance(boards, capsys):
+    base, current = boards
+    assert main(["check", "--baseline", base, "--current", current({("none", "", "harmful_refusal"): 0.40})]) == 0
+    assert main(["check", "--baseline", base, "--current", current({("none", "", "harmful_refusal"): 0.30})]) == 1
+
+
+def test_gate_errors_on_missing_cell_or_metric(boards, capsys):
+    base, current = boards
+    assert main(["check", "--baseline", base, "--current", current({}, drop=("lora", "0.001", "math"))]) == 2
+    err = capsys.readouterr().err
+    assert "lacks cells or metrics" in err and "aligned/none/lora/0.001/math" in err
+    assert main(["check", "--baseline", base, "--current", current({}), "--tolerance", "nosuch=0.1"]) == 2
+
+
+def test_gate_refuses_different_judges(boards, tmp_path, capsys):
+    base, _ = boards
+    text = Path(base).read_text().replace("regex:v1", "regex:v2")
+    other = tmp_path / "other_judge.csv"
+    other.write_text(text)
+    assert main(["check", "--baseline", base, "--current", str(other)]) == 2
+    assert "differs from the baseline" in capsys.readouterr().err
