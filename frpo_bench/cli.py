@@ -69,7 +69,10 @@ def cmd_run(args) -> int:
     from frpo_bench import leaderboard
     csv_path, rows, seconds = run_recipe(recipe, raw, store, out)
     print(leaderboard.table(rows))
-    print(f"\nfinished in {seconds:.0f}s" + (" (everything from cache)" if seconds < 30 else ""))
+    import json
+    by_kind = json.loads((out / "manifest.json").read_text())["build_seconds_by_stage_kind"]
+    print(f"\nfinished in {seconds:.0f}s" + (" (everything from cache)" if seconds < 30 else "")
+          + "; compute when built, by stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in by_kind.items()))
     print(f"leaderboard: {csv_path} (+ leaderboard.md, summary.csv, plots/)\nresults:     {out / 'results.jsonl'}\n"
           f"manifest:    {out / 'manifest.json'}")
     return 0

@@ -77,7 +77,7 @@ def git_sha() -> str:
 
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path, list[dict], float]:
     from frpo_bench import leaderboard
-    from frpo_bench.runner import execute
+    from frpo_bench.runner import execute, seconds_by_kind
     started = time.time()
     dataset_ids = preflight(recipe)
     cells, stages = build_plan(recipe)
@@ -92,5 +92,5 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
         "python": sys.version.split()[0], "platform": platform.platform(), "datasets": dataset_ids,
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
                                              for s in stages},
-        "wall_seconds": seconds})
+        "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store)})
     return csv_path, rows, seconds

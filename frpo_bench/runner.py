@@ -159,10 +159,11 @@ def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
         if stage.kind == "score":
             stage.payload["model_dir"] = store.path(stage.payload["model_stage"].kind, stage.payload["model_stage"].key)
         started = time.time()
+        spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
         try:
-            with store.building(stage.kind, stage.key, {"label": stage.label, "fields": stage.fields,
-                                                        "parents": [p.key for p in stage.parents]}) as out:
+            with store.building(stage.kind, stage.key, spec) as out:
                 EXECUTORS[stage.kind](stage, out, parents, lambda msg: progress.say(f"      {msg}"))
+                spec["seconds"] = time.time() - started  # stage.json is written as the block closes
         except KeyboardInterrupt:
             raise
         except Exception as err:
@@ -170,3 +171,12 @@ def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
                              f"Finished stages are kept in {store.root}; run again to resume.") from err
         progress.end(stage, time.time() - started)
     return {s.key: store.path(s.kind, s.key) for s in stages}
+
+
+def seconds_by_kind(stages: list[Stage], store: Store) -> dict[str, float]:
+    """Compute time each stage kind took when it was built (cached stages keep their original time)."""
+    totals: dict[str, float] = {}
+    for stage in stages:
+        info = json.loads((store.path(stage.kind, stage.key) / "stage.json").read_text())
+        totals[stage.kind] = totals.get(stage.kind, 0.0) + info.get("seconds", 0.0)
+    return {kind: round(seconds, 1) for kind, seconds in totals.items()}

@@ -28,3 +28,11 @@ def test_every_packaged_recipe_validates():
         recipe, _ = load_recipe(name)
         cells, stages = build_plan(recipe)
         assert cells and stages
+
+
+def test_dry_run_executes_nothing(isolated_cache, capsys):
+    from frpo_bench.cli import main
+    assert main(["run", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "0 cached, 24 to run" in out and "data demo_harmful: generated" in out
+    assert not isolated_cache.exists() or not any(isolated_cache.rglob("COMPLETE"))
