@@ -87,12 +87,12 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def to_csv(rows: list[dict]) -> str:
+def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_fmt(row[c]) for c in COLUMNS])
+        writer.writerow([_fmt(row[c]) for c in columns])
     return buf.getvalue()
 
 

@@ -3,10 +3,7 @@ case among attacks that keep capability above a retention bound (an attacker who
 the model's usefulness has not really won)."""
 from __future__ import annotations
 
-import csv
-import io
-
-from frpo_bench.leaderboard import SCHEMA_VERSION, _fmt
+from frpo_bench.leaderboard import SCHEMA_VERSION
 
 COLUMNS = ["schema_version", "recipe", "model", "base", "defense", "metric", "higher_is_better", "unattacked_mean",
            "worst_mean", "worst_ci95_low", "worst_ci95_high", "worst_attack", "worst_lr", "retention_metric",
@@ -60,9 +57,5 @@ def worst_cases(rows: list[dict], capability_metric: str | None = None, retentio
 
 
 def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([_fmt(row[c]) for c in COLUMNS])
-    return buf.getvalue()
+    from frpo_bench.leaderboard import to_csv as write_csv
+    return write_csv(rows, COLUMNS)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from frpo_bench.models import ModelRef
-from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer
+from frpo_bench.models.loading import chat_prompt, load_for_training
 
 
 def training_rows(cfg) -> list[dict]:
@@ -74,15 +74,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     out = Path(out)
-    tokenizer = load_tokenizer(model, padding_side="right")
-    lm = load_model(model, dtype="float32")
-    if model.adapter:
-        lm = lm.merge_and_unload()
-    base_path = model.path
-    if model.adapter and cfg.lora is not None and not merge:
-        base_path = str(out / "base")  # the adapter below is relative to these merged weights
-        lm.save_pretrained(base_path, safe_serialization=True)
-        tokenizer.save_pretrained(base_path)
+    tokenizer, lm, base_path = load_for_training(model, out, cfg.lora is not None and not merge, padding_side="right")
     if cfg.lora is not None:
         from peft import get_peft_model
         lm = get_peft_model(lm, _peft_config(cfg.lora))

@@ -17,7 +17,7 @@ import numpy as np
 
 from frpo_bench.defenses.rewards import BENIGN, HARMFUL, make_reward
 from frpo_bench.models import ModelRef
-from frpo_bench.models.loading import load_model, load_tokenizer
+from frpo_bench.models.loading import load_for_training
 
 GroupAdvantages = Callable[[np.ndarray], np.ndarray]
 GroupStatistic = Callable[[np.ndarray], float]
@@ -83,15 +83,7 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
     from trl import GRPOConfig
 
     out = Path(out)
-    tokenizer = load_tokenizer(model, padding_side="left")
-    policy = load_model(model, dtype="float32")
-    if model.adapter:
-        policy = policy.merge_and_unload()
-    base_path = model.path
-    if model.adapter and options.lora is not None:
-        base_path = str(out / "base")
-        policy.save_pretrained(base_path, safe_serialization=True)
-        tokenizer.save_pretrained(base_path)
+    tokenizer, policy, base_path = load_for_training(model, out, options.lora is not None, padding_side="left")
     safety = make_reward(options.safety_reward)
     helpful = make_reward(options.helpfulness_reward, options.reward_model, options.reward_model_revision)
     batch = options.prompts_per_step * options.num_generations

@@ -121,6 +121,23 @@ def load_model(ref: ModelRef, dtype: str = "float32", trainable_adapter: bool = 
     return model
 
 
+def load_for_training(model: ModelRef, out: Path, new_adapter: bool, padding_side: str):
+    """Load a model to train from: a base + adapter ref is merged first. When the training adds a
+    new adapter on top, the merged weights are saved to out/base, since that adapter is relative
+    to them. Returns (tokenizer, model, path of the weights a new adapter applies to)."""
+    tokenizer = load_tokenizer(model, padding_side=padding_side)
+    lm = load_model(model, dtype="float32")
+    if not model.adapter:
+        return tokenizer, lm, model.path
+    lm = lm.merge_and_unload()
+    if not new_adapter:
+        return tokenizer, lm, model.path
+    base_path = str(Path(out) / "base")
+    lm.save_pretrained(base_path, safe_serialization=True)
+    tokenizer.save_pretrained(base_path)
+    return tokenizer, lm, base_path
+
+
 def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
     """The model's own chat template, with the assistant turn opened."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
