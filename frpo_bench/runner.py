@@ -116,8 +116,8 @@ EXECUTORS: dict[str, Callable] = {"base": run_base, "align": run_align, "harden"
 class Progress:
     """Prints one line per stage with its position, the cell it belongs to, and an ETA."""
 
-    def __init__(self, stages: list[Stage], stream=sys.stderr):
-        self.stream, self.total, self.done = stream, len(stages), 0
+    def __init__(self, stages: list[Stage], stream=None):
+        self.stream, self.total, self.done = stream or sys.stderr, len(stages), 0
         self.remaining = list(stages)
         self.measured: dict[str, list[float]] = {}
         self.start = time.time()

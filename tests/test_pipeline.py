@@ -20,7 +20,7 @@ def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, mon
     assert main(["run", "smoke", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "attack stage 'none / benign_full" in err and "run again to resume" in err
-    finished = {p.parent.name for p in isolated_cache.rglob("COMPLETE")}
+    finished = {p.parent.parent.name for p in isolated_cache.rglob("COMPLETE")}
     assert {"base", "align", "attack"} <= finished
     assert not list(isolated_cache.rglob("partial.safetensors"))  # no half-written artifact survives
     assert not (out / "leaderboard.csv").exists()
