@@ -129,7 +129,7 @@ def load_for_training(model: ModelRef, out: Path, new_adapter: bool, padding_sid
     lm = load_model(model, dtype="float32")
     if not model.adapter:
         return tokenizer, lm, model.path
-    lm = lm.merge_and_unload()
+    lm = lm.merge_and_unload().requires_grad_(True)  # the adapter was loaded frozen: unfreeze the merged weights
     if not new_adapter:
         return tokenizer, lm, model.path
     base_path = str(Path(out) / "base")
