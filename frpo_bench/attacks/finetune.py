@@ -110,6 +110,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     trainer.train()
     seconds = time.time() - start
     lm = trainer.model
+    lm.config.use_cache = True  # saved for inference
     if cfg.lora is not None and merge:
         lm = lm.merge_and_unload()
     lm.save_pretrained(out, safe_serialization=True)

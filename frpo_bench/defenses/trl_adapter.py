@@ -125,6 +125,7 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
     start = time.time()
     trainer.train()
     seconds = time.time() - start
+    trainer.model.config.use_cache = True  # saved for inference
     trainer.model.save_pretrained(out, safe_serialization=True)
     (out / "train_log.json").write_text(json.dumps({"seconds": seconds, "history": history}, indent=2))
     shutil.rmtree(out / "trainer", ignore_errors=True)

@@ -8,7 +8,8 @@ per-sample records. `command_line()` gives the equivalent `lm_eval` invocation.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def write_task(workdir: Path, dataset: str, task: str = "frpo_gsm8k") -> tuple[P
 
 
 def model_args(inputs: ScoreInputs, options: Options) -> dict:
-    args = {"pretrained": inputs.model.path, "dtype": options.dtype}
+    # use_cache: checkpoints saved by training carry use_cache=False, which makes generation quadratic
+    args = {"pretrained": inputs.model.path, "dtype": options.dtype, "use_cache": True}
     if inputs.model.adapter:
         args["peft"] = inputs.model.adapter
     if inputs.model.trust_remote_code:
@@ -101,8 +103,17 @@ class Gsm8kEvaluator:
 
     def score(self, inputs: ScoreInputs, options: Options, limit: int | None = None) -> EvalResult:
         task_path, task = write_task(inputs.workdir, inputs.dataset)
+        merged = None
+        if inputs.model.adapter:  # lm-eval would run the LoRA unmerged, pathologically slow in bf16 on CPU
+            merged = inputs.workdir / "merged_model"
+            _save_merged(inputs.model, merged)
+            inputs = replace(inputs, model=type(inputs.model)(str(merged), None, inputs.model.trust_remote_code))
         args = model_args(inputs, options)
-        out = run_lm_eval(task_path.parent, task, args, options, limit)
+        try:
+            out = run_lm_eval(task_path.parent, task, args, options, limit)
+        finally:
+            if merged:
+                shutil.rmtree(merged, ignore_errors=True)
         samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
         per_filter = {f: [float(s["exact_match"]) for s in samples if s["filter"] == f] for f in FILTERS}
         records = [{"id": s["doc_id"], "prompt": s["doc"]["question"], "response": s["resps"][0][0],
@@ -116,6 +127,12 @@ class Gsm8kEvaluator:
         metrics = [Metric("", per_filter["strict-match"], True, "accuracy"),
                    Metric("flexible", per_filter["flexible-extract"], True, "accuracy")]
         return EvalResult(metrics, records, meta)
+
+
+def _save_merged(ref, out: Path) -> None:
+    from frpo_bench.models.loading import load_merged, load_tokenizer
+    load_merged(ref, "float32").save_pretrained(out, safe_serialization=True)
+    load_tokenizer(ref).save_pretrained(out)
 
 
 def _lm_eval_version() -> str:

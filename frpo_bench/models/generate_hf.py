@@ -5,7 +5,7 @@ import time
 from typing import Callable, Sequence
 
 from frpo_bench.models import ModelRef
-from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer
+from frpo_bench.models.loading import chat_prompt, load_merged, load_tokenizer
 
 
 class HFGenerator:
@@ -17,7 +17,7 @@ class HFGenerator:
     def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0) -> list[str]:
         import torch
         tokenizer = load_tokenizer(model, padding_side="left")
-        lm = load_model(model, dtype=cfg.dtype).eval()
+        lm = load_merged(model, cfg.dtype).eval()
         texts = [chat_prompt(tokenizer, p, cfg.system_prompt) for p in prompts]
         lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # similar lengths share a batch: little padding

@@ -110,11 +110,21 @@ def load_tokenizer(ref: ModelRef, padding_side: str = "left"):
     return tokenizer
 
 
+def load_merged(ref: ModelRef, dtype: str):
+    """For inference: an adapter is merged in fp32, then the model is cast to `dtype`. On this CPU an
+    unmerged LoRA in bf16 generated at ~5 tok/s (16 prompts x 32 tokens took 107 s)."""
+    model = load_model(ref, dtype="float32")
+    if ref.adapter:
+        model = model.merge_and_unload()
+    return model.to(torch_dtype(dtype))
+
+
 def load_model(ref: ModelRef, dtype: str = "float32", trainable_adapter: bool = False):
     """Load full weights (safetensors only), then the LoRA adapter if the ref has one."""
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype(dtype), use_safetensors=True,
                                                  trust_remote_code=ref.trust_remote_code)
+    model.config.use_cache = True  # training saves use_cache=False; without the KV cache generation is quadratic
     if ref.adapter:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, ref.adapter, is_trainable=trainable_adapter)
