@@ -79,6 +79,12 @@ def _sort_key(key: tuple) -> tuple:
             float(lr) if lr else 0.0, metric)
 
 
+def short_revision(revision) -> str:
+    """A commit sha shortened to 12 characters; other revisions (e.g. demo data versions) in full."""
+    text = str(revision)
+    return text[:12] if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else text
+
+
 def _fmt(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -119,7 +125,7 @@ def table(rows: list[dict]) -> str:
     text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     sources = sorted({f"{r['metric']}: {r['evaluator']}, judge {r['judge']}, data {r['dataset']}/{r['split']}@"
-                      f"{str(r['dataset_revision'])[:12]}, n/seed~{int(r['n']) // max(int(r['n_seeds']), 1)}"
+                      f"{short_revision(r['dataset_revision'])}, n/seed~{int(r['n']) // max(int(r['n_seeds']), 1)}"
                       for r in rows})
     return "\n".join(text + ["", "intervals: 95% bootstrap (seeds, then prompts)"] + sources)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frpo_bench.leaderboard import _fmt
+from frpo_bench.leaderboard import _fmt, short_revision
 
 
 def to_markdown(rows: list[dict], summaries: list[dict] | None = None) -> str:
@@ -18,7 +18,7 @@ def to_markdown(rows: list[dict], summaries: list[dict] | None = None) -> str:
         arrow = "↑" if str(r["higher_is_better"]).lower() == "true" else "↓"
         lines.append(f"| {r['base']} | {r['defense']} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow} | "
                      f"{_fmt(float(r['mean']))} | [{_fmt(float(r['ci95_low']))}, {_fmt(float(r['ci95_high']))}] | "
-                     f"{r['n']} ({r['n_seeds']}) | {r['judge']} | {r['dataset']}/{r['split']}@{str(r['dataset_revision'])[:12]} |")
+                     f"{r['n']} ({r['n_seeds']}) | {r['judge']} | {r['dataset']}/{r['split']}@{short_revision(r['dataset_revision'])} |")
     text = "\n".join(lines) + "\n"
     if summaries:
         text += ("\n**Worst case per defense** (over attacks and learning rates; *retained*: among attacks that keep "

@@ -105,7 +105,7 @@ def run_score(stage: Stage, out: Path, parents: list[Path], report) -> None:
         for record in result.records:
             fh.write(json.dumps(record) + "\n")
     meta = {**result.meta, "evaluator": ev.evaluator, "version": evaluator.version, "dataset": spec.name,
-            "split": ev.prompts.split, "dataset_revision": spec.revision, "dataset_source": spec.source}
+            "split": ev.prompts.split, "dataset_revision": spec.revision if spec.files else spec.content_id, "dataset_source": spec.source}
     write_json_atomic(out / "result.json", {"metrics": metrics, "meta": meta})
 
 
