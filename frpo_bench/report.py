@@ -75,13 +75,7 @@ def plot_metric_vs_lr(rows: list[dict], metric: str, out_dir: Path) -> Path | No
     ax.set_ylabel(f"{metric} ({direction})")
     ax.set_title(f"{metric} after fine-tuning attacks\n{mine[0]['judge']}; {mine[0]['dataset']}/{mine[0]['split']}; "
                  "bands: 95% CI; dotted: unattacked", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / f"{metric.replace(':', '_')}_vs_lr.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, out_dir / f"{metric.replace(':', '_')}_vs_lr.png")
 
 
 def plot_safety_vs_capability(rows: list[dict], metric: str, capability: str, out_dir: Path) -> Path | None:
@@ -105,10 +99,14 @@ def plot_safety_vs_capability(rows: list[dict], metric: str, capability: str, ou
     ax.set_xlabel(f"{capability} (capability)")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {capability} per cell (star: unattacked; bars: 95% CI)", fontsize=9)
-    ax.legend(fontsize=7)
+    return _save(fig, ax, out_dir / f"{metric.replace(':', '_')}_vs_{capability.replace(':', '_')}.png")
+
+
+def _save(fig, ax, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = out_dir / f"{metric.replace(':', '_')}_vs_{capability.replace(':', '_')}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
