@@ -11,6 +11,7 @@ Every file is checked against its sha256, so a number always names the exact dat
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -52,10 +53,16 @@ class DatasetSpec:
         or, for generated sets, a hash of every row they generate."""
         if self.files:
             return ",".join(f.sha256 for f in self.files)
-        import importlib
-        module, func = self.parser.split(":")
-        make = getattr(importlib.import_module(module), func)
-        return f"{self.revision}:{rows_hash([make({}, split) for split in self.splits])[:16]}"
+        return _generated_content_id(self.parser, self.revision, self.splits)
+
+
+@functools.lru_cache(maxsize=None)
+def _generated_content_id(parser: str, revision: str, splits: tuple[str, ...]) -> str:
+    """Hash of every row a generated set yields; computed once per process (every stage key asks)."""
+    import importlib
+    module, func = parser.split(":")
+    make = getattr(importlib.import_module(module), func)
+    return f"{revision}:{rows_hash([make({}, split) for split in splits])[:16]}"
 
 
 def _registry() -> dict[str, DatasetSpec]:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.models import ModelRef
 from frpo_bench.typed import opt
 
 VERSION = "lm-eval-gsm8k-v1"
@@ -107,7 +108,7 @@ class Gsm8kEvaluator:
         if inputs.model.adapter:  # lm-eval would run the LoRA unmerged, pathologically slow in bf16 on CPU
             merged = inputs.workdir / "merged_model"
             _save_merged(inputs.model, merged)
-            inputs = replace(inputs, model=type(inputs.model)(str(merged), None, inputs.model.trust_remote_code))
+            inputs = replace(inputs, model=ModelRef(str(merged), trust_remote_code=inputs.model.trust_remote_code))
         args = model_args(inputs, options)
         try:
             out = run_lm_eval(task_path.parent, task, args, options, limit)
