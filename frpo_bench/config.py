@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,6 +15,7 @@ from frpo_bench.typed import apply_override, from_dict, opt
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
 DTYPES = ("float32", "bfloat16", "float16")
+BACKENDS = ("hf", "vllm", "auto")
 
 
 def _positive(path: str, name: str, value: float, fix: str) -> None:
@@ -149,27 +151,57 @@ class EvaluationConfig:
 
 @dataclass
 class GenerationConfig:
-    backend: str = opt("hf", help="generation backend: hf (batched transformers)")
+    backend: str = opt("hf", help="generation backend: hf (batched transformers), vllm (vLLM engine in a child "
+                                  "process, LoRA cells served as adapters) or auto (vllm when installed, else hf)")
     dtype: str = opt("float32", help=f"compute dtype for generation, one of {DTYPES}; bf16 for GPUs (on the 2-core "
                                       "CPU here fp32 generated 3x faster than bf16); compare exact outputs in float32")
     max_new_tokens: int = opt(48, help="tokens generated per prompt")
     temperature: float = opt(0.0, help="0 means greedy decoding")
     top_p: float = opt(1.0, help="nucleus sampling mass (used when temperature > 0)")
     system_prompt: Optional[str] = opt(None, help="system message; null keeps the model's own chat template default")
-    batch_size: int = opt(16, help="prompts per forward batch (transport only: not part of any cache key)")
+    batch_size: int = opt(16, help="hf backend: prompts per forward batch (transport only: not part of any cache key)")
+    tensor_parallel_size: int = opt(1, help="vllm backend: GPUs one engine spans (transport only)")
+    vllm_max_model_len: int = opt(4096, help="vllm backend: longest prompt + completion in tokens; bounds the KV "
+                                             "cache (transport only)")
+    vllm_enforce_eager: bool = opt(True, help="vllm backend: skip CUDA graphs / compilation; starts in ~20 s on CPU; "
+                                              "false is faster on GPUs (transport only)")
+    vllm_cpu_kv_cache_gib: int = opt(2, help="vllm backend on CPU: KV cache size in GiB (transport only)")
+    vllm_gpu_memory_utilization: Optional[float] = opt(None, help="vllm backend on GPU: share of GPU memory the engine "
+                                                                  "may claim; null keeps vLLM's default (transport only)")
+
+    TRANSPORT = ("batch_size", "tensor_parallel_size", "vllm_max_model_len", "vllm_enforce_eager",
+                 "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization")
 
     def validate(self, path: str) -> None:
-        if self.backend not in ("hf",):
-            raise ConfigError(f"{path}.backend", self.backend, "is not an available backend", "use 'hf'")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"{path}.backend", self.backend, "is not a generation backend", f"use one of {BACKENDS}")
+        self.resolve_backend(path)
         if self.dtype not in DTYPES:
             raise ConfigError(f"{path}.dtype", self.dtype, "is not a known dtype", f"use one of {DTYPES}")
         _positive(path, "max_new_tokens", self.max_new_tokens, "use e.g. 48")
         _positive(path, "batch_size", self.batch_size, "use e.g. 16")
+        _positive(path, "tensor_parallel_size", self.tensor_parallel_size, "use 1, or the number of GPUs")
+        _positive(path, "vllm_max_model_len", self.vllm_max_model_len, "use e.g. 4096")
+        _positive(path, "vllm_cpu_kv_cache_gib", self.vllm_cpu_kv_cache_gib, "use e.g. 2")
+
+    def resolve_backend(self, path: str) -> None:
+        """Turn `auto` into the backend that will run, and say which; an explicit vllm must be usable."""
+        from frpo_bench.models.generate import resolve_backend, vllm_status
+        if self.backend == "auto":
+            self.backend, why = resolve_backend("auto")
+            print(f"{path}.backend: auto -> {self.backend} ({why})", file=sys.stderr)
+        elif self.backend == "vllm":
+            usable, why = vllm_status()
+            if not usable:
+                raise ConfigError(f"{path}.backend", "vllm", why, "install it, or use 'auto' or 'hf'")
 
     def key_fields(self) -> dict:
+        """What changes the completions. The backend is part of it (engines differ in arithmetic); `auto`
+        is resolved first, so a cache key always names the engine that produced the text."""
         from frpo_bench.typed import to_dict
         fields = to_dict(self)
-        fields.pop("batch_size")
+        for name in self.TRANSPORT:
+            fields.pop(name)
         return fields
 
 

@@ -25,6 +25,7 @@ EVALUATORS = {
 }
 GENERATORS = {
     "hf": "frpo_bench.models.generate_hf:HFGenerator",
+    "vllm": "frpo_bench.models.generate_vllm:VLLMGenerator",
 }
 _KINDS = {"defense": DEFENSES, "attack": ATTACKS, "evaluator": EVALUATORS, "generator": GENERATORS}
 

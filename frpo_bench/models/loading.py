@@ -148,6 +148,17 @@ def load_for_training(model: ModelRef, out: Path, new_adapter: bool, padding_sid
     return tokenizer, lm, base_path
 
 
+def stop_token_ids(ref: ModelRef, tokenizer) -> list[int]:
+    """The end-of-sequence ids generate() stops at: the model's generation config, else its tokenizer's."""
+    from transformers import GenerationConfig
+    try:
+        eos = GenerationConfig.from_pretrained(ref.path).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = None
+    eos = tokenizer.eos_token_id if eos is None else eos
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
 def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
     """The model's own chat template, with the assistant turn opened."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]

@@ -1,0 +1,75 @@
+"""A vLLM engine in its own process, driven over a pipe by `generate_vllm.VLLMGenerator`.
+
+Run as `python -m frpo_bench.models.vllm_worker '<settings json>'`. vLLM starts worker processes
+of its own and must own its process's main module, so it never runs inside the harness process.
+Protocol: one JSON object per line on the protocol fd (the original stdout; everything vLLM
+prints goes to stderr instead). The worker answers {"ready": ...} once the engine is up, then one
+answer per request: {"token_ids": [[...], ...], "seconds": s} or {"error": "..."}.
+A request: {"prompt_token_ids": [[...]], "sampling": {...SamplingParams fields}, "adapter": path|null}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def engine_args(settings: dict) -> dict:
+    """LLM(...) keyword arguments from the worker settings (pure: tested without vLLM)."""
+    args = dict(model=settings["model"], tokenizer=settings["model"], dtype=settings["dtype"], seed=settings["seed"],
+                max_model_len=settings["max_model_len"], enforce_eager=settings["enforce_eager"],
+                tensor_parallel_size=settings["tensor_parallel_size"], trust_remote_code=settings["trust_remote_code"])
+    if settings.get("max_lora_rank"):
+        args.update(enable_lora=True, max_lora_rank=settings["max_lora_rank"], max_loras=1)
+    if settings.get("gpu_memory_utilization"):
+        args["gpu_memory_utilization"] = settings["gpu_memory_utilization"]
+    return args
+
+
+def serve(settings: dict, requests, answers) -> None:
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
+
+    start = time.time()
+    llm = LLM(**engine_args(settings))
+    answer(answers, {"ready": True, "seconds": time.time() - start})
+    adapters: dict[str, int] = {}  # adapter path -> LoRA id; vLLM caches loaded adapters by id
+    for line in requests:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        try:
+            lora = None
+            if request.get("adapter"):
+                path = request["adapter"]
+                adapters.setdefault(path, len(adapters) + 1)
+                lora = LoRARequest(f"adapter{adapters[path]}", adapters[path], path)
+            prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_token_ids"]]
+            started = time.time()
+            outputs = llm.generate(prompts, SamplingParams(**request["sampling"]), lora_request=lora, use_tqdm=False)
+            answer(answers, {"token_ids": [list(o.outputs[0].token_ids) for o in outputs],
+                             "seconds": time.time() - started})
+        except Exception as err:  # the engine stays up: report and take the next request
+            answer(answers, {"error": f"{err.__class__.__name__}: {err}"})
+
+
+def answer(stream, message: dict) -> None:
+    stream.write(json.dumps(message) + "\n")
+    stream.flush()
+
+
+def main() -> None:
+    settings = json.loads(sys.argv[1])
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # library prints must not corrupt the protocol
+    try:
+        serve(settings, sys.stdin, protocol)
+    except Exception as err:
+        answer(protocol, {"error": f"{err.__class__.__name__}: {err}", "fatal": True})
+        raise
+
+
+if __name__ == "__main__":
+    main()
