@@ -176,6 +176,19 @@ def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
     return {s.key: store.path(s.kind, s.key) for s in stages}
 
 
+def base_model(cfg, store: Store) -> ModelRef:
+    """The starting weights of `cfg` (a ModelConfig) through the store, under the key a plan gives them,
+    so scripts share the conversion a run already did."""
+    from frpo_bench.models.loading import source_fields
+    from frpo_bench.store import stage_key
+    key = stage_key("base", source_fields(cfg), [])
+    if not store.has("base", key):
+        stage = Stage("base", key, cfg.id, source_fields(cfg), [], {"model": cfg})
+        with store.building("base", key, {"label": cfg.id, "fields": stage.fields, "parents": []}) as out:
+            run_base(stage, out, [], print)
+    return read_model(store.path("base", key))
+
+
 def release_generation_engines() -> None:
     """A vLLM engine lives across generation stages; stop it before training or scoring needs the memory."""
     module = sys.modules.get("frpo_bench.models.generate_vllm")

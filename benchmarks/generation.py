@@ -1,0 +1,124 @@
+"""Generation throughput, side by side in one run: a naive per-prompt HF loop, the harness's HF
+backend and its vLLM backend, on the same prompts and settings.
+
+    python benchmarks/generation.py [--model smollm2-135m-instruct] [--prompts 64] [--tokens 128]
+                                    [--dtypes float32 bfloat16] [--out benchmarks/results/generation.json]
+
+Tokens/s counts the tokens each backend actually generated (EOS excluded) over its generation
+time; vLLM's engine start is reported apart (it is paid once per base model, not per cell).
+Fraction of peak = 2 x parameters x tokens/s over this machine's own matmul throughput in the
+same dtype, measured here first (a 2048^3 matmul on all threads, best of 5).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from frpo_bench.config import GenerationConfig, ModelConfig
+from frpo_bench.data import load_rows
+from frpo_bench.runner import base_model
+from frpo_bench.store import Store, write_json_atomic
+from frpo_bench.typed import from_dict
+
+
+def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large square matmul in `dtype_name` on this machine."""
+    import torch
+    from frpo_bench.models.loading import torch_dtype
+    a = torch.randn(size, size).to(torch_dtype(dtype_name))
+    b = torch.randn(size, size).to(torch_dtype(dtype_name))
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def naive_loop(model, prompts, cfg) -> list[str]:
+    """What many harnesses do: one prompt at a time, no batching."""
+    import torch
+    from frpo_bench.models.loading import chat_prompt, load_merged, load_tokenizer
+    tokenizer = load_tokenizer(model)
+    lm = load_merged(model, cfg.dtype).eval()
+    out = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = tokenizer(chat_prompt(tokenizer, prompt), return_tensors="pt", add_special_tokens=False)
+            generated = lm.generate(**ids, max_new_tokens=cfg.max_new_tokens, do_sample=False, temperature=None,
+                                    top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+            out.append(tokenizer.decode(generated[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return out
+
+
+def run_backend(name: str, model, prompts, cfg) -> tuple[list[str], float, float]:
+    """Returns completions, generation seconds, engine start seconds."""
+    if name == "naive":
+        start = time.perf_counter()
+        return naive_loop(model, prompts, cfg), time.perf_counter() - start, 0.0
+    if name == "hf":
+        from frpo_bench.models.generate_hf import HFGenerator
+        start = time.perf_counter()
+        return HFGenerator().generate(model, prompts, cfg), time.perf_counter() - start, 0.0
+    from frpo_bench.models.generate_vllm import POOL, VLLMGenerator
+    generator = VLLMGenerator()
+    start = time.perf_counter()
+    generator.generate(model, prompts[:1], cfg)  # starts the engine
+    started = time.perf_counter() - start
+    start = time.perf_counter()
+    texts = generator.generate(model, prompts, cfg)
+    seconds = time.perf_counter() - start
+    POOL.close()
+    return texts, seconds, started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64, help="HF backend batch size")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--backends", nargs="+", default=["naive", "hf", "vllm"])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/generation.json"))
+    args = parser.parse_args()
+
+    import torch
+    from frpo_bench.models.loading import load_tokenizer
+    model = base_model(ModelConfig(id=args.model), Store())
+    tokenizer = load_tokenizer(model)
+    params = sum(p.numel() for p in __import__("safetensors.torch", fromlist=["load_file"]).load_file(
+        str(Path(model.path) / "model.safetensors")).values())
+    rows = load_rows("demo_benign", "eval", None) + load_rows("demo_harmful", "eval", None)
+    prompts = [r["prompt"] for r in rows][: args.prompts]
+    peaks = {d: matmul_peak(d) for d in args.dtypes}
+    print(f"model {args.model}: {params / 1e6:.1f}M parameters; {len(prompts)} prompts x {args.tokens} new tokens; "
+          f"{torch.get_num_threads()} threads; matmul peak " + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s"
+                                                                      for d, p in peaks.items()))
+    results, naive_rate = [], None
+    for backend in args.backends:
+        for dtype in args.dtypes if backend != "naive" else args.dtypes[:1]:
+            cfg = from_dict(GenerationConfig, {"backend": "vllm" if backend == "vllm" else "hf", "dtype": dtype,
+                                               "max_new_tokens": args.tokens, "batch_size": args.batch_size})
+            texts, seconds, started = run_backend(backend, model, prompts, cfg)
+            tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+            rate = tokens / seconds
+            naive_rate = naive_rate or rate
+            row = {"backend": backend, "dtype": dtype, "tokens": tokens, "seconds": round(seconds, 1),
+                   "engine_start_s": round(started, 1), "tokens_per_s": round(rate, 1),
+                   "vs_naive": round(rate / naive_rate, 2), "fraction_of_peak": round(2 * params * rate / peaks[dtype], 4)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| backend | dtype | tokens/s | x naive | fraction of matmul peak | engine start |\n|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['backend']} | {r['dtype']} | {r['tokens_per_s']:.0f} | {r['vs_naive']:.1f} | "
+              f"{100 * r['fraction_of_peak']:.1f}% | {r['engine_start_s']:.0f} s |")
+    write_json_atomic(args.out, {"model": args.model, "parameters": params, "prompts": len(prompts),
+                                 "max_new_tokens": args.tokens, "peak_flops": peaks, "results": results})
+
+
+if __name__ == "__main__":
+    main()
