@@ -18,24 +18,10 @@ from pathlib import Path
 
 from frpo_bench.config import GenerationConfig, ModelConfig
 from frpo_bench.data import load_rows
+from frpo_bench.perf import matmul_peak, parameter_count
 from frpo_bench.runner import base_model
 from frpo_bench.store import Store, write_json_atomic
 from frpo_bench.typed import from_dict
-
-
-def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul in `dtype_name` on this machine."""
-    import torch
-    from frpo_bench.models.loading import torch_dtype
-    a = torch.randn(size, size).to(torch_dtype(dtype_name))
-    b = torch.randn(size, size).to(torch_dtype(dtype_name))
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best
 
 
 def naive_loop(model, prompts, cfg) -> list[str]:
@@ -90,8 +76,7 @@ def main() -> None:
     from frpo_bench.models.loading import load_tokenizer
     model = base_model(ModelConfig(id=args.model), Store())
     tokenizer = load_tokenizer(model)
-    params = sum(p.numel() for p in __import__("safetensors.torch", fromlist=["load_file"]).load_file(
-        str(Path(model.path) / "model.safetensors")).values())
+    params = parameter_count(model.path)
     rows = load_rows("demo_benign", "eval", None) + load_rows("demo_harmful", "eval", None)
     prompts = [r["prompt"] for r in rows][: args.prompts]
     peaks = {d: matmul_peak(d) for d in args.dtypes}

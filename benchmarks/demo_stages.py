@@ -1,0 +1,48 @@
+"""Wall time of a recipe by stage kind, once per generation backend, sharing one store.
+
+    python benchmarks/demo_stages.py [--recipe demo] [--backends hf vllm] [--store DIR]
+
+Training stages do not depend on the generation backend, so the first pass builds them and the
+second reuses them; every stage's own build time is read from its stage.json, so the table shows
+what each stage kind costs with each backend. Scoring by lm-eval does not use the generation
+backend either and is shared too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from frpo_bench.config import load_recipe
+from frpo_bench.pipeline import run_recipe
+from frpo_bench.plan import build_plan
+from frpo_bench.runner import seconds_by_kind
+from frpo_bench.store import Store, write_json_atomic
+
+KINDS = ("base", "align", "harden", "attack", "generate", "score")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="demo")
+    parser.add_argument("--backends", nargs="+", default=["hf", "vllm"])
+    parser.add_argument("--store", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/demo_stages.json"))
+    args = parser.parse_args()
+    store = Store(args.store)
+    table = {}
+    for backend in args.backends:
+        recipe, raw = load_recipe(args.recipe, [f"generation.backend={backend}"])
+        _, stages = build_plan(recipe)
+        _, _, wall = run_recipe(recipe, raw, store, Path("runs") / f"stages-{args.recipe}-{backend}")
+        table[backend] = {**seconds_by_kind(stages, store), "wall_this_run": round(wall, 1),
+                          "generate_stages": sum(s.kind == "generate" for s in stages)}
+        print(json.dumps({backend: table[backend]}), flush=True)
+    print("\n| stage kind | " + " | ".join(args.backends) + " |\n|---|" + "---|" * len(args.backends))
+    for kind in (*KINDS, "wall_this_run"):
+        print(f"| {kind} | " + " | ".join(f"{table[b].get(kind, 0):.0f} s" for b in args.backends) + " |")
+    write_json_atomic(args.out, {"recipe": args.recipe, "seconds_by_kind": table})
+
+
+if __name__ == "__main__":
+    main()
