@@ -68,7 +68,8 @@ class FinetuneConfig:
     lora: Optional[LoraConfig] = opt(None, help="LoRA settings; null means full fine-tuning")
     steps: int = opt(30, help="optimizer steps")
     batch_size: int = opt(8, help="sequences per optimizer step (changes results)")
-    micro_batch_size: int = opt(8, help="sequences per forward pass; gradient accumulation makes up the rest (transport only)")
+    micro_batch_size: Optional[int] = opt(None, help="sequences per forward pass; gradient accumulation makes up the rest; "
+                                                     "null means the whole batch at once (transport only)")
     max_length: int = opt(256, help="truncate prompt + response to this many tokens")
     lr_scheduler: str = opt("constant", help=f"one of {', '.join(SCHEDULERS)}")
     warmup_ratio: float = opt(0.0, help="share of steps for linear warm-up")
@@ -78,6 +79,8 @@ class FinetuneConfig:
                                     "torch 2.13 a LoRA step of SmolLM2 ran ~30x slower under bf16 autocast than in fp32")
 
     def validate(self, path: str) -> None:
+        if self.micro_batch_size is None:
+            self.micro_batch_size = self.batch_size
         for name in ("steps", "batch_size", "micro_batch_size", "max_length"):
             _positive(path, name, getattr(self, name), f"set {name} to a positive integer")
         if self.batch_size % self.micro_batch_size:

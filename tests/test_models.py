@@ -45,3 +45,23 @@ def test_embedded_model_converts_to_safetensors(embedded_model_dir):
                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_store_artifact_loads_as_a_checkpoint_by_path(tiny_model_dir, tmp_path):
+    """`--checkpoint <store dir>`: an attacked model built in a temporary dir still resolves after the rename."""
+    from frpo_bench.attacks.finetune import finetune
+    from frpo_bench.config import AttackConfig
+    from frpo_bench.models.loading import local_ref
+    from frpo_bench.runner import write_model
+    from frpo_bench.store import Store
+    from frpo_bench.typed import from_dict
+    cfg = from_dict(AttackConfig, {"name": "t", "data": [{"dataset": "demo_compliance", "split": "train", "n": 4}],
+                                   "steps": 1, "batch_size": 2, "max_length": 128, "lora": {"r": 2, "alpha": 4}})
+    store = Store(tmp_path / "store")
+    with store.building("attack", "k" * 64, {}) as out:
+        write_model(out, finetune(ModelRef(str(tiny_model_dir)), out, cfg, lr=1e-3, seed=0, report=lambda m: None))
+    ref = local_ref(store.path("attack", "k" * 64))
+    assert ref == ModelRef(str(tiny_model_dir), adapter=str(store.path("attack", "k" * 64)))
+    fields = source_fields(ModelConfig(id=str(store.path("attack", "k" * 64))))
+    assert fields["adapter"] and fields["weights"]  # the base is part of the identity, not just the adapter
+    load_model(ref)  # loads through the same code as any model

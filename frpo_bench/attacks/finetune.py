@@ -79,6 +79,9 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         from peft import get_peft_model
         lm = get_peft_model(lm, _peft_config(cfg.lora))
     features = tokenize_pairs(tokenizer, training_rows(cfg), cfg.max_length)
+    if not features:
+        raise ValueError(f"no training pair keeps a response token within max_length={cfg.max_length} "
+                         "(every prompt fills it): raise max_length")
     n_tokens = [0]
 
     class Progress(TrainerCallback):

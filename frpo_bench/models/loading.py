@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import os
 from pathlib import Path
@@ -18,7 +19,10 @@ def source_fields(cfg) -> dict:
         fields["revision"] = cfg.revision
     elif kind == "local":
         fields["id"] = str(Path(cfg.id).expanduser().resolve())
-        fields["weights"] = _local_fingerprint(Path(fields["id"]))
+        ref = local_ref(Path(cfg.id))  # an adapter is identified together with the base it applies to
+        fields["weights"] = _local_fingerprint(Path(ref.path))
+        if ref.adapter:
+            fields["adapter"] = _local_fingerprint(Path(ref.adapter))
     elif kind == "embedded":
         fields["gguf"] = EMBEDDED[cfg.id][1]
     return fields
@@ -46,11 +50,29 @@ def preflight(cfg) -> None:
         if not any(Path(cfg.id).expanduser().glob("*.safetensors")):
             raise ConfigError("model.id", cfg.id, "holds no .safetensors weights",
                               "convert the checkpoint to safetensors (untrusted pickles are not loaded)")
+        ref = local_ref(Path(cfg.id))
+        if not any(Path(ref.path).glob("*.safetensors")):
+            raise ConfigError("model.id", cfg.id, f"is an adapter whose base weights ({ref.path}) hold no .safetensors "
+                              "files or do not exist", "give the adapter's base model beside it, or a merged model")
     elif kind == "hub" and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         from huggingface_hub import try_to_load_from_cache
         if not isinstance(try_to_load_from_cache(cfg.id, "config.json", revision=cfg.revision), str):
             raise ConfigError("model.id", cfg.id, "is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
                               "download it once online, give a local directory, or use 'smollm2-135m-instruct'")
+
+
+def local_ref(folder: Path, trust_remote_code: bool = False) -> ModelRef:
+    """A local folder as a model: full weights, a LoRA adapter on its recorded base, or an artifact
+    of a frpo-bench store (a defended or attacked model), which records its own weights and adapter."""
+    folder = folder.expanduser().resolve()
+    if (folder / "model.json").is_file() and (folder / "COMPLETE").is_file():
+        from frpo_bench.runner import read_model
+        return read_model(folder)
+    adapter_config = folder / "adapter_config.json"
+    if adapter_config.is_file():
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        return ModelRef(base, adapter=str(folder), trust_remote_code=trust_remote_code)
+    return ModelRef(str(folder), trust_remote_code=trust_remote_code)
 
 
 def materialize(cfg, out: Path) -> ModelRef:
@@ -64,13 +86,7 @@ def materialize(cfg, out: Path) -> ModelRef:
         build_tiny_model(out)
         return ModelRef(str(out))
     if kind == "local":
-        folder = Path(cfg.id).expanduser().resolve()
-        adapter_config = folder / "adapter_config.json"
-        if adapter_config.is_file():  # a LoRA adapter folder: load its recorded base, then the adapter
-            import json
-            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-            return ModelRef(base, adapter=str(folder), trust_remote_code=cfg.trust_remote_code)
-        return ModelRef(str(folder), trust_remote_code=cfg.trust_remote_code)
+        return local_ref(Path(cfg.id), cfg.trust_remote_code)
     from huggingface_hub import snapshot_download
     path = snapshot_download(cfg.id, revision=cfg.revision,
                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])
