@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("run_dir", type=Path, help="a run directory written by `frpo-bench run`")
     check = sub.add_parser("check", help="regression gate: compare a leaderboard (or a new checkpoint) with a baseline",
                            description="Exit 1 with a diff table when any metric moved the wrong way beyond its "
-                                       "tolerance (or, without one, beyond the baseline's 95%% interval); 0 otherwise; "
+                                       "tolerance (or, without one, beyond the baseline's 95% interval); 0 otherwise; "
                                        "2 for unusable input (a missing cell or metric, different judges or data).")
     check.add_argument("--baseline", type=Path, required=True, help="reference leaderboard.csv")
     source = check.add_mutually_exclusive_group(required=True)

@@ -22,6 +22,7 @@ ATTACKS = {
 EVALUATORS = {
     "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",
     "gsm8k": "frpo_bench.evaluators.gsm8k:Gsm8kEvaluator",
+    "strongreject_rubric": "frpo_bench.evaluators.strongreject_rubric:StrongRejectRubricEvaluator",
 }
 GENERATORS = {
     "hf": "frpo_bench.models.generate_hf:HFGenerator",

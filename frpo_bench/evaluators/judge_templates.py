@@ -1,0 +1,67 @@
+"""Judge prompt templates, loaded at run time from a path or URL and pinned by the sha256 of their text.
+
+A template is identified by the hash of the strings the judge actually sees (not of the file that
+carries them), so the same rubric from a different file or commit has the same identity, and a
+changed rubric fails loudly instead of silently producing incomparable numbers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from frpo_bench.data import DATA_ENV, _download_cache, _offline
+from frpo_bench.errors import ConfigError
+from frpo_bench.store import canonical_json
+
+# Upstream: dsbowen/strong_reject strong_reject/eval_files/judge_templates.json (MIT). The rubric's text
+# is pinned below, so whatever commit the URL serves must carry exactly that rubric.
+STRONGREJECT_TEMPLATES_URL = ("https://raw.githubusercontent.com/dsbowen/strong_reject/main/"
+                              "strong_reject/eval_files/judge_templates.json")
+STRONGREJECT_RUBRIC_SHA256 = "428550b397c007cff1da085c85dbaa02485ee0fe767c307db63a12510349b227"
+
+
+def template_sha256(texts: dict[str, str]) -> str:
+    return hashlib.sha256(canonical_json(texts).encode()).hexdigest()
+
+
+def read_source(source: str, local_name: str) -> tuple[str, str]:
+    """Text of a template file from a path or URL: (text, where it came from). With a URL, a copy in
+    $FRPO_BENCH_DATA/<local_name> or the download cache is used first."""
+    if not source.startswith(("http://", "https://")):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError("template", source, "is not a file", "give a path or URL of the judge template file")
+        return path.read_text(), str(path)
+    candidates = [Path(os.environ[DATA_ENV]) / local_name] if os.environ.get(DATA_ENV) else []
+    cached = _download_cache() / "templates" / hashlib.sha256(source.encode()).hexdigest()[:16] / Path(local_name).name
+    for path in candidates + [cached]:
+        if path.is_file():
+            return path.read_text(), str(path)
+    if _offline():
+        raise ConfigError("template", source, "is not available offline",
+                          f"set {DATA_ENV} to a folder holding {local_name}, or give the template's path")
+    with urllib.request.urlopen(source, timeout=30) as resp:
+        text = resp.read().decode()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(text)
+    return text, source
+
+
+def load_template(source: str, local_name: str, keys: dict[str, str], expected_sha256: Optional[str]) -> dict:
+    """Pick `keys` (role -> key in the JSON file) from a template file; verify their text hash."""
+    text, origin = read_source(source, local_name)
+    data = json.loads(text)
+    missing = [key for key in keys.values() if key not in data]
+    if missing:
+        raise ConfigError("template", origin, f"has no key(s) {missing}", f"use a file with {sorted(keys.values())}")
+    texts = {role: data[key] for role, key in keys.items()}
+    digest = template_sha256(texts)
+    if expected_sha256 and digest != expected_sha256:
+        raise ConfigError("template", origin, f"has text sha256 {digest[:12]}..., expected {expected_sha256[:12]}...",
+                          "use the pinned upstream template, or set the evaluator's template_sha256 to null "
+                          "to accept this one (its hash is recorded with every result)")
+    return {"texts": texts, "sha256": digest, "source": origin}

@@ -1,0 +1,137 @@
+"""Chat requests to any OpenAI-compatible judge: bounded concurrency, retries with backoff on
+timeouts, connection errors, 429 and 5xx, an on-disk answer cache, and a token tally.
+
+The API key is read from an environment variable at call time and never stored or logged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from frpo_bench.store import canonical_json, default_cache_dir, write_json_atomic
+
+RETRY_STATUS = {408, 409, 429}  # and every 5xx
+
+
+@dataclass
+class JudgeRequest:
+    system: Optional[str]
+    user: str
+
+    def messages(self) -> list[dict]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + \
+               [{"role": "user", "content": self.user}]
+
+
+@dataclass
+class Tally:
+    requests: int = 0  # HTTP requests sent, retries included
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def to_json(self, prompt_price: float = 0.0, completion_price: float = 0.0) -> dict:
+        """Prices are per million tokens; cost counts only answers fetched in this run (not cache hits)."""
+        cost = (self.prompt_tokens * prompt_price + self.completion_tokens * completion_price) / 1e6
+        return {"requests": self.requests, "cache_hits": self.cache_hits, "retries": self.retries,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "cost": round(cost, 6)}
+
+
+def is_retryable(err: Exception) -> bool:
+    import openai
+    if isinstance(err, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    status = getattr(err, "status_code", None)
+    return isinstance(err, openai.APIStatusError) and (status in RETRY_STATUS or (status or 0) >= 500)
+
+
+def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 20.0) -> float:
+    """Exponential backoff: 1, 2, 4, 8, 16, 20, 20, ... seconds."""
+    return min(cap, base * 2 ** attempt)
+
+
+class OpenAIJudge:
+    """One judge endpoint and model, temperature and token limit fixed; answers cached by content."""
+
+    def __init__(self, base_url: Optional[str], model: str, api_key_env: str = "OPENAI_API_KEY",
+                 temperature: float = 0.0, max_tokens: int = 1024, max_concurrency: int = 8,
+                 max_retries: int = 8, timeout: float = 120.0, cache_dir: Optional[Path] = None,
+                 report: Callable[[str], None] | None = None):
+        self.base_url, self.model, self.api_key_env = base_url, model, api_key_env
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "judge"
+        self.report = report or (lambda msg: None)
+        self.tally = Tally()
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            from openai import OpenAI
+            key = os.environ.get(self.api_key_env) or "EMPTY"  # local servers accept any key
+            self._client = OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.timeout)
+        return self._client
+
+    def request_body(self, request: JudgeRequest) -> dict:
+        """Exactly what is sent (minus the key): recorded with every answer."""
+        return {"model": self.model, "messages": request.messages(), "temperature": self.temperature,
+                "max_tokens": self.max_tokens}
+
+    def cache_key(self, request: JudgeRequest) -> str:
+        return hashlib.sha256(canonical_json(self.request_body(request)).encode()).hexdigest()
+
+    def ask(self, request: JudgeRequest) -> dict:
+        """{"text", "cached", "usage"} for one request, from the cache or the endpoint."""
+        path = self.cache_dir / self.cache_key(request)[:2] / f"{self.cache_key(request)}.json"
+        if path.is_file():
+            self.tally.add(cache_hits=1)
+            return {**json.loads(path.read_text()), "cached": True}
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.tally.add(requests=1)
+                response = self.client().chat.completions.create(**self.request_body(request))
+                break
+            except Exception as err:
+                if not is_retryable(err) or attempt == self.max_retries:
+                    raise
+                wait = backoff_seconds(attempt)
+                self.tally.add(retries=1)
+                self.report(f"judge request failed ({err.__class__.__name__}); retry {attempt + 1}/"
+                            f"{self.max_retries} in {wait:.0f}s")
+                time.sleep(wait)
+        usage = response.usage
+        answer = {"text": response.choices[0].message.content or "",
+                  "usage": {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                            "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}}
+        self.tally.add(**answer["usage"])
+        write_json_atomic(path, answer)
+        return {**answer, "cached": False}
+
+    def ask_all(self, requests: list[JudgeRequest]) -> list[dict]:
+        """Answers in input order; at most max_concurrency requests in flight."""
+        done = [0]
+        start = time.time()
+
+        def one(request: JudgeRequest) -> dict:
+            answer = self.ask(request)
+            done[0] += 1
+            if done[0] % 10 == 0 or done[0] == len(requests):
+                self.report(f"judged {done[0]}/{len(requests)} ({time.time() - start:.0f}s)")
+            return answer
+
+        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
+            return list(pool.map(one, requests))
