@@ -23,6 +23,9 @@ EVALUATORS = {
     "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",
     "gsm8k": "frpo_bench.evaluators.gsm8k:Gsm8kEvaluator",
     "strongreject_rubric": "frpo_bench.evaluators.strongreject_rubric:StrongRejectRubricEvaluator",
+    "strongreject_finetuned": "frpo_bench.evaluators.strongreject_finetuned:StrongRejectFinetunedEvaluator",
+    "harmbench": "frpo_bench.evaluators.harmbench:HarmBenchEvaluator",
+    "helpfulness": "frpo_bench.evaluators.helpfulness:HelpfulnessEvaluator",
 }
 GENERATORS = {
     "hf": "frpo_bench.models.generate_hf:HFGenerator",

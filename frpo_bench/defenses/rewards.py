@@ -10,7 +10,6 @@ None for the other (TRL then leaves that reward out of the completion's total).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 from frpo_bench.evaluators.refusal import is_refusal
@@ -49,32 +48,12 @@ class RewardModelReward:
     """sigmoid(logit) of a sequence-classification reward model on (prompt, reply) chats."""
 
     def __init__(self, model_id: str, revision: str | None = None, batch_size: int = 8):
-        self.model_id, self.revision, self.batch_size = model_id, revision, batch_size
-        self._model = self._tokenizer = None
+        from frpo_bench.evaluators.hf_judge import JudgeModel, RewardModel
+        self.model = RewardModel(JudgeModel(model_id, revision), batch_size=batch_size)
         self.__name__ = "reward_model"
 
-    def _load(self):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=self.revision)
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.model_id, revision=self.revision,
-                                                                         use_safetensors=True).eval()
-        if self._tokenizer.pad_token is None:
-            self._tokenizer.pad_token = self._tokenizer.eos_token
-        self._model.config.pad_token_id = self._tokenizer.pad_token_id
-
     def scores(self, chats: list[list[dict]]) -> list[float]:
-        import torch
-        if self._model is None:
-            self._load()
-        texts = [self._tokenizer.apply_chat_template(chat, tokenize=False) for chat in chats]
-        out = []
-        with torch.inference_mode():
-            for b in range(0, len(texts), self.batch_size):
-                batch = self._tokenizer(texts[b: b + self.batch_size], return_tensors="pt", padding=True,
-                                        add_special_tokens=False)
-                logits = self._model(**batch).logits[:, 0].float()
-                out += [1 / (1 + math.exp(-x)) for x in logits.tolist()]
-        return out
+        return self.model.scores(chats)
 
     def __call__(self, prompts, completions, kind, **_) -> list[float | None]:
         picked = [i for i, k in enumerate(kind) if k == BENIGN]

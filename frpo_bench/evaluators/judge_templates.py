@@ -33,8 +33,11 @@ def read_source(source: str, local_name: str) -> tuple[str, str]:
     $FRPO_BENCH_DATA/<local_name> or the download cache is used first."""
     if not source.startswith(("http://", "https://")):
         path = Path(source).expanduser()
+        if not path.is_file() and not path.is_absolute() and os.environ.get(DATA_ENV):
+            path = Path(os.environ[DATA_ENV]) / source  # a name relative to the data folder
         if not path.is_file():
-            raise ConfigError("template", source, "is not a file", "give a path or URL of the judge template file")
+            raise ConfigError("template", source, "is not a file",
+                              f"give a path or URL of the judge template file, or set {DATA_ENV}")
         return path.read_text(), str(path)
     candidates = [Path(os.environ[DATA_ENV]) / local_name] if os.environ.get(DATA_ENV) else []
     cached = _download_cache() / "templates" / hashlib.sha256(source.encode()).hexdigest()[:16] / Path(local_name).name

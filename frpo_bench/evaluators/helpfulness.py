@@ -1,0 +1,43 @@
+"""Helpfulness: mean sigmoid(reward-model logit) of (benign prompt, response) chats under a
+sequence-classification reward model (default allenai/Llama-3.1-8B-Instruct-RM-RB2), using the
+reward model's own chat template."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.typed import opt
+
+VERSION = "reward-model-sigmoid-v1"
+
+
+@dataclass
+class Options:
+    reward_model: str = opt("allenai/Llama-3.1-8B-Instruct-RM-RB2", help="reward model (Hub id or local path)")
+    revision: Optional[str] = opt(None, help="pinned revision of the reward model")
+    dtype: str = opt("float32", help="compute dtype (bfloat16 on GPUs)")
+    batch_size: int = opt(4, help="chats per forward pass (transport only)")
+
+    def key_fields(self) -> dict:
+        from frpo_bench.typed import to_dict
+        return {k: v for k, v in to_dict(self).items() if k != "batch_size"}
+
+
+class HelpfulnessEvaluator:
+    """Mean sigmoid reward of the responses (higher is better)."""
+
+    Options = Options
+    version = VERSION
+    needs_completions = True
+
+    def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
+        from frpo_bench.evaluators.hf_judge import JudgeModel, RewardModel
+        judge = JudgeModel(options.reward_model, options.revision, dtype=options.dtype)
+        chats = [[{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": completion}]
+                 for row, completion in zip(inputs.prompts, inputs.completions)]
+        scores = RewardModel(judge, options.batch_size).scores(chats)
+        records = [{"id": row.get("id"), "prompt": row["prompt"], "response": c, "score": s}
+                   for row, c, s in zip(inputs.prompts, inputs.completions, scores)]
+        return EvalResult([Metric("", scores, higher_is_better=True, unit="reward")], records,
+                          {"judge": judge.describe(), "template": "reward-model chat template"})
