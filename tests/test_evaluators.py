@@ -38,3 +38,36 @@ def test_gsm8k_scores_known_completions_with_lm_evals_filters(tmp_path):
     scores = score_completions(tmp_path, "demo_arithmetic", completions)
     assert scores["strict-match"] == [1.0, 0.0, 0.0, 1.0]
     assert scores["flexible-extract"] == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
+    """The harness's GSM8K number is lm-eval's: the `lm_eval run` command it records, run as a
+    separate process on the same model, data, shots and settings, reports the same scores and answers."""
+    import glob
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+    from frpo_bench.evaluators.base import ScoreInputs
+    from frpo_bench.evaluators.gsm8k import Gsm8kEvaluator, Options
+    from frpo_bench.models import ModelRef
+    from frpo_bench.typed import from_dict
+    options = from_dict(Options, {"num_fewshot": 5, "max_gen_toks": 32, "batch_size": 4})
+    inputs = ScoreInputs([], None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic", "test", {},
+                         tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    result = Gsm8kEvaluator().score(inputs, options, limit=8)
+    command = shlex.split(result.meta["command_line"])
+    assert command[:2] == ["lm_eval", "run"]
+    out = tmp_path / "cli"
+    subprocess.run([sys.executable, "-m", "lm_eval", *command[1:], "--output_path", str(out), "--log_samples"],
+                   check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
+    task = command[command.index("--tasks") + 1]
+    reported = json.loads(open(glob.glob(f"{out}/**/results_*.json", recursive=True)[0]).read())["results"][task]
+    assert reported["exact_match,strict-match"] == pytest.approx(result.metrics[0].value, abs=1e-12)
+    assert reported["exact_match,flexible-extract"] == pytest.approx(result.metrics[1].value, abs=1e-12)
+    samples = [json.loads(line) for line in open(glob.glob(f"{out}/**/samples_{task}_*.jsonl", recursive=True)[0])]
+    cli_answers = {(s["doc_id"], s["filter"]): s["resps"][0][0] for s in samples}
+    ours = {(r["id"], r["filter"]): r["response"] for r in result.records}
+    assert ours == cli_answers and len(ours) == 16  # 8 questions x 2 filters, the same generated text

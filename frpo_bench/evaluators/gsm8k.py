@@ -8,6 +8,7 @@ per-sample records. `command_line()` gives the equivalent `lm_eval` invocation.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -73,7 +74,7 @@ def model_args(inputs: ScoreInputs, options: Options) -> dict:
 
 
 def command_line(task_dir: Path, task: str, args: dict, options: Options, limit: int | None) -> str:
-    parts = ["lm_eval", "--model", "hf", "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
+    parts = ["lm_eval", "run", "--model", "hf", "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
              "--include_path", str(task_dir), "--tasks", task, "--num_fewshot", str(options.num_fewshot),
              "--batch_size", str(options.batch_size), "--gen_kwargs", f"max_gen_toks={options.max_gen_toks}",
              "--device", "cpu"]
@@ -81,7 +82,7 @@ def command_line(task_dir: Path, task: str, args: dict, options: Options, limit:
         parts += ["--limit", str(limit)]
     if options.apply_chat_template:
         parts.append("--apply_chat_template")
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, limit: int | None) -> dict:
