@@ -41,12 +41,16 @@ class DataRef:
     dataset: str = opt(help="registered dataset name (see `frpo-bench ls`)")
     split: str = opt("train", help="split of that dataset: train or eval (held out), or a dataset-specific subset")
     n: Optional[int] = opt(None, help="use the first n rows after a seeded shuffle (all rows if unset)")
+    skip: int = opt(0, help="skip this many shuffled rows first: a slice held out from another ref's first n "
+                            "(e.g. train on n: 2000, evaluate on skip: 2000, n: 200)")
 
     def validate(self, path: str) -> None:
         from frpo_bench.data import check_ref
         check_ref(self, path)
         if self.n is not None:
             _positive(path, "n", self.n, "use a positive row count, or leave n unset for all rows")
+        if self.skip < 0:
+            raise ConfigError(f"{path}.skip", self.skip, "is negative", "use 0 or a positive row count")
 
 
 @dataclass

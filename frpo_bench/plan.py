@@ -43,7 +43,9 @@ class Cell:
 
 def data_fields(refs) -> list[dict]:
     from frpo_bench.data import get
-    return [{"dataset": r.dataset, "split": r.split, "n": r.n, "content": get(r.dataset).content_id} for r in refs]
+    # skip enters the key only when set, so keys of refs without it stay as they were
+    return [{"dataset": r.dataset, "split": r.split, "n": r.n, "content": get(r.dataset).content_id,
+             **({"skip": r.skip} if r.skip else {})} for r in refs]
 
 
 class Planner:

@@ -68,9 +68,9 @@ def run_attack(stage: Stage, out: Path, parents: list[Path], report) -> None:
 
 
 def run_generate(stage: Stage, out: Path, parents: list[Path], report) -> None:
-    from frpo_bench.data import load_rows
+    from frpo_bench.data import ref_rows
     gen, ref = stage.payload["generation"], stage.payload["prompts"]
-    rows = load_rows(ref.dataset, ref.split, ref.n)
+    rows = ref_rows(ref)
     generator = registry.load("generator", gen.backend)(report=report)
     start = time.time()
     completions = generator.generate(read_model(parents[0]), [user_text(r) for r in rows], gen, seed=stage.payload["seed"])
@@ -81,7 +81,7 @@ def run_generate(stage: Stage, out: Path, parents: list[Path], report) -> None:
 
 
 def run_score(stage: Stage, out: Path, parents: list[Path], report) -> None:
-    from frpo_bench.data import get, load_rows
+    from frpo_bench.data import get
     from frpo_bench.evaluators.base import ScoreInputs, bootstrap_ci
     ev = stage.payload["evaluation"]
     evaluator = registry.load("evaluator", ev.evaluator)()

@@ -16,10 +16,10 @@ from frpo_bench.models.loading import chat_prompt, load_for_training
 
 
 def training_rows(cfg) -> list[dict]:
-    from frpo_bench.data import load_rows
+    from frpo_bench.data import ref_rows
     rows = []
     for ref in cfg.data:
-        for row in load_rows(ref.dataset, ref.split, ref.n):
+        for row in ref_rows(ref):
             # math rows (GSM8K format) train as question -> worked answer
             rows.append(row if "prompt" in row else {"prompt": row["question"], "response": row["answer"]})
     return rows

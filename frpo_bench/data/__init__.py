@@ -146,18 +146,23 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
                       "or run once with network access")
 
 
-def load_rows(name: str, split: str, n: int | None = None, seed: int = 0) -> list[dict]:
-    """Rows of a dataset split; with n, the first n after a shuffle seeded by (seed, name)."""
+def load_rows(name: str, split: str, n: int | None = None, seed: int = 0, skip: int = 0) -> list[dict]:
+    """Rows of a dataset split; with n (or skip), rows skip..skip+n of a shuffle seeded by (seed, name)."""
     import importlib
     spec = get(name)
     files = {f.name: locate(spec, f) for f in spec.files}
     module, func = spec.parser.split(":")
     rows = getattr(importlib.import_module(module), func)(files, split)
-    if n is not None:
+    if n is not None or skip:
         rows = list(rows)
         random.Random(f"{seed}:{name}:{split}").shuffle(rows)
-        rows = rows[:n]
+        rows = rows[skip: None if n is None else skip + n]
     return rows
+
+
+def ref_rows(ref) -> list[dict]:
+    """The rows a DataRef selects."""
+    return load_rows(ref.dataset, ref.split, ref.n, skip=ref.skip)
 
 
 def preflight(refs) -> dict[str, str]:

@@ -24,12 +24,12 @@ GroupStatistic = Callable[[np.ndarray], float]
 
 
 def prompt_rows(options) -> list[dict]:
-    from frpo_bench.data import load_rows
+    from frpo_bench.data import ref_rows
     from frpo_bench.runner import user_text
     rows = []
     for ref, kind in ((options.harmful_prompts, HARMFUL), (options.benign_prompts, BENIGN)):
         rows += [{"prompt": [{"role": "user", "content": user_text(r)}], "kind": kind}
-                 for r in load_rows(ref.dataset, ref.split, ref.n)]
+                 for r in ref_rows(ref)]
     return rows
 
 
