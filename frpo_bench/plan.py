@@ -72,7 +72,8 @@ class Planner:
         cls = registry.load("defense", defense.type)
         if getattr(cls, "identity", False):
             return start
-        fields = {"type": defense.type, "options": to_dict(defense.options), "seed": seed}
+        options = defense.options.key_fields() if hasattr(defense.options, "key_fields") else to_dict(defense.options)
+        fields = {"type": defense.type, "options": options, "seed": seed}
         if hasattr(defense.options, "data_refs"):
             fields["data"] = data_fields(defense.options.data_refs())
         return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)

@@ -15,6 +15,9 @@ DEFENSES = {
     "none": "frpo_bench.defenses.none:NoDefense",
     "grpo": "frpo_bench.defenses.grpo:GRPODefense",
     "frpo": "frpo_bench.defenses.frpo:FRPODefense",
+    "tar": "frpo_bench.defenses.tar:TARDefense",
+    "rr": "frpo_bench.defenses.rr:RRDefense",
+    "checkpoint": "frpo_bench.defenses.checkpoint:CheckpointDefense",
 }
 ATTACKS = {
     "finetune": "frpo_bench.attacks.finetune:FinetuneAttack",

@@ -1,0 +1,156 @@
+"""Representation rerouting (circuit breakers; Zou et al. 2024), trained with LoRA.
+
+At step t of T, with alpha the loss scale:
+
+    c_r  = alpha * t / (2T)          retain:    || h_lora - h_orig ||_2 on the retain set, every layer
+    c_cb = alpha * (1 - t / (2T))    rerouting: ReLU(cos(h_lora, h_orig)) on the harmful set, target layers
+
+h_orig are the frozen model's hidden states (the LoRA switched off), so no second copy of the
+model is held. Target layers are fractions of depth (10/32 and 20/32 reproduce the 8B setting)
+and the LoRA covers the layers up to the last target. Training runs under accelerate, so the
+same code runs on CPU here and data-parallel on GPUs (`accelerate launch`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from frpo_bench.config import DataRef, LoraConfig
+from frpo_bench.errors import ConfigError
+from frpo_bench.models import ModelRef
+from frpo_bench.typed import opt
+
+
+@dataclass
+class RROptions:
+    harmful: list[DataRef] = opt(help="circuit-breaker set: harmful prompts with harmful completions")
+    retain: list[DataRef] = opt(help="retain set: benign pairs (and refusals of harmful prompts)")
+    target_layers: list[float] = opt([10 / 32, 20 / 32], help="rerouting layers as fractions of depth "
+                                                              "(10 and 20 of 32 for 8B models)")
+    alpha: float = opt(10.0, help="loss scale of the schedule c_r = alpha t/2T, c_cb = alpha (1 - t/2T)")
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=16), metadata={
+        "help": "LoRA settings (upstream: r 16, alpha 16), applied to the layers up to the last target layer"})
+    lr: float = opt(1e-4, help="learning rate (upstream: 1e-4)")
+    steps: int = opt(150, help="optimizer steps (upstream: 150)")
+    batch_size: int = opt(16, help="harmful and retain sequences per step, each")
+    max_length: int = opt(256, help="tokens per sequence")
+    max_grad_norm: float = opt(1.0, help="gradient clipping norm")
+
+    def validate(self, path: str) -> None:
+        if not self.target_layers or not all(0 < f <= 1 for f in self.target_layers):
+            raise ConfigError(f"{path}.target_layers", self.target_layers, "must be fractions in (0, 1]",
+                              "use e.g. [0.3125, 0.625] (layers 10 and 20 of 32)")
+        for name in ("lr", "steps", "batch_size", "max_length", "alpha"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
+
+    def data_refs(self) -> list[DataRef]:
+        return [*self.harmful, *self.retain]
+
+
+def target_layer_indices(fractions: list[float], num_layers: int) -> list[int]:
+    """Indices into hidden_states (0 = embeddings, i = output of layer i), at least 1."""
+    return sorted({max(1, min(num_layers, round(f * num_layers))) for f in fractions})
+
+
+def rr_coefficients(step: int, total: int, alpha: float) -> tuple[float, float]:
+    progress = step / (2 * total)
+    return alpha * progress, alpha * (1 - progress)
+
+
+def retain_loss(h_lora, h_orig, mask):
+    """Masked mean over layers and tokens of || h_lora - h_orig ||_2; h: [L, B, T, D], mask: [B, T]."""
+    distance = (h_lora.float() - h_orig.float()).norm(dim=-1)
+    weights = mask.unsqueeze(0).expand_as(distance).float()
+    return (distance * weights).sum() / weights.sum()
+
+
+def rerouting_loss(h_lora, h_orig, mask):
+    """Masked mean of ReLU(cos(h_lora, h_orig)): zero once the representations are orthogonal or opposed."""
+    import torch
+    cosine = torch.nn.functional.cosine_similarity(h_lora.float(), h_orig.float(), dim=-1)
+    weights = mask.unsqueeze(0).expand_as(cosine).float()
+    return (torch.relu(cosine) * weights).sum() / weights.sum()
+
+
+def batches(features: list[dict], size: int, pad_id: int, seed: int):
+    """An endless stream of padded batches, reshuffled every epoch."""
+    import random
+    from frpo_bench.attacks.finetune import pad_batch
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(features)))
+        rng.shuffle(order)
+        for b in range(0, len(order) - size + 1 if len(order) >= size else 1, size):
+            yield pad_batch([features[i] for i in order[b: b + size]], pad_id)
+
+
+def linear_module_names(model) -> list[str]:
+    """Names of the linear projections inside the transformer blocks (what 'all-linear' means)."""
+    import torch
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and ".layers." in name})
+
+
+def hidden(model, batch, layers=None):
+    import torch
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    states = out.hidden_states if layers is None else [out.hidden_states[i] for i in layers]
+    return torch.stack(list(states))
+
+
+class RRDefense:
+    """Circuit breakers: LoRA trained to reroute harmful representations and keep benign ones."""
+
+    Options = RROptions
+    identity = False
+
+    def apply(self, model: ModelRef, out: Path, options: RROptions, seed: int, report=print) -> ModelRef:
+        import torch
+        from accelerate import Accelerator
+        from peft import LoraConfig as PeftLoraConfig, get_peft_model
+        from frpo_bench.attacks.finetune import tokenize_pairs
+        from frpo_bench.data import ref_rows
+        from frpo_bench.models.loading import load_for_training
+        torch.manual_seed(seed)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        tokenizer, lm, base_path = load_for_training(model, Path(out), new_adapter=True, padding_side="right")
+        layers = target_layer_indices(options.target_layers, lm.config.num_hidden_layers)
+        targets = options.lora.target_modules
+        if targets == ["all-linear"]:  # peft takes layers_to_transform only with named modules
+            targets = linear_module_names(lm)
+        lm = get_peft_model(lm, PeftLoraConfig(r=options.lora.r, lora_alpha=options.lora.alpha, lora_dropout=0.0,
+                                               target_modules=targets, layers_to_transform=list(range(max(layers))),
+                                               task_type="CAUSAL_LM"))
+        harmful = tokenize_pairs(tokenizer, [r for ref in options.harmful for r in ref_rows(ref)], options.max_length)
+        retain = tokenize_pairs(tokenizer, [r for ref in options.retain for r in ref_rows(ref)], options.max_length)
+        optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=options.lr)
+        lm, optimizer = accelerator.prepare(lm, optimizer)
+        harmful_stream = batches(harmful, options.batch_size, tokenizer.pad_token_id, seed)
+        retain_stream = batches(retain, options.batch_size, tokenizer.pad_token_id, seed + 1)
+        history, start = [], time.time()
+        for step in range(options.steps):
+            c_retain, c_reroute = rr_coefficients(step, options.steps, options.alpha)
+            cb_batch = {k: v.to(accelerator.device) for k, v in next(harmful_stream).items()}
+            retain_batch = {k: v.to(accelerator.device) for k, v in next(retain_stream).items()}
+            with torch.no_grad(), accelerator.unwrap_model(lm).disable_adapter():
+                orig_retain, orig_cb = hidden(lm, retain_batch), hidden(lm, cb_batch, layers)
+            l_retain = retain_loss(hidden(lm, retain_batch), orig_retain, retain_batch["attention_mask"])
+            l_reroute = rerouting_loss(hidden(lm, cb_batch, layers), orig_cb, cb_batch["attention_mask"])
+            loss = c_retain * l_retain + c_reroute * l_reroute
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(lm.parameters(), options.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            history.append({"step": step + 1, "retain_loss": l_retain.item(), "rerouting_loss": l_reroute.item(),
+                            "c_retain": c_retain, "c_reroute": c_reroute, "loss": loss.item()})
+            if (step + 1) % max(1, options.steps // 10) == 0 or step + 1 == options.steps:
+                elapsed = time.time() - start
+                report(f"step {step + 1}/{options.steps} rerouting {l_reroute.item():.3f} retain {l_retain.item():.3f} "
+                       f"({elapsed:.0f}s, ETA {elapsed / (step + 1) * (options.steps - step - 1):.0f}s)")
+        accelerator.unwrap_model(lm).save_pretrained(out, safe_serialization=True)
+        (Path(out) / "train_log.json").write_text(json.dumps(
+            {"seconds": time.time() - start, "target_hidden_states": layers, "history": history}, indent=2))
+        return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)

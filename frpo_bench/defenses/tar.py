@@ -1,0 +1,210 @@
+"""TAR, tamper-resistant safeguards (Tamirisa et al. 2024), trained with full weights.
+
+Each outer step:
+  1. saves the weights theta and samples an adversary (a learning rate from `inner_lrs`, batches of
+     harmful fine-tuning data);
+  2. runs K inner AdamW steps of that attack on the live weights and, every `tamper_every` inner
+     steps, adds the gradient of the tamper-resistance loss at the attacked weights to a buffer
+     (first-order: the gradient is applied to theta as if taken there);
+  3. restores theta exactly (the adversary's changes never leak into the update);
+  4. adds the retain gradient at theta (next-token CE on benign data + L2 between the model's and
+     the frozen starting model's hidden states) and takes the outer AdamW step on
+         tamper_weight(t) * mean(tamper grads) + retain_weight * retain grad.
+Tamper-resistance loss: `dpo` (refusal setting: prefer each harmful prompt's refusal over its
+compliant answer, DPO-style with the starting model as reference) or `entropy` (negative entropy of
+the next-token distribution on harmful answers, the bio/cyber setting).
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from frpo_bench.config import DataRef
+from frpo_bench.errors import ConfigError
+from frpo_bench.models import ModelRef
+from frpo_bench.typed import opt
+
+TAMPER_LOSSES = ("dpo", "entropy")
+
+
+@dataclass
+class TAROptions:
+    adversary_data: list[DataRef] = opt(help="harmful fine-tuning pairs the inner adversary trains on")
+    tamper_refusals: list[DataRef] = opt(help="held-out harmful prompts with refusals (preferred answers)")
+    tamper_compliance: list[DataRef] = opt(help="the same prompts with compliant answers (dispreferred; the "
+                                                "entropy loss uses these)")
+    retain_data: list[DataRef] = opt(help="benign pairs for the retain loss")
+    tamper_loss: str = opt("dpo", help=f"tamper-resistance loss, one of {TAMPER_LOSSES}")
+    steps: int = opt(100, help="outer steps")
+    inner_steps: int = opt(4, help="adversary AdamW steps per outer step, K (upstream: 64)")
+    inner_lrs: list[float] = opt([2e-5, 4e-5, 1e-5], help="adversary learning rates, one sampled per outer step")
+    tamper_every: int = opt(1, help="take the tamper-resistance gradient every this many inner steps (subsampling)")
+    lr: float = opt(2e-5, help="outer learning rate")
+    tamper_weight: float = opt(4.0, help="weight of the tamper-resistance gradient")
+    tamper_warmup_steps: int = opt(0, help="outer steps over which the tamper weight ramps up linearly from 0")
+    retain_weight: float = opt(1.0, help="weight of the retain loss")
+    representation_weight: float = opt(1.0, help="weight of the hidden-state L2 inside the retain loss")
+    dpo_beta: float = opt(0.1, help="DPO temperature of the refusal tamper-resistance loss")
+    batch_size: int = opt(8, help="sequences per batch (adversary, tamper and retain alike)")
+    max_length: int = opt(256, help="tokens per sequence")
+    max_grad_norm: float = opt(1.0, help="clipping norm of the outer gradient")
+
+    def validate(self, path: str) -> None:
+        if self.tamper_loss not in TAMPER_LOSSES:
+            raise ConfigError(f"{path}.tamper_loss", self.tamper_loss, "is not a tamper-resistance loss",
+                              f"use one of {TAMPER_LOSSES}")
+        for name in ("steps", "inner_steps", "tamper_every", "lr", "batch_size", "max_length"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
+        if not self.inner_lrs or not all(lr > 0 for lr in self.inner_lrs):
+            raise ConfigError(f"{path}.inner_lrs", self.inner_lrs, "must be positive learning rates", "e.g. [2e-5, 4e-5]")
+        if self.tamper_every > self.inner_steps:
+            raise ConfigError(f"{path}.tamper_every", self.tamper_every, "exceeds inner_steps",
+                              f"use at most {self.inner_steps}")
+
+    def data_refs(self) -> list[DataRef]:
+        return [*self.adversary_data, *self.tamper_refusals, *self.tamper_compliance, *self.retain_data]
+
+
+def tamper_weight_at(step: int, weight: float, warmup: int) -> float:
+    return weight if warmup <= 0 else weight * min(1.0, (step + 1) / warmup)
+
+
+def sequence_logprobs(model, batch):
+    """Sum of log-probabilities of the labelled (response) tokens of each sequence."""
+    import torch
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    picked = torch.gather(logits.log_softmax(-1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(-1)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float):
+    import torch
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
+
+
+def negative_entropy(model, batch):
+    """Mean over response tokens of -H(next-token distribution): minimising it raises the entropy."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    mask = (batch["labels"][:, 1:] != -100).float()
+    log_p = logits.log_softmax(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return -(entropy * mask).sum() / mask.sum()
+
+
+def tamper_gradients(model, params: list, adversary_batches: list, tamper_loss_fn, lr: float, tamper_every: int):
+    """Run the inner attack on the live weights, collecting tamper-resistance gradients; restore the
+    weights exactly before returning. Returns (mean gradients, largest weight change the attack made)."""
+    import torch
+    saved = [p.detach().clone() for p in params]
+    inner = torch.optim.AdamW(params, lr=lr)
+    total = [torch.zeros_like(p) for p in params]
+    taken, shift = 0, 0.0
+    try:
+        for k, batch in enumerate(adversary_batches):
+            model(**batch).loss.backward()
+            inner.step()
+            inner.zero_grad(set_to_none=True)
+            if (k + 1) % tamper_every == 0:
+                grads = torch.autograd.grad(tamper_loss_fn(model), params, allow_unused=True)
+                for acc, g in zip(total, grads):
+                    if g is not None:
+                        acc.add_(g)
+                taken += 1
+        shift = max((p.detach() - s).abs().max().item() for p, s in zip(params, saved))
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+        inner.zero_grad(set_to_none=True)
+    return [g / max(taken, 1) for g in total], shift
+
+
+def retain_loss(model, reference, batch, representation_weight: float):
+    """Next-token CE on benign data + L2 between the model's and the reference's hidden states."""
+    import torch
+    out = model(**batch, output_hidden_states=True)
+    with torch.no_grad():
+        ref = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    distance = sum(((h.float() - r.float()) * mask).norm(dim=-1).sum() / mask.sum()
+                   for h, r in zip(out.hidden_states[1:], ref.hidden_states[1:])) / (len(out.hidden_states) - 1)
+    return out.loss + representation_weight * distance
+
+
+def paired_rows(refusals: list[dict], compliance: list[dict]) -> list[tuple[dict, dict]]:
+    answers = {r["prompt"]: r for r in compliance}
+    return [(r, answers[r["prompt"]]) for r in refusals if r["prompt"] in answers]
+
+
+class TARDefense:
+    """Tamper-resistant safeguards: meta-learned resistance to fine-tuning attacks (full weights)."""
+
+    Options = TAROptions
+    identity = False
+
+    def apply(self, model: ModelRef, out: Path, options: TAROptions, seed: int, report=print) -> ModelRef:
+        import copy
+        import torch
+        from frpo_bench.data import ref_rows
+        from frpo_bench.defenses.rr import batches
+        from frpo_bench.attacks.finetune import pad_batch, tokenize_pairs
+        from frpo_bench.models.loading import load_for_training
+        torch.manual_seed(seed)
+        rng = random.Random(seed)
+        tokenizer, lm, _ = load_for_training(model, Path(out), new_adapter=False, padding_side="right")
+        lm.train()
+        reference = copy.deepcopy(lm).eval().requires_grad_(False)  # the starting model: DPO reference, retain anchor
+        params = [p for p in lm.parameters() if p.requires_grad]
+        rows = lambda refs: [r for ref in refs for r in ref_rows(ref)]  # noqa: E731
+        pairs = paired_rows(rows(options.tamper_refusals), rows(options.tamper_compliance))
+        if not pairs:
+            raise ValueError("tamper_refusals and tamper_compliance share no prompt: DPO pairs need the same prompts")
+        chosen = tokenize_pairs(tokenizer, [c for c, _ in pairs], options.max_length)
+        rejected = tokenize_pairs(tokenizer, [r for _, r in pairs], options.max_length)
+        pad = tokenizer.pad_token_id
+        adversary = batches(tokenize_pairs(tokenizer, rows(options.adversary_data), options.max_length),
+                            options.batch_size, pad, seed)
+        retain = batches(tokenize_pairs(tokenizer, rows(options.retain_data), options.max_length),
+                         options.batch_size, pad, seed + 1)
+        outer = torch.optim.AdamW(params, lr=options.lr)
+        history, start = [], time.time()
+        for step in range(options.steps):
+            idx = rng.sample(range(min(len(chosen), len(rejected))), min(options.batch_size, len(chosen), len(rejected)))
+            tamper_c, tamper_r = pad_batch([chosen[i] for i in idx], pad), pad_batch([rejected[i] for i in idx], pad)
+            if options.tamper_loss == "dpo":
+                with torch.no_grad():
+                    ref_c, ref_r = sequence_logprobs(reference, tamper_c), sequence_logprobs(reference, tamper_r)
+                loss_fn = lambda m: dpo_loss(sequence_logprobs(m, tamper_c), sequence_logprobs(m, tamper_r),  # noqa: E731
+                                             ref_c, ref_r, options.dpo_beta)
+            else:
+                loss_fn = lambda m: negative_entropy(m, tamper_r)  # noqa: E731
+            inner_lr = rng.choice(options.inner_lrs)
+            grads, shift = tamper_gradients(lm, params, [next(adversary) for _ in range(options.inner_steps)], loss_fn,
+                                            inner_lr, options.tamper_every)
+            l_retain = retain_loss(lm, reference, next(retain), options.representation_weight)
+            retain_grads = torch.autograd.grad(options.retain_weight * l_retain, params, allow_unused=True)
+            weight = tamper_weight_at(step, options.tamper_weight, options.tamper_warmup_steps)
+            for p, g_t, g_r in zip(params, grads, retain_grads):
+                p.grad = weight * g_t + (g_r if g_r is not None else 0)
+            torch.nn.utils.clip_grad_norm_(params, options.max_grad_norm)
+            outer.step()
+            outer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                tamper_after = loss_fn(lm).item()
+            history.append({"step": step + 1, "inner_lr": inner_lr, "adversary_shift": shift, "tamper_loss": tamper_after,
+                            "retain_loss": l_retain.item(), "tamper_weight": weight})
+            elapsed = time.time() - start
+            report(f"step {step + 1}/{options.steps} tamper {tamper_after:.3f} retain {l_retain.item():.3f} "
+                   f"(adversary lr {inner_lr:g}; {elapsed:.0f}s, ETA {elapsed / (step + 1) * (options.steps - step - 1):.0f}s)")
+        lm.config.use_cache = True
+        lm.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        (Path(out) / "train_log.json").write_text(json.dumps({"seconds": time.time() - start, "history": history}, indent=2))
+        return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
