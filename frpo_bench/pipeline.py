@@ -33,6 +33,9 @@ def preflight(recipe: Recipe) -> dict[str, str]:
     from frpo_bench.data import preflight as data_preflight
     from frpo_bench.models.loading import preflight as model_preflight
     model_preflight(recipe.model)
+    for i, defense in enumerate(recipe.defenses):
+        if hasattr(defense.options, "preflight"):
+            defense.options.preflight(f"defenses[{i}].options")
     return data_preflight(all_data_refs(recipe))
 
 

@@ -99,8 +99,11 @@ def test_checkpoint_defense_loads_a_local_model_through_the_hub_path_code(tiny_m
     load_model(ref)
     assert options.key_fields()["weights"]  # a local checkpoint is identified by its files
     from frpo_bench.config import Recipe
+    from frpo_bench.pipeline import preflight
+    recipe = from_dict(Recipe, {"name": "x", "model": {"id": "tiny-llama"}, "defenses": [
+        {"name": "none"}, {"name": "rr_released", "type": "checkpoint",
+                           "options": {"model": "GraySwanAI/Llama-3-8B-Instruct-RR"}}],
+        "evaluations": [{"evaluator": "refusal", "prompts": {"dataset": "demo_harmful", "split": "eval"}}]})  # parses: `plan` works offline
     with pytest.raises(ConfigError) as err:  # offline and not cached: stopped before compute, naming the field
-        from_dict(Recipe, {"name": "x", "model": {"id": "tiny-llama"}, "defenses": [
-            {"name": "none"}, {"name": "rr_released", "type": "checkpoint",
-                               "options": {"model": "GraySwanAI/Llama-3-8B-Instruct-RR"}}]})
+        preflight(recipe)
     assert err.value.field == "defenses[1].options.model" and "HF_HUB_OFFLINE" in err.value.problem

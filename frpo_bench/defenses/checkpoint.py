@@ -22,7 +22,8 @@ class CheckpointOptions:
         from frpo_bench.config import ModelConfig
         return ModelConfig(id=self.model, revision=self.revision, trust_remote_code=self.trust_remote_code)
 
-    def validate(self, path: str) -> None:
+    def preflight(self, path: str) -> None:
+        """Before a run (not at parse time, so that `plan` works offline): the checkpoint must be loadable."""
         from frpo_bench.errors import ConfigError
         from frpo_bench.models.loading import preflight
         try:

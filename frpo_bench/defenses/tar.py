@@ -33,10 +33,10 @@ TAMPER_LOSSES = ("dpo", "entropy")
 @dataclass
 class TAROptions:
     adversary_data: list[DataRef] = opt(help="harmful fine-tuning pairs the inner adversary trains on")
-    tamper_refusals: list[DataRef] = opt(help="held-out harmful prompts with refusals (preferred answers)")
     tamper_compliance: list[DataRef] = opt(help="the same prompts with compliant answers (dispreferred; the "
                                                 "entropy loss uses these)")
     retain_data: list[DataRef] = opt(help="benign pairs for the retain loss")
+    tamper_refusals: list[DataRef] = opt([], help="held-out harmful prompts with refusals (preferred answers; dpo only)")
     tamper_loss: str = opt("dpo", help=f"tamper-resistance loss, one of {TAMPER_LOSSES}")
     steps: int = opt(100, help="outer steps")
     inner_steps: int = opt(4, help="adversary AdamW steps per outer step, K (upstream: 64)")
@@ -163,11 +163,16 @@ class TARDefense:
         reference = copy.deepcopy(lm).eval().requires_grad_(False)  # the starting model: DPO reference, retain anchor
         params = [p for p in lm.parameters() if p.requires_grad]
         rows = lambda refs: [r for ref in refs for r in ref_rows(ref)]  # noqa: E731
-        pairs = paired_rows(rows(options.tamper_refusals), rows(options.tamper_compliance))
-        if not pairs:
-            raise ValueError("tamper_refusals and tamper_compliance share no prompt: DPO pairs need the same prompts")
-        chosen = tokenize_pairs(tokenizer, [c for c, _ in pairs], options.max_length)
-        rejected = tokenize_pairs(tokenizer, [r for _, r in pairs], options.max_length)
+        compliance = rows(options.tamper_compliance)
+        if options.tamper_loss == "dpo":
+            pairs = paired_rows(rows(options.tamper_refusals), compliance)
+            if not pairs:
+                raise ValueError("tamper_refusals and tamper_compliance share no prompt: DPO pairs need the same prompts")
+            chosen = tokenize_pairs(tokenizer, [c for c, _ in pairs], options.max_length)
+            rejected = tokenize_pairs(tokenizer, [r for _, r in pairs], options.max_length)
+        else:  # entropy: only the harmful answers
+            rejected = tokenize_pairs(tokenizer, compliance, options.max_length)
+            chosen = rejected
         pad = tokenizer.pad_token_id
         adversary = batches(tokenize_pairs(tokenizer, rows(options.adversary_data), options.max_length),
                             options.batch_size, pad, seed)
