@@ -16,12 +16,15 @@ import yaml
 from frpo_bench.errors import ConfigError
 
 
-def opt(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
-    """A dataclass field with help text; mutable defaults are copied per instance."""
+def opt(default: Any = dataclasses.MISSING, help: str = "", omit_if_default: bool = False, **kw: Any) -> Any:
+    """A dataclass field with help text; mutable defaults are copied per instance. `omit_if_default`
+    leaves the field out of to_dict while it holds its default: a field added later then does not
+    change the cache keys of configs that do not use it."""
+    metadata = {"help": help, "omit_if_default": omit_if_default}
     if isinstance(default, (list, dict)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)
 
 
 def _type_name(tp: Any) -> str:
@@ -111,7 +114,8 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
 def to_dict(obj: Any) -> Any:
     """Plain-JSON form of a config (for keys and manifests)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, list):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
