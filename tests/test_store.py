@@ -61,3 +61,15 @@ def test_unmarked_directory_is_rebuilt(tmp_path):
     assert store.has("generate", "a" * 64)
     assert (stale / "completions.jsonl").read_text() == "full\n"
     assert (stale / MARKER).is_file() and (stale / "stage.json").is_file()
+
+
+def test_stage_keys_of_the_smoke_recipe_are_stable():
+    """A change to what enters a key silently orphans every user's cache: it must be deliberate
+    (bump store.KEY_VERSION or the affected field) and show up here."""
+    import json
+    from pathlib import Path
+    from frpo_bench.config import load_recipe
+    from frpo_bench.plan import build_plan
+    _, stages = build_plan(load_recipe("smoke")[0])
+    keys = {f"{s.kind} {s.label}": s.key for s in stages}
+    assert keys == json.loads((Path(__file__).parent / "golden" / "smoke_stage_keys.json").read_text())
