@@ -20,7 +20,7 @@ from frpo_bench.config import GenerationConfig, ModelConfig
 from frpo_bench.data import load_rows
 from frpo_bench.perf import matmul_peak, parameter_count
 from frpo_bench.runner import base_model
-from frpo_bench.store import Store, write_json_atomic
+from frpo_bench.store import Store, default_cache_dir, write_json_atomic
 from frpo_bench.typed import from_dict
 
 
@@ -38,6 +38,16 @@ def naive_loop(model, prompts, cfg) -> list[str]:
                                     top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
             out.append(tokenizer.decode(generated[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     return out
+
+
+def with_lora_adapter(model, out: Path):
+    """A rank-16 LoRA on every linear projection, B = 0 as peft initialises it: served text equals the base's."""
+    if not (out / "adapter_config.json").is_file():
+        from peft import LoraConfig, get_peft_model
+        from frpo_bench.models.loading import load_model
+        get_peft_model(load_model(model), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")).save_pretrained(out)
+    from frpo_bench.models import ModelRef
+    return ModelRef(model.path, adapter=str(out))
 
 
 def run_backend(name: str, model, prompts, cfg) -> tuple[list[str], float, float]:
@@ -68,7 +78,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64, help="HF backend batch size")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--backends", nargs="+", default=["naive", "hf", "vllm"])
+    parser.add_argument("--backends", nargs="+", default=["naive", "hf", "vllm", "vllm+lora"],
+                        help="vllm+lora serves a rank-16 LoRA adapter (zero-initialised B, so the same text) on the base")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/generation.json"))
     args = parser.parse_args()
 
@@ -86,9 +97,10 @@ def main() -> None:
     results, naive_rate = [], None
     for backend in args.backends:
         for dtype in args.dtypes if backend != "naive" else args.dtypes[:1]:
-            cfg = from_dict(GenerationConfig, {"backend": "vllm" if backend == "vllm" else "hf", "dtype": dtype,
+            cfg = from_dict(GenerationConfig, {"backend": "vllm" if backend.startswith("vllm") else "hf", "dtype": dtype,
                                                "max_new_tokens": args.tokens, "batch_size": args.batch_size})
-            texts, seconds, started = run_backend(backend, model, prompts, cfg)
+            target = with_lora_adapter(model, default_cache_dir() / "benchmarks" / "lora16") if backend == "vllm+lora" else model
+            texts, seconds, started = run_backend(backend.split("+")[0], target, prompts, cfg)
             tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
             rate = tokens / seconds
             naive_rate = naive_rate or rate
