@@ -71,3 +71,26 @@ def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
     cli_answers = {(s["doc_id"], s["filter"]): s["resps"][0][0] for s in samples}
     ours = {(r["id"], r["filter"]): r["response"] for r in result.records}
     assert ours == cli_answers and len(ours) == 16  # 8 questions x 2 filters, the same generated text
+
+
+@pytest.mark.vllm
+def test_gsm8k_on_a_vllm_server_gives_the_hf_backends_answers(embedded_model_dir, tmp_path):
+    """lm-eval's local-completions against a local vLLM server (fp32, greedy) reproduces the HF run."""
+    from frpo_bench.evaluators.base import ScoreInputs
+    from frpo_bench.evaluators.gsm8k import Gsm8kEvaluator, Options
+    from frpo_bench.models import ModelRef
+    from frpo_bench.models.generate import vllm_status
+    from frpo_bench.typed import from_dict
+    if not vllm_status()[0]:
+        pytest.skip(vllm_status()[1])
+    results = {}
+    for backend in ("hf", "vllm"):
+        options = from_dict(Options, {"num_fewshot": 5, "max_gen_toks": 32, "batch_size": 4, "backend": backend})
+        work = tmp_path / backend
+        work.mkdir()
+        inputs = ScoreInputs([], None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic", "test", {}, work)
+        results[backend] = Gsm8kEvaluator().score(inputs, options, limit=8)
+    assert "local-completions" in results["vllm"].meta["command_line"]
+    answers = {b: [r["response"] for r in results[b].records] for b in results}
+    assert answers["vllm"] == answers["hf"]
+    assert results["vllm"].metrics[0].per_sample == results["hf"].metrics[0].per_sample

@@ -29,9 +29,25 @@ class Options:
     apply_chat_template: bool = opt(False, help="wrap prompts in the model's chat template (lm-eval --apply_chat_template)")
     dtype: str = opt("float32", help="model dtype passed to lm-eval's hf backend")
     batch_size: int = opt(8, help="lm-eval batch size (transport only)")
+    backend: str = opt("hf", help="hf: lm-eval's transformers backend; vllm: a local vLLM server queried through "
+                                  "lm-eval's local-completions model (lm-eval's own vllm backend needs the CUDA "
+                                  "`vllm` distribution)")
+
+    def validate(self, path: str) -> None:
+        from frpo_bench.errors import ConfigError
+        if self.backend not in ("hf", "vllm"):
+            raise ConfigError(f"{path}.backend", self.backend, "is not a GSM8K backend", "use hf or vllm")
+        if self.backend == "vllm":
+            from frpo_bench.models.generate import vllm_status
+            usable, why = vllm_status()
+            if not usable:
+                raise ConfigError(f"{path}.backend", "vllm", why, "install vLLM or use hf")
 
     def key_fields(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "batch_size"}
+        fields = {k: v for k, v in self.__dict__.items() if k != "batch_size"}
+        if fields["backend"] == "hf":  # keys from before the backend option existed stay valid
+            fields.pop("backend")
+        return fields
 
 
 def lm_eval_gsm8k_yaml() -> Path:
@@ -73,8 +89,9 @@ def model_args(inputs: ScoreInputs, options: Options) -> dict:
     return args
 
 
-def command_line(task_dir: Path, task: str, args: dict, options: Options, limit: int | None) -> str:
-    parts = ["lm_eval", "run", "--model", "hf", "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
+def command_line(task_dir: Path, task: str, args: dict, options: Options, limit: int | None,
+                 lm_eval_model: str = "hf") -> str:
+    parts = ["lm_eval", "run", "--model", lm_eval_model, "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
              "--include_path", str(task_dir), "--tasks", task, "--num_fewshot", str(options.num_fewshot),
              "--batch_size", str(options.batch_size), "--gen_kwargs", f"max_gen_toks={options.max_gen_toks}",
              "--device", "cpu"]
@@ -85,12 +102,20 @@ def command_line(task_dir: Path, task: str, args: dict, options: Options, limit:
     return shlex.join(parts)
 
 
-def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, limit: int | None) -> dict:
+def server_model_args(base_url: str, tokenizer_path: str, options: Options) -> dict:
+    """lm-eval local-completions against an OpenAI-compatible server; the model's own tokenizer."""
+    return {"model": "model", "base_url": f"{base_url}/completions", "tokenizer": tokenizer_path,
+            "tokenizer_backend": "huggingface", "tokenized_requests": False, "num_concurrent": options.batch_size,
+            "max_retries": 3}
+
+
+def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, limit: int | None,
+                lm_eval_model: str = "hf") -> dict:
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     return simple_evaluate(
-        model="hf", model_args=args, tasks=[task], num_fewshot=options.num_fewshot, batch_size=options.batch_size,
+        model=lm_eval_model, model_args=args, tasks=[task], num_fewshot=options.num_fewshot, batch_size=options.batch_size,
         device="cuda" if torch.cuda.is_available() else "cpu", limit=limit, log_samples=True,
         gen_kwargs=f"max_gen_toks={options.max_gen_toks}", apply_chat_template=options.apply_chat_template,
         task_manager=TaskManager(include_path=str(task_dir)), bootstrap_iters=0)
@@ -110,10 +135,16 @@ class Gsm8kEvaluator:
             merged = inputs.workdir / "merged_model"
             _save_merged(inputs.model, merged)
             inputs = replace(inputs, model=ModelRef(str(merged), trust_remote_code=inputs.model.trust_remote_code))
-        args = model_args(inputs, options)
+        args, lm_eval_model, server = model_args(inputs, options), "hf", None
         try:
-            out = run_lm_eval(task_path.parent, task, args, options, limit)
+            if options.backend == "vllm":
+                from frpo_bench.evaluators.judge_server import JudgeServer
+                server = JudgeServer(inputs.model.path, served_name="model", dtype=options.dtype).start()
+                args, lm_eval_model = server_model_args(server.base_url, inputs.model.path, options), "local-completions"
+            out = run_lm_eval(task_path.parent, task, args, options, limit, lm_eval_model)
         finally:
+            if server:
+                server.stop()
             if merged:
                 shutil.rmtree(merged, ignore_errors=True)
         samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
@@ -125,7 +156,9 @@ class Gsm8kEvaluator:
         meta = {"judge": f"lm-eval {_lm_eval_version()} gsm8k exact_match",
                 "template": f"lm_eval gsm8k.yaml, {options.num_fewshot}-shot"
                             + (", chat template" if options.apply_chat_template else ""),
-                "lm_eval_reported": reported, "command_line": command_line(task_path.parent, task, args, options, limit)}
+                "lm_eval_reported": reported,
+                "command_line": command_line(task_path.parent, task, args, options, limit, lm_eval_model),
+                "backend": options.backend}
         metrics = [Metric("", per_filter["strict-match"], True, "accuracy"),
                    Metric("flexible", per_filter["flexible-extract"], True, "accuracy")]
         return EvalResult(metrics, records, meta)
