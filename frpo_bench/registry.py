@@ -29,6 +29,7 @@ EVALUATORS = {
     "strongreject_finetuned": "frpo_bench.evaluators.strongreject_finetuned:StrongRejectFinetunedEvaluator",
     "harmbench": "frpo_bench.evaluators.harmbench:HarmBenchEvaluator",
     "helpfulness": "frpo_bench.evaluators.helpfulness:HelpfulnessEvaluator",
+    "helpful_proxy": "frpo_bench.evaluators.helpful_proxy:HelpfulProxyEvaluator",
 }
 GENERATORS = {
     "hf": "frpo_bench.models.generate_hf:HFGenerator",

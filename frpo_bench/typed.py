@@ -124,7 +124,7 @@ def to_dict(obj: Any) -> Any:
 
 
 def apply_override(data: dict, assignment: str) -> None:
-    """Apply one `--set a.b.0.c=value` to a raw recipe dict (value parsed as YAML)."""
+    """Apply one `--set a.b.0.c=value` to a raw recipe dict (value parsed as YAML); `a.+=value` appends."""
     if "=" not in assignment:
         raise ConfigError("--set", assignment, "must look like key.path=value", "e.g. --set generation.max_new_tokens=32")
     dotted, raw = assignment.split("=", 1)
@@ -135,8 +135,12 @@ def apply_override(data: dict, assignment: str) -> None:
         last = i == len(parts) - 1
         here = ".".join(parts[: i + 1])
         if isinstance(node, list):
+            if part == "+" and last:  # `--set evaluations.+={...}` appends an item
+                node.append(value)
+                return
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {here}", part, f"is not an index of a list of {len(node)}", "use 0-based indices")
+                raise ConfigError(f"--set {here}", part, f"is not an index of a list of {len(node)}",
+                                  "use 0-based indices, or + to append")
             if last:
                 node[int(part)] = value
             node = node[int(part)]

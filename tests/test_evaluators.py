@@ -94,3 +94,24 @@ def test_gsm8k_on_a_vllm_server_gives_the_hf_backends_answers(embedded_model_dir
     answers = {b: [r["response"] for r in results[b].records] for b in results}
     assert answers["vllm"] == answers["hf"]
     assert results["vllm"].metrics[0].per_sample == results["hf"].metrics[0].per_sample
+
+
+def test_helpful_proxy_scores_answers_not_refusals_or_loops(tmp_path):
+    from frpo_bench.evaluators.base import ScoreInputs
+    from frpo_bench.evaluators.helpful_proxy import HelpfulProxyEvaluator
+    from frpo_bench.models import ModelRef
+    completions = ["Preheat the oven, then mix flour and water.", "I'm sorry, but I can't help with that.", "",
+                   "bread bread bread bread bread bread bread bread bread bread"]
+    rows = [{"prompt": f"q{i}"} for i in range(4)]
+    result = HelpfulProxyEvaluator().score(ScoreInputs(rows, completions, ModelRef("x"), False, "demo_benign", "eval",
+                                                       {}, tmp_path), None)
+    assert result.metrics[0].per_sample == [1.0, 0.0, 0.0, 0.0] and result.meta["judge"].startswith("proxy:")
+
+
+def test_set_appends_an_evaluation_with_plus():
+    from frpo_bench.config import load_recipe
+    recipe, _ = load_recipe("demo", ["evaluations.+={evaluator: strongreject_rubric, metric: strongreject, "
+                                     "prompts: {dataset: demo_harmful, split: eval, n: 8}, "
+                                     "options: {base_url: 'http://localhost:8000/v1', judge_model: judge}}"])
+    assert recipe.evaluations[-1].evaluator == "strongreject_rubric"
+    assert recipe.evaluations[-1].options.base_url == "http://localhost:8000/v1"
