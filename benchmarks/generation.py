@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64, help="HF backend batch size")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--hf-dtypes", nargs="+", default=None,
+                        help="dtypes for the hf backend (default: --dtypes); on a torch build without a native bf16 "
+                             "matmul, bf16 generation through transformers takes hours")
     parser.add_argument("--backends", nargs="+", default=["naive", "hf", "vllm", "vllm+lora"],
                         help="vllm+lora serves a rank-16 LoRA adapter (zero-initialised B, so the same text) on the base")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/generation.json"))
@@ -96,7 +99,8 @@ def main() -> None:
                                                                       for d, p in peaks.items()))
     results, naive_rate = [], None
     for backend in args.backends:
-        for dtype in args.dtypes if backend != "naive" else args.dtypes[:1]:
+        dtypes = args.dtypes if backend.startswith("vllm") else (args.hf_dtypes or args.dtypes)
+        for dtype in dtypes if backend != "naive" else dtypes[:1]:
             cfg = from_dict(GenerationConfig, {"backend": "vllm" if backend.startswith("vllm") else "hf", "dtype": dtype,
                                                "max_new_tokens": args.tokens, "batch_size": args.batch_size})
             target = with_lora_adapter(model, default_cache_dir() / "benchmarks" / "lora16") if backend == "vllm+lora" else model
