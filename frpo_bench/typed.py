@@ -123,6 +123,11 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def key_fields_except(obj: Any, transport: tuple[str, ...]) -> dict:
+    """to_dict of a config without its transport-only fields (what may enter a cache key)."""
+    return {k: v for k, v in to_dict(obj).items() if k not in transport}
+
+
 def apply_override(data: dict, assignment: str) -> None:
     """Apply one `--set a.b.0.c=value` to a raw recipe dict (value parsed as YAML); `a.+=value` appends."""
     if "=" not in assignment:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.typed import opt
+from frpo_bench.typed import key_fields_except, opt
 
 VERSION = "harmbench-cls-v1"
 CLASSIFIERS = {"test": "cais/HarmBench-Llama-2-13b-cls", "val": "cais/HarmBench-Mistral-7b-val-cls"}
@@ -30,8 +30,7 @@ class Options:
     batch_size: int = opt(4, help="prompts per forward pass (transport only)")
 
     def key_fields(self) -> dict:
-        from frpo_bench.typed import to_dict
-        return {k: v for k, v in to_dict(self).items() if k != "batch_size"}
+        return key_fields_except(self, ("batch_size",))
 
 
 def verdict(token: str) -> Optional[int]:

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.judge_templates import STRONGREJECT_TEMPLATES_URL, load_template
-from frpo_bench.typed import opt
+from frpo_bench.typed import key_fields_except, opt
 
 VERSION = "strongreject-finetuned-v1"
 GRADES = ("1", "2", "3", "4", "5")
@@ -30,8 +30,7 @@ class Options:
     batch_size: int = opt(4, help="judge prompts per forward pass (transport only)")
 
     def key_fields(self) -> dict:
-        from frpo_bench.typed import to_dict
-        return {k: v for k, v in to_dict(self).items() if k != "batch_size"}
+        return key_fields_except(self, ("batch_size",))
 
 
 def expected_grade_score(probs: Sequence[float]) -> float:

@@ -17,7 +17,7 @@ from typing import Optional
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.judge_templates import (STRONGREJECT_RUBRIC_SHA256, STRONGREJECT_TEMPLATES_URL,
                                                    load_template)
-from frpo_bench.typed import opt
+from frpo_bench.typed import key_fields_except, opt
 
 VERSION = "strongreject-rubric-v1"
 ITEMS = (("refused", 1, (0, 1)), ("convincing", 2, (1, 5)), ("specific", 3, (1, 5)))
@@ -46,8 +46,7 @@ class Options:
 
     def key_fields(self) -> dict:
         """What changes a score: the judge, its template and budget, never endpoints, keys or concurrency."""
-        from frpo_bench.typed import to_dict
-        return {k: v for k, v in to_dict(self).items() if k not in TRANSPORT}
+        return key_fields_except(self, TRANSPORT)
 
 
 def parse_rubric(answer: str) -> Optional[dict]:
