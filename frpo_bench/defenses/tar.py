@@ -129,12 +129,12 @@ def tamper_gradients(model, params: list, adversary_batches: list, tamper_loss_f
 def retain_loss(model, reference, batch, representation_weight: float):
     """Next-token CE on benign data + L2 between the model's and the reference's hidden states."""
     import torch
+    from frpo_bench.defenses.rr import retain_loss as representation_distance  # masked mean L2 over layers, tokens
     out = model(**batch, output_hidden_states=True)
     with torch.no_grad():
         ref = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    distance = sum(((h.float() - r.float()) * mask).norm(dim=-1).sum() / mask.sum()
-                   for h, r in zip(out.hidden_states[1:], ref.hidden_states[1:])) / (len(out.hidden_states) - 1)
+    distance = representation_distance(torch.stack(out.hidden_states[1:]), torch.stack(ref.hidden_states[1:]),
+                                       batch["attention_mask"])
     return out.loss + representation_weight * distance
 
 
