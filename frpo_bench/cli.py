@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(run, optional=True)
     run.add_argument("--out", type=Path, default=None, help="run directory for leaderboard and manifest (default: runs/<recipe>)")
     run.add_argument("--dry-run", action="store_true", help="validate and show the plan; execute nothing")
+    run.add_argument("--stages", default=None, metavar="KIND[,KIND]",
+                     help="build only these stage kinds (base, align, harden, attack, generate, score) and what they "
+                          "need, no leaderboard; e.g. `accelerate launch -m frpo_bench run paper --stages harden`")
     plan = sub.add_parser("plan", help="show what is cached and what would run; executes nothing",
                           description="Validate a recipe and list its stages with their cache status.")
     _recipe_args(plan, optional=False)
@@ -64,6 +67,13 @@ def cmd_run(args) -> int:
     if args.dry_run:
         preflight(recipe)
         print(plan_report(recipe, store))
+        return 0
+    if args.stages:
+        from frpo_bench.defenses.distributed import launched_rank
+        from frpo_bench.pipeline import run_stages
+        built = run_stages(recipe, store, [k.strip() for k in args.stages.split(",") if k.strip()])
+        if launched_rank()[0] == 0:
+            print(f"{len(built)} stages in the store ({store.root}); `frpo-bench run {args.recipe}` writes the leaderboard")
         return 0
     out = args.out or Path("runs") / recipe.name
     from frpo_bench import leaderboard

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from frpo_bench.config import Recipe
+from frpo_bench.errors import ConfigError
 from frpo_bench.plan import build_plan
 from frpo_bench.store import Store, write_json_atomic, write_text_atomic
 from frpo_bench.typed import to_dict
@@ -76,6 +77,47 @@ def git_sha() -> str:
                               timeout=5).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+STAGE_KINDS = ("base", "align", "harden", "attack", "generate", "score")
+DISTRIBUTED_KINDS = ("harden",)  # trainers that run under `accelerate launch` (the others run in one process)
+
+
+def select_stages(stages: list, kinds: list[str], store: Store, world: int) -> list:
+    """The stages of `kinds` plus the ancestors they need. Launched on several processes, only
+    distributed trainers may run: every other stage they need must already be in the store."""
+    for kind in kinds:
+        if kind not in STAGE_KINDS:
+            raise ConfigError("--stages", kind, "is not a stage kind", f"use some of {', '.join(STAGE_KINDS)}")
+    chosen: dict[str, object] = {}
+
+    def add(stage) -> None:
+        for parent in stage.parents:
+            if not store.has(parent.kind, parent.key):
+                add(parent)
+        chosen.setdefault(stage.key, stage)
+    for stage in stages:
+        if stage.kind in kinds:
+            add(stage)
+    ordered = [s for s in stages if s.key in chosen]
+    if world > 1:
+        for stage in ordered:
+            if stage.kind not in DISTRIBUTED_KINDS and not store.has(stage.kind, stage.key):
+                raise ConfigError("--stages", ",".join(kinds), f"needs the {stage.kind} stage '{stage.label}', which "
+                                  f"is not in the store and does not run on {world} processes",
+                                  f"build it first in one process: frpo-bench run RECIPE --stages {stage.kind}")
+    return ordered
+
+
+def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
+    """Build only some stage kinds (e.g. the defenses on a GPU node); the leaderboard comes from a later `run`."""
+    from frpo_bench.defenses.distributed import launched_rank
+    from frpo_bench.runner import execute
+    preflight(recipe)
+    _, stages = build_plan(recipe)
+    selected = select_stages(stages, kinds, store, launched_rank()[1])
+    execute(selected, store)
+    return selected
 
 
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path, list[dict], float]:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from frpo_bench import registry
 from frpo_bench.errors import StageError
@@ -116,8 +118,8 @@ EXECUTORS: dict[str, Callable] = {"base": run_base, "align": run_align, "harden"
 class Progress:
     """Prints one line per stage with its position, the cell it belongs to, and an ETA."""
 
-    def __init__(self, stages: list[Stage], stream=None):
-        self.stream, self.total, self.done = stream or sys.stderr, len(stages), 0
+    def __init__(self, stages: list[Stage], stream=None, quiet: bool = False):
+        self.stream, self.total, self.done, self.quiet = stream or sys.stderr, len(stages), 0, quiet
         self.remaining = list(stages)
         self.measured: dict[str, list[float]] = {}
         self.start = time.time()
@@ -145,13 +147,16 @@ class Progress:
         self.say(f"      done in {seconds:.1f}s")
 
     def say(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+        if not self.quiet:
+            print(message, file=self.stream, flush=True)
 
 
 def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
     """Run every stage not yet in the store; return key -> artifact directory for all stages."""
+    from frpo_bench.defenses.distributed import launched_rank
+    rank = launched_rank()[0]  # under `accelerate launch` every process trains; only rank 0 writes the store
     todo = [s for s in stages if not store.has(s.kind, s.key)]
-    progress = Progress(todo)
+    progress = Progress(todo, quiet=rank > 0)
     progress.say(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run (store: {store.root})")
     for stage in todo:
         if stage.kind != "generate":
@@ -163,7 +168,7 @@ def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
         started = time.time()
         spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
         try:
-            with store.building(stage.kind, stage.key, spec) as out:
+            with store.building(stage.kind, stage.key, spec) if rank == 0 else scratch_dir() as out:
                 EXECUTORS[stage.kind](stage, out, parents, lambda msg: progress.say(f"      {msg}"))
                 spec["seconds"] = time.time() - started  # stage.json is written as the block closes
         except KeyboardInterrupt:
@@ -174,6 +179,13 @@ def execute(stages: list[Stage], store: Store) -> dict[str, Path]:
         progress.end(stage, time.time() - started)
     release_generation_engines()
     return {s.key: store.path(s.kind, s.key) for s in stages}
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """Where a non-main process of a distributed stage writes (and forgets) what rank 0 stores."""
+    with tempfile.TemporaryDirectory(prefix="frpo-bench-rank-") as tmp:
+        yield Path(tmp)
 
 
 def base_model(cfg, store: Store) -> ModelRef:

@@ -31,6 +31,10 @@ def test_schedule_layers_and_losses_on_constructed_inputs():
     shifted = h.clone()
     shifted[..., 0] += 3.0
     assert retain_loss(shifted, h, mask).item() == pytest.approx(3.0)
+    relative = (3.0 / h.norm(dim=-1)).mean().item()  # the same shift, measured against each token's own norm
+    assert retain_loss(shifted, h, mask, relative=True).item() == pytest.approx(relative, rel=1e-5)
+    with pytest.raises(ConfigError, match="retain_distance"):
+        from_dict(RROptions, {"harmful": HARMFUL, "retain": BENIGN, "retain_distance": "cosine"}).validate("rr")
     chosen, rejected, zero = torch.tensor([2.0]), torch.tensor([-2.0]), torch.tensor([0.0])
     assert dpo_loss(chosen, rejected, zero, zero, 1.0) < dpo_loss(rejected, chosen, zero, zero, 1.0)
 

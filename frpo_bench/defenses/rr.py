@@ -8,7 +8,7 @@ At step t of T, with alpha the loss scale:
 h_orig are the frozen model's hidden states (the LoRA switched off), so no second copy of the
 model is held. Target layers are fractions of depth (10/32 and 20/32 reproduce the 8B setting)
 and the LoRA covers the layers up to the last target. Training runs under accelerate, so the
-same code runs on CPU here and data-parallel on GPUs (`accelerate launch`).
+same code runs on CPU here and data-parallel on GPUs (`accelerate launch`, see README).
 """
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from frpo_bench.models import ModelRef
 from frpo_bench.typed import opt
 
 
+RETAIN_DISTANCES = ("l2", "relative_l2")
+
+
 @dataclass
 class RROptions:
     harmful: list[DataRef] = opt(help="circuit-breaker set: harmful prompts with harmful completions")
@@ -32,6 +35,11 @@ class RROptions:
     alpha: float = opt(10.0, help="loss scale of the schedule c_r = alpha t/2T, c_cb = alpha (1 - t/2T)")
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=16), metadata={
         "help": "LoRA settings (upstream: r 16, alpha 16), applied to the layers up to the last target layer"})
+    retain_distance: str = opt("l2", omit_if_default=True, help=(
+        "retain term per token: l2 (upstream, || h_lora - h_orig ||) or relative_l2 (divided by || h_orig ||). The "
+        "cosine is scale-free but l2 is not: on models whose hidden states are large (SmolLM2: norms 100-900 "
+        "against a cosine gradient of ~1/norm) l2 outweighs rerouting from the first steps; relative_l2 restores "
+        "the balance the schedule intends"))
     lr: float = opt(1e-4, help="learning rate (upstream: 1e-4)")
     steps: int = opt(150, help="optimizer steps (upstream: 150)")
     batch_size: int = opt(16, help="harmful and retain sequences per step, each")
@@ -42,6 +50,9 @@ class RROptions:
         if not self.target_layers or not all(0 < f <= 1 for f in self.target_layers):
             raise ConfigError(f"{path}.target_layers", self.target_layers, "must be fractions in (0, 1]",
                               "use e.g. [0.3125, 0.625] (layers 10 and 20 of 32)")
+        if self.retain_distance not in RETAIN_DISTANCES:
+            raise ConfigError(f"{path}.retain_distance", self.retain_distance, "is not a retain distance",
+                              f"use one of {RETAIN_DISTANCES}")
         for name in ("lr", "steps", "batch_size", "max_length", "alpha"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
@@ -60,9 +71,12 @@ def rr_coefficients(step: int, total: int, alpha: float) -> tuple[float, float]:
     return alpha * progress, alpha * (1 - progress)
 
 
-def retain_loss(h_lora, h_orig, mask):
-    """Masked mean over layers and tokens of || h_lora - h_orig ||_2; h: [L, B, T, D], mask: [B, T]."""
+def retain_loss(h_lora, h_orig, mask, relative: bool = False):
+    """Masked mean over layers and tokens of || h_lora - h_orig ||_2 (divided by || h_orig ||_2 when
+    relative); h: [L, B, T, D], mask: [B, T]."""
     distance = (h_lora.float() - h_orig.float()).norm(dim=-1)
+    if relative:
+        distance = distance / h_orig.float().norm(dim=-1).clamp(min=1e-6)
     weights = mask.unsqueeze(0).expand_as(distance).float()
     return (distance * weights).sum() / weights.sum()
 
@@ -109,13 +123,14 @@ class RRDefense:
 
     def apply(self, model: ModelRef, out: Path, options: RROptions, seed: int, report=print) -> ModelRef:
         import torch
-        from accelerate import Accelerator
         from peft import LoraConfig as PeftLoraConfig, get_peft_model
         from frpo_bench.attacks.finetune import tokenize_pairs
         from frpo_bench.data import ref_rows
+        from frpo_bench.defenses.distributed import make_accelerator, save_trained, shard, to_device
         from frpo_bench.models.loading import load_for_training
         torch.manual_seed(seed)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        accelerator = make_accelerator()
+        rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
         tokenizer, lm, base_path = load_for_training(model, Path(out), new_adapter=True, padding_side="right")
         layers = target_layer_indices(options.target_layers, lm.config.num_hidden_layers)
         targets = options.lora.target_modules
@@ -128,29 +143,33 @@ class RRDefense:
         retain = tokenize_pairs(tokenizer, [r for ref in options.retain for r in ref_rows(ref)], options.max_length)
         optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=options.lr)
         lm, optimizer = accelerator.prepare(lm, optimizer)
-        harmful_stream = batches(harmful, options.batch_size, tokenizer.pad_token_id, seed)
-        retain_stream = batches(retain, options.batch_size, tokenizer.pad_token_id, seed + 1)
+        harmful_stream = shard(batches(harmful, options.batch_size, tokenizer.pad_token_id, seed), rank, world)
+        retain_stream = shard(batches(retain, options.batch_size, tokenizer.pad_token_id, seed + 1), rank, world)
         history, start = [], time.time()
         for step in range(options.steps):
             c_retain, c_reroute = rr_coefficients(step, options.steps, options.alpha)
-            cb_batch = {k: v.to(accelerator.device) for k, v in next(harmful_stream).items()}
-            retain_batch = {k: v.to(accelerator.device) for k, v in next(retain_stream).items()}
+            cb_batch, retain_batch = to_device(next(harmful_stream), device), to_device(next(retain_stream), device)
             with torch.no_grad(), accelerator.unwrap_model(lm).disable_adapter():
                 orig_retain, orig_cb = hidden(lm, retain_batch), hidden(lm, cb_batch, layers)
-            l_retain = retain_loss(hidden(lm, retain_batch), orig_retain, retain_batch["attention_mask"])
+            # one backward per forward, as DDP requires; the two gradients add up in .grad
+            l_retain = retain_loss(hidden(lm, retain_batch), orig_retain, retain_batch["attention_mask"],
+                                   relative=options.retain_distance == "relative_l2")
+            accelerator.backward(c_retain * l_retain)
             l_reroute = rerouting_loss(hidden(lm, cb_batch, layers), orig_cb, cb_batch["attention_mask"])
-            loss = c_retain * l_retain + c_reroute * l_reroute
-            accelerator.backward(loss)
+            accelerator.backward(c_reroute * l_reroute)
             accelerator.clip_grad_norm_(lm.parameters(), options.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
+            loss = c_retain * l_retain.item() + c_reroute * l_reroute.item()
             history.append({"step": step + 1, "retain_loss": l_retain.item(), "rerouting_loss": l_reroute.item(),
-                            "c_retain": c_retain, "c_reroute": c_reroute, "loss": loss.item()})
-            if (step + 1) % max(1, options.steps // 10) == 0 or step + 1 == options.steps:
+                            "c_retain": c_retain, "c_reroute": c_reroute, "loss": loss})
+            if accelerator.is_main_process and ((step + 1) % max(1, options.steps // 10) == 0 or step + 1 == options.steps):
                 elapsed = time.time() - start
                 report(f"step {step + 1}/{options.steps} rerouting {l_reroute.item():.3f} retain {l_retain.item():.3f} "
                        f"({elapsed:.0f}s, ETA {elapsed / (step + 1) * (options.steps - step - 1):.0f}s)")
-        accelerator.unwrap_model(lm).save_pretrained(out, safe_serialization=True)
-        (Path(out) / "train_log.json").write_text(json.dumps(
-            {"seconds": time.time() - start, "target_hidden_states": layers, "history": history}, indent=2))
+        save_trained(accelerator, lm, Path(out))
+        if accelerator.is_main_process:
+            (Path(out) / "train_log.json").write_text(json.dumps(
+                {"seconds": time.time() - start, "processes": world, "target_hidden_states": layers,
+                 "history": history}, indent=2))
         return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)

@@ -89,6 +89,12 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
     return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
+def dpo_on_pairs(policy_logps, reference_logps, beta: float):
+    """DPO loss on one batch holding the chosen sequences first, then the rejected ones in the same order."""
+    half = policy_logps.shape[0] // 2
+    return dpo_loss(policy_logps[:half], policy_logps[half:], reference_logps[:half], reference_logps[half:], beta)
+
+
 def negative_entropy(model, batch):
     """Mean over response tokens of -H(next-token distribution): minimising it raises the entropy."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
@@ -98,24 +104,29 @@ def negative_entropy(model, batch):
     return -(entropy * mask).sum() / mask.sum()
 
 
-def tamper_gradients(model, params: list, adversary_batches: list, tamper_loss_fn, lr: float, tamper_every: int):
+def tamper_gradients(model, params: list, adversary_batches: list, tamper_loss_fn, lr: float, tamper_every: int,
+                     backward=None):
     """Run the inner attack on the live weights, collecting tamper-resistance gradients; restore the
-    weights exactly before returning. Returns (mean gradients, largest weight change the attack made)."""
+    weights exactly before returning. Returns (mean gradients, largest weight change the attack made).
+    Gradients go through `backward` (accelerate's, under DDP/FSDP) into .grad, never autograd.grad,
+    so that distributed wrappers reduce them."""
     import torch
+    backward = backward or (lambda loss: loss.backward())
     saved = [p.detach().clone() for p in params]
     inner = torch.optim.AdamW(params, lr=lr)
     total = [torch.zeros_like(p) for p in params]
     taken, shift = 0, 0.0
     try:
         for k, batch in enumerate(adversary_batches):
-            model(**batch).loss.backward()
+            backward(model(**batch).loss)
             inner.step()
             inner.zero_grad(set_to_none=True)
             if (k + 1) % tamper_every == 0:
-                grads = torch.autograd.grad(tamper_loss_fn(model), params, allow_unused=True)
-                for acc, g in zip(total, grads):
-                    if g is not None:
-                        acc.add_(g)
+                backward(tamper_loss_fn(model))
+                for acc, p in zip(total, params):
+                    if p.grad is not None:
+                        acc.add_(p.grad)
+                inner.zero_grad(set_to_none=True)
                 taken += 1
         shift = max((p.detach() - s).abs().max().item() for p, s in zip(params, saved))
     finally:
@@ -153,14 +164,20 @@ class TARDefense:
         import copy
         import torch
         from frpo_bench.data import ref_rows
+        from frpo_bench.defenses.distributed import make_accelerator, save_trained, shard, to_device
         from frpo_bench.defenses.rr import batches
         from frpo_bench.attacks.finetune import pad_batch, tokenize_pairs
         from frpo_bench.models.loading import load_for_training
         torch.manual_seed(seed)
-        rng = random.Random(seed)
+        rng = random.Random(seed)  # the same on every process: adversary learning rates and tamper rows agree
+        accelerator = make_accelerator()
+        rank, world = accelerator.process_index, accelerator.num_processes
         tokenizer, lm, _ = load_for_training(model, Path(out), new_adapter=False, padding_side="right")
         lm.train()
         reference = copy.deepcopy(lm).eval().requires_grad_(False)  # the starting model: DPO reference, retain anchor
+        outer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=options.lr)
+        lm, outer = accelerator.prepare(lm, outer)  # FSDP shards the weights under an FSDP accelerate config
+        reference = accelerator.prepare_model(reference, evaluation_mode=True)
         params = [p for p in lm.parameters() if p.requires_grad]
         rows = lambda refs: [r for ref in refs for r in ref_rows(ref)]  # noqa: E731
         compliance = rows(options.tamper_compliance)
@@ -173,32 +190,33 @@ class TARDefense:
         else:  # entropy: only the harmful answers
             rejected = tokenize_pairs(tokenizer, compliance, options.max_length)
             chosen = rejected
-        pad = tokenizer.pad_token_id
-        adversary = batches(tokenize_pairs(tokenizer, rows(options.adversary_data), options.max_length),
-                            options.batch_size, pad, seed)
-        retain = batches(tokenize_pairs(tokenizer, rows(options.retain_data), options.max_length),
-                         options.batch_size, pad, seed + 1)
-        outer = torch.optim.AdamW(params, lr=options.lr)
+        pad, device = tokenizer.pad_token_id, accelerator.device
+        adversary = shard(batches(tokenize_pairs(tokenizer, rows(options.adversary_data), options.max_length),
+                                  options.batch_size, pad, seed), rank, world)
+        retain = shard(batches(tokenize_pairs(tokenizer, rows(options.retain_data), options.max_length),
+                               options.batch_size, pad, seed + 1), rank, world)
         history, start = [], time.time()
         for step in range(options.steps):
-            idx = rng.sample(range(min(len(chosen), len(rejected))), min(options.batch_size, len(chosen), len(rejected)))
-            tamper_c, tamper_r = pad_batch([chosen[i] for i in idx], pad), pad_batch([rejected[i] for i in idx], pad)
-            if options.tamper_loss == "dpo":
+            n_rows = min(len(chosen), len(rejected))
+            idx = rng.sample(range(n_rows), min(options.batch_size * world, n_rows))[rank::world] or [rank % n_rows]
+            if options.tamper_loss == "dpo":  # chosen and rejected in one forward (one backward per forward for DDP)
+                tamper = to_device(pad_batch([chosen[i] for i in idx] + [rejected[i] for i in idx], pad), device)
                 with torch.no_grad():
-                    ref_c, ref_r = sequence_logprobs(reference, tamper_c), sequence_logprobs(reference, tamper_r)
-                loss_fn = lambda m: dpo_loss(sequence_logprobs(m, tamper_c), sequence_logprobs(m, tamper_r),  # noqa: E731
-                                             ref_c, ref_r, options.dpo_beta)
+                    ref_logps = sequence_logprobs(reference, tamper)
+                loss_fn = lambda m: dpo_on_pairs(sequence_logprobs(m, tamper), ref_logps, options.dpo_beta)  # noqa: E731
             else:
-                loss_fn = lambda m: negative_entropy(m, tamper_r)  # noqa: E731
+                tamper = to_device(pad_batch([rejected[i] for i in idx], pad), device)
+                loss_fn = lambda m: negative_entropy(m, tamper)  # noqa: E731
             inner_lr = rng.choice(options.inner_lrs)
-            grads, shift = tamper_gradients(lm, params, [next(adversary) for _ in range(options.inner_steps)], loss_fn,
-                                            inner_lr, options.tamper_every)
-            l_retain = retain_loss(lm, reference, next(retain), options.representation_weight)
-            retain_grads = torch.autograd.grad(options.retain_weight * l_retain, params, allow_unused=True)
+            grads, shift = tamper_gradients(lm, params, [to_device(next(adversary), device)
+                                                         for _ in range(options.inner_steps)],
+                                            loss_fn, inner_lr, options.tamper_every, accelerator.backward)
+            l_retain = retain_loss(lm, reference, to_device(next(retain), device), options.representation_weight)
+            accelerator.backward(options.retain_weight * l_retain)
             weight = tamper_weight_at(step, options.tamper_weight, options.tamper_warmup_steps)
-            for p, g_t, g_r in zip(params, grads, retain_grads):
-                p.grad = weight * g_t + (g_r if g_r is not None else 0)
-            torch.nn.utils.clip_grad_norm_(params, options.max_grad_norm)
+            for p, g_t in zip(params, grads):
+                p.grad = weight * g_t + (p.grad if p.grad is not None else 0)
+            accelerator.clip_grad_norm_(params, options.max_grad_norm)
             outer.step()
             outer.zero_grad(set_to_none=True)
             with torch.no_grad():
@@ -206,10 +224,12 @@ class TARDefense:
             history.append({"step": step + 1, "inner_lr": inner_lr, "adversary_shift": shift, "tamper_loss": tamper_after,
                             "retain_loss": l_retain.item(), "tamper_weight": weight})
             elapsed = time.time() - start
-            report(f"step {step + 1}/{options.steps} tamper {tamper_after:.3f} retain {l_retain.item():.3f} "
-                   f"(adversary lr {inner_lr:g}; {elapsed:.0f}s, ETA {elapsed / (step + 1) * (options.steps - step - 1):.0f}s)")
-        lm.config.use_cache = True
-        lm.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        (Path(out) / "train_log.json").write_text(json.dumps({"seconds": time.time() - start, "history": history}, indent=2))
+            if accelerator.is_main_process:
+                report(f"step {step + 1}/{options.steps} tamper {tamper_after:.3f} retain {l_retain.item():.3f} "
+                       f"(adversary lr {inner_lr:g}; {elapsed:.0f}s, ETA {elapsed / (step + 1) * (options.steps - step - 1):.0f}s)")
+        accelerator.unwrap_model(lm).config.use_cache = True
+        save_trained(accelerator, lm, Path(out), tokenizer)
+        if accelerator.is_main_process:
+            (Path(out) / "train_log.json").write_text(json.dumps(
+                {"seconds": time.time() - start, "processes": world, "history": history}, indent=2))
         return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
