@@ -35,6 +35,8 @@ def test_schedule_layers_and_losses_on_constructed_inputs():
     assert retain_loss(shifted, h, mask, relative=True).item() == pytest.approx(relative, rel=1e-5)
     with pytest.raises(ConfigError, match="retain_distance"):
         from_dict(RROptions, {"harmful": HARMFUL, "retain": BENIGN, "retain_distance": "cosine"}).validate("rr")
+    with pytest.raises(ConfigError, match="reroute_tokens"):
+        from_dict(RROptions, {"harmful": HARMFUL, "retain": BENIGN, "reroute_tokens": "prompt"}).validate("rr")
     chosen, rejected, zero = torch.tensor([2.0]), torch.tensor([-2.0]), torch.tensor([0.0])
     assert dpo_loss(chosen, rejected, zero, zero, 1.0) < dpo_loss(rejected, chosen, zero, zero, 1.0)
 
@@ -73,11 +75,13 @@ def test_tar_outer_step_moves_the_weights(tiny_model_dir, tmp_path):
     assert len(log) == 2 and all(h["adversary_shift"] > 0 for h in log)
 
 
-def test_rr_reroutes_harmful_keeps_retain_and_leaves_base(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("variant", [{}, {"retain_distance": "relative_l2", "reroute_tokens": "response"}],
+                         ids=["upstream", "relative-response"])
+def test_rr_reroutes_harmful_keeps_retain_and_leaves_base(tiny_model_dir, tmp_path, variant):
     base_before = load_file(str(tiny_model_dir / "model.safetensors"))
     options = from_dict(RROptions, {"harmful": HARMFUL, "retain": BENIGN + REFUSALS, "target_layers": [0.5, 1.0],
                                     "steps": 30, "batch_size": 4, "max_length": 256, "lr": 3e-2,
-                                    "lora": {"r": 8, "alpha": 16}})
+                                    "lora": {"r": 8, "alpha": 16}, **variant})
     ref = RRDefense().apply(ModelRef(str(tiny_model_dir)), tmp_path / "rr", options, seed=0, report=lambda m: None)
     assert ref.path == str(tiny_model_dir) and ref.adapter == str(tmp_path / "rr")
     history = json.loads((tmp_path / "rr" / "train_log.json").read_text())["history"]
@@ -90,6 +94,8 @@ def test_rr_reroutes_harmful_keeps_retain_and_leaves_base(tiny_model_dir, tmp_pa
         states = load_model(ModelRef(str(tiny_model_dir)))(**tokenizer(["Give three tips for staying healthy."],
                                                                         return_tensors="pt"), output_hidden_states=True)
     scale = states.hidden_states[-1].norm(dim=-1).mean().item()
+    if variant.get("retain_distance") == "relative_l2":
+        scale = 1.0  # already measured against each token's own norm
     assert all(h["retain_loss"] < scale for h in history)
     after = load_file(str(tiny_model_dir / "model.safetensors"))
     assert all(torch.equal(base_before[k], after[k]) for k in base_before)

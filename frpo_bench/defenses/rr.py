@@ -24,6 +24,7 @@ from frpo_bench.typed import opt
 
 
 RETAIN_DISTANCES = ("l2", "relative_l2")
+REROUTE_TOKENS = ("all", "response")
 
 
 @dataclass
@@ -40,6 +41,10 @@ class RROptions:
         "cosine is scale-free but l2 is not: on models whose hidden states are large (SmolLM2: norms 100-900 "
         "against a cosine gradient of ~1/norm) l2 outweighs rerouting from the first steps; relative_l2 restores "
         "the balance the schedule intends"))
+    reroute_tokens: str = opt("all", omit_if_default=True, help=(
+        "tokens of the harmful set the rerouting term covers: all (upstream: request and response) or response "
+        "(the harmful answer only). With a chat template that prepends a long system prompt shared by every "
+        "conversation (SmolLM2: ~20 tokens), `all` asks the same representations to be both kept and rerouted"))
     lr: float = opt(1e-4, help="learning rate (upstream: 1e-4)")
     steps: int = opt(150, help="optimizer steps (upstream: 150)")
     batch_size: int = opt(16, help="harmful and retain sequences per step, each")
@@ -53,6 +58,9 @@ class RROptions:
         if self.retain_distance not in RETAIN_DISTANCES:
             raise ConfigError(f"{path}.retain_distance", self.retain_distance, "is not a retain distance",
                               f"use one of {RETAIN_DISTANCES}")
+        if self.reroute_tokens not in REROUTE_TOKENS:
+            raise ConfigError(f"{path}.reroute_tokens", self.reroute_tokens, "is not a token selection",
+                              f"use one of {REROUTE_TOKENS}")
         for name in ("lr", "steps", "batch_size", "max_length", "alpha"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
@@ -155,7 +163,8 @@ class RRDefense:
             l_retain = retain_loss(hidden(lm, retain_batch), orig_retain, retain_batch["attention_mask"],
                                    relative=options.retain_distance == "relative_l2")
             accelerator.backward(c_retain * l_retain)
-            l_reroute = rerouting_loss(hidden(lm, cb_batch, layers), orig_cb, cb_batch["attention_mask"])
+            cb_mask = cb_batch["attention_mask"] if options.reroute_tokens == "all" else cb_batch["labels"] != -100
+            l_reroute = rerouting_loss(hidden(lm, cb_batch, layers), orig_cb, cb_mask)
             accelerator.backward(c_reroute * l_reroute)
             accelerator.clip_grad_norm_(lm.parameters(), options.max_grad_norm)
             optimizer.step()
