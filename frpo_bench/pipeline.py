@@ -79,16 +79,16 @@ def git_sha() -> str:
         return "unknown"
 
 
-STAGE_KINDS = ("base", "align", "harden", "attack", "generate", "score")
 DISTRIBUTED_KINDS = ("harden",)  # trainers that run under `accelerate launch` (the others run in one process)
 
 
 def select_stages(stages: list, kinds: list[str], store: Store, world: int) -> list:
     """The stages of `kinds` plus the ancestors they need. Launched on several processes, only
     distributed trainers may run: every other stage they need must already be in the store."""
+    from frpo_bench.runner import EXECUTORS
     for kind in kinds:
-        if kind not in STAGE_KINDS:
-            raise ConfigError("--stages", kind, "is not a stage kind", f"use some of {', '.join(STAGE_KINDS)}")
+        if kind not in EXECUTORS:
+            raise ConfigError("--stages", kind, "is not a stage kind", f"use some of {', '.join(EXECUTORS)}")
     chosen: dict[str, object] = {}
 
     def add(stage) -> None:
