@@ -57,6 +57,7 @@ def plot_metric_vs_lr(rows: list[dict], metric: str, out_dir: Path) -> Path | No
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (base, defense) in enumerate(_defenses(mine)):
         color = colors[i % len(colors)]
+        has_series = False
         for j, attack in enumerate(dict.fromkeys(r["attack"] for r in attacked)):
             pts = sorted(((float(r["attack_lr"]), float(r["mean"]), float(r["ci95_low"]), float(r["ci95_high"]))
                           for r in attacked if (r["base"], r["defense"], r["attack"]) == (base, defense, attack)))
@@ -66,9 +67,11 @@ def plot_metric_vs_lr(rows: list[dict], metric: str, out_dir: Path) -> Path | No
             style = ["-", "--", ":", "-."][j % 4]
             ax.plot(xs, ys, style, marker="o", color=color, label=f"{defense} ({base}) / {attack}")
             ax.fill_between(xs, lo, hi, color=color, alpha=0.12)
+            has_series = True
         ref = [r for r in mine if (r["base"], r["defense"], r["attack"]) == (base, defense, "none")]
-        if ref:
-            ax.axhline(float(ref[0]["mean"]), color=color, linestyle=(0, (1, 3)), linewidth=1)
+        if ref:  # a model never attacked (e.g. the raw base) has only this line: name it in the legend
+            ax.axhline(float(ref[0]["mean"]), color=color, linestyle=(0, (1, 3)), linewidth=1,
+                       label=None if has_series else f"{defense} ({base}), unattacked")
     ax.set_xscale("log")
     ax.set_xlabel("attack learning rate")
     direction = "higher is better" if str(mine[0]["higher_is_better"]).lower() == "true" else "lower is better"

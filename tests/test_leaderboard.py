@@ -122,3 +122,23 @@ def test_gate_refuses_different_judges(boards, tmp_path, capsys):
     other.write_text(text)
     assert main(["check", "--baseline", base, "--current", str(other)]) == 2
     assert "differs from the baseline" in capsys.readouterr().err
+
+
+def test_lr_plot_names_every_line_including_a_never_attacked_model(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    from frpo_bench import report
+    row = dict(metric="harmful_refusal", higher_is_better="true", judge="regex", dataset="d", split="eval")
+    rows = [{**row, "base": "raw", "defense": "none", "attack": "none", "attack_lr": "", "mean": "0.0",
+             "ci95_low": "0", "ci95_high": "0"},
+            {**row, "base": "aligned", "defense": "none", "attack": "none", "attack_lr": "", "mean": "0.6",
+             "ci95_low": "0.5", "ci95_high": "0.7"}]
+    rows += [{**row, "base": "aligned", "defense": "none", "attack": "harmful_lora", "attack_lr": str(lr), "mean": m,
+              "ci95_low": "0", "ci95_high": "0.3"} for lr, m in ((1e-4, "0.2"), (1e-3, "0.0"))]
+    legends = []
+    save = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, ax, path: (legends.append(ax), save(fig, ax, path))[1])
+    path = report.plot_metric_vs_lr(rows, "harmful_refusal", tmp_path)
+    labels = [t.get_text() for t in legends[0].get_legend().get_texts()]
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert labels == ["none (raw), unattacked", "none (aligned) / harmful_lora"]
