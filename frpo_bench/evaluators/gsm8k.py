@@ -16,7 +16,7 @@ from pathlib import Path
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.models import ModelRef
-from frpo_bench.typed import opt
+from frpo_bench.typed import key_fields_except, opt
 
 VERSION = "lm-eval-gsm8k-v1"
 FILTERS = ("strict-match", "flexible-extract")
@@ -29,7 +29,7 @@ class Options:
     apply_chat_template: bool = opt(False, help="wrap prompts in the model's chat template (lm-eval --apply_chat_template)")
     dtype: str = opt("float32", help="model dtype passed to lm-eval's hf backend")
     batch_size: int = opt(8, help="lm-eval batch size (transport only)")
-    backend: str = opt("hf", help="hf: lm-eval's transformers backend; vllm: a local vLLM server queried through "
+    backend: str = opt("hf", omit_if_default=True, help="hf: lm-eval's transformers backend; vllm: a local vLLM server queried through "
                                   "lm-eval's local-completions model (lm-eval's own vllm backend needs the CUDA "
                                   "`vllm` distribution)")
 
@@ -44,10 +44,7 @@ class Options:
                 raise ConfigError(f"{path}.backend", "vllm", why, "install vLLM or use hf")
 
     def key_fields(self) -> dict:
-        fields = {k: v for k, v in self.__dict__.items() if k != "batch_size"}
-        if fields["backend"] == "hf":  # keys from before the backend option existed stay valid
-            fields.pop("backend")
-        return fields
+        return key_fields_except(self, ("batch_size",))  # backend omitted at hf: older keys stay valid
 
 
 def lm_eval_gsm8k_yaml() -> Path:
