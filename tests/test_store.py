@@ -63,13 +63,17 @@ def test_unmarked_directory_is_rebuilt(tmp_path):
     assert (stale / MARKER).is_file() and (stale / "stage.json").is_file()
 
 
-def test_stage_keys_of_the_smoke_recipe_are_stable():
+@pytest.mark.parametrize("name", ["smoke", "demo", "demo_rl", "demo_baselines", "gate", "paper"])
+def test_stage_keys_of_every_packaged_recipe_are_stable(name):
     """A change to what enters a key silently orphans every user's cache: it must be deliberate
-    (bump store.KEY_VERSION or the affected field) and show up here."""
+    (bump store.KEY_VERSION or the affected field) and show up here. `paper` generates with
+    backend auto, which resolves by what is installed: its keys are pinned with backend hf."""
     import json
     from pathlib import Path
     from frpo_bench.config import load_recipe
     from frpo_bench.plan import build_plan
-    _, stages = build_plan(load_recipe("smoke")[0])
+    recipe, _ = load_recipe(name, ["generation.backend=hf"] if name == "paper" else [])
+    _, stages = build_plan(recipe)
     keys = {f"{s.kind} {s.label}": s.key for s in stages}
-    assert keys == json.loads((Path(__file__).parent / "golden" / "smoke_stage_keys.json").read_text())
+    golden = json.loads((Path(__file__).parent / "golden" / "stage_keys.json").read_text())[name]
+    assert keys == golden
