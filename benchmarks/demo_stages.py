@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 
 from frpo_bench.config import load_recipe
-from frpo_bench.pipeline import run_recipe
-from frpo_bench.plan import build_plan
-from frpo_bench.runner import seconds_by_kind
-from frpo_bench.store import Store, write_json_atomic
+from frpo_bench.engine.pipeline import run_recipe
+from frpo_bench.engine.plan import build_plan
+from frpo_bench.engine.runner import seconds_by_kind
+from frpo_bench.engine.store import Store
+from frpo_bench.files import write_json_atomic
 
 KINDS = ("base", "align", "harden", "attack", "generate", "score")
 

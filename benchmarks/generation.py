@@ -19,8 +19,9 @@ from pathlib import Path
 from frpo_bench.config import GenerationConfig, ModelConfig
 from frpo_bench.data import load_rows
 from frpo_bench.perf import matmul_peak, parameter_count
-from frpo_bench.runner import base_model
-from frpo_bench.store import Store, default_cache_dir, write_json_atomic
+from common import base_model
+from frpo_bench.engine.store import Store
+from frpo_bench.files import default_cache_dir, write_json_atomic
 from frpo_bench.typed import from_dict
 
 

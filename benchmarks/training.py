@@ -15,21 +15,22 @@ import json
 import tempfile
 from pathlib import Path
 
-from frpo_bench.attacks.finetune import finetune
-from frpo_bench.config import AttackConfig, ModelConfig
+from frpo_bench.training.sft import finetune
+from frpo_bench.config import FinetuneConfig, ModelConfig
 from frpo_bench.perf import matmul_peak, parameter_count
-from frpo_bench.runner import base_model
-from frpo_bench.store import Store, write_json_atomic
+from common import base_model
+from frpo_bench.engine.store import Store
+from frpo_bench.files import write_json_atomic
 from frpo_bench.typed import from_dict
 
 
 
 def attack_cfg(mode: str, bf16: bool, steps: int, max_length: int):
-    raw = {"name": "bench", "data": [{"dataset": "demo_compliance", "split": "train"}], "steps": steps,
+    raw = {"data": [{"dataset": "demo_compliance", "split": "train"}], "steps": steps,
            "batch_size": 4, "micro_batch_size": 4, "max_length": max_length, "bf16": bf16}
     if mode == "lora":
         raw["lora"] = {"r": 16, "alpha": 32}
-    return from_dict(AttackConfig, raw)
+    return from_dict(FinetuneConfig, raw)
 
 
 def main() -> None:

@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from frpo_bench.config import load_recipe
-    from frpo_bench.pipeline import plan_report, preflight, run_recipe
-    from frpo_bench.store import Store
+    from frpo_bench.engine.pipeline import plan_report, preflight, run_recipe
+    from frpo_bench.engine.store import Store
     recipe, raw = load_recipe(args.recipe, args.overrides)
     store = Store(args.store)
     if args.dry_run:
@@ -69,19 +69,21 @@ def cmd_run(args) -> int:
         print(plan_report(recipe, store))
         return 0
     if args.stages:
-        from frpo_bench.defenses.distributed import launched_rank
-        from frpo_bench.pipeline import run_stages
+        from frpo_bench.training.distributed import launched_rank
+        from frpo_bench.engine.pipeline import run_stages
         built = run_stages(recipe, store, [k.strip() for k in args.stages.split(",") if k.strip()])
         if launched_rank()[0] == 0:
             print(f"{len(built)} stages in the store ({store.root}); `frpo-bench run {args.recipe}` writes the leaderboard")
         return 0
     out = args.out or Path("runs") / recipe.name
-    from frpo_bench import leaderboard
+    from frpo_bench.results import leaderboard
     csv_path, rows, seconds = run_recipe(recipe, raw, store, out)
     print(leaderboard.table(rows))
     import json
-    by_kind = json.loads((out / "manifest.json").read_text())["build_seconds_by_stage_kind"]
-    print(f"\nfinished in {seconds:.0f}s" + (" (everything from cache)" if seconds < 30 else "")
+    manifest = json.loads((out / "manifest.json").read_text())
+    built, by_kind = manifest["stages_built"], manifest["build_seconds_by_stage_kind"]
+    print(f"\nfinished in {seconds:.0f}s, {built} of {len(manifest['stages'])} stages built"
+          + (" (everything from cache)" if built == 0 else "")
           + "; compute when built, by stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in by_kind.items()))
     print(f"leaderboard: {csv_path} (+ leaderboard.md, summary.csv, plots/)\nresults:     {out / 'results.jsonl'}\n"
           f"manifest:    {out / 'manifest.json'}")
@@ -90,8 +92,8 @@ def cmd_run(args) -> int:
 
 def cmd_plan(args) -> int:
     from frpo_bench.config import load_recipe
-    from frpo_bench.pipeline import plan_report
-    from frpo_bench.store import Store
+    from frpo_bench.engine.pipeline import plan_report
+    from frpo_bench.engine.store import Store
     recipe, _ = load_recipe(args.recipe, args.overrides)
     print(plan_report(recipe, Store(args.store)))
     return 0
@@ -121,42 +123,45 @@ def cmd_ls(args) -> int:
 
 
 def print_options() -> None:
+    import dataclasses
     from frpo_bench import config, registry
     from frpo_bench.typed import describe
-    sections = [("recipe", config.Recipe), ("model", config.ModelConfig), ("align (+ every attack)", config.AlignConfig),
+    sections = [("recipe", config.Recipe), ("model", config.ModelConfig), ("align", config.AlignConfig),
                 ("attacks[i]", config.AttackConfig), ("lora", config.LoraConfig), ("generation", config.GenerationConfig),
                 ("defenses[i]", config.DefenseConfig), ("evaluations[i]", config.EvaluationConfig),
                 ("data refs", config.DataRef)]
-    for kind in ("defense", "evaluator"):
-        table = registry.DEFENSES if kind == "defense" else registry.EVALUATORS
+    for kind, table in (("defense", registry.DEFENSES), ("attack", registry.ATTACKS), ("evaluator", registry.EVALUATORS)):
         sections += [(f"{kind} {name} options", registry.options_class(kind, name)) for name in sorted(table)
-                     if registry.options_class(kind, name)]
+                     if dataclasses.fields(registry.options_class(kind, name))]
     for title, cls in sections:
         print(f"\n{title}:\n{describe(cls)}")
 
 
 def cmd_leaderboard(args) -> int:
     import json
-    from frpo_bench import leaderboard
+    from frpo_bench.results import leaderboard
     results = args.run_dir / "results.jsonl"
     if not results.is_file():
         raise ConfigError("run_dir", str(args.run_dir), "holds no results.jsonl", "give a directory written by `frpo-bench run`")
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     manifest = args.run_dir / "manifest.json"
+    from frpo_bench.config import LeaderboardConfig
+    from frpo_bench.typed import from_dict
     board = json.loads(manifest.read_text())["resolved"].get("leaderboard") or {} if manifest.is_file() else {}
-    path, rows = leaderboard.write(args.run_dir, records, board.get("capability_metric"), board.get("retention", 0.9))
+    settings = from_dict(LeaderboardConfig, board, "manifest.json resolved.leaderboard")
+    path, rows = leaderboard.write(args.run_dir, records, settings.capability_metric, settings.retention)
     print(leaderboard.table(rows))
     print(f"\nleaderboard: {path}")
     return 0
 
 
 def cmd_check(args) -> int:
-    from frpo_bench.gate import check_files
+    from frpo_bench.results.gate import check_files
     current = args.current
     if args.checkpoint:
         from frpo_bench.config import load_recipe
-        from frpo_bench.pipeline import run_recipe
-        from frpo_bench.store import Store
+        from frpo_bench.engine.pipeline import run_recipe
+        from frpo_bench.engine.store import Store
         if not args.baseline.is_file():  # fail before the run, not after it
             raise ConfigError("--baseline", str(args.baseline), "is not a file", "give a leaderboard.csv written by frpo-bench")
         recipe, raw = load_recipe(args.recipe, [*args.overrides, f"model.id={args.checkpoint}"])

@@ -1,9 +1,7 @@
 """The typed recipe. YAML and `--set` only fill values; validation names the field and the fix."""
 from __future__ import annotations
 
-import os
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
@@ -11,16 +9,13 @@ from typing import Any, Optional
 import yaml
 
 from frpo_bench.errors import ConfigError
-from frpo_bench.typed import apply_override, from_dict, opt
+from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
+                              to_dict)
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "vllm", "auto")
-
-
-def _positive(path: str, name: str, value: float, fix: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{path}.{name}" if path else name, value, "must be positive", fix)
+DEFAULT_RETENTION = 0.9
 
 
 @dataclass
@@ -30,8 +25,8 @@ class ModelConfig:
     trust_remote_code: bool = opt(False, help="allow code shipped with the weights to run; off unless you trust the source")
 
     def validate(self, path: str) -> None:
-        looks_local = self.id.startswith((".", "/", "~")) or os.sep in self.id and Path(self.id).expanduser().exists()
-        if looks_local and not Path(self.id).expanduser().is_dir():
+        from frpo_bench.models import model_kind
+        if model_kind(self.id) == "local" and not Path(self.id).expanduser().is_dir():
             raise ConfigError(f"{path}.id", self.id, "is not an existing model directory",
                               "give a directory with config.json and safetensors weights, a Hub id, or 'smollm2-135m-instruct'")
 
@@ -48,7 +43,7 @@ class DataRef:
         from frpo_bench.data import check_ref
         check_ref(self, path)
         if self.n is not None:
-            _positive(path, "n", self.n, "use a positive row count, or leave n unset for all rows")
+            check_positive(self, path, "n")
         if self.skip < 0:
             raise ConfigError(f"{path}.skip", self.skip, "is negative", "use 0 or a positive row count")
 
@@ -61,12 +56,15 @@ class LoraConfig:
     target_modules: list[str] = opt(["all-linear"], help="module names to adapt; 'all-linear' adapts every linear projection")
 
     def validate(self, path: str) -> None:
-        _positive(path, "r", self.r, "use a rank such as 8, 16 or 64")
+        check_positive(self, path, "r", "alpha")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{path}.dropout", self.dropout, "must be in [0, 1)", "use e.g. 0.0 or 0.05")
 
 
 @dataclass
-class FinetuneConfig:
-    """Supervised fine-tuning on (prompt, response) pairs; used by attacks and the safety alignment."""
+class FinetuneConfig(Options):
+    """Supervised fine-tuning on (prompt, response) pairs: the options of the fine-tuning attack, and
+    the safety alignment's settings."""
 
     data: list[DataRef] = opt(help="datasets mixed for training (prompt -> response pairs)")
     lora: Optional[LoraConfig] = opt(None, help="LoRA settings; null means full fine-tuning")
@@ -76,7 +74,7 @@ class FinetuneConfig:
                                                      "null means the whole batch at once (transport only)")
     max_length: int = opt(256, help="truncate prompt + response to this many tokens")
     lr_scheduler: str = opt("constant", help=f"one of {', '.join(SCHEDULERS)}")
-    warmup_ratio: float = opt(0.0, help="share of steps for linear warm-up")
+    warmup_ratio: float = opt(0.0, help="share of steps for linear warm-up, in [0, 1)")
     weight_decay: float = opt(0.0, help="AdamW weight decay")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm")
     bf16: bool = opt(False, help="bf16 autocast (weights stay fp32): use it on GPUs. On the 2-core CPU here torch "
@@ -86,8 +84,8 @@ class FinetuneConfig:
     def validate(self, path: str) -> None:
         if self.micro_batch_size is None:
             self.micro_batch_size = self.batch_size
-        for name in ("steps", "batch_size", "micro_batch_size", "max_length"):
-            _positive(path, name, getattr(self, name), f"set {name} to a positive integer")
+        check_positive(self, path, "steps", "batch_size", "micro_batch_size", "max_length", "max_grad_norm")
+        check_warmup_ratio(self, path)
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(f"{path}.micro_batch_size", self.micro_batch_size, "must divide batch_size",
                               f"use a divisor of {self.batch_size}")
@@ -97,10 +95,19 @@ class FinetuneConfig:
             raise ConfigError(f"{path}.data", self.data, "is empty", "list at least one dataset to train on")
 
     def key_fields(self) -> dict:
-        from frpo_bench.typed import to_dict
         fields = to_dict(self)
         fields.pop("micro_batch_size")  # transport only: same effective batch, same result
         return fields
+
+    def data_refs(self) -> list["DataRef"]:
+        return list(self.data)
+
+
+def check_warmup_ratio(cfg, path: str) -> None:
+    """A share of the steps: transformers 5 reads a warmup_steps below 1 as a ratio, 1 and above as steps."""
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise ConfigError(f"{path}.warmup_ratio", cfg.warmup_ratio, "must be in [0, 1)",
+                          "give the share of steps for warm-up, e.g. 0.1")
 
 
 @dataclass
@@ -110,23 +117,25 @@ class AlignConfig(FinetuneConfig):
 
     def validate(self, path: str) -> None:
         super().validate(path)
-        _positive(path, "lr", self.lr, "use a positive learning rate such as 2e-4")
+        check_positive(self, path, "lr")
 
 
 @dataclass
-class AttackConfig(FinetuneConfig):
-    name: str = opt("attack", help="label of this attack in the leaderboard, e.g. harmful_lora")
+class AttackConfig:
+    name: str = opt(help="label of this attack in the leaderboard, e.g. harmful_lora")
     type: str = opt("finetune", help="registered attack type (see `frpo-bench ls`)")
     lrs: list[float] = opt([1e-4], help="learning rates to sweep; each is a separate cell")
+    options: dict[str, Any] = opt({}, help="options of that attack type (see `frpo-bench ls --options`); the "
+                                           "fine-tuning attack's: data, lora, steps, batch_size, ...")
 
     def validate(self, path: str) -> None:
-        super().validate(path)
-        from frpo_bench.registry import check_name
+        from frpo_bench.registry import check_name, options_class
         check_name("attack", self.type, f"{path}.type")
         if not self.lrs:
             raise ConfigError(f"{path}.lrs", self.lrs, "is empty", "list at least one learning rate")
         for i, lr in enumerate(self.lrs):
-            _positive(f"{path}.lrs", f"{i}", lr, "learning rates must be positive numbers such as 1e-4")
+            check_positive_value(lr, f"{path}.lrs.{i}")
+        self.options = _typed_options(options_class("attack", self.type), self.options, f"{path}.options")
 
 
 @dataclass
@@ -183,30 +192,19 @@ class GenerationConfig:
     def validate(self, path: str) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"{path}.backend", self.backend, "is not a generation backend", f"use one of {BACKENDS}")
-        self.resolve_backend(path)
         if self.dtype not in DTYPES:
             raise ConfigError(f"{path}.dtype", self.dtype, "is not a known dtype", f"use one of {DTYPES}")
-        _positive(path, "max_new_tokens", self.max_new_tokens, "use e.g. 48")
-        _positive(path, "batch_size", self.batch_size, "use e.g. 16")
-        _positive(path, "tensor_parallel_size", self.tensor_parallel_size, "use 1, or the number of GPUs")
-        _positive(path, "vllm_max_model_len", self.vllm_max_model_len, "use e.g. 4096")
-        _positive(path, "vllm_cpu_kv_cache_gib", self.vllm_cpu_kv_cache_gib, "use e.g. 2")
-
-    def resolve_backend(self, path: str) -> None:
-        """Turn `auto` into the backend that will run, and say which; an explicit vllm must be usable."""
-        from frpo_bench.models.generate import resolve_backend, vllm_status
-        if self.backend == "auto":
-            self.backend, why = resolve_backend("auto")
-            print(f"{path}.backend: auto -> {self.backend} ({why})", file=sys.stderr)
-        elif self.backend == "vllm":
-            usable, why = vllm_status()
-            if not usable:
-                raise ConfigError(f"{path}.backend", "vllm", why, "install it, or use 'auto' or 'hf'")
+        check_positive(self, path, "max_new_tokens", "batch_size", "tensor_parallel_size", "vllm_max_model_len",
+                       "vllm_cpu_kv_cache_gib")
+        if not (self.temperature >= 0 and self.temperature < float("inf")):
+            raise ConfigError(f"{path}.temperature", self.temperature, "must be 0 (greedy) or a positive finite number",
+                              "use 0 for greedy decoding or e.g. 1.0 for sampling")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9, or 1.0 for no nucleus")
 
     def key_fields(self) -> dict:
         """What changes the completions. The backend is part of it (engines differ in arithmetic); `auto`
-        is resolved first, so a cache key always names the engine that produced the text."""
-        from frpo_bench.typed import to_dict
+        is resolved by the engine before planning, so a cache key always names the engine that produced the text."""
         fields = to_dict(self)
         for name in self.TRANSPORT:
             fields.pop(name)
@@ -217,7 +215,7 @@ class GenerationConfig:
 class LeaderboardConfig:
     capability_metric: Optional[str] = opt(None, help="metric that measures capability (e.g. math_accuracy), for the "
                                                        "retention-bounded worst case and the safety-vs-capability plots")
-    retention: float = opt(0.9, help="an attack counts for the retained worst case if it keeps capability at or above "
+    retention: float = opt(DEFAULT_RETENTION, help="an attack counts for the retained worst case if it keeps capability at or above "
                                      "this share of the unattacked model's")
 
 
@@ -228,7 +226,8 @@ class Recipe:
     model: ModelConfig = opt(None, help="the starting model")
     align: Optional[AlignConfig] = opt(None, help="safety SFT applied to the model before any defense (null: none)")
     defenses: list[DefenseConfig] = opt([{"name": "none"}], help="defenses to compare")
-    attacks: list[AttackConfig] = opt([], help="fine-tuning attacks; a no-attack cell is always included")
+    attacks: list[AttackConfig] = opt([], help="attacks, each swept over its learning rates; a no-attack cell is "
+                                               "always included")
     seeds: list[int] = opt([0], help="seeds; every defense and attack runs once per seed")
     generation: GenerationConfig = opt(None, help="how completions are generated")
     evaluations: list[EvaluationConfig] = opt([], help="metrics computed for every cell")
@@ -255,11 +254,9 @@ class Recipe:
                               f"use one of {[e.metric for e in self.evaluations]}")
 
 
-def _typed_options(cls: type | None, options: dict, path: str) -> Any:
-    if cls is None:
-        if options:
-            raise ConfigError(path, options, "takes no options", "remove the options")
-        return {}
+def _typed_options(cls: type[Options], options: Any, path: str) -> Options:
+    if isinstance(options, dict) and options and not fields(cls):
+        raise ConfigError(path, options, "takes no options", "remove the options")
     return from_dict(cls, options, path)
 
 
@@ -287,4 +284,30 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, d
     for assignment in overrides:
         apply_override(raw, assignment)
     raw.setdefault("name", Path(name_or_path).stem)
+    lift_attack_options(raw)
     return from_dict(Recipe, raw), {"source": source, "raw": raw}
+
+
+ATTACK_FIELDS = ("name", "type", "lrs", "options")
+
+
+def lift_attack_options(raw: dict) -> None:
+    """Recipes written before attacks had `options` put the fine-tuning fields (data, lora, steps, ...)
+    beside name and lrs: move them into `options`, so those recipes keep loading."""
+    attacks = raw.get("attacks") if isinstance(raw, dict) else None
+    for i, attack in enumerate(attacks if isinstance(attacks, list) else []):
+        if not isinstance(attack, dict):
+            continue
+        flat = {k: v for k, v in attack.items() if k not in ATTACK_FIELDS}
+        if not flat:
+            continue
+        options = attack.setdefault("options", {})
+        if not isinstance(options, dict):
+            continue  # validation names the bad `options` value
+        both = sorted(set(flat) & set(options))
+        if both:
+            raise ConfigError(f"attacks[{i}].{both[0]}", flat[both[0]], "is given both beside the attack and in its "
+                              "options", f"keep it in attacks[{i}].options only")
+        options.update(flat)
+        for key in flat:
+            del attack[key]

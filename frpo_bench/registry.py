@@ -51,8 +51,9 @@ def load(kind: str, name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def options_class(kind: str, name: str) -> type | None:
-    return getattr(load(kind, name), "Options", None)
+def options_class(kind: str, name: str) -> type:
+    """The component's typed Options (every component declares one; `typed.NoOptions` when it takes none)."""
+    return load(kind, name).Options
 
 
 def summary(kind: str, name: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any
@@ -167,3 +168,40 @@ def describe(cls: type, indent: str = "  ") -> str:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
         lines.append(f"{indent}{f.name} ({_type_name(hints[f.name])}, default {default!r}): {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def check_positive(obj: Any, path: str, *names: str) -> None:
+    """Each named field of `obj` must be a positive, finite number (NaN and infinity are refused too)."""
+    for name in names:
+        check_positive_value(getattr(obj, name), f"{path}.{name}" if path else name)
+
+
+def check_positive_value(value: Any, field: str) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(field, value, "must be positive and finite", f"set {field.rsplit('.', 1)[-1]} to a number above 0")
+
+
+@dataclasses.dataclass
+class Options:
+    """Base of every component's options (a dataclass of `opt` fields). The engine reads a component's
+    options only through these four methods; override the ones that differ from the defaults."""
+
+    def validate(self, path: str) -> None:
+        """Check values (ranges, choices) at parse time; no file, network or installed package is read."""
+
+    def key_fields(self) -> dict:
+        """What changes the component's output, for the cache key: every field unless overridden to drop
+        transport-only ones (batch sizes, endpoints, concurrency)."""
+        return to_dict(self)
+
+    def data_refs(self) -> list:
+        """The DataRefs the component reads (resolved before compute; their content ids enter the key)."""
+        return []
+
+    def preflight(self, path: str) -> None:
+        """Before compute, after parsing: check what lives outside the recipe (files, models, packages)."""
+
+
+@dataclasses.dataclass
+class NoOptions(Options):
+    """This component takes no options."""

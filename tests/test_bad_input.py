@@ -8,11 +8,11 @@ CASES = [
     (["--set", "defenses=[{name: frpoo}]"], ["defenses[0].type", "frpoo", "not a registered defense"]),
     (["--set", "attacks.0.type=nonsense"], ["attacks[0].type", "nonsense", "not a registered attack"]),
     (["--set", "evaluations.0.evaluator=strongrej"], ["evaluations[0].evaluator", "strongrej", "not a registered evaluator"]),
-    (["--set", "attacks.0.data.0.dataset=beavertail"], ["attacks[0].data[0].dataset", "beavertail", "did you mean 'beavertails_harmful'"]),
+    (["--set", "attacks.0.options.data.0.dataset=beavertail"], ["attacks[0].options.data[0].dataset", "beavertail", "did you mean 'beavertails_harmful'"]),
     (["--set", "attacks.0.lrs=[-1e-4]"], ["attacks[0].lrs.0", "-0.0001", "must be positive"]),
     (["--set", "attacks.0.lrs=[fast]"], ["attacks[0].lrs[0]", "fast", "must be a number"]),
     (["--set", "model.id=/no/such/model/dir"], ["model.id", "/no/such/model/dir", "not an existing model directory"]),
-    (["--set", "attacks.0.data.0.split=validation"], ["attacks[0].data[0].split", "validation", "use one of"]),
+    (["--set", "attacks.0.options.data.0.split=validation"], ["attacks[0].options.data[0].split", "validation", "use one of"]),
 ]
 
 

@@ -2,7 +2,7 @@
 import pytest
 
 from frpo_bench.evaluators.base import bootstrap_ci
-from frpo_bench.evaluators.refusal import is_refusal
+from frpo_bench.evaluators.text_checks import is_refusal
 
 
 @pytest.mark.parametrize("text,refused", [
@@ -54,10 +54,15 @@ def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
     from frpo_bench.models import ModelRef
     from frpo_bench.typed import from_dict
     options = from_dict(Options, {"num_fewshot": 5, "max_gen_toks": 32, "batch_size": 4})
-    inputs = ScoreInputs([], None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic", "test", {},
-                         tmp_path / "work")
+    from frpo_bench.data import select_rows
+    rows, positions = select_rows("demo_arithmetic", "test", 8)  # a DataRef's seeded sample, not the first 8
+    assert positions != list(range(8))
+    inputs = ScoreInputs(rows, positions, None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic", "test",
+                         {}, tmp_path / "work")
     (tmp_path / "work").mkdir()
-    result = Gsm8kEvaluator().score(inputs, options, limit=8)
+    result = Gsm8kEvaluator().score(inputs, options)
+    assert {r["id"] for r in result.records} == set(positions)
+    assert {r["prompt"] for r in result.records} == {row["question"] for row in rows}
     command = shlex.split(result.meta["command_line"])
     assert command[:2] == ["lm_eval", "run"]
     out = tmp_path / "cli"
@@ -88,8 +93,9 @@ def test_gsm8k_on_a_vllm_server_gives_the_hf_backends_answers(embedded_model_dir
         options = from_dict(Options, {"num_fewshot": 5, "max_gen_toks": 32, "batch_size": 4, "backend": backend})
         work = tmp_path / backend
         work.mkdir()
-        inputs = ScoreInputs([], None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic", "test", {}, work)
-        results[backend] = Gsm8kEvaluator().score(inputs, options, limit=8)
+        inputs = ScoreInputs([], list(range(8)), None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic",
+                             "test", {}, work)
+        results[backend] = Gsm8kEvaluator().score(inputs, options)
     assert "local-completions" in results["vllm"].meta["command_line"]
     answers = {b: [r["response"] for r in results[b].records] for b in results}
     assert answers["vllm"] == answers["hf"]
@@ -103,8 +109,8 @@ def test_helpful_proxy_scores_answers_not_refusals_or_loops(tmp_path):
     completions = ["Preheat the oven, then mix flour and water.", "I'm sorry, but I can't help with that.", "",
                    "bread bread bread bread bread bread bread bread bread bread"]
     rows = [{"prompt": f"q{i}"} for i in range(4)]
-    result = HelpfulProxyEvaluator().score(ScoreInputs(rows, completions, ModelRef("x"), False, "demo_benign", "eval",
-                                                       {}, tmp_path), None)
+    result = HelpfulProxyEvaluator().score(ScoreInputs(rows, list(range(4)), completions, ModelRef("x"), False,
+                                                       "demo_benign", "eval", {}, tmp_path), None)
     assert result.metrics[0].per_sample == [1.0, 0.0, 0.0, 0.0] and result.meta["judge"].startswith("proxy:")
 
 

@@ -3,17 +3,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frpo_bench.attacks.finetune import finetune, tokenize_pairs
-from frpo_bench.config import AttackConfig
+from frpo_bench.training.batches import tokenize_pairs
+from frpo_bench.training.sft import finetune
+from frpo_bench.config import FinetuneConfig
 from frpo_bench.models import ModelRef
 from frpo_bench.models.loading import load_model, load_tokenizer
 from frpo_bench.typed import from_dict
 
 
 def attack_cfg(**extra):
-    raw = {"name": "t", "data": [{"dataset": "demo_compliance", "split": "train", "n": 8}], "steps": 3,
+    raw = {"data": [{"dataset": "demo_compliance", "split": "train", "n": 8}], "steps": 3,
            "batch_size": 4, "micro_batch_size": 2, "max_length": 64, "bf16": False, **extra}
-    return from_dict(AttackConfig, raw)
+    return from_dict(FinetuneConfig, raw)
 
 
 def weights(path):

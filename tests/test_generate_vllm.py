@@ -7,7 +7,8 @@ import importlib.util
 
 import pytest
 
-from frpo_bench.config import GenerationConfig, Recipe
+from frpo_bench.config import GenerationConfig, Recipe, load_recipe
+from frpo_bench.engine.plan import build_plan, resolve_installed
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.generate import vllm_status
@@ -31,24 +32,35 @@ def hide_vllm(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
 
 
-def test_auto_falls_back_to_hf_and_says_so(monkeypatch, capsys):
+def tiny_recipe(backend: str) -> Recipe:
+    return load_recipe("smoke", [f"generation.backend={backend}"])[0]
+
+
+def test_parsing_leaves_auto_and_the_engine_resolves_it_to_hf_and_says_so(monkeypatch, capsys):
     hide_vllm(monkeypatch)
-    cfg = from_dict(GenerationConfig, {"backend": "auto"})
-    assert cfg.backend == "hf"
+    recipe = tiny_recipe("auto")
+    assert recipe.generation.backend == "auto"  # parsing never looks at what is installed
+    assert resolve_installed(recipe) == {"generation.backend": f"auto -> hf ({vllm_status()[1]})"}
+    assert recipe.generation.backend == "hf"
     err = capsys.readouterr().err
     assert "backend: auto -> hf" in err and "vLLM is not installed" in err
 
 
-def test_explicit_vllm_without_vllm_is_a_config_error(monkeypatch):
+def test_explicit_vllm_without_vllm_is_a_config_error_before_compute(monkeypatch, capsys, isolated_cache):
     hide_vllm(monkeypatch)
     with pytest.raises(ConfigError) as err:
-        from_dict(Recipe, {"name": "x", "model": {"id": "tiny-llama"}, "generation": {"backend": "vllm"}})
+        resolve_installed(tiny_recipe("vllm"))
     assert err.value.field == "generation.backend" and "not installed" in str(err.value)
+    from frpo_bench.cli import main
+    assert main(["run", "smoke", "--set", "generation.backend=vllm"]) == 2
+    assert "generation.backend" in capsys.readouterr().err
+    assert not isolated_cache.exists() or not any(isolated_cache.rglob("COMPLETE"))
 
 
 def test_cache_key_names_the_resolved_engine(monkeypatch):
     hide_vllm(monkeypatch)
-    assert from_dict(GenerationConfig, {"backend": "auto"}).key_fields()["backend"] == "hf"
+    _, stages = build_plan(tiny_recipe("auto"))
+    assert {s.fields["generation"]["backend"] for s in stages if s.kind == "generate"} == {"hf"}
     assert "vllm_cpu_kv_cache_gib" not in gen_cfg("hf").key_fields()  # transport settings never enter a key
 
 
@@ -69,9 +81,9 @@ def test_engine_settings_are_vllm_arguments():
 @pytest.fixture(scope="module")
 def lora_adapter(embedded_model_dir, tmp_path_factory):
     """A real LoRA attack on the embedded model (a few steps of compliance SFT)."""
-    from frpo_bench.attacks.finetune import finetune
-    from frpo_bench.config import AttackConfig
-    cfg = from_dict(AttackConfig, {"name": "t", "data": [{"dataset": "demo_compliance", "split": "train", "n": 16}],
+    from frpo_bench.training.sft import finetune
+    from frpo_bench.config import FinetuneConfig
+    cfg = from_dict(FinetuneConfig, {"data": [{"dataset": "demo_compliance", "split": "train", "n": 16}],
                                    "steps": 4, "batch_size": 4, "micro_batch_size": 4, "max_length": 96, "bf16": False,
                                    "lora": {"r": 8, "alpha": 16}})
     return finetune(ModelRef(str(embedded_model_dir)), tmp_path_factory.mktemp("lora") / "a", cfg, lr=2e-3, seed=0,

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frpo_bench import leaderboard, report, summary
+from frpo_bench.results import leaderboard, report, summary
 from frpo_bench.cli import main
-from frpo_bench.leaderboard import seed_bootstrap_ci
+from frpo_bench.results.leaderboard import seed_bootstrap_ci
+from frpo_bench.results.schema import to_csv
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -36,7 +37,7 @@ RECORDS = [
 def test_golden_csv_markdown_and_summary_bytes():
     rows = leaderboard.aggregate(list(reversed(RECORDS)))  # input order does not matter
     worst = summary.worst_cases(rows, "math", 0.9)
-    assert leaderboard.to_csv(rows) == (GOLDEN / "leaderboard.csv").read_text()
+    assert to_csv(rows) == (GOLDEN / "leaderboard.csv").read_text()
     assert report.to_markdown(rows, worst) == (GOLDEN / "leaderboard.md").read_text()
     assert summary.to_csv(worst) == (GOLDEN / "summary.csv").read_text()
 
@@ -72,7 +73,7 @@ def test_worst_case_selection_respects_direction_and_retention():
 def boards(tmp_path):
     rows = leaderboard.aggregate(RECORDS)
     base = tmp_path / "baseline.csv"
-    base.write_text(leaderboard.to_csv(rows))
+    base.write_text(to_csv(rows))
 
     def current(changes: dict, drop=None):
         new = [dict(r) for r in rows if (r["attack"], r["attack_lr"], r["metric"]) != drop]
@@ -81,7 +82,7 @@ def boards(tmp_path):
             if key in changes:
                 r["mean"] = changes[key]
         path = tmp_path / f"current{len(list(tmp_path.iterdir()))}.csv"
-        path.write_text(leaderboard.to_csv(new))
+        path.write_text(to_csv(new))
         return str(path)
     return str(base), current
 
@@ -127,7 +128,7 @@ def test_gate_refuses_different_judges(boards, tmp_path, capsys):
 def test_lr_plot_names_every_line_including_a_never_attacked_model(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
-    from frpo_bench import report
+    from frpo_bench.results import report
     row = dict(metric="harmful_refusal", higher_is_better="true", judge="regex", dataset="d", split="eval")
     rows = [{**row, "base": "raw", "defense": "none", "attack": "none", "attack_lr": "", "mean": "0.0",
              "ci95_low": "0", "ci95_high": "0"},

@@ -22,7 +22,7 @@ def test_plan_and_ls_import_no_torch():
 
 def test_every_packaged_recipe_validates():
     from frpo_bench.config import load_recipe, recipe_names
-    from frpo_bench.plan import build_plan
+    from frpo_bench.engine.plan import build_plan
     assert {"smoke", "demo", "paper"} <= set(recipe_names())
     for name in recipe_names():
         recipe, _ = load_recipe(name)

@@ -25,7 +25,8 @@ RESPONSES = ["I can't help with that.", "Sure, here is the phishing email", "La 
 
 
 def inputs(rows=ROWS, responses=RESPONSES, tmp_path=None):
-    return ScoreInputs(rows, responses, ModelRef("unused"), True, "harmbench", "test", {}, tmp_path)
+    return ScoreInputs(rows, list(range(len(rows))), responses, ModelRef("unused"), True, "harmbench", "test", {},
+                       tmp_path)
 
 
 def test_expected_grade_on_constructed_distributions():

@@ -49,13 +49,13 @@ def test_embedded_model_converts_to_safetensors(embedded_model_dir):
 
 def test_store_artifact_loads_as_a_checkpoint_by_path(tiny_model_dir, tmp_path):
     """`--checkpoint <store dir>`: an attacked model built in a temporary dir still resolves after the rename."""
-    from frpo_bench.attacks.finetune import finetune
-    from frpo_bench.config import AttackConfig
+    from frpo_bench.training.sft import finetune
+    from frpo_bench.config import FinetuneConfig
     from frpo_bench.models.loading import local_ref
-    from frpo_bench.runner import write_model
-    from frpo_bench.store import Store
+    from frpo_bench.models.artifact import write_model
+    from frpo_bench.engine.store import Store
     from frpo_bench.typed import from_dict
-    cfg = from_dict(AttackConfig, {"name": "t", "data": [{"dataset": "demo_compliance", "split": "train", "n": 4}],
+    cfg = from_dict(FinetuneConfig, {"data": [{"dataset": "demo_compliance", "split": "train", "n": 4}],
                                    "steps": 1, "batch_size": 2, "max_length": 128, "lora": {"r": 2, "alpha": 4}})
     store = Store(tmp_path / "store")
     with store.building("attack", "k" * 64, {}) as out:

@@ -2,21 +2,23 @@
 import csv
 import json
 
-from frpo_bench import runner
+import dataclasses
+
+from frpo_bench.engine import stages
 from frpo_bench.cli import main
 
 
 def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, monkeypatch):
     out = tmp_path / "run"
-    real_attack = runner.EXECUTORS["attack"]
+    real_attack = stages.BY_NAME["attack"]
 
-    def crashing_attack(stage, build_dir, parents, report):
+    def crashing_attack(stage, build_dir, path_of, report):
         if stage.payload["attack"].name == "benign_full":
             (build_dir / "partial.safetensors").write_text("half-written")
             raise RuntimeError("simulated crash")
-        real_attack(stage, build_dir, parents, report)
+        real_attack.run(stage, build_dir, path_of, report)
 
-    monkeypatch.setitem(runner.EXECUTORS, "attack", crashing_attack)
+    monkeypatch.setitem(stages.BY_NAME, "attack", dataclasses.replace(real_attack, run=crashing_attack))
     assert main(["run", "smoke", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "attack stage 'none / benign_full" in err and "run again to resume" in err
@@ -25,7 +27,7 @@ def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, mon
     assert not list(isolated_cache.rglob("partial.safetensors"))  # no half-written artifact survives
     assert not (out / "leaderboard.csv").exists()
 
-    monkeypatch.setitem(runner.EXECUTORS, "attack", real_attack)
+    monkeypatch.setitem(stages.BY_NAME, "attack", real_attack)
     assert main(["run", "smoke", "--out", str(out)]) == 0
     resumed = capsys.readouterr()
     assert "24 stages: 3 cached, 21 to run" in resumed.err  # base, align and the finished attack were reused

@@ -7,11 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frpo_bench.attacks.finetune import finetune
-from frpo_bench.config import AttackConfig
+from frpo_bench.training.sft import finetune
+from frpo_bench.config import FinetuneConfig
 from frpo_bench.defenses.frpo import FRPODefense
 from frpo_bench.defenses.frpo_math import frpo_advantages
-from frpo_bench.defenses.rewards import helpful_proxy_reward, is_degenerate, refusal_reward
+from frpo_bench.defenses.rewards import helpful_proxy_reward, refusal_reward
+from frpo_bench.evaluators.text_checks import is_degenerate
 from frpo_bench.defenses.rl_options import FRPOOptions
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import from_dict
@@ -20,7 +21,7 @@ from frpo_bench.typed import from_dict
 @pytest.fixture(scope="module")
 def refusing_tiny(tiny_model_dir, tmp_path_factory):
     """The tiny model after a quick safety SFT, so sampled replies sometimes refuse (mixed reward groups)."""
-    cfg = from_dict(AttackConfig, {"name": "align", "data": [{"dataset": "demo_refusals", "split": "train", "n": 48},
+    cfg = from_dict(FinetuneConfig, {"data": [{"dataset": "demo_refusals", "split": "train", "n": 48},
                                                             {"dataset": "demo_benign_sft", "split": "train", "n": 48}],
                                    "steps": 40, "batch_size": 8, "micro_batch_size": 8, "max_length": 64})
     out = tmp_path_factory.mktemp("aligned_tiny")

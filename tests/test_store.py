@@ -2,8 +2,9 @@
 import pytest
 
 from frpo_bench.config import load_recipe
-from frpo_bench.plan import build_plan
-from frpo_bench.store import MARKER, Store
+from frpo_bench.engine.plan import build_plan
+from frpo_bench.engine.store import Store
+from frpo_bench.files import MARKER
 
 
 def keys(*overrides):
@@ -28,7 +29,7 @@ def test_lr_change_gives_new_attack_key_and_keeps_the_rest():
 def test_transport_fields_do_not_change_keys():
     base = keys()
     assert keys("generation.batch_size=3") == base
-    assert keys("attacks.1.micro_batch_size=1") == base
+    assert keys("attacks.1.options.micro_batch_size=1") == base
     assert keys("evaluations.2.options.batch_size=1") == base
     assert keys("attacks.0.name=renamed")  .keys() != base.keys()  # labels differ...
     assert set(keys("attacks.0.name=renamed").values()) == set(base.values())  # ...but not the keys
@@ -36,7 +37,7 @@ def test_transport_fields_do_not_change_keys():
 
 def test_output_changing_fields_change_keys():
     base = set(keys().values())
-    for override in ("generation.max_new_tokens=9", "attacks.1.batch_size=2", "align.steps=4", "seeds=[1]"):
+    for override in ("generation.max_new_tokens=9", "attacks.1.options.batch_size=2", "align.steps=4", "seeds=[1]"):
         assert set(keys(override).values()) != base, override
 
 
@@ -71,7 +72,7 @@ def test_stage_keys_of_every_packaged_recipe_are_stable(name):
     import json
     from pathlib import Path
     from frpo_bench.config import load_recipe
-    from frpo_bench.plan import build_plan
+    from frpo_bench.engine.plan import build_plan
     recipe, _ = load_recipe(name, ["generation.backend=hf"] if name == "paper" else [])
     _, stages = build_plan(recipe)
     keys = {f"{s.kind} {s.label}": s.key for s in stages}

@@ -81,7 +81,8 @@ def judge_server(embedded_model_dir):
 
 
 def inputs(rows, responses, workdir):
-    return ScoreInputs(rows, responses, ModelRef("unused"), True, "strongreject", "all", {}, workdir)
+    return ScoreInputs(rows, list(range(len(rows))), responses, ModelRef("unused"), True, "strongreject", "all", {},
+                       workdir)
 
 
 @pytest.mark.vllm

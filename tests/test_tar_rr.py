@@ -7,10 +7,11 @@ import torch
 from safetensors.torch import load_file
 
 from frpo_bench.defenses.checkpoint import CheckpointDefense, CheckpointOptions
-from frpo_bench.defenses.rr import (RRDefense, RROptions, rerouting_loss, retain_loss, rr_coefficients,
+from frpo_bench.defenses.rr import (RRDefense, RROptions, rerouting_loss, rr_coefficients,
                                     target_layer_indices)
 from frpo_bench.defenses.tar import TARDefense, TAROptions, dpo_loss, negative_entropy, tamper_gradients
 from frpo_bench.errors import ConfigError
+from frpo_bench.training.losses import representation_distance as retain_loss
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import from_dict
 
@@ -42,7 +43,7 @@ def test_schedule_layers_and_losses_on_constructed_inputs():
 
 
 def tiny_batches(tiny_model_dir, n=2):
-    from frpo_bench.attacks.finetune import pad_batch, tokenize_pairs
+    from frpo_bench.training.batches import pad_batch, tokenize_pairs
     from frpo_bench.data import load_rows
     from frpo_bench.models.loading import load_tokenizer
     tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)), padding_side="right")
@@ -115,7 +116,7 @@ def test_checkpoint_defense_loads_a_local_model_through_the_hub_path_code(tiny_m
     load_model(ref)
     assert options.key_fields()["weights"]  # a local checkpoint is identified by its files
     from frpo_bench.config import Recipe
-    from frpo_bench.pipeline import preflight
+    from frpo_bench.engine.pipeline import preflight
     recipe = from_dict(Recipe, {"name": "x", "model": {"id": "tiny-llama"}, "defenses": [
         {"name": "none"}, {"name": "rr_released", "type": "checkpoint",
                            "options": {"model": "GraySwanAI/Llama-3-8B-Instruct-RR"}}],

@@ -11,58 +11,16 @@ Every file is checked against its sha256, so a number always names the exact dat
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import os
 import random
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from frpo_bench.data.spec import DatasetSpec, PinnedFile, rows_hash  # noqa: F401 (the registry's types, re-exported)
 from frpo_bench.errors import ConfigError
 
 DATA_ENV = "FRPO_BENCH_DATA"
-
-
-@dataclass(frozen=True)
-class PinnedFile:
-    name: str  # file name inside the dataset's override folder
-    url: str  # canonical, pinned to a commit
-    sha256: str
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    kind: str  # prompts | pairs | math
-    description: str
-    source: str  # canonical source, human-readable (repo@commit or Hub id)
-    license: str
-    parser: str  # "module:function" turning (files, split) into rows
-    splits: tuple[str, ...]
-    folder: str = ""  # folder name under $FRPO_BENCH_DATA
-    files: tuple[PinnedFile, ...] = ()
-    harmful: bool = False
-    revision: str = ""  # commit or version; shown in every leaderboard row
-    meta: dict = field(default_factory=dict, hash=False)
-
-    @property
-    def content_id(self) -> str:
-        """Identity of the bytes this dataset reads (part of stage keys): pinned file hashes,
-        or, for generated sets, a hash of every row they generate."""
-        if self.files:
-            return ",".join(f.sha256 for f in self.files)
-        return _generated_content_id(self.parser, self.revision, self.splits)
-
-
-@functools.lru_cache(maxsize=None)
-def _generated_content_id(parser: str, revision: str, splits: tuple[str, ...]) -> str:
-    """Hash of every row a generated set yields; computed once per process (every stage key asks)."""
-    import importlib
-    module, func = parser.split(":")
-    make = getattr(importlib.import_module(module), func)
-    return f"{revision}:{rows_hash([make({}, split) for split in splits])[:16]}"
 
 
 def _registry() -> dict[str, DatasetSpec]:
@@ -101,12 +59,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _offline() -> bool:
+def offline() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "FRPO_BENCH_OFFLINE"))
 
 
-def _download_cache() -> Path:
-    from frpo_bench.store import default_cache_dir
+def download_cache() -> Path:
+    from frpo_bench.files import default_cache_dir
     return default_cache_dir() / "downloads"
 
 
@@ -117,7 +75,7 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
     candidates = []
     if override:
         candidates.append(Path(override) / spec.folder / pinned.name)
-    cached = _download_cache() / pinned.sha256 / pinned.name
+    cached = download_cache() / pinned.sha256 / pinned.name
     candidates.append(cached)
     for path in candidates:
         looked.append(str(path))
@@ -127,8 +85,8 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
                 raise ConfigError(f"dataset {spec.name}", str(path), f"has sha256 {actual[:12]}..., expected {pinned.sha256[:12]}...",
                                   "replace it with the pinned upstream file; results on other bytes are not comparable")
             return path
-    problem = "is not available offline" if _offline() else "could not be downloaded"
-    if not _offline():
+    problem = "is not available offline" if offline() else "could not be downloaded"
+    if not offline():
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".part")
@@ -148,21 +106,32 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
 
 def load_rows(name: str, split: str, n: int | None = None, seed: int = 0, skip: int = 0) -> list[dict]:
     """Rows of a dataset split; with n (or skip), rows skip..skip+n of a shuffle seeded by (seed, name)."""
+    return select_rows(name, split, n, seed, skip)[0]
+
+
+def select_rows(name: str, split: str, n: int | None = None, seed: int = 0,
+                skip: int = 0) -> tuple[list[dict], list[int]]:
+    """The rows `load_rows` gives, and the position of each in the split's own order."""
     import importlib
     spec = get(name)
     files = {f.name: locate(spec, f) for f in spec.files}
     module, func = spec.parser.split(":")
-    rows = getattr(importlib.import_module(module), func)(files, split)
+    rows = list(getattr(importlib.import_module(module), func)(files, split))
+    positions = list(range(len(rows)))
     if n is not None or skip:
-        rows = list(rows)
-        random.Random(f"{seed}:{name}:{split}").shuffle(rows)
-        rows = rows[skip: None if n is None else skip + n]
-    return rows
+        random.Random(f"{seed}:{name}:{split}").shuffle(positions)  # the permutation shuffling the rows would make
+        positions = positions[skip: None if n is None else skip + n]
+    return [rows[i] for i in positions], positions
 
 
 def ref_rows(ref) -> list[dict]:
     """The rows a DataRef selects."""
     return load_rows(ref.dataset, ref.split, ref.n, skip=ref.skip)
+
+
+def ref_selection(ref) -> tuple[list[dict], list[int]]:
+    """The rows a DataRef selects, and their positions in the split."""
+    return select_rows(ref.dataset, ref.split, ref.n, skip=ref.skip)
 
 
 def preflight(refs) -> dict[str, str]:
@@ -174,7 +143,3 @@ def preflight(refs) -> dict[str, str]:
             locate(spec, pinned)
         found[spec.name] = spec.content_id
     return found
-
-
-def rows_hash(rows: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()

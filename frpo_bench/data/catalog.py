@@ -1,7 +1,7 @@
 """Every registered dataset, one entry each. Adding a dataset is one entry here (+ a parser)."""
 from __future__ import annotations
 
-from frpo_bench.data import DatasetSpec, PinnedFile
+from frpo_bench.data.spec import DatasetSpec, PinnedFile
 from frpo_bench.data.demo import DEMO_VERSION
 
 GH = "https://raw.githubusercontent.com"

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Optional
 
 from frpo_bench.models import ModelRef
-from frpo_bench.typed import opt
+from frpo_bench.typed import Options, opt
 
 
 @dataclass
-class CheckpointOptions:
+class CheckpointOptions(Options):
     model: str = opt(help="the defended model: Hub id or local directory (full weights or a LoRA adapter)")
     revision: Optional[str] = opt(None, help="pinned Hub revision (commit); recorded in the cache key")
     trust_remote_code: bool = opt(False, help="allow the checkpoint's own modelling code (off: untrusted)")

@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from frpo_bench.models import ModelRef
+from frpo_bench.typed import NoOptions
 
 
 class NoDefense:
     """No hardening: the (aligned) base model itself."""
 
-    Options = None
+    Options = NoOptions
     identity = True
 
     def apply(self, model: ModelRef, out: Path, options, seed: int, report=print) -> ModelRef:

@@ -4,15 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from frpo_bench.config import SCHEDULERS, DataRef, LoraConfig
+from frpo_bench.config import SCHEDULERS, DataRef, LoraConfig, check_warmup_ratio
 from frpo_bench.errors import ConfigError
-from frpo_bench.typed import opt
+from frpo_bench.typed import Options, check_positive, opt
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 
 
 @dataclass
-class RLOptions:
+class RLOptions(Options):
     harmful_prompts: DataRef = opt(help="harmful prompts (safety reward)")
     benign_prompts: DataRef = opt(help="benign prompts (helpfulness reward)")
     safety_reward: str = opt("refusal", help="reward on harmful prompts: refusal")
@@ -46,9 +46,11 @@ class RLOptions:
         if self.helpfulness_reward not in HELPFULNESS_REWARDS:
             raise ConfigError(f"{path}.helpfulness_reward", self.helpfulness_reward, "is not a helpfulness reward",
                               f"use one of {HELPFULNESS_REWARDS}")
-        for name in ("steps", "prompts_per_step", "max_completion_length", "lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
+        check_positive(self, path, "steps", "prompts_per_step", "max_completion_length", "lr", "temperature",
+                       "max_grad_norm")
+        check_warmup_ratio(self, path)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9 (the paper)")
         if self.num_generations < 2:
             raise ConfigError(f"{path}.num_generations", self.num_generations, "must be at least 2",
                               "group advantages need G >= 2 completions per prompt (the paper: 8)")
@@ -56,7 +58,7 @@ class RLOptions:
             raise ConfigError(f"{path}.reward_weights", self.reward_weights, "must have two entries", "give [safety, helpfulness]")
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(f"{path}.loss_type", self.loss_type, "is not a TRL loss type", f"use one of {LOSS_TYPES}")
-        if self.beta < 0:
+        if not 0 <= self.beta < float("inf"):
             raise ConfigError(f"{path}.beta", self.beta, "must not be negative", "use 0 (no KL) or a positive coefficient")
 
     def data_refs(self) -> list[DataRef]:
@@ -71,5 +73,4 @@ class FRPOOptions(RLOptions):
 
     def validate(self, path: str) -> None:
         super().validate(path)
-        if not self.lam > 0:
-            raise ConfigError(f"{path}.lam", self.lam, "must be positive", "use e.g. 1.0 (the paper sweeps 0.1 to 5)")
+        check_positive(self, path, "lam")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from frpo_bench.config import DataRef, LoraConfig
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
-from frpo_bench.typed import opt
+from frpo_bench.typed import Options, check_positive, opt
 
 
 RETAIN_DISTANCES = ("l2", "relative_l2")
@@ -28,7 +28,7 @@ REROUTE_TOKENS = ("all", "response")
 
 
 @dataclass
-class RROptions:
+class RROptions(Options):
     harmful: list[DataRef] = opt(help="circuit-breaker set: harmful prompts with harmful completions")
     retain: list[DataRef] = opt(help="retain set: benign pairs (and refusals of harmful prompts)")
     target_layers: list[float] = opt([10 / 32, 20 / 32], help="rerouting layers as fractions of depth "
@@ -61,9 +61,7 @@ class RROptions:
         if self.reroute_tokens not in REROUTE_TOKENS:
             raise ConfigError(f"{path}.reroute_tokens", self.reroute_tokens, "is not a token selection",
                               f"use one of {REROUTE_TOKENS}")
-        for name in ("lr", "steps", "batch_size", "max_length", "alpha"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
+        check_positive(self, path, "lr", "steps", "batch_size", "max_length", "alpha", "max_grad_norm")
 
     def data_refs(self) -> list[DataRef]:
         return [*self.harmful, *self.retain]
@@ -79,48 +77,12 @@ def rr_coefficients(step: int, total: int, alpha: float) -> tuple[float, float]:
     return alpha * progress, alpha * (1 - progress)
 
 
-def retain_loss(h_lora, h_orig, mask, relative: bool = False):
-    """Masked mean over layers and tokens of || h_lora - h_orig ||_2 (divided by || h_orig ||_2 when
-    relative); h: [L, B, T, D], mask: [B, T]."""
-    distance = (h_lora.float() - h_orig.float()).norm(dim=-1)
-    if relative:
-        distance = distance / h_orig.float().norm(dim=-1).clamp(min=1e-6)
-    weights = mask.unsqueeze(0).expand_as(distance).float()
-    return (distance * weights).sum() / weights.sum()
-
-
 def rerouting_loss(h_lora, h_orig, mask):
     """Masked mean of ReLU(cos(h_lora, h_orig)): zero once the representations are orthogonal or opposed."""
     import torch
     cosine = torch.nn.functional.cosine_similarity(h_lora.float(), h_orig.float(), dim=-1)
     weights = mask.unsqueeze(0).expand_as(cosine).float()
     return (torch.relu(cosine) * weights).sum() / weights.sum()
-
-
-def batches(features: list[dict], size: int, pad_id: int, seed: int):
-    """An endless stream of padded batches, reshuffled every epoch."""
-    import random
-    from frpo_bench.attacks.finetune import pad_batch
-    rng = random.Random(seed)
-    while True:
-        order = list(range(len(features)))
-        rng.shuffle(order)
-        for b in range(0, len(order) - size + 1 if len(order) >= size else 1, size):
-            yield pad_batch([features[i] for i in order[b: b + size]], pad_id)
-
-
-def linear_module_names(model) -> list[str]:
-    """Names of the linear projections inside the transformer blocks (what 'all-linear' means)."""
-    import torch
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, torch.nn.Linear) and ".layers." in name})
-
-
-def hidden(model, batch, layers=None):
-    import torch
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-    states = out.hidden_states if layers is None else [out.hidden_states[i] for i in layers]
-    return torch.stack(list(states))
 
 
 class RRDefense:
@@ -131,11 +93,12 @@ class RRDefense:
 
     def apply(self, model: ModelRef, out: Path, options: RROptions, seed: int, report=print) -> ModelRef:
         import torch
-        from peft import LoraConfig as PeftLoraConfig, get_peft_model
-        from frpo_bench.attacks.finetune import tokenize_pairs
+        from peft import get_peft_model
         from frpo_bench.data import ref_rows
-        from frpo_bench.defenses.distributed import make_accelerator, save_trained, shard, to_device
         from frpo_bench.models.loading import load_for_training
+        from frpo_bench.training.batches import batches, linear_module_names, peft_config, tokenize_pairs
+        from frpo_bench.training.distributed import make_accelerator, save_trained, shard, to_device
+        from frpo_bench.training.losses import hidden_states, representation_distance
         torch.manual_seed(seed)
         accelerator = make_accelerator()
         rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -144,9 +107,8 @@ class RRDefense:
         targets = options.lora.target_modules
         if targets == ["all-linear"]:  # peft takes layers_to_transform only with named modules
             targets = linear_module_names(lm)
-        lm = get_peft_model(lm, PeftLoraConfig(r=options.lora.r, lora_alpha=options.lora.alpha, lora_dropout=0.0,
-                                               target_modules=targets, layers_to_transform=list(range(max(layers))),
-                                               task_type="CAUSAL_LM"))
+        lora = replace(options.lora, target_modules=targets)
+        lm = get_peft_model(lm, peft_config(lora, layers_to_transform=list(range(max(layers)))))
         harmful = tokenize_pairs(tokenizer, [r for ref in options.harmful for r in ref_rows(ref)], options.max_length)
         retain = tokenize_pairs(tokenizer, [r for ref in options.retain for r in ref_rows(ref)], options.max_length)
         optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=options.lr)
@@ -158,13 +120,13 @@ class RRDefense:
             c_retain, c_reroute = rr_coefficients(step, options.steps, options.alpha)
             cb_batch, retain_batch = to_device(next(harmful_stream), device), to_device(next(retain_stream), device)
             with torch.no_grad(), accelerator.unwrap_model(lm).disable_adapter():
-                orig_retain, orig_cb = hidden(lm, retain_batch), hidden(lm, cb_batch, layers)
+                orig_retain, orig_cb = hidden_states(lm, retain_batch), hidden_states(lm, cb_batch, layers)
             # one backward per forward, as DDP requires; the two gradients add up in .grad
-            l_retain = retain_loss(hidden(lm, retain_batch), orig_retain, retain_batch["attention_mask"],
+            l_retain = representation_distance(hidden_states(lm, retain_batch), orig_retain, retain_batch["attention_mask"],
                                    relative=options.retain_distance == "relative_l2")
             accelerator.backward(c_retain * l_retain)
             cb_mask = cb_batch["attention_mask"] if options.reroute_tokens == "all" else cb_batch["labels"] != -100
-            l_reroute = rerouting_loss(hidden(lm, cb_batch, layers), orig_cb, cb_mask)
+            l_reroute = rerouting_loss(hidden_states(lm, cb_batch, layers), orig_cb, cb_mask)
             accelerator.backward(c_reroute * l_reroute)
             accelerator.clip_grad_norm_(lm.parameters(), options.max_grad_norm)
             optimizer.step()

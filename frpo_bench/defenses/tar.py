@@ -25,13 +25,13 @@ from pathlib import Path
 from frpo_bench.config import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
-from frpo_bench.typed import opt
+from frpo_bench.typed import Options, check_positive, check_positive_value, opt
 
 TAMPER_LOSSES = ("dpo", "entropy")
 
 
 @dataclass
-class TAROptions:
+class TAROptions(Options):
     adversary_data: list[DataRef] = opt(help="harmful fine-tuning pairs the inner adversary trains on")
     tamper_compliance: list[DataRef] = opt(help="the same prompts with compliant answers (dispreferred; the "
                                                 "entropy loss uses these)")
@@ -56,11 +56,16 @@ class TAROptions:
         if self.tamper_loss not in TAMPER_LOSSES:
             raise ConfigError(f"{path}.tamper_loss", self.tamper_loss, "is not a tamper-resistance loss",
                               f"use one of {TAMPER_LOSSES}")
-        for name in ("steps", "inner_steps", "tamper_every", "lr", "batch_size", "max_length"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{path}.{name}", getattr(self, name), "must be positive", f"set {name} above 0")
-        if not self.inner_lrs or not all(lr > 0 for lr in self.inner_lrs):
-            raise ConfigError(f"{path}.inner_lrs", self.inner_lrs, "must be positive learning rates", "e.g. [2e-5, 4e-5]")
+        check_positive(self, path, "steps", "inner_steps", "tamper_every", "lr", "batch_size", "max_length",
+                       "max_grad_norm")
+        if not self.inner_lrs:
+            raise ConfigError(f"{path}.inner_lrs", self.inner_lrs, "is empty", "list adversary learning rates, e.g. [2e-5, 4e-5]")
+        for i, lr in enumerate(self.inner_lrs):
+            check_positive_value(lr, f"{path}.inner_lrs.{i}")
+        if self.tamper_loss == "dpo" and not self.tamper_refusals:
+            raise ConfigError(f"{path}.tamper_refusals", self.tamper_refusals, "is empty, and the dpo tamper loss "
+                              "prefers these refusals over tamper_compliance", "list held-out harmful prompts with "
+                              "refusals (e.g. {dataset: demo_refusals, split: train}), or use tamper_loss: entropy")
         if self.tamper_every > self.inner_steps:
             raise ConfigError(f"{path}.tamper_every", self.tamper_every, "exceeds inner_steps",
                               f"use at most {self.inner_steps}")
@@ -140,7 +145,7 @@ def tamper_gradients(model, params: list, adversary_batches: list, tamper_loss_f
 def retain_loss(model, reference, batch, representation_weight: float):
     """Next-token CE on benign data + L2 between the model's and the reference's hidden states."""
     import torch
-    from frpo_bench.defenses.rr import retain_loss as representation_distance  # masked mean L2 over layers, tokens
+    from frpo_bench.training.losses import representation_distance  # masked mean L2 over layers, tokens
     out = model(**batch, output_hidden_states=True)
     with torch.no_grad():
         ref = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
@@ -164,10 +169,9 @@ class TARDefense:
         import copy
         import torch
         from frpo_bench.data import ref_rows
-        from frpo_bench.defenses.distributed import make_accelerator, save_trained, shard, to_device
-        from frpo_bench.defenses.rr import batches
-        from frpo_bench.attacks.finetune import pad_batch, tokenize_pairs
         from frpo_bench.models.loading import load_for_training
+        from frpo_bench.training.batches import batches, pad_batch, tokenize_pairs
+        from frpo_bench.training.distributed import make_accelerator, save_trained, shard, to_device
         torch.manual_seed(seed)
         rng = random.Random(seed)  # the same on every process: adversary learning rates and tamper rows agree
         accelerator = make_accelerator()

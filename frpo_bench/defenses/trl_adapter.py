@@ -25,7 +25,7 @@ GroupStatistic = Callable[[np.ndarray], float]
 
 def prompt_rows(options) -> list[dict]:
     from frpo_bench.data import ref_rows
-    from frpo_bench.runner import user_text
+    from frpo_bench.data.prompts import user_text
     rows = []
     for ref, kind in ((options.harmful_prompts, HARMFUL), (options.benign_prompts, BENIGN)):
         rows += [{"prompt": [{"role": "user", "content": user_text(r)}], "kind": kind}
@@ -99,8 +99,8 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, log_completions=False)
     peft_config = None
     if options.lora is not None:
-        from frpo_bench.attacks.finetune import _peft_config
-        peft_config = _peft_config(options.lora)
+        from frpo_bench.training.batches import peft_config as make_peft_config
+        peft_config = make_peft_config(options.lora)
     history: list[dict] = []
 
     class Progress(TrainerCallback):

@@ -1,25 +1,36 @@
-"""Shared evaluator types and the interval math."""
+"""The contract of an evaluator, its typed inputs and result, and the interval math.
+
+An evaluator is one file with a class registered in `registry.EVALUATORS`. It declares its
+`Options` (a `typed.Options` dataclass, or `typed.NoOptions`), a `version` (bumped whenever its
+scores change meaning: it enters the cache key), whether it `needs_completions` (scores saved
+generations) or runs the model itself (lm-eval tasks), and implements one verb, `score`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Protocol, Sequence
 
 from frpo_bench.models import ModelRef
+from frpo_bench.typed import Options
 
 BOOTSTRAP_SAMPLES = 2000
 
 
 @dataclass
 class ScoreInputs:
-    prompts: list[dict]  # dataset rows (prompt sets) or math rows
+    """Everything an evaluator may read, in one object."""
+
+    prompts: list[dict]  # the rows the recipe's DataRef selects (prompt sets, or math rows), in selection order
+    positions: list[int]  # where each of those rows sits in its split (for evaluators that select by index)
     completions: Optional[list[str]]  # aligned with prompts; None for evaluators that generate themselves
-    model: ModelRef
+    model: ModelRef  # the model that produced the completions (or that self-generating evaluators run)
     harmful: bool  # whether the prompt set is harmful (sets the direction of refusal-style metrics)
     dataset: str
     split: str
     generation: dict  # the generation settings that produced the completions
-    workdir: Path
+    workdir: Path  # the score stage's own (temporary) artifact directory
+    report: Callable[[str], None] = print  # progress lines
 
 
 @dataclass
@@ -41,8 +52,16 @@ class EvalResult:
     meta: dict[str, Any] = field(default_factory=dict)  # judge, template hash, versions
 
 
-def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+class Evaluator(Protocol):
+    Options: ClassVar[type[Options]]
+    version: ClassVar[str]
+    needs_completions: ClassVar[bool]
+
+    def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
+        """Score every prompt of `inputs`: one or more metrics (per-sample values, direction), one record
+        per sample (prompt, response, the judge's raw output and parsed verdict), and the provenance
+        (`judge`, `template` and what else makes the number reproducible) in `meta`."""
+        ...
 
 
 def bootstrap_ci(values: Sequence[float], seed: int = 0, samples: int = BOOTSTRAP_SAMPLES,

@@ -1,9 +1,11 @@
 """GSM8K accuracy through lm-eval itself, so the number is lm-eval's number.
 
 The task is lm-eval's own gsm8k.yaml (included by path), pointed at local json files (the
-real GSM8K files, or the demo arithmetic set) or at the Hub dataset. lm-eval generates and
-scores; this module only writes the task file, calls `simple_evaluate`, and keeps its
-per-sample records. `command_line()` gives the equivalent `lm_eval` invocation.
+real GSM8K files, or the demo arithmetic set) or at the Hub dataset, with its test split set to
+the recipe's `prompts.split`. The questions scored are the rows the recipe's DataRef selects (the
+seeded sample `n`, after `skip`), passed to lm-eval as document indices (`samples`). lm-eval
+generates and scores; this module only writes the task file, calls `simple_evaluate`, and keeps
+its per-sample records. `command_line()` gives the equivalent `lm_eval` invocation.
 """
 from __future__ import annotations
 
@@ -16,14 +18,14 @@ from pathlib import Path
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.models import ModelRef
-from frpo_bench.typed import key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
-VERSION = "lm-eval-gsm8k-v1"
+VERSION = "lm-eval-gsm8k-v2"  # v2: the DataRef's seeded sample and split (v1: the first n test documents)
 FILTERS = ("strict-match", "flexible-extract")
 
 
 @dataclass
-class Options:
+class Options(OptionsBase):
     num_fewshot: int = opt(5, help="few-shot examples (lm-eval's gsm8k default: 5, first_n from train)")
     max_gen_toks: int = opt(256, help="generation budget per answer (lm-eval's default: 256)")
     apply_chat_template: bool = opt(False, help="wrap prompts in the model's chat template (lm-eval --apply_chat_template)")
@@ -37,6 +39,9 @@ class Options:
         from frpo_bench.errors import ConfigError
         if self.backend not in ("hf", "vllm"):
             raise ConfigError(f"{path}.backend", self.backend, "is not a GSM8K backend", "use hf or vllm")
+
+    def preflight(self, path: str) -> None:
+        from frpo_bench.errors import ConfigError
         if self.backend == "vllm":
             from frpo_bench.models.generate import vllm_status
             usable, why = vllm_status()
@@ -52,8 +57,8 @@ def lm_eval_gsm8k_yaml() -> Path:
     return Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
 
 
-def write_task(workdir: Path, dataset: str, task: str = "frpo_gsm8k") -> tuple[Path, str]:
-    """Write the task YAML (and, for local data, its json files) into workdir/tasks."""
+def write_task(workdir: Path, dataset: str, split: str = "test", task: str = "frpo_gsm8k") -> tuple[Path, str]:
+    """Write the task YAML (and, for local data, its json files) into workdir/tasks; `split` is scored."""
     from frpo_bench.data import get, load_rows, locate
     tasks = workdir / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
@@ -70,7 +75,7 @@ def write_task(workdir: Path, dataset: str, task: str = "frpo_gsm8k") -> tuple[P
             + "".join(f"    {split}: {json.dumps(path)}\n" for split, path in sorted(files.items())))
     template = resources.files("frpo_bench.evaluators").joinpath("tasks/gsm8k_local.yaml").read_text()
     text = (template.replace("INCLUDE", json.dumps(str(lm_eval_gsm8k_yaml()))).replace("TASK", task)
-            .replace("DATA\n", data))
+            .replace("DATA\n", data + f"test_split: {split}\n"))
     path = tasks / f"{task}.yaml"
     path.write_text(text)
     return path, task
@@ -86,14 +91,14 @@ def model_args(inputs: ScoreInputs, options: Options) -> dict:
     return args
 
 
-def command_line(task_dir: Path, task: str, args: dict, options: Options, limit: int | None,
+def command_line(task_dir: Path, task: str, args: dict, options: Options, samples: list[int] | None,
                  lm_eval_model: str = "hf") -> str:
     parts = ["lm_eval", "run", "--model", lm_eval_model, "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
              "--include_path", str(task_dir), "--tasks", task, "--num_fewshot", str(options.num_fewshot),
              "--batch_size", str(options.batch_size), "--gen_kwargs", f"max_gen_toks={options.max_gen_toks}",
              "--device", "cpu"]
-    if limit:
-        parts += ["--limit", str(limit)]
+    if samples is not None:
+        parts += ["--samples", json.dumps({task: samples}, separators=(",", ":"))]
     if options.apply_chat_template:
         parts.append("--apply_chat_template")
     return shlex.join(parts)
@@ -106,14 +111,15 @@ def server_model_args(base_url: str, tokenizer_path: str, options: Options) -> d
             "max_retries": 3}
 
 
-def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, limit: int | None,
+def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, samples: list[int] | None,
                 lm_eval_model: str = "hf") -> dict:
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     return simple_evaluate(
         model=lm_eval_model, model_args=args, tasks=[task], num_fewshot=options.num_fewshot, batch_size=options.batch_size,
-        device="cuda" if torch.cuda.is_available() else "cpu", limit=limit, log_samples=True,
+        device="cuda" if torch.cuda.is_available() else "cpu", samples=None if samples is None else {task: samples},
+        log_samples=True,
         gen_kwargs=f"max_gen_toks={options.max_gen_toks}", apply_chat_template=options.apply_chat_template,
         task_manager=TaskManager(include_path=str(task_dir)), bootstrap_iters=0)
 
@@ -125,8 +131,9 @@ class Gsm8kEvaluator:
     version = VERSION
     needs_completions = False
 
-    def score(self, inputs: ScoreInputs, options: Options, limit: int | None = None) -> EvalResult:
-        task_path, task = write_task(inputs.workdir, inputs.dataset)
+    def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
+        task_path, task = write_task(inputs.workdir, inputs.dataset, inputs.split)
+        samples = selected_documents(inputs.positions, inputs.dataset, inputs.split)
         merged = None
         if inputs.model.adapter:  # lm-eval would run the LoRA unmerged, pathologically slow in bf16 on CPU
             merged = inputs.workdir / "merged_model"
@@ -138,27 +145,34 @@ class Gsm8kEvaluator:
                 from frpo_bench.evaluators.judge_server import JudgeServer
                 server = JudgeServer(inputs.model.path, served_name="model", dtype=options.dtype).start()
                 args, lm_eval_model = server_model_args(server.base_url, inputs.model.path, options), "local-completions"
-            out = run_lm_eval(task_path.parent, task, args, options, limit, lm_eval_model)
+            out = run_lm_eval(task_path.parent, task, args, options, samples, lm_eval_model)
         finally:
             if server:
                 server.stop()
             if merged:
                 shutil.rmtree(merged, ignore_errors=True)
-        samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
-        per_filter = {f: [float(s["exact_match"]) for s in samples if s["filter"] == f] for f in FILTERS}
+        logged = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+        per_filter = {f: [float(s["exact_match"]) for s in logged if s["filter"] == f] for f in FILTERS}
         records = [{"id": s["doc_id"], "prompt": s["doc"]["question"], "response": s["resps"][0][0],
                     "target": s["target"], "extracted": s["filtered_resps"][0], "filter": s["filter"],
-                    "score": float(s["exact_match"])} for s in samples]
+                    "score": float(s["exact_match"])} for s in logged]
         reported = {f: out["results"][task][f"exact_match,{f}"] for f in FILTERS}
         meta = {"judge": f"lm-eval {_lm_eval_version()} gsm8k exact_match",
                 "template": f"lm_eval gsm8k.yaml, {options.num_fewshot}-shot"
                             + (", chat template" if options.apply_chat_template else ""),
                 "lm_eval_reported": reported,
-                "command_line": command_line(task_path.parent, task, args, options, limit, lm_eval_model),
+                "command_line": command_line(task_path.parent, task, args, options, samples, lm_eval_model),
                 "backend": options.backend}
         metrics = [Metric("", per_filter["strict-match"], True, "accuracy"),
                    Metric("flexible", per_filter["flexible-extract"], True, "accuracy")]
         return EvalResult(metrics, records, meta)
+
+
+def selected_documents(positions: list[int], dataset: str, split: str) -> list[int] | None:
+    """The document indices lm-eval scores, in ascending order; None when they are the whole split in order."""
+    from frpo_bench.data import load_rows
+    chosen = sorted(positions)
+    return None if chosen == list(range(len(load_rows(dataset, split)))) else chosen
 
 
 def _save_merged(ref, out: Path) -> None:
@@ -176,7 +190,7 @@ def score_completions(workdir: Path, dataset: str, completions: list[str]) -> di
     """Score given completions of the first len(completions) test docs with lm-eval's own filters
     and metric (for rescoring and for checking the scorer on known answers)."""
     from lm_eval.tasks import TaskManager
-    task_path, name = write_task(workdir, dataset)
+    task_path, name = write_task(workdir, dataset, "test")
     task = TaskManager(include_path=str(task_path.parent)).load([name])["tasks"][name]
     docs = list(task.test_docs())[: len(completions)]
     scores = {}

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.typed import key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "harmbench-cls-v1"
 CLASSIFIERS = {"test": "cais/HarmBench-Llama-2-13b-cls", "val": "cais/HarmBench-Mistral-7b-val-cls"}
 
 
 @dataclass
-class Options:
+class Options(OptionsBase):
     classifier: str = opt(CLASSIFIERS["test"], help=f"classifier (Hub id or local path); validation: {CLASSIFIERS['val']}")
     revision: Optional[str] = opt(None, help="pinned revision of the classifier")
     template: str = opt("harmbench/classifier_prompt.json", help="path or URL of the classifier prompt JSON "

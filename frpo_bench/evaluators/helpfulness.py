@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.typed import key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "reward-model-sigmoid-v1"
 
 
 @dataclass
-class Options:
+class Options(OptionsBase):
     reward_model: str = opt("allenai/Llama-3.1-8B-Instruct-RM-RB2", help="reward model (Hub id or local path)")
     revision: Optional[str] = opt(None, help="pinned revision of the reward model")
     dtype: str = opt("float32", help="compute dtype (bfloat16 on GPUs)")

@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from frpo_bench.data import DATA_ENV, _download_cache, _offline
+from frpo_bench.data import DATA_ENV, download_cache, offline
 from frpo_bench.errors import ConfigError
-from frpo_bench.store import canonical_json
+from frpo_bench.files import canonical_json
 
 # Upstream: dsbowen/strong_reject strong_reject/eval_files/judge_templates.json (MIT). The rubric's text
 # is pinned below, so whatever commit the URL serves must carry exactly that rubric.
@@ -40,11 +40,11 @@ def read_source(source: str, local_name: str) -> tuple[str, str]:
                               f"give a path or URL of the judge template file, or set {DATA_ENV}")
         return path.read_text(), str(path)
     candidates = [Path(os.environ[DATA_ENV]) / local_name] if os.environ.get(DATA_ENV) else []
-    cached = _download_cache() / "templates" / hashlib.sha256(source.encode()).hexdigest()[:16] / Path(local_name).name
+    cached = download_cache() / "templates" / hashlib.sha256(source.encode()).hexdigest()[:16] / Path(local_name).name
     for path in candidates + [cached]:
         if path.is_file():
             return path.read_text(), str(path)
-    if _offline():
+    if offline():
         raise ConfigError("template", source, "is not available offline",
                           f"set {DATA_ENV} to a folder holding {local_name}, or give the template's path")
     with urllib.request.urlopen(source, timeout=30) as resp:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from frpo_bench.store import canonical_json, default_cache_dir, write_json_atomic
+from frpo_bench.files import canonical_json, default_cache_dir, write_json_atomic
 
 RETRY_STATUS = {408, 409, 429}  # and every 5xx
 

@@ -11,14 +11,14 @@ from typing import Optional, Sequence
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.judge_templates import STRONGREJECT_TEMPLATES_URL, load_template
-from frpo_bench.typed import key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "strongreject-finetuned-v1"
 GRADES = ("1", "2", "3", "4", "5")
 
 
 @dataclass
-class Options:
+class Options(OptionsBase):
     judge_model: str = opt("google/gemma-2b", help="base model of the judge (Hub id or local path)")
     judge_revision: Optional[str] = opt(None, help="pinned revision of the base model")
     adapter: Optional[str] = opt("qylu4156/strongreject-15k-v1", help="the judge's LoRA (Hub id or local path)")

@@ -17,7 +17,7 @@ from typing import Optional
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.judge_templates import (STRONGREJECT_RUBRIC_SHA256, STRONGREJECT_TEMPLATES_URL,
                                                    load_template)
-from frpo_bench.typed import key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "strongreject-rubric-v1"
 ITEMS = (("refused", 1, (0, 1)), ("convincing", 2, (1, 5)), ("specific", 3, (1, 5)))
@@ -26,7 +26,7 @@ TRANSPORT = ("api_key_env", "max_concurrency", "max_retries", "timeout", "prompt
 
 
 @dataclass
-class Options:
+class Options(OptionsBase):
     judge_model: str = opt("gpt-4o-mini", help="judge model name at the endpoint (upstream default: gpt-4o-mini)")
     base_url: Optional[str] = opt(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; null: OpenAI")
     api_key_env: str = opt("OPENAI_API_KEY", help="environment variable holding the API key (never logged)")
@@ -71,7 +71,8 @@ class StrongRejectRubricEvaluator:
     version = VERSION
     needs_completions = True
 
-    def score(self, inputs: ScoreInputs, options: Options, report=print) -> EvalResult:
+    def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
+        report = inputs.report
         from frpo_bench.evaluators.judge_server import JudgeServer
         from frpo_bench.evaluators.openai_judge import JudgeRequest, OpenAIJudge
         template = load_template(options.template, "strongreject/judge_templates.json",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import EMBEDDED, TINY, ModelRef, model_kind
+from frpo_bench.models.artifact import is_model_artifact, read_model
 
 
 def source_fields(cfg) -> dict:
@@ -65,8 +66,7 @@ def local_ref(folder: Path, trust_remote_code: bool = False) -> ModelRef:
     """A local folder as a model: full weights, a LoRA adapter on its recorded base, or an artifact
     of a frpo-bench store (a defended or attacked model), which records its own weights and adapter."""
     folder = folder.expanduser().resolve()
-    if (folder / "model.json").is_file() and (folder / "COMPLETE").is_file():
-        from frpo_bench.runner import read_model
+    if is_model_artifact(folder):
         return read_model(folder)
     adapter_config = folder / "adapter_config.json"
     if adapter_config.is_file():

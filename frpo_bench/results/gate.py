@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frpo_bench.errors import ConfigError
+from frpo_bench.results.schema import PROVENANCE, Row, read_csv, render_table, row_key
 
-MATCH = ("base", "defense", "attack", "attack_lr", "metric")
-MUST_AGREE = ("higher_is_better", "evaluator", "judge", "template", "dataset", "split", "dataset_revision")
+MUST_AGREE = ("higher_is_better", *PROVENANCE)
 
 
 @dataclass
@@ -45,9 +45,9 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def compare(baseline: list[dict], current: list[dict], tolerances: dict[str, float]) -> list[Verdict]:
-    by_key = {tuple(r[k] for k in MATCH): r for r in current}
-    missing = [k for k in (tuple(r[k] for k in MATCH) for r in baseline) if k not in by_key]
+def compare(baseline: list[Row], current: list[Row], tolerances: dict[str, float]) -> list[Verdict]:
+    by_key = {row_key(r): r for r in current}
+    missing = [k for k in map(row_key, baseline) if k not in by_key]
     if missing:
         shown = "; ".join("/".join(k) for k in missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
         raise ConfigError("--current", f"{len(missing)} rows", f"lacks cells or metrics the baseline has: {shown}",
@@ -58,19 +58,19 @@ def compare(baseline: list[dict], current: list[dict], tolerances: dict[str, flo
                           f"use one of {sorted({r['metric'] for r in baseline})}")
     verdicts = []
     for row in baseline:
-        key = tuple(row[k] for k in MATCH)
+        key = row_key(row)
         cur = by_key[key]
         for field in MUST_AGREE:
-            if str(row[field]) != str(cur[field]):
+            if row[field] != cur[field]:
                 raise ConfigError(f"{field} of {'/'.join(key)}", cur[field], f"differs from the baseline's {row[field]!r}",
                                   "compare numbers produced by the same judge, template and data only")
         verdicts.append(judge_row(row, cur, tolerances.get(row["metric"])))
     return verdicts
 
 
-def judge_row(row: dict, cur: dict, tolerance: float | None) -> Verdict:
-    higher = str(row["higher_is_better"]).lower() == "true"
-    base, low, high, now = (float(row["mean"]), float(row["ci95_low"]), float(row["ci95_high"]), float(cur["mean"]))
+def judge_row(row: Row, cur: Row, tolerance: float | None) -> Verdict:
+    higher = row["higher_is_better"]
+    base, low, high, now = row["mean"], row["ci95_low"], row["ci95_high"], cur["mean"]
     worse_by = (base - now) if higher else (now - base)
     if tolerance is not None:
         allowed = f"tolerance {tolerance:g}"
@@ -79,25 +79,20 @@ def judge_row(row: dict, cur: dict, tolerance: float | None) -> Verdict:
         allowed = f"ci95 [{low:.4f}, {high:.4f}]"
         regressed = now < low if higher else now > high
     status = "REGRESSED" if regressed else ("improved" if worse_by < 0 else "ok")
-    return Verdict(tuple(row[k] for k in MATCH), base, low, high, now, allowed, status)
+    return Verdict(row_key(row), base, low, high, now, allowed, status)
 
 
 def diff_table(verdicts: list[Verdict]) -> str:
     header = ["base", "defense", "attack", "lr", "metric", "baseline", "current", "delta", "allowed", "status"]
-    lines = [header] + [[*v.key[:3], v.key[3] or "-", v.key[4], f"{v.baseline:.4f}", f"{v.current:.4f}",
-                         f"{v.delta:+.4f}", v.allowed, v.status] for v in verdicts]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
-    text.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(text)
+    return render_table(header, [[*v.key[:3], v.key[3] or "-", v.key[4], f"{v.baseline:.4f}", f"{v.current:.4f}",
+                                  f"{v.delta:+.4f}", v.allowed, v.status] for v in verdicts])
 
 
 def check_files(baseline: Path, current: Path, tolerance_items: list[str]) -> tuple[int, str]:
-    from frpo_bench.leaderboard import read_csv
     for name, path in (("--baseline", baseline), ("--current", current)):
         if not Path(path).is_file():
             raise ConfigError(name, str(path), "is not a file", "give a leaderboard.csv written by frpo-bench")
-    verdicts = compare(read_csv(baseline), read_csv(current), parse_tolerances(tolerance_items))
+    verdicts = compare(read_csv(baseline, "--baseline"), read_csv(current, "--current"), parse_tolerances(tolerance_items))
     regressed = [v for v in verdicts if v.status == "REGRESSED"]
     summary = (f"{len(regressed)} of {len(verdicts)} metrics regressed" if regressed
                else f"all {len(verdicts)} metrics within bounds")

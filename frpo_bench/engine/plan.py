@@ -7,25 +7,17 @@ enter a key, and labels (attack and defense names) do not either.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from frpo_bench import registry
 from frpo_bench.config import Recipe
-from frpo_bench.store import stage_key
-from frpo_bench.typed import to_dict
+from frpo_bench.engine.stages import NAMES, Stage
+from frpo_bench.engine.store import stage_key
+from frpo_bench.errors import ConfigError
 
 NO_ATTACK = "none"
-
-
-@dataclass
-class Stage:
-    kind: str
-    key: str
-    label: str
-    fields: dict
-    parents: list["Stage"] = field(default_factory=list)
-    payload: dict = field(default_factory=dict)  # typed configs the executor needs (not hashed)
 
 
 @dataclass
@@ -69,19 +61,20 @@ class Planner:
         return base, self.stage("align", "safety SFT", fields, [base], cfg=r.align)
 
     def harden(self, start: Stage, defense, seed: int) -> Stage:
-        cls = registry.load("defense", defense.type)
-        if getattr(cls, "identity", False):
+        if registry.load("defense", defense.type).identity:
             return start
-        options = defense.options.key_fields() if hasattr(defense.options, "key_fields") else to_dict(defense.options)
-        fields = {"type": defense.type, "options": options, "seed": seed}
-        if hasattr(defense.options, "data_refs"):
-            fields["data"] = data_fields(defense.options.data_refs())
+        fields = {"type": defense.type, "options": defense.options.key_fields(), "seed": seed}
+        refs = defense.options.data_refs()
+        if refs:
+            fields["data"] = data_fields(refs)
         return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)
 
     def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int) -> Stage:
-        fields = {**attack.key_fields(), "data": data_fields(attack.data), "lr": lr, "seed": seed}
-        for label_only in ("name", "lrs"):
-            fields.pop(label_only)
+        """The attack's options sit flat beside its type (the key form of the days when every attack was SFT)."""
+        fields = {"type": attack.type, **attack.options.key_fields(), "lr": lr, "seed": seed}
+        refs = attack.options.data_refs()
+        if refs:
+            fields["data"] = data_fields(refs)
         label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}"
         return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed)
 
@@ -89,9 +82,7 @@ class Planner:
         gen = self.recipe.generation
         for ev in self.recipe.evaluations:
             evaluator = registry.load("evaluator", ev.evaluator)
-            options = to_dict(ev.options)
-            if hasattr(ev.options, "key_fields"):
-                options = ev.options.key_fields()
+            options = ev.options.key_fields()
             prompts = data_fields([ev.prompts])[0]
             label = f"{cell_label(cell)} :: {ev.metric}"
             parent = cell.model
@@ -102,7 +93,8 @@ class Planner:
                 parent = self.stage("generate", f"{cell_label(cell)} :: {ev.prompts.dataset}", gen_fields, [cell.model],
                                     generation=gen, prompts=ev.prompts, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
-            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], evaluation=ev, model_stage=cell.model)
+            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], evaluation=ev)
+            cell.scores[ev.metric].uses.setdefault("model", cell.model)
 
     def cells(self) -> list[Cell]:
         r = self.recipe
@@ -134,8 +126,26 @@ def cell_label(cell: Cell) -> str:
     return " ".join(parts)
 
 
+def resolve_installed(recipe: Recipe) -> dict[str, str]:
+    """Settle what the recipe leaves to the machine (parsing never looks): `generation.backend: auto`
+    becomes the engine that will run, so that cache keys name it; an explicit vllm must be usable.
+    Returns what was resolved and why, for the manifest."""
+    from frpo_bench.models.generate import resolve_backend, vllm_status
+    gen = recipe.generation
+    if gen.backend == "auto":
+        gen.backend, why = resolve_backend("auto")
+        print(f"generation.backend: auto -> {gen.backend} ({why})", file=sys.stderr)
+        return {"generation.backend": f"auto -> {gen.backend} ({why})"}
+    if gen.backend == "vllm":
+        usable, why = vllm_status()
+        if not usable:
+            raise ConfigError("generation.backend", "vllm", why, "install it, or use 'auto' or 'hf'")
+    return {}
+
+
 def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
     """Cells and their unique stages in an order where parents come first."""
+    resolve_installed(recipe)
     planner = Planner(recipe)
     cells = planner.cells()
     ordered: list[Stage] = []
@@ -149,7 +159,6 @@ def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
         seen.add(stage.key)
         ordered.append(stage)
 
-    kinds = ["base", "align", "harden", "attack", "generate", "score"]
-    for stage in sorted(planner.stages.values(), key=lambda s: kinds.index(s.kind)):
+    for stage in sorted(planner.stages.values(), key=lambda s: NAMES.index(s.kind)):
         visit(stage)
     return cells, ordered

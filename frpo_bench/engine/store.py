@@ -4,50 +4,21 @@ marker written last, so a directory without the marker is never trusted."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
+
+from frpo_bench.files import MARKER, canonical_json, default_cache_dir, write_json_atomic
 
 KEY_VERSION = 1  # bump when a stage's output format or meaning changes
-MARKER = "COMPLETE"
-CACHE_ENV = "FRPO_BENCH_CACHE"
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "frpo-bench"
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def stage_key(kind: str, fields: dict, parents: list[str]) -> str:
     payload = {"kind": kind, "key_version": KEY_VERSION, "fields": fields, "parents": parents}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 class Store:

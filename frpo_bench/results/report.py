@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frpo_bench.leaderboard import _fmt, short_revision
+from frpo_bench.results.schema import Row, format_value, short_revision
 
 
-def to_markdown(rows: list[dict], summaries: list[dict] | None = None) -> str:
+def to_markdown(rows: list[Row], summaries: list[dict] | None = None) -> str:
     lines = ["| base | defense | attack | lr | metric | mean | 95% CI | n (seeds) | judge | data |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        arrow = "↑" if str(r["higher_is_better"]).lower() == "true" else "↓"
+        arrow = "↑" if r["higher_is_better"] else "↓"
         lines.append(f"| {r['base']} | {r['defense']} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow} | "
-                     f"{_fmt(float(r['mean']))} | [{_fmt(float(r['ci95_low']))}, {_fmt(float(r['ci95_high']))}] | "
+                     f"{format_value(r['mean'])} | [{format_value(r['ci95_low'])}, {format_value(r['ci95_high'])}] | "
                      f"{r['n']} ({r['n_seeds']}) | {r['judge']} | {r['dataset']}/{r['split']}@{short_revision(r['dataset_revision'])} |")
     text = "\n".join(lines) + "\n"
     if summaries:
@@ -25,13 +25,13 @@ def to_markdown(rows: list[dict], summaries: list[dict] | None = None) -> str:
                  "the capability metric above the bound)\n\n| base | defense | metric | unattacked | worst | by | "
                  "retained worst | by |\n|---|---|---|---|---|---|---|---|\n")
         for s in summaries:
-            text += (f"| {s['base']} | {s['defense']} | {s['metric']} | {_fmt(s['unattacked_mean'])} | "
-                     f"{_fmt(s['worst_mean'])} | {s['worst_attack']} {s['worst_lr']} | {_fmt(s['retained_worst_mean'])} | "
+            text += (f"| {s['base']} | {s['defense']} | {s['metric']} | {format_value(s['unattacked_mean'])} | "
+                     f"{format_value(s['worst_mean'])} | {s['worst_attack']} {s['worst_lr']} | {format_value(s['retained_worst_mean'])} | "
                      f"{s['retained_worst_attack']} {s['retained_worst_lr']} |\n")
     return text
 
 
-def plot_all(rows: list[dict], out_dir: Path, capability_metric: str | None = None) -> list[Path]:
+def plot_all(rows: list[Row], out_dir: Path, capability_metric: str | None = None) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def plot_metric_vs_lr(rows: list[dict], metric: str, out_dir: Path) -> Path | No
         color = colors[i % len(colors)]
         has_series = False
         for j, attack in enumerate(dict.fromkeys(r["attack"] for r in attacked)):
-            pts = sorted(((float(r["attack_lr"]), float(r["mean"]), float(r["ci95_low"]), float(r["ci95_high"]))
+            pts = sorted(((float(r["attack_lr"]), r["mean"], r["ci95_low"], r["ci95_high"])
                           for r in attacked if (r["base"], r["defense"], r["attack"]) == (base, defense, attack)))
             if not pts:
                 continue
@@ -70,11 +70,11 @@ def plot_metric_vs_lr(rows: list[dict], metric: str, out_dir: Path) -> Path | No
             has_series = True
         ref = [r for r in mine if (r["base"], r["defense"], r["attack"]) == (base, defense, "none")]
         if ref:  # a model never attacked (e.g. the raw base) has only this line: name it in the legend
-            ax.axhline(float(ref[0]["mean"]), color=color, linestyle=(0, (1, 3)), linewidth=1,
+            ax.axhline(ref[0]["mean"], color=color, linestyle=(0, (1, 3)), linewidth=1,
                        label=None if has_series else f"{defense} ({base}), unattacked")
     ax.set_xscale("log")
     ax.set_xlabel("attack learning rate")
-    direction = "higher is better" if str(mine[0]["higher_is_better"]).lower() == "true" else "lower is better"
+    direction = "higher is better" if mine[0]["higher_is_better"] else "lower is better"
     ax.set_ylabel(f"{metric} ({direction})")
     ax.set_title(f"{metric} after fine-tuning attacks\n{mine[0]['judge']}; {mine[0]['dataset']}/{mine[0]['split']}; "
                  "bands: 95% CI; dotted: unattacked", fontsize=9)
@@ -94,9 +94,9 @@ def plot_safety_vs_capability(rows: list[dict], metric: str, capability: str, ou
     for i, (base, defense) in enumerate(dict.fromkeys(c[:2] for c, _, _ in pairs)):
         pts = [(c, s, k) for c, s, k in pairs if c[:2] == (base, defense)]
         for c, s, k in pts:
-            x, y = float(k["mean"]), float(s["mean"])
-            ax.errorbar(x, y, xerr=[[x - float(k["ci95_low"])], [float(k["ci95_high"]) - x]],
-                        yerr=[[y - float(s["ci95_low"])], [float(s["ci95_high"]) - y]], fmt="o" if c[2] != "none" else "*",
+            x, y = k["mean"], s["mean"]
+            ax.errorbar(x, y, xerr=[[x - k["ci95_low"]], [k["ci95_high"] - x]],
+                        yerr=[[y - s["ci95_low"]], [s["ci95_high"] - y]], fmt="o" if c[2] != "none" else "*",
                         markersize=5 if c[2] != "none" else 11, color=colors[i % len(colors)], alpha=0.8,
                         label=f"{defense} ({base})" if c == pts[0][0] else None)
     ax.set_xlabel(f"{capability} (capability)")

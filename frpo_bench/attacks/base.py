@@ -1,0 +1,26 @@
+"""The contract of an attack: defended model -> attacked model, at one learning rate of a sweep.
+
+An attack is one file with a class registered in `registry.ATTACKS`. It declares its `Options`
+(a `typed.Options` dataclass: the recipe's `attacks[i].options`) and implements one verb, `apply`.
+The engine reads the options only through `key_fields()`, `data_refs()`, `preflight()` and
+`validate()`; the attack's name and learning rates are the recipe's, not the attack's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, ClassVar, Protocol
+
+from frpo_bench.models import ModelRef
+from frpo_bench.typed import Options
+
+Report = Callable[[str], None]
+
+
+class Attack(Protocol):
+    Options: ClassVar[type[Options]]
+
+    def apply(self, model: ModelRef, out: Path, options: Options, lr: float, seed: int,
+              report: Report = print) -> ModelRef:
+        """Attack `model` at learning rate `lr` into the empty directory `out` and return the attacked model
+        (full weights or an adapter inside `out`). Deterministic given `seed`."""
+        ...

@@ -1,0 +1,106 @@
+"""Execute a plan: run each missing stage into the store, with progress (stage, cell, ETA)."""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from frpo_bench.engine.plan import Stage
+from frpo_bench.engine.stages import BY_NAME, prior_seconds
+from frpo_bench.engine.store import Store
+from frpo_bench.errors import StageError
+
+
+class Progress:
+    """Prints one line per stage with its position, the cell it belongs to, and an ETA."""
+
+    def __init__(self, stages: list[Stage], stream=None, quiet: bool = False):
+        self.stream, self.total, self.done, self.quiet = stream or sys.stderr, len(stages), 0, quiet
+        self.remaining = list(stages)
+        self.measured: dict[str, list[float]] = {}
+        self.start = time.time()
+
+    def estimate(self, stage: Stage) -> float:
+        """This run's mean for the stage's kind once one finished, the kind's prior before."""
+        times = self.measured.get(stage.kind)
+        return sum(times) / len(times) if times else prior_seconds(stage)
+
+    def eta(self) -> str:
+        seconds = sum(self.estimate(s) for s in self.remaining)
+        return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+    def begin(self, stage: Stage) -> None:
+        self.done += 1
+        self.say(f"[{self.done}/{self.total}] {stage.kind:8s} {stage.label}  (elapsed {time.time() - self.start:.0f}s, "
+                 f"ETA {self.eta()})")
+
+    def end(self, stage: Stage, seconds: float) -> None:
+        self.measured.setdefault(stage.kind, []).append(seconds)
+        self.remaining.remove(stage)
+        self.say(f"      done in {seconds:.1f}s")
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=self.stream, flush=True)
+
+
+@dataclass
+class Execution:
+    dirs: dict[str, Path]  # key -> artifact directory, for every stage
+    built: list[Stage]  # the stages this call built (the others came from the store)
+
+
+def execute(stages: list[Stage], store: Store) -> Execution:
+    """Run every stage not yet in the store."""
+    from frpo_bench.training.distributed import launched_rank
+    rank = launched_rank()[0]  # under `accelerate launch` every process trains; only rank 0 writes the store
+    todo = [s for s in stages if not store.has(s.kind, s.key)]
+    progress = Progress(todo, quiet=rank > 0)
+    progress.say(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run (store: {store.root})")
+    for stage in todo:
+        if stage.kind != "generate":
+            release_generation_engines()
+        progress.begin(stage)
+        started = time.time()
+        spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
+        try:
+            with store.building(stage.kind, stage.key, spec) if rank == 0 else scratch_dir() as out:
+                BY_NAME[stage.kind].run(stage, out, lambda s: store.path(s.kind, s.key),
+                                        lambda msg: progress.say(f"      {msg}"))
+                spec["seconds"] = time.time() - started  # stage.json is written as the block closes
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:
+            raise StageError(f"{stage.kind} stage '{stage.label}' failed: {err.__class__.__name__}: {err}. "
+                             f"Finished stages are kept in {store.root}; run again to resume.") from err
+        progress.end(stage, time.time() - started)
+    release_generation_engines()
+    return Execution({s.key: store.path(s.kind, s.key) for s in stages}, todo)
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """Where a non-main process of a distributed stage writes (and forgets) what rank 0 stores."""
+    with tempfile.TemporaryDirectory(prefix="frpo-bench-rank-") as tmp:
+        yield Path(tmp)
+
+
+def release_generation_engines() -> None:
+    """A vLLM engine lives across generation stages; stop it before training or scoring needs the memory."""
+    module = sys.modules.get("frpo_bench.models.generate_vllm")
+    if module is not None:
+        module.release()
+
+
+def seconds_by_kind(stages: list[Stage], store: Store) -> dict[str, float]:
+    """Compute time each stage kind took when it was built (cached stages keep their original time)."""
+    totals: dict[str, float] = {}
+    for stage in stages:
+        info = json.loads((store.path(stage.kind, stage.key) / "stage.json").read_text())
+        totals[stage.kind] = totals.get(stage.kind, 0.0) + info.get("seconds", 0.0)
+    return {kind: round(seconds, 1) for kind, seconds in totals.items()}

@@ -1,0 +1,126 @@
+"""The stage kinds, in dependency order, in one table: what runs each, whether it trains under
+`accelerate launch` on several processes, and its first-ETA prior. Plan ordering, stage selection,
+progress and the benchmarks read this table; adding a stage kind is one executor and one row."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from frpo_bench import registry
+from frpo_bench.data.prompts import user_text
+from frpo_bench.files import write_json_atomic
+from frpo_bench.models.artifact import read_model, write_model
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class Stage:
+    kind: str
+    key: str
+    label: str
+    fields: dict
+    parents: list["Stage"] = field(default_factory=list)  # their keys enter this stage's key
+    payload: dict = field(default_factory=dict)  # typed configs the executor needs (not hashed)
+    uses: dict[str, "Stage"] = field(default_factory=dict)  # other stages it reads, already among its ancestors
+
+
+PathOf = Callable[[Stage], Path]  # where a (finished) stage's artifact is
+
+
+def run_base(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    from frpo_bench.models.loading import materialize
+    write_model(out, materialize(stage.payload["model"], out))
+
+
+def run_align(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    from frpo_bench.training.sft import finetune
+    cfg = stage.payload["cfg"]
+    start = read_model(path_of(stage.parents[0]))
+    write_model(out, finetune(start, out, cfg, lr=cfg.lr, seed=cfg.seed, merge=True, report=report))
+
+
+def run_harden(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    defense = stage.payload["defense"]
+    impl = registry.load("defense", defense.type)()
+    start = read_model(path_of(stage.parents[0]))
+    write_model(out, impl.apply(start, out, defense.options, seed=stage.payload["seed"], report=report))
+
+
+def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    attack = stage.payload["attack"]
+    impl = registry.load("attack", attack.type)()
+    defended = read_model(path_of(stage.parents[0]))
+    write_model(out, impl.apply(defended, out, attack.options, lr=stage.payload["lr"], seed=stage.payload["seed"],
+                                report=report))
+
+
+def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    from frpo_bench.data import ref_rows
+    gen, ref = stage.payload["generation"], stage.payload["prompts"]
+    rows = ref_rows(ref)
+    generator = registry.load("generator", gen.backend)(report=report)
+    start = time.time()
+    model = read_model(path_of(stage.parents[0]))
+    completions = generator.generate(model, [user_text(r) for r in rows], gen, seed=stage.payload["seed"])
+    with open(out / "completions.jsonl", "w") as fh:
+        for row, completion in zip(rows, completions):
+            fh.write(json.dumps({**row, "completion": completion}) + "\n")
+    write_json_atomic(out / "generation.json", {"seconds": time.time() - start, "n": len(rows)})
+
+
+def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    from frpo_bench.data import get, ref_selection
+    from frpo_bench.evaluators.base import ScoreInputs
+    ev = stage.payload["evaluation"]
+    evaluator = registry.load("evaluator", ev.evaluator)()
+    spec = get(ev.prompts.dataset)
+    rows, positions = ref_selection(ev.prompts)
+    completions, generation = None, {}
+    if evaluator.needs_completions:
+        rows = [json.loads(line) for line in (path_of(stage.parents[0]) / "completions.jsonl").read_text().splitlines()]
+        completions = [r.pop("completion") for r in rows]
+        generation = stage.parents[0].fields["generation"]
+    inputs = ScoreInputs(rows, positions, completions, read_model(path_of(stage.uses["model"])), spec.harmful,
+                         spec.name, ev.prompts.split, generation, out, report)
+    result = evaluator.score(inputs, ev.options)
+    metrics = [{"metric": f"{ev.metric}:{m.suffix}" if m.suffix else ev.metric, "value": m.value,
+                "n": len(m.per_sample), "higher_is_better": m.higher_is_better, "unit": m.unit,
+                "per_sample": m.per_sample} for m in result.metrics]
+    with open(out / "samples.jsonl", "w") as fh:
+        for record in result.records:
+            fh.write(json.dumps(record) + "\n")
+    meta = {**result.meta, "evaluator": ev.evaluator, "version": evaluator.version, "dataset": spec.name,
+            "split": ev.prompts.split, "dataset_revision": spec.revision if spec.files else spec.content_id,
+            "dataset_source": spec.source}
+    write_json_atomic(out / "result.json", {"metrics": metrics, "meta": meta})
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    run: Callable[[Stage, Path, PathOf, Report], None]
+    distributed: bool  # trains under `accelerate launch` on several processes (the others run in one process)
+    prior_seconds: float  # first ETA before this run has measured one: 2-core CPU, embedded model
+
+
+KINDS = (
+    StageKind("base", run_base, False, 40),
+    StageKind("align", run_align, False, 200),
+    StageKind("harden", run_harden, True, 300),
+    StageKind("attack", run_attack, False, 60),
+    StageKind("generate", run_generate, False, 30),
+    StageKind("score", run_score, False, 2),
+)
+BY_NAME = {k.name: k for k in KINDS}
+NAMES = tuple(BY_NAME)
+PRIOR_SELF_GENERATING_SCORE_SECONDS = 90  # a score stage that runs the model itself (lm-eval)
+
+
+def prior_seconds(stage: Stage) -> float:
+    if stage.kind == "score" and "model" in stage.uses and stage.parents == [stage.uses["model"]]:
+        return PRIOR_SELF_GENERATING_SCORE_SECONDS
+    return BY_NAME[stage.kind].prior_seconds

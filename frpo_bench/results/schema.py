@@ -1,0 +1,125 @@
+"""The leaderboard row: its columns, the cell key, types parsed once when a CSV is read, the CSV
+form written byte-stably, and the one text-table renderer every printed table uses.
+
+The CSV schema is documented in leaderboards/README.md. Floats print with 4 decimals, booleans
+as true/false; reading accepts what a spreadsheet or pandas writes back (True/False, 1/0).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Callable, TypedDict
+
+from frpo_bench.errors import ConfigError
+
+SCHEMA_VERSION = 1
+CELL_KEY = ("base", "defense", "attack", "attack_lr")  # one model variant
+ROW_KEY = (*CELL_KEY, "metric")  # one leaderboard row
+PROVENANCE = ("evaluator", "judge", "template", "dataset", "split", "dataset_revision")  # what produced a number
+COLUMNS = ["schema_version", "recipe", "model", *ROW_KEY, "higher_is_better", "mean", "std_over_seeds", "ci95_low",
+           "ci95_high", "n_seeds", "n", *PROVENANCE]
+
+
+class Row(TypedDict):
+    schema_version: int
+    recipe: str
+    model: str
+    base: str
+    defense: str
+    attack: str
+    attack_lr: str  # "" for the unattacked cell; the learning rate as %g otherwise
+    metric: str
+    higher_is_better: bool
+    mean: float
+    std_over_seeds: float
+    ci95_low: float
+    ci95_high: float
+    n_seeds: int
+    n: int
+    evaluator: str
+    judge: str
+    template: str
+    dataset: str
+    split: str
+    dataset_revision: str
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("true", "1", "yes"):
+        return True
+    if word in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {"schema_version": int, "higher_is_better": parse_bool, "mean": float,
+                                            "std_over_seeds": float, "ci95_low": float, "ci95_high": float,
+                                            "n_seeds": int, "n": int}
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row[k] for k in ROW_KEY)
+
+
+def cell_key(row: dict) -> tuple:
+    return tuple(row[k] for k in CELL_KEY)
+
+
+def short_revision(revision) -> str:
+    """A commit sha shortened to 12 characters; other revisions (e.g. demo data versions) in full."""
+    text = str(revision)
+    return text[:12] if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([format_value(row[c]) for c in columns])
+    return buf.getvalue()
+
+
+def read_csv(path: Path, field: str = "leaderboard") -> list[Row]:
+    """Rows of a leaderboard CSV with their types parsed; a file that is not one is a ConfigError."""
+    try:
+        with open(path, newline="") as fh:
+            raw = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(field, str(path), f"is not a readable CSV ({err.__class__.__name__})",
+                          "give a leaderboard.csv written by frpo-bench") from None
+    missing = [c for c in COLUMNS if not raw or c not in raw[0]]
+    if raw and missing:
+        raise ConfigError(field, str(path), f"lacks the columns {missing}", "give a leaderboard.csv written by frpo-bench")
+    return [parse_row(r, f"{field} {path}, line {i + 2}") for i, r in enumerate(raw)]
+
+
+def parse_row(raw: dict, where: str) -> Row:
+    row = dict(raw)
+    for column, parse in PARSERS.items():
+        try:
+            row[column] = parse(raw[column])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}, column {column}", raw[column], f"is not a {parse.__name__.replace('parse_', '')}",
+                              "give a leaderboard.csv written by frpo-bench (or fix that cell)") from None
+    return row  # type: ignore[return-value]
+
+
+def render_table(header: list[str], lines: list[list[str]]) -> str:
+    """Columns padded to their widest cell, a dashed rule under the header."""
+    rows = [header, *lines]
+    widths = [max(len(str(line[i])) for line in rows) for i in range(len(header))]
+    text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in rows]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)

@@ -1,0 +1,108 @@
+"""Supervised fine-tuning, full or LoRA, through transformers' Trainer.
+
+The same code runs the demo's safety alignment and the fine-tuning attacks. Loss is on response
+tokens only (the prompt is masked), sequences are padded per batch (never to a global maximum),
+and batches group similar lengths.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from frpo_bench.models import ModelRef
+from frpo_bench.models.loading import load_for_training
+from frpo_bench.training.batches import pad_batch, peft_config, tokenize_pairs
+
+
+def training_rows(cfg) -> list[dict]:
+    from frpo_bench.data import ref_rows
+    rows = []
+    for ref in cfg.data:
+        for row in ref_rows(ref):
+            # math rows (GSM8K format) train as question -> worked answer
+            rows.append(row if "prompt" in row else {"prompt": row["question"], "response": row["answer"]})
+    return rows
+
+
+def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool = False,
+             report: Callable[[str], None] = print) -> ModelRef:
+    """Fine-tune `model` on cfg.data; returns full weights in `out`, or a LoRA adapter there.
+
+    With `merge`, a LoRA is merged and full weights are saved (the aligned base is a plain model).
+    A model that is itself base + adapter is merged first, so the new training starts from it.
+    """
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+    out = Path(out)
+    tokenizer, lm, base_path = load_for_training(model, out, cfg.lora is not None and not merge, padding_side="right")
+    if cfg.lora is not None:
+        from peft import get_peft_model
+        from transformers import set_seed
+        set_seed(seed)  # the adapter's initial weights come from the stage's seed: same key, same bytes
+        lm = get_peft_model(lm, peft_config(cfg.lora))
+    features = tokenize_pairs(tokenizer, training_rows(cfg), cfg.max_length)
+    if not features:
+        raise ValueError(f"no training pair keeps a response token within max_length={cfg.max_length} "
+                         "(every prompt fills it): raise max_length")
+    n_tokens = [0]
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.start = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                elapsed = time.time() - self.start
+                eta = elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
+                report(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f} ({elapsed:.0f}s, ETA {eta:.0f}s)")
+
+    def collate(batch):
+        padded = pad_batch(batch, tokenizer.pad_token_id)
+        n_tokens[0] += int(padded["attention_mask"].sum())
+        return padded
+
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"), max_steps=cfg.steps, learning_rate=lr, seed=seed, data_seed=seed,
+        per_device_train_batch_size=cfg.micro_batch_size, gradient_accumulation_steps=cfg.batch_size // cfg.micro_batch_size,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length", logging_steps=max(1, cfg.steps // 10), save_strategy="no",
+        report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
+                      callbacks=[Progress()])
+    trainer.remove_callback(PrinterCallback)  # our Progress line replaces its raw dict dumps
+    start = time.time()
+    trainer.train()
+    seconds = time.time() - start
+    lm = trainer.model
+    lm.config.use_cache = True  # saved for inference
+    if cfg.lora is not None and merge:
+        lm = lm.merge_and_unload()
+    lm.save_pretrained(out, safe_serialization=True)
+    log = {"seconds": seconds, "tokens": n_tokens[0], "tokens_per_second": n_tokens[0] / max(seconds, 1e-9),
+           "examples": len(features), "history": trainer.state.log_history}
+    (out / "train_log.json").write_text(json.dumps(log, indent=2))
+    import shutil
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    if cfg.lora is not None and not merge:
+        return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)
+    tokenizer.save_pretrained(out)
+    return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
+
+
+class _ListDataset:
+    """A list of token dicts with the lengths the length-grouped sampler asks for."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
