@@ -1,5 +1,7 @@
 """FRPO advantages: equal to the autograd gradient of the group objective, centred, shift-invariant,
-with the right large-lambda limits, the exact Bernoulli biases of DESIGN.md, and finite at small lambda."""
+with the right large-lambda limits, finite at small lambda, and with the estimators' exact biases for
+Bernoulli(0.5) rewards at lambda 1 (computed here by summing over the binomial outcomes: plug-in bias
+-Var(w)/(2 G E[w]^2) = O(1/G), jackknife O(1/G^2))."""
 import math
 
 import numpy as np
@@ -84,7 +86,13 @@ def test_finite_at_small_lambda(jackknife):
         assert math.isfinite(robust_objective(rewards, 0.05, jackknife))
 
 
-def test_grpo_advantages():
+def test_grpo_advantages_by_hand_and_as_trl_computes_them():
     r = [0.0, 1.0, 1.0, 0.0]
     assert np.allclose(grpo_advantages(r, scale_std=False), [-0.5, 0.5, 0.5, -0.5])
-    assert np.allclose(grpo_advantages(r), np.array([-0.5, 0.5, 0.5, -0.5]) / (np.std(r, ddof=1) + 1e-4))
+    # by hand: sample std of (0, 1, 1, 0) is sqrt(1/3) = 0.57735; 0.5 / (0.57735 + 1e-4) = 0.86588
+    assert np.allclose(grpo_advantages(r), [-0.86588, 0.86588, 0.86588, -0.86588], atol=1e-5)
+    # TRL's GRPOTrainer: (r - group mean) / (trl's nanstd of the group + 1e-4)
+    from trl.trainer.utils import nanstd
+    for rewards in ([0.0, 1.0, 1.0, 0.0], [0.2, 0.9, 0.4, 0.4, 0.1, 0.7, 1.0, 0.0]):
+        t = torch.tensor(rewards, dtype=torch.float64)
+        assert np.allclose(grpo_advantages(rewards), ((t - t.mean()) / (nanstd(t) + 1e-4)).numpy(), atol=1e-12)

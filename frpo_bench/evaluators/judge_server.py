@@ -85,9 +85,3 @@ class JudgeServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-    def __enter__(self) -> "JudgeServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
