@@ -65,3 +65,17 @@ def test_store_artifact_loads_as_a_checkpoint_by_path(tiny_model_dir, tmp_path):
     fields = source_fields(ModelConfig(id=str(store.path("attack", "k" * 64))))
     assert fields["adapter"] and fields["weights"]  # the base is part of the identity, not just the adapter
     load_model(ref)  # loads through the same code as any model
+
+
+def test_results_name_a_local_model_without_this_machines_path(tmp_path, tiny_model_dir):
+    from frpo_bench.files import MARKER
+    from frpo_bench.models import model_label
+    assert model_label("smollm2-135m-instruct") == "smollm2-135m-instruct"
+    assert model_label("mistralai/Mistral-7B-Instruct-v0.1") == "mistralai/Mistral-7B-Instruct-v0.1"
+    assert model_label(str(tiny_model_dir)) == tiny_model_dir.name
+    artifact = tmp_path / "store" / "harden" / "79a268e4e5f014b8ce19"
+    artifact.mkdir(parents=True)
+    for name in ("model.json", "stage.json", MARKER):
+        (artifact / name).write_text("{}")
+    assert model_label(str(artifact)) == "harden/79a268e4e5f014b8ce19"
+    assert str(tmp_path) not in model_label(str(artifact) + "/")

@@ -124,6 +124,7 @@ def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
 
 def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
     """One record per (cell, metric): the seed-level result, with its per-sample scores."""
+    from frpo_bench.models import model_label
     records = []
     for cell in cells:
         for stage in cell.scores.values():
@@ -131,7 +132,7 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
             meta = result["meta"]
             for m in result["metrics"]:
                 records.append({
-                    "recipe": recipe.name, "model": recipe.model.id, "base": cell.base, "defense": cell.defense,
+                    "recipe": recipe.name, "model": model_label(recipe.model.id), "base": cell.base, "defense": cell.defense,
                     "attack": cell.attack, "attack_lr": "" if cell.lr is None else f"{cell.lr:g}",
                     "seed": cell.seed, "metric": m["metric"], "higher_is_better": m["higher_is_better"],
                     "value": m["value"], "n": m["n"], "per_sample": m["per_sample"], "score_key": stage.key,

@@ -27,6 +27,18 @@ class ModelRef:
         return cls(**data)
 
 
+def model_label(model_id: str) -> str:
+    """How results name a starting model: Hub and embedded ids as given; a local directory by its name (a
+    model stored by frpo-bench as <stage kind>/<key prefix>), never by this machine's absolute path."""
+    from pathlib import Path
+    if model_kind(model_id) != "local":
+        return model_id
+    path = Path(model_id).expanduser().resolve()
+    if (path / "model.json").is_file() and (path / "stage.json").is_file():
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
 def model_kind(model_id: str) -> str:
     from pathlib import Path
     if model_id in EMBEDDED:
