@@ -104,3 +104,10 @@ def test_components_do_not_import_each_other():
     ties = [f"{src} -> {dst}" for src, targets in imports().items() if src in components
             for dst in targets if dst in components]
     assert not ties, ties
+
+
+def test_the_engine_reads_components_through_their_contracts_only():
+    """No probing: plan, stages, runner and pipeline call the contract, never hasattr/getattr."""
+    probing = [f"{path.name}:{i}" for path in (PACKAGE / "engine").glob("*.py")
+               for i, line in enumerate(path.read_text().splitlines(), 1) if "hasattr(" in line or "getattr(" in line]
+    assert not probing, probing

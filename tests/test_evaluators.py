@@ -40,6 +40,17 @@ def test_gsm8k_scores_known_completions_with_lm_evals_filters(tmp_path):
     assert scores["flexible-extract"] == [1.0, 1.0, 0.0, 1.0]
 
 
+def test_gsm8k_task_scores_the_asked_split_and_sample(tmp_path):
+    from frpo_bench.evaluators.gsm8k import selected_documents, write_task
+    path, _ = write_task(tmp_path, "demo_arithmetic", "train")
+    assert "test_split: train" in path.read_text()
+    from frpo_bench.data import select_rows
+    _, positions = select_rows("demo_arithmetic", "test", 5, skip=3)
+    assert selected_documents(positions, "demo_arithmetic", "test") == sorted(positions)
+    everything = select_rows("demo_arithmetic", "test")[1]
+    assert selected_documents(everything, "demo_arithmetic", "test") is None  # the whole split: no --samples
+
+
 def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
     """The harness's GSM8K number is lm-eval's: the `lm_eval run` command it records, run as a
     separate process on the same model, data, shots and settings, reports the same scores and answers."""

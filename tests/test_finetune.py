@@ -85,3 +85,32 @@ def test_attacks_start_from_an_adapter_model(tiny_model_dir, tmp_path):
     again = finetune(lora, tmp_path / "lora2", attack_cfg(lora={"r": 4, "alpha": 8}), lr=1e-2, seed=0,
                      report=lambda m: None)
     assert again.path == str(tmp_path / "lora2" / "base") and (tmp_path / "lora2" / "base" / "model.safetensors").is_file()
+
+
+def test_warmup_ratio_is_a_share_of_the_steps(tiny_model_dir, tmp_path):
+    """transformers 5 reads warmup_steps < 1 as a ratio: 0.5 of 4 steps warms up over the first 2."""
+    finetune(ModelRef(str(tiny_model_dir)), tmp_path / "out",
+             attack_cfg(steps=4, warmup_ratio=0.5, lr_scheduler="constant_with_warmup"), lr=1e-3, seed=0,
+             report=lambda m: None)
+    import json
+    rates = [h["learning_rate"] for h in json.loads((tmp_path / "out" / "train_log.json").read_text())["history"]
+             if "learning_rate" in h]
+    assert rates[:4] == pytest.approx([0.0, 5e-4, 1e-3, 1e-3])  # logged: the rate each step used
+
+
+def test_same_seed_gives_the_same_adapter_bytes(tiny_model_dir, tmp_path):
+    """A LoRA's initial weights come from the stage's seed: two runs in fresh processes, one file."""
+    import hashlib
+    import subprocess
+    import sys
+    code = ("import sys; from pathlib import Path; from frpo_bench.models import ModelRef; "
+            "from frpo_bench.typed import from_dict; from frpo_bench.config import FinetuneConfig; "
+            "from frpo_bench.training.sft import finetune; "
+            "cfg = from_dict(FinetuneConfig, {'data': [{'dataset': 'demo_compliance', 'split': 'train', 'n': 8}], "
+            "'steps': 2, 'batch_size': 4, 'max_length': 64, 'lora': {'r': 4, 'alpha': 8}}); "
+            "finetune(ModelRef(sys.argv[1]), Path(sys.argv[2]), cfg, lr=1e-3, seed=3, report=lambda m: None)")
+    digests = []
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tiny_model_dir), str(tmp_path / run)], check=True)
+        digests.append(hashlib.sha256((tmp_path / run / "adapter_model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -143,3 +143,18 @@ def test_lr_plot_names_every_line_including_a_never_attacked_model(tmp_path, mon
     labels = [t.get_text() for t in legends[0].get_legend().get_texts()]
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert labels == ["none (raw), unattacked", "none (aligned) / harmful_lora"]
+
+
+def test_gate_reads_a_leaderboard_resaved_by_pandas(tmp_path, capsys):
+    """A spreadsheet or pandas writes booleans back as True/False and floats in full: types are parsed,
+    so the re-saved baseline gates exactly like the original."""
+    import pandas as pd
+    from frpo_bench.results.schema import read_csv
+    original = tmp_path / "leaderboard.csv"
+    original.write_text(to_csv(leaderboard.aggregate(RECORDS)))
+    resaved = tmp_path / "resaved.csv"
+    pd.read_csv(original).to_csv(resaved, index=False)
+    assert "True" in resaved.read_text() and "true" not in resaved.read_text()
+    assert read_csv(resaved) == read_csv(original)
+    assert main(["check", "--baseline", str(resaved), "--current", str(original)]) == 0
+    assert "metrics within bounds" in capsys.readouterr().out

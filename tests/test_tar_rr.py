@@ -124,3 +124,11 @@ def test_checkpoint_defense_loads_a_local_model_through_the_hub_path_code(tiny_m
     with pytest.raises(ConfigError) as err:  # offline and not cached: stopped before compute, naming the field
         preflight(recipe)
     assert err.value.field == "defenses[1].options.model" and "HF_HUB_OFFLINE" in err.value.problem
+
+
+def test_rr_trains_with_the_recipes_lora_dropout(tiny_model_dir, tmp_path):
+    """`lora.dropout` is part of RR's cache key, so the adapter must be trained with it (it was fixed at 0)."""
+    options = from_dict(RROptions, {"harmful": HARMFUL, "retain": BENIGN, "target_layers": [1.0], "steps": 1,
+                                    "batch_size": 2, "max_length": 64, "lora": {"r": 2, "alpha": 4, "dropout": 0.25}})
+    RRDefense().apply(ModelRef(str(tiny_model_dir)), tmp_path / "rr", options, seed=0, report=lambda m: None)
+    assert json.loads((tmp_path / "rr" / "adapter_config.json").read_text())["lora_dropout"] == 0.25

@@ -67,12 +67,12 @@ def write_task(workdir: Path, dataset: str, split: str = "test", task: str = "fr
         files = {f.name.split(".")[0]: str(locate(spec, f)) for f in spec.files}
     else:  # generated data: materialise it as json lines
         files = {}
-        for split in ("train", "test"):
-            path = tasks / f"{dataset}_{split}.jsonl"
-            path.write_text("".join(json.dumps(r) + "\n" for r in load_rows(dataset, split)))
-            files[split] = str(path)
+        for name in ("train", "test"):
+            path = tasks / f"{dataset}_{name}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in load_rows(dataset, name)))
+            files[name] = str(path)
     data = ("dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
-            + "".join(f"    {split}: {json.dumps(path)}\n" for split, path in sorted(files.items())))
+            + "".join(f"    {name}: {json.dumps(path)}\n" for name, path in sorted(files.items())))
     template = resources.files("frpo_bench.evaluators").joinpath("tasks/gsm8k_local.yaml").read_text()
     text = (template.replace("INCLUDE", json.dumps(str(lm_eval_gsm8k_yaml()))).replace("TASK", task)
             .replace("DATA\n", data + f"test_split: {split}\n"))

@@ -1,0 +1,106 @@
+"""Components behind typed contracts: a new attack is one file plus one registry line; attack options
+are the attack type's own (old flat recipes still load, to the same keys); option checks run at parse time."""
+import pytest
+
+from frpo_bench import registry
+from frpo_bench.cli import main
+from frpo_bench.config import load_recipe
+from frpo_bench.engine.plan import build_plan
+from frpo_bench.errors import ConfigError
+
+NOOP = "{name: nothing, type: noop, lrs: [1.0], options: {note: hello, repeats: 2}}"
+
+
+@pytest.fixture
+def noop_registered(monkeypatch):
+    monkeypatch.setitem(registry.ATTACKS, "noop", "noop_attack:NoOpAttack")  # the one registry line
+
+
+def attack_stages(*overrides):
+    recipe, _ = load_recipe("smoke", list(overrides))
+    _, stages = build_plan(recipe)
+    return [s for s in stages if s.kind == "attack"]
+
+
+def test_a_new_attack_with_its_own_options_plans_and_runs(noop_registered, isolated_cache, capsys, tmp_path):
+    (stage,) = [s for s in attack_stages("attacks=[" + NOOP + "]")]
+    assert stage.fields == {"type": "noop", "note": "hello", "repeats": 2, "lr": 1.0, "seed": 0}
+    assert stage.label == "none / nothing lr=1 seed=0"
+    same = attack_stages("attacks=[" + NOOP.replace("repeats: 2", "repeats: 2, log_every: 9") + "]")
+    assert [s.key for s in same] == [stage.key]  # a transport-only option leaves the key alone
+    assert [s.key for s in attack_stages("attacks=[" + NOOP.replace("hello", "bye") + "]")] != [stage.key]
+
+    assert main(["run", "smoke", "--set", "attacks=[" + NOOP + "]", "--stages", "attack"]) == 0
+    err = capsys.readouterr().err
+    assert "did nothing 2 time(s): hello" in err
+    from frpo_bench.models.artifact import read_model
+    (aligned,) = stage.parents  # defense `none` is the identity: the attack's parent is the aligned model itself
+    assert aligned.kind == "align"
+    assert read_model(isolated_cache / "attack" / stage.key[:20]) == read_model(isolated_cache / "align" / aligned.key[:20])
+
+
+def test_a_new_attacks_options_are_checked_at_parse_time(noop_registered):
+    with pytest.raises(ConfigError) as err:
+        load_recipe("smoke", ["attacks=[" + NOOP.replace("repeats: 2", "repeats: -1") + "]"])
+    assert err.value.field == "attacks[0].options.repeats"
+    with pytest.raises(ConfigError) as err:
+        load_recipe("smoke", ["attacks=[" + NOOP.replace("repeats: 2", "repaets: 2") + "]"])
+    assert err.value.field == "attacks[0].options.repaets" and "did you mean 'repeats'" in str(err.value)
+
+
+def test_flat_attack_fields_of_older_recipes_load_to_the_same_keys(tmp_path):
+    from frpo_bench.config import read_recipe_text
+    import yaml
+    raw = yaml.safe_load(read_recipe_text("smoke")[1])
+    for attack in raw["attacks"]:
+        attack.update(attack.pop("options"))  # the form every recipe had before attacks took options
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(raw))
+    recipe, _ = load_recipe(str(old))
+    assert recipe.attacks[1].options.micro_batch_size == 2
+    assert {s.key for s in build_plan(recipe)[1]} == {s.key for s in build_plan(load_recipe("smoke")[0])[1]}
+    raw["attacks"][0]["options"] = {"steps": 5}
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        load_recipe(str(both))
+    assert err.value.field == "attacks[0].steps" and "options only" in err.value.fix
+
+
+@pytest.mark.parametrize("override,field", [
+    ("attacks.0.options.warmup_ratio=1.5", "attacks[0].options.warmup_ratio"),
+    ("attacks.0.options.lora.dropout=1.0", "attacks[0].options.lora.dropout"),
+    ("align.warmup_ratio=-0.1", "align.warmup_ratio"),
+])
+def test_ranges_the_trainers_would_misread_are_refused(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_recipe("smoke", [override])
+    assert err.value.field == field
+
+
+def test_tar_dpo_needs_refusals_at_parse_time():
+    from frpo_bench.defenses.tar import TAROptions
+    from frpo_bench.typed import from_dict
+    refs = {"adversary_data": [{"dataset": "demo_compliance", "split": "train"}],
+            "tamper_compliance": [{"dataset": "demo_compliance", "split": "train"}],
+            "retain_data": [{"dataset": "demo_benign_sft", "split": "train"}]}
+    with pytest.raises(ConfigError) as err:
+        from_dict(TAROptions, refs, "defenses[1].options")
+    assert err.value.field == "defenses[1].options.tamper_refusals" and "entropy" in err.value.fix
+    assert from_dict(TAROptions, {**refs, "tamper_loss": "entropy"}).tamper_refusals == []
+    assert from_dict(TAROptions, {**refs, "tamper_refusals": [{"dataset": "demo_refusals", "split": "train"}]})
+
+
+def test_every_registered_component_declares_its_contract():
+    import dataclasses
+    from frpo_bench.typed import Options
+    for kind, table in (("defense", registry.DEFENSES), ("attack", registry.ATTACKS),
+                        ("evaluator", registry.EVALUATORS)):
+        for name in table:
+            cls = registry.load(kind, name)
+            assert callable(getattr(cls, "score" if kind == "evaluator" else "apply")), name
+            assert issubclass(cls.Options, Options) and dataclasses.is_dataclass(cls.Options), name
+            if kind == "defense":
+                assert isinstance(cls.identity, bool), name
+            if kind == "evaluator":
+                assert isinstance(cls.version, str) and isinstance(cls.needs_completions, bool), name
