@@ -1,5 +1,6 @@
 # make run   : set up the venv and run the default `demo` recipe end to end (offline, CPU)
 # make test  : set up the venv and run the test suite (what CI runs)
+# make test-fast : the same without the tests marked slow (real engines, servers, subprocesses, a full pipeline)
 VENV ?= .venv
 STAMP := $(VENV)/.frpo-bench-installed
 SHARED_DATA := $(abspath ../shared/data)
@@ -8,7 +9,7 @@ export FRPO_BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test clean
+.PHONY: setup run test test-fast clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh
@@ -20,6 +21,9 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q tests
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) runs

@@ -17,10 +17,9 @@ from frpo_bench.config import load_recipe
 from frpo_bench.engine.pipeline import run_recipe
 from frpo_bench.engine.plan import build_plan
 from frpo_bench.engine.runner import seconds_by_kind
+from frpo_bench.engine.stages import NAMES
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic
-
-KINDS = ("base", "align", "harden", "attack", "generate", "score")
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def main() -> None:
                           "generate_stages": sum(s.kind == "generate" for s in stages)}
         print(json.dumps({backend: table[backend]}), flush=True)
     print("\n| stage kind | " + " | ".join(args.backends) + " |\n|---|" + "---|" * len(args.backends))
-    for kind in (*KINDS, "wall_this_run"):
+    for kind in (*NAMES, "wall_this_run"):
         print(f"| {kind} | " + " | ".join(f"{table[b].get(kind, 0):.0f} s" for b in args.backends) + " |")
     write_json_atomic(args.out, {"recipe": args.recipe, "seconds_by_kind": table})
 

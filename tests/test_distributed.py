@@ -51,6 +51,7 @@ def test_stage_selection_takes_ancestors_and_refuses_uncached_ones_on_many_proce
         select_stages(stages, ["train"], store, world=1)
 
 
+@pytest.mark.slow
 def test_two_processes_train_tar_and_rr_and_only_rank0_writes(isolated_cache):
     first = cli("--stages", "align")  # base and align in one process, as the error message asks
     assert first.returncode == 0, first.stderr[-3000:]

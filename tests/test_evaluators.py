@@ -51,6 +51,7 @@ def test_gsm8k_task_scores_the_asked_split_and_sample(tmp_path):
     assert selected_documents(everything, "demo_arithmetic", "test") is None  # the whole split: no --samples
 
 
+@pytest.mark.slow
 def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
     """The harness's GSM8K number is lm-eval's: the `lm_eval run` command it records, run as a
     separate process on the same model, data, shots and settings, reports the same scores and answers."""
@@ -90,6 +91,7 @@ def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
 
 
 @pytest.mark.vllm
+@pytest.mark.slow
 def test_gsm8k_on_a_vllm_server_gives_the_hf_backends_answers(embedded_model_dir, tmp_path):
     """lm-eval's local-completions against a local vLLM server (fp32, greedy) reproduces the HF run."""
     from frpo_bench.evaluators.base import ScoreInputs

@@ -92,6 +92,7 @@ def lora_adapter(embedded_model_dir, tmp_path_factory):
 
 @pytest.mark.vllm
 @needs_vllm
+@pytest.mark.slow
 def test_vllm_serves_adapter_and_base_from_one_engine_matching_hf(embedded_model_dir, lora_adapter):
     from frpo_bench.models.generate_hf import HFGenerator
     base = ModelRef(str(embedded_model_dir))

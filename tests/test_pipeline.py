@@ -1,13 +1,15 @@
 """The smoke recipe end to end on the tiny model: interrupted, resumed, then served from cache."""
 import csv
+import dataclasses
 import json
 
-import dataclasses
+import pytest
 
 from frpo_bench.engine import stages
 from frpo_bench.cli import main
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, monkeypatch):
     out = tmp_path / "run"
     real_attack = stages.BY_NAME["attack"]

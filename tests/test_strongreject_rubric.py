@@ -86,6 +86,7 @@ def inputs(rows, responses, workdir):
 
 
 @pytest.mark.vllm
+@pytest.mark.slow
 def test_rubric_judge_end_to_end_against_a_real_server(judge_server, shared_data, tmp_path, capsys):
     options = from_dict(Options, {"base_url": judge_server.base_url, "judge_model": "judge", "max_tokens": 40,
                                   "template": str(shared_data / "strongreject" / "judge_templates.json"),
