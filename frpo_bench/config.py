@@ -122,7 +122,7 @@ class AlignConfig(FinetuneConfig):
 
 @dataclass
 class AttackConfig:
-    name: str = opt(help="label of this attack in the leaderboard, e.g. harmful_lora")
+    name: str = opt("attack", help="label of this attack in the leaderboard, e.g. harmful_lora")
     type: str = opt("finetune", help="registered attack type (see `frpo-bench ls`)")
     lrs: list[float] = opt([1e-4], help="learning rates to sweep; each is a separate cell")
     options: dict[str, Any] = opt({}, help="options of that attack type (see `frpo-bench ls --options`); the "
@@ -215,8 +215,8 @@ class GenerationConfig:
 class LeaderboardConfig:
     capability_metric: Optional[str] = opt(None, help="metric that measures capability (e.g. math_accuracy), for the "
                                                        "retention-bounded worst case and the safety-vs-capability plots")
-    retention: float = opt(DEFAULT_RETENTION, help="an attack counts for the retained worst case if it keeps capability at or above "
-                                     "this share of the unattacked model's")
+    retention: float = opt(DEFAULT_RETENTION, help="an attack counts for the retained worst case if it keeps "
+                                                   "capability at or above this share of the unattacked model's")
 
 
 @dataclass
@@ -293,12 +293,16 @@ ATTACK_FIELDS = ("name", "type", "lrs", "options")
 
 def lift_attack_options(raw: dict) -> None:
     """Recipes written before attacks had `options` put the fine-tuning fields (data, lora, steps, ...)
-    beside name and lrs: move them into `options`, so those recipes keep loading."""
+    beside name and lrs: move the fields the attack type's options know into `options`, so those
+    recipes keep loading (anything else stays, and validation names it)."""
+    from frpo_bench import registry
     attacks = raw.get("attacks") if isinstance(raw, dict) else None
     for i, attack in enumerate(attacks if isinstance(attacks, list) else []):
-        if not isinstance(attack, dict):
-            continue
-        flat = {k: v for k, v in attack.items() if k not in ATTACK_FIELDS}
+        kind = attack.get("type", "finetune") if isinstance(attack, dict) else None
+        if not isinstance(kind, str) or kind not in registry.ATTACKS:
+            continue  # validation names the bad attack or type
+        known = {f.name for f in fields(registry.options_class("attack", kind))}
+        flat = {k: v for k, v in attack.items() if k not in ATTACK_FIELDS and k in known}
         if not flat:
             continue
         options = attack.setdefault("options", {})

@@ -45,10 +45,11 @@ class Planner:
         self.recipe = recipe
         self.stages: dict[str, Stage] = {}
 
-    def stage(self, kind: str, label: str, fields: dict, parents: list[Stage], **payload: Any) -> Stage:
+    def stage(self, kind: str, label: str, fields: dict, parents: list[Stage], uses: dict[str, Stage] | None = None,
+              **payload: Any) -> Stage:
         key = stage_key(kind, fields, [p.key for p in parents])
         if key not in self.stages:
-            self.stages[key] = Stage(kind, key, label, fields, parents, payload)
+            self.stages[key] = Stage(kind, key, label, fields, parents, payload, uses or {})
         return self.stages[key]
 
     def model_stages(self) -> tuple[Stage, Optional[Stage]]:
@@ -93,8 +94,8 @@ class Planner:
                 parent = self.stage("generate", f"{cell_label(cell)} :: {ev.prompts.dataset}", gen_fields, [cell.model],
                                     generation=gen, prompts=ev.prompts, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
-            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], evaluation=ev)
-            cell.scores[ev.metric].uses.setdefault("model", cell.model)
+            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses={"model": cell.model},
+                                                evaluation=ev)
 
     def cells(self) -> list[Cell]:
         r = self.recipe

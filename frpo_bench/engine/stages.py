@@ -19,6 +19,8 @@ Report = Callable[[str], None]
 
 @dataclass
 class Stage:
+    """One content-addressed unit of work: its key hashes `fields` and the parents' keys."""
+
     kind: str
     key: str
     label: str
