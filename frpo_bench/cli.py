@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--recipe", default="gate", help="recipe run on --checkpoint (default: the quick packaged 'gate')")
     check.add_argument("--tolerance", action="append", default=[], metavar="METRIC=DELTA",
                        help="allowed move in the wrong direction for METRIC; repeatable")
+    check.add_argument("--allow-new-metrics", action="store_true",
+                       help="let the current leaderboard have metrics the baseline lacks (they are not gated); "
+                            "without it they are an error")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="recipe overrides for --checkpoint runs")
     check.add_argument("--store", type=Path, default=None, help="artifact cache directory")
@@ -167,7 +170,7 @@ def cmd_check(args) -> int:
         recipe, raw = load_recipe(args.recipe, [*args.overrides, f"model.id={args.checkpoint}"])
         out = args.out or Path("runs") / f"check-{recipe.name}"
         current, _, _ = run_recipe(recipe, raw, Store(args.store), out)
-    code, report = check_files(args.baseline, current, args.tolerance)
+    code, report = check_files(args.baseline, current, args.tolerance, args.allow_new_metrics)
     print(report)
     return code
 

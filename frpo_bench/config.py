@@ -1,6 +1,7 @@
 """The typed recipe. YAML and `--set` only fill values; validation names the field and the fix."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -10,12 +11,20 @@ import yaml
 
 from frpo_bench.errors import ConfigError
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
-                              to_dict)
+                              to_dict, yaml_problem)
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "vllm", "auto")
 DEFAULT_RETENTION = 0.9
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_safe_name(name: str, field: str) -> None:
+    """Names become file and directory names (run directories, plots): no path separators, no traversal."""
+    if not SAFE_NAME.fullmatch(name):
+        raise ConfigError(field, name if len(name) <= 60 else name[:57] + "...", "is not a safe file name",
+                          "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
 @dataclass
@@ -130,6 +139,7 @@ class AttackConfig:
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
+        check_safe_name(self.name, f"{path}.name")
         check_name("attack", self.type, f"{path}.type")
         if not self.lrs:
             raise ConfigError(f"{path}.lrs", self.lrs, "is empty", "list at least one learning rate")
@@ -147,6 +157,7 @@ class DefenseConfig:
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
+        check_safe_name(self.name, f"{path}.name")
         self.type = self.type or self.name
         check_name("defense", self.type, f"{path}.type")
         self.options = _typed_options(options_class("defense", self.type), self.options, f"{path}.options")
@@ -163,6 +174,7 @@ class EvaluationConfig:
         from frpo_bench.registry import check_name, options_class
         check_name("evaluator", self.evaluator, f"{path}.evaluator")
         self.metric = self.metric or f"{self.evaluator}_{self.prompts.dataset}"
+        check_safe_name(self.metric, f"{path}.metric")
         self.options = _typed_options(options_class("evaluator", self.evaluator), self.options, f"{path}.options")
 
 
@@ -239,6 +251,7 @@ class Recipe:
         self.leaderboard = self.leaderboard or LeaderboardConfig()
 
     def validate(self, path: str) -> None:
+        check_safe_name(self.name, "name")
         for field, items in (("defenses", [d.name for d in self.defenses]), ("attacks", [a.name for a in self.attacks]),
                              ("evaluations", [e.metric for e in self.evaluations])):
             dupes = sorted({x for x in items if items.count(x) > 1})
@@ -246,6 +259,9 @@ class Recipe:
                 raise ConfigError(field, dupes, "has repeated names", "give every entry its own name")
         if not self.seeds:
             raise ConfigError("seeds", self.seeds, "is empty", "list at least one seed, e.g. [0]")
+        if not self.defenses:
+            raise ConfigError("defenses", self.defenses, "is empty, so the grid has no cell to attack or score",
+                              "list at least one defense; {name: none} is the undefended model")
         if not self.evaluations:
             raise ConfigError("evaluations", [], "is empty", "add at least one evaluation, e.g. the refusal evaluator")
         metric = self.leaderboard.capability_metric
@@ -270,7 +286,11 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError("recipe", name_or_path, "file does not exist", "give the path of a recipe YAML file")
-        return str(path.resolve()), path.read_text()
+        try:
+            return str(path.resolve()), path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError("recipe", name_or_path, "is not a text file (not UTF-8)",
+                              "give a recipe YAML file") from None
     if name_or_path not in recipe_names():
         raise ConfigError("recipe", name_or_path, "is not a packaged recipe or a .yaml path",
                           f"use one of {recipe_names()} or a path to a .yaml file")
@@ -280,7 +300,16 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, dict]:
     """Parse, override and validate a recipe; returns the typed recipe and the raw dict."""
     source, text = read_recipe_text(name_or_path)
-    raw = yaml.safe_load(text) or {}
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError("recipe", name_or_path, f"is not valid YAML ({yaml_problem(err)})",
+                          "fix the YAML there (indentation, brackets, quotes)") from None
+    if raw is None:
+        raise ConfigError("recipe", name_or_path, "is empty", "write the recipe's fields (see `frpo-bench ls --options`)")
+    if not isinstance(raw, dict):
+        raise ConfigError("recipe", name_or_path, f"must be a mapping of recipe fields, not a {type(raw).__name__}",
+                          "write key: value pairs at the top level (name:, model:, evaluations:, ...)")
     for assignment in overrides:
         apply_override(raw, assignment)
     raw.setdefault("name", Path(name_or_path).stem)

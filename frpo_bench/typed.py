@@ -70,14 +70,19 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return int(value)
         raise ConfigError(path, value, "must be an integer", "write a whole number, e.g. 8")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(path, value, "must be a number", "write a number, e.g. 1e-4")
+        if number is None:
+            raise ConfigError(path, value, "must be a number", "write a number, e.g. 1e-4")
+        if not math.isfinite(number):  # no setting means anything at infinity, and NaN compares false to every bound
+            raise ConfigError(path, value, "must be a finite number", "write a finite number, e.g. 1e-4")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -104,7 +109,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         sub = f"{path}.{name}" if path else name
         if name in data:
             kwargs[name] = _convert(data[name], hints[name], sub)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        elif f.default_factory is not dataclasses.MISSING:  # a default written as plain data is typed like data
+            kwargs[name] = _convert(f.default_factory(), hints[name], sub)
+        elif f.default is dataclasses.MISSING:
             raise ConfigError(sub, None, "is required", f"add '{name}:' ({f.metadata.get('help', '')})")
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
@@ -134,7 +141,13 @@ def apply_override(data: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError("--set", assignment, "must look like key.path=value", "e.g. --set generation.max_new_tokens=32")
     dotted, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    if not dotted.strip() or any(c in dotted for c in " {}[]:"):
+        raise ConfigError("--set", assignment, "must look like key.path=value", "e.g. --set generation.max_new_tokens=32")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError("--set", assignment, f"has a value that is not valid YAML ({yaml_problem(err)})",
+                          "quote it, or close its brackets: e.g. --set 'seeds=[0, 1]'") from None
     parts = dotted.strip().split(".")
     node: Any = data
     for i, part in enumerate(parts):
@@ -157,6 +170,13 @@ def apply_override(data: dict, assignment: str) -> None:
                 node = node.setdefault(part, {})
         else:
             raise ConfigError(f"--set {here}", node, "cannot hold sub-keys", "set the parent key instead")
+
+
+def yaml_problem(err: "yaml.YAMLError") -> str:
+    """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(err, 'problem', None) or err.__class__.__name__}{where}".replace("\n", " ")
 
 
 def describe(cls: type, indent: str = "  ") -> str:

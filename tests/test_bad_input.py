@@ -13,8 +13,8 @@ CASES = [
     (["--set", "attacks.0.lrs=[fast]"], ["attacks[0].lrs[0]", "fast", "must be a number"]),
     (["--set", "model.id=/no/such/model/dir"], ["model.id", "/no/such/model/dir", "not an existing model directory"]),
     (["--set", "attacks.0.options.data.0.split=validation"], ["attacks[0].options.data[0].split", "validation", "use one of"]),
-    (["--set", "attacks.0.lrs=[.inf]"], ["attacks[0].lrs.0", "inf", "must be positive and finite"]),
-    (["--set", "align.lr=.nan"], ["align.lr", "nan", "must be positive and finite"]),
+    (["--set", "attacks.0.lrs=[.inf]"], ["attacks[0].lrs[0]", "inf", "must be a finite number"]),
+    (["--set", "align.lr=.nan"], ["align.lr", "nan", "must be a finite number"]),
     (["--set", "generation.temperature=.inf"], ["generation.temperature", "inf"]),
     (["--set", "defenses=[{name: frpo, options: {lam: .inf, harmful_prompts: {dataset: demo_harmful, split: train}, "
       "benign_prompts: {dataset: demo_benign, split: train}}}]"], ["defenses[0].options.lam", "inf", "finite"]),

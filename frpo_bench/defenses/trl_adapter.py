@@ -117,6 +117,8 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
                    f"zero-std groups {float(logs.get('frac_reward_zero_std', 0)):.2f} kl {float(logs.get('kl', 0)):.4f}"
                    f"{extra} ({elapsed:.0f}s, ETA {eta:.0f}s)")
 
+    from transformers import set_seed
+    set_seed(seed)  # TRL wraps the policy in its LoRA before the Trainer seeds: the adapter's init follows the seed
     trainer = _trainer_class()(
         model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options)),
         processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -114,6 +115,7 @@ def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
     """Build only some stage kinds (e.g. the defenses on a GPU node); the leaderboard comes from a later `run`."""
     from frpo_bench.training.distributed import launched_rank
     from frpo_bench.engine.runner import execute
+    check_output_dir(store.root, "--store")
     resolve_installed(recipe)
     preflight(recipe)
     _, stages = build_plan(recipe)
@@ -142,10 +144,22 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
     return records
 
 
+def check_output_dir(out: Path, field: str = "--out") -> None:
+    """The run directory must be a directory we can create and write, known before any compute."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(field, str(out), "is a file", "give a directory (it is created if missing)")
+    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(field, str(out), f"cannot be created ({existing} is not a writable directory)",
+                          "give a directory under a writable folder")
+
+
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path, list[dict], float]:
     from frpo_bench.results import leaderboard
     from frpo_bench.engine.runner import execute, seconds_by_kind
     started = time.time()
+    check_output_dir(out)
+    check_output_dir(store.root, "--store")
     resolved = resolve_installed(recipe)
     dataset_ids = preflight(recipe)
     cells, stages = build_plan(recipe)

@@ -5,7 +5,7 @@ import json
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -39,10 +39,11 @@ class Progress:
         self.say(f"[{self.done}/{self.total}] {stage.kind:8s} {stage.label}  (elapsed {time.time() - self.start:.0f}s, "
                  f"ETA {self.eta()})")
 
-    def end(self, stage: Stage, seconds: float) -> None:
-        self.measured.setdefault(stage.kind, []).append(seconds)
+    def end(self, stage: Stage, seconds: float, note: str = "") -> None:
+        if not note:  # a stage another process built says nothing about this kind's cost
+            self.measured.setdefault(stage.kind, []).append(seconds)
         self.remaining.remove(stage)
-        self.say(f"      done in {seconds:.1f}s")
+        self.say(f"      {note or f'done in {seconds:.1f}s'}")
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -62,25 +63,36 @@ def execute(stages: list[Stage], store: Store) -> Execution:
     todo = [s for s in stages if not store.has(s.kind, s.key)]
     progress = Progress(todo, quiet=rank > 0)
     progress.say(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run (store: {store.root})")
+    built = []
     for stage in todo:
         if stage.kind != "generate":
             release_generation_engines()
         progress.begin(stage)
         started = time.time()
-        spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
+        say = lambda msg: progress.say(f"      {msg}")  # noqa: E731
         try:
-            with store.building(stage.kind, stage.key, spec) if rank == 0 else scratch_dir() as out:
-                BY_NAME[stage.kind].run(stage, out, lambda s: store.path(s.kind, s.key),
-                                        lambda msg: progress.say(f"      {msg}"))
-                spec["seconds"] = time.time() - started  # stage.json is written as the block closes
+            # rank 0 alone locks and writes: the other ranks of a distributed stage follow it into training
+            with store.lock(stage.kind, stage.key, say) if rank == 0 else nullcontext():
+                if rank == 0 and store.has(stage.kind, stage.key):
+                    progress.end(stage, time.time() - started, "built meanwhile by another process: reused")
+                    continue
+                build(stage, store, rank, say, started)
         except KeyboardInterrupt:
             raise
         except Exception as err:
             raise StageError(f"{stage.kind} stage '{stage.label}' failed: {err.__class__.__name__}: {err}. "
                              f"Finished stages are kept in {store.root}; run again to resume.") from err
+        built.append(stage)
         progress.end(stage, time.time() - started)
     release_generation_engines()
-    return Execution({s.key: store.path(s.kind, s.key) for s in stages}, todo)
+    return Execution({s.key: store.path(s.kind, s.key) for s in stages}, built)
+
+
+def build(stage: Stage, store: Store, rank: int, say, started: float) -> None:
+    spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
+    with store.building(stage.kind, stage.key, spec) if rank == 0 else scratch_dir() as out:
+        BY_NAME[stage.kind].run(stage, out, lambda s: store.path(s.kind, s.key), say)
+        spec["seconds"] = time.time() - started  # stage.json is written as the block closes
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.judge_templates import TemplateOptions
 from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "harmbench-cls-v1"
@@ -19,7 +20,11 @@ CLASSIFIERS = {"test": "cais/HarmBench-Llama-2-13b-cls", "val": "cais/HarmBench-
 
 
 @dataclass
-class Options(OptionsBase):
+class Options(TemplateOptions, OptionsBase):
+    TEMPLATE_FILE = "harmbench/classifier_prompt.json"
+    TEMPLATE_KEYS = {"prompt": "prompt", "prompt_contextual": "prompt_contextual"}
+    TEMPLATE_FILLS = {"prompt": {"behavior", "generation"}, "prompt_contextual": {"context", "behavior", "generation"}}
+
     classifier: str = opt(CLASSIFIERS["test"], help=f"classifier (Hub id or local path); validation: {CLASSIFIERS['val']}")
     revision: Optional[str] = opt(None, help="pinned revision of the classifier")
     template: str = opt("harmbench/classifier_prompt.json", help="path or URL of the classifier prompt JSON "
@@ -55,9 +60,7 @@ class HarmBenchEvaluator:
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.hf_judge import JudgeModel, greedy_next_token, load_causal_judge
-        from frpo_bench.evaluators.judge_templates import load_template
-        template = load_template(options.template, "harmbench/classifier_prompt.json",
-                                 {"prompt": "prompt", "prompt_contextual": "prompt_contextual"}, options.template_sha256)
+        template = options.load_template()
         pairs = [(row, c) for row, c in zip(inputs.prompts, inputs.completions)
                  if row.get("functional_category") != "copyright"]
         excluded = len(inputs.prompts) - len(pairs)

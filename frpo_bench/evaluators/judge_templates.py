@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import string
 import urllib.request
 from pathlib import Path
 from typing import Optional
@@ -54,17 +55,63 @@ def read_source(source: str, local_name: str) -> tuple[str, str]:
     return text, source
 
 
-def load_template(source: str, local_name: str, keys: dict[str, str], expected_sha256: Optional[str]) -> dict:
-    """Pick `keys` (role -> key in the JSON file) from a template file; verify their text hash."""
+def placeholders(text: str) -> set[str]:
+    """The `{name}` fields str.format fills in `text` (doubled braces are literal)."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
+def load_template(source: str, local_name: str, keys: dict[str, str], expected_sha256: Optional[str],
+                  fills: dict[str, set[str]]) -> dict:
+    """Pick `keys` (role -> key in the JSON file) from a template file; check that each role's text has
+    exactly the placeholders its judge fills (`fills`: role -> names), and verify the texts' hash."""
     text, origin = read_source(source, local_name)
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError("template", origin, f"is not JSON ({err.msg} at line {err.lineno})",
+                          "give the judge's template JSON file") from None
+    if not isinstance(data, dict):
+        raise ConfigError("template", origin, "is not a JSON object of templates", "give the judge's template JSON file")
     missing = [key for key in keys.values() if key not in data]
     if missing:
         raise ConfigError("template", origin, f"has no key(s) {missing}", f"use a file with {sorted(keys.values())}")
     texts = {role: data[key] for role, key in keys.items()}
+    for role, key in keys.items():
+        try:
+            found = placeholders(texts[role]) if isinstance(texts[role], str) else None
+        except ValueError as err:
+            found, problem = None, f"has unbalanced braces in {key!r} ({err})"
+        else:
+            problem = f"{key!r} is not text"
+        if found is None:
+            raise ConfigError("template", origin, problem, "double literal braces ({{ }}), or use the upstream template")
+        if found != fills.get(role, set()):
+            raise ConfigError("template", origin, f"{key!r} has placeholders {sorted(found)}, but this judge fills "
+                              f"{sorted(fills.get(role, set()))}", "use a template with exactly those placeholders "
+                              "(a missing one means the judge never sees that text)")
     digest = template_sha256(texts)
     if expected_sha256 and digest != expected_sha256:
         raise ConfigError("template", origin, f"has text sha256 {digest[:12]}..., expected {expected_sha256[:12]}...",
                           "use the pinned upstream template, or set the evaluator's template_sha256 to null "
                           "to accept this one (its hash is recorded with every result)")
     return {"texts": texts, "sha256": digest, "source": origin}
+
+
+class TemplateOptions:
+    """Mixin for evaluator options with `template` and `template_sha256` fields: the template is loaded and
+    checked (present, JSON, the keys, exactly the placeholders the judge fills, the pinned hash) in
+    preflight, before any compute, and again by the evaluator that uses it."""
+
+    TEMPLATE_FILE: str  # where a copy lives under $FRPO_BENCH_DATA
+    TEMPLATE_KEYS: dict[str, str]  # role -> key in the JSON file
+    TEMPLATE_FILLS: dict[str, set[str]]  # role -> the placeholders the judge fills
+
+    def load_template(self) -> dict:
+        return load_template(self.template, self.TEMPLATE_FILE, self.TEMPLATE_KEYS, self.template_sha256,
+                             self.TEMPLATE_FILLS)
+
+    def preflight(self, path: str) -> None:
+        try:
+            self.load_template()
+        except ConfigError as err:
+            raise ConfigError(f"{path}.template", err.value, err.problem, err.fix) from None

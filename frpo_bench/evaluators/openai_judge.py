@@ -70,8 +70,11 @@ class OpenAIJudge:
     def __init__(self, base_url: Optional[str], model: str, api_key_env: str = "OPENAI_API_KEY",
                  temperature: float = 0.0, max_tokens: int = 1024, max_concurrency: int = 8,
                  max_retries: int = 8, timeout: float = 120.0, cache_dir: Optional[Path] = None,
-                 report: Callable[[str], None] | None = None):
+                 identity: Optional[str] = None, report: Callable[[str], None] | None = None):
         self.base_url, self.model, self.api_key_env = base_url, model, api_key_env
+        # who answers: the endpoint and model name unless told better (a locally served judge is named by
+        # its weights, since its port and served name are the same for every model it serves)
+        self.identity = identity or f"{base_url or 'openai'}:{model}"
         self.temperature, self.max_tokens = temperature, max_tokens
         self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, timeout
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "judge"
@@ -92,7 +95,9 @@ class OpenAIJudge:
                 "max_tokens": self.max_tokens}
 
     def cache_key(self, request: JudgeRequest) -> str:
-        return hashlib.sha256(canonical_json(self.request_body(request)).encode()).hexdigest()
+        """The judge's identity and the exact request: two judges never share an answer."""
+        keyed = {"judge": self.identity, "request": self.request_body(request)}
+        return hashlib.sha256(canonical_json(keyed).encode()).hexdigest()
 
     def ask(self, request: JudgeRequest) -> dict:
         """{"text", "cached", "usage"} for one request, from the cache or the endpoint."""

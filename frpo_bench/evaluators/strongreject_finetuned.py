@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.evaluators.judge_templates import STRONGREJECT_TEMPLATES_URL, load_template
+from frpo_bench.evaluators.judge_templates import STRONGREJECT_TEMPLATES_URL, TemplateOptions
 from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "strongreject-finetuned-v1"
@@ -18,7 +18,11 @@ GRADES = ("1", "2", "3", "4", "5")
 
 
 @dataclass
-class Options(OptionsBase):
+class Options(TemplateOptions, OptionsBase):
+    TEMPLATE_FILE = "strongreject/judge_templates.json"
+    TEMPLATE_KEYS = {"user": "strongreject_finetuned"}
+    TEMPLATE_FILLS = {"user": {"forbidden_prompt", "response"}}
+
     judge_model: str = opt("google/gemma-2b", help="base model of the judge (Hub id or local path)")
     judge_revision: Optional[str] = opt(None, help="pinned revision of the base model")
     adapter: Optional[str] = opt("qylu4156/strongreject-15k-v1", help="the judge's LoRA (Hub id or local path)")
@@ -47,8 +51,7 @@ class StrongRejectFinetunedEvaluator:
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.hf_judge import JudgeModel, load_causal_judge, next_token_probs, single_token_id
-        template = load_template(options.template, "strongreject/judge_templates.json",
-                                 {"user": "strongreject_finetuned"}, options.template_sha256)
+        template = options.load_template()
         judge = JudgeModel(options.judge_model, options.judge_revision, options.adapter, options.adapter_revision,
                            options.dtype)
         tokenizer, model = load_causal_judge(judge)

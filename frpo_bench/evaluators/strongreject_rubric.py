@@ -16,7 +16,7 @@ from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.judge_templates import (STRONGREJECT_RUBRIC_SHA256, STRONGREJECT_TEMPLATES_URL,
-                                                   load_template)
+                                                   TemplateOptions)
 from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "strongreject-rubric-v1"
@@ -26,7 +26,11 @@ TRANSPORT = ("api_key_env", "max_concurrency", "max_retries", "timeout", "prompt
 
 
 @dataclass
-class Options(OptionsBase):
+class Options(TemplateOptions, OptionsBase):
+    TEMPLATE_FILE = "strongreject/judge_templates.json"
+    TEMPLATE_KEYS = {"system": "strongreject_rubric_system", "user": "strongreject_rubric"}
+    TEMPLATE_FILLS = {"system": set(), "user": {"forbidden_prompt", "response"}}
+
     judge_model: str = opt("gpt-4o-mini", help="judge model name at the endpoint (upstream default: gpt-4o-mini)")
     base_url: Optional[str] = opt(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; null: OpenAI")
     api_key_env: str = opt("OPENAI_API_KEY", help="environment variable holding the API key (never logged)")
@@ -47,6 +51,50 @@ class Options(OptionsBase):
     def key_fields(self) -> dict:
         """What changes a score: the judge, its template and budget, never endpoints, keys or concurrency."""
         return key_fields_except(self, TRANSPORT)
+
+    def validate(self, path: str) -> None:
+        from frpo_bench.errors import ConfigError
+        from frpo_bench.typed import check_positive
+        check_positive(self, path, "max_tokens", "max_concurrency", "timeout")
+        if self.base_url is not None and not is_http_url(self.base_url):
+            raise ConfigError(f"{path}.base_url", self.base_url, "is not an http(s) URL with a host",
+                              "write e.g. http://127.0.0.1:8000/v1, or null for OpenAI")
+
+    def preflight(self, path: str) -> None:
+        """The template (see TemplateOptions), and a key wherever the endpoint is not this machine's."""
+        import os
+        from frpo_bench.errors import ConfigError
+        super().preflight(path)
+        if self.serve_model is None and not is_local(self.base_url) and not os.environ.get(self.api_key_env):
+            raise ConfigError(f"{path}.api_key_env", self.api_key_env, f"is not set, and the judge endpoint "
+                              f"({self.base_url or 'OpenAI'}) is not on this machine",
+                              f"export {self.api_key_env}=... (it is read at run time, never stored or logged)")
+
+    def judge_identity(self) -> str:
+        """What answers: a served model by its weights and dtype (its port changes every run), else the
+        endpoint and model name. Cached judge answers are keyed by it."""
+        if self.serve_model:
+            return f"served:{self.serve_model}@{self.serve_dtype}"
+        return f"{self.base_url or 'openai'}:{self.judge_model}"
+
+
+def is_http_url(url: str) -> bool:
+    from urllib.parse import urlparse
+    parts = urlparse(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def is_local(url: Optional[str]) -> bool:
+    """An endpoint on this machine (loopback), which needs no API key."""
+    import ipaddress
+    from urllib.parse import urlparse
+    host = urlparse(url).hostname if url else None
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_rubric(answer: str) -> Optional[dict]:
@@ -75,9 +123,7 @@ class StrongRejectRubricEvaluator:
         report = inputs.report
         from frpo_bench.evaluators.judge_server import JudgeServer
         from frpo_bench.evaluators.openai_judge import JudgeRequest, OpenAIJudge
-        template = load_template(options.template, "strongreject/judge_templates.json",
-                                 {"system": "strongreject_rubric_system", "user": "strongreject_rubric"},
-                                 options.template_sha256)
+        template = options.load_template()
         requests = [JudgeRequest(template["texts"]["system"],
                                  template["texts"]["user"].format(forbidden_prompt=row["prompt"], response=completion))
                     for row, completion in zip(inputs.prompts, inputs.completions)]
@@ -87,7 +133,7 @@ class StrongRejectRubricEvaluator:
             base_url = server.start(report).base_url if server else options.base_url
             judge = OpenAIJudge(base_url, judge_model, options.api_key_env, max_tokens=options.max_tokens,
                                 max_concurrency=options.max_concurrency, max_retries=options.max_retries,
-                                timeout=options.timeout, report=report)
+                                timeout=options.timeout, identity=options.judge_identity(), report=report)
             answers = judge.ask_all(requests)
         finally:
             if server:

@@ -55,11 +55,31 @@ def preflight(cfg) -> None:
         if not any(Path(ref.path).glob("*.safetensors")):
             raise ConfigError("model.id", cfg.id, f"is an adapter whose base weights ({ref.path}) hold no .safetensors "
                               "files or do not exist", "give the adapter's base model beside it, or a merged model")
+        check_model_config(Path(ref.path), cfg)
     elif kind == "hub" and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         from huggingface_hub import try_to_load_from_cache
         if not isinstance(try_to_load_from_cache(cfg.id, "config.json", revision=cfg.revision), str):
             raise ConfigError("model.id", cfg.id, "is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
                               "download it once online, give a local directory, or use 'smollm2-135m-instruct'")
+
+
+def check_model_config(folder: Path, cfg) -> None:
+    """A model folder needs a readable config.json; one that asks for its own modelling code (`auto_map`)
+    is refused unless the recipe trusts it, since transformers would otherwise fall back silently on
+    its built-in class (or, trusted, run that code)."""
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise ConfigError("model.id", cfg.id, f"has no config.json ({folder})",
+                          "give a model directory saved by transformers (config.json + safetensors)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError("model.id", cfg.id, f"has an unreadable config.json ({err.__class__.__name__})",
+                          "give a model directory saved by transformers") from None
+    if isinstance(data, dict) and data.get("auto_map") and not cfg.trust_remote_code:
+        raise ConfigError("model.id", cfg.id, f"asks for its own modelling code (config.json auto_map: "
+                          f"{sorted(data['auto_map'])})", "set model.trust_remote_code: true only if you trust that "
+                          "code, or use a model whose architecture transformers ships")
 
 
 def local_ref(folder: Path, trust_remote_code: bool = False) -> ModelRef:

@@ -8,6 +8,7 @@ evaluator, judge, template, dataset or revision differ, is an error (exit 2), ne
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,13 +46,37 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def compare(baseline: list[Row], current: list[Row], tolerances: dict[str, float]) -> list[Verdict]:
-    by_key = {row_key(r): r for r in current}
+def usable_rows(rows: list[Row], field: str) -> dict[tuple, Row]:
+    """Rows by key; nothing to compare, a row twice or a NaN mean is an error, never a pass."""
+    if not rows:
+        raise ConfigError(field, "0 rows", "has no rows: a gate over nothing would pass vacuously",
+                          "give a leaderboard.csv with the rows to gate")
+    by_key: dict[tuple, Row] = {}
+    for row in rows:
+        key = row_key(row)
+        if key in by_key:
+            raise ConfigError(field, "/".join(key), "holds this row more than once",
+                              "keep one row per base/defense/attack/lr/metric")
+        if any(math.isnan(row[c]) for c in ("mean", "ci95_low", "ci95_high")):
+            raise ConfigError(field, "/".join(key), "has a nan mean or interval",
+                              "rerun that cell; a metric without a number cannot be gated")
+        by_key[key] = row
+    return by_key
+
+
+def compare(baseline: list[Row], current: list[Row], tolerances: dict[str, float],
+            allow_new_metrics: bool = False) -> list[Verdict]:
+    usable_rows(baseline, "--baseline")
+    by_key = usable_rows(current, "--current")
     missing = [k for k in map(row_key, baseline) if k not in by_key]
     if missing:
         shown = "; ".join("/".join(k) for k in missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
         raise ConfigError("--current", f"{len(missing)} rows", f"lacks cells or metrics the baseline has: {shown}",
                           "run the same recipe for the current model, or regenerate the baseline")
+    new = sorted({r["metric"] for r in current} - {r["metric"] for r in baseline})
+    if new and not allow_new_metrics:
+        raise ConfigError("--current", new, "has metrics the baseline does not, so they would go ungated",
+                          "regenerate the baseline with them, or pass --allow-new-metrics to gate only the shared ones")
     unknown = sorted(set(tolerances) - {r["metric"] for r in baseline})
     if unknown:
         raise ConfigError("--tolerance", unknown, "names metrics the baseline does not have",
@@ -88,11 +113,13 @@ def diff_table(verdicts: list[Verdict]) -> str:
                                   f"{v.delta:+.4f}", v.allowed, v.status] for v in verdicts])
 
 
-def check_files(baseline: Path, current: Path, tolerance_items: list[str]) -> tuple[int, str]:
+def check_files(baseline: Path, current: Path, tolerance_items: list[str],
+                allow_new_metrics: bool = False) -> tuple[int, str]:
     for name, path in (("--baseline", baseline), ("--current", current)):
         if not Path(path).is_file():
             raise ConfigError(name, str(path), "is not a file", "give a leaderboard.csv written by frpo-bench")
-    verdicts = compare(read_csv(baseline, "--baseline"), read_csv(current, "--current"), parse_tolerances(tolerance_items))
+    verdicts = compare(read_csv(baseline, "--baseline"), read_csv(current, "--current"),
+                       parse_tolerances(tolerance_items), allow_new_metrics)
     regressed = [v for v in verdicts if v.status == "REGRESSED"]
     summary = (f"{len(regressed)} of {len(verdicts)} metrics regressed" if regressed
                else f"all {len(verdicts)} metrics within bounds")

@@ -93,15 +93,21 @@ def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
 
 def read_csv(path: Path, field: str = "leaderboard") -> list[Row]:
     """Rows of a leaderboard CSV with their types parsed; a file that is not one is a ConfigError."""
+    fix = "give a leaderboard.csv written by frpo-bench"
     try:
-        with open(path, newline="") as fh:
-            raw = list(csv.DictReader(fh))
+        with open(path, newline="", encoding="utf-8") as fh:
+            text = fh.read()
+        if "\x00" in text:
+            raise csv.Error("NUL bytes")
+        reader = csv.DictReader(io.StringIO(text))
+        raw = list(reader)
     except (UnicodeDecodeError, csv.Error) as err:
-        raise ConfigError(field, str(path), f"is not a readable CSV ({err.__class__.__name__})",
-                          "give a leaderboard.csv written by frpo-bench") from None
-    missing = [c for c in COLUMNS if not raw or c not in raw[0]]
-    if raw and missing:
-        raise ConfigError(field, str(path), f"lacks the columns {missing}", "give a leaderboard.csv written by frpo-bench")
+        raise ConfigError(field, str(path), f"is not a readable CSV ({err.__class__.__name__}: {err})", fix) from None
+    if not text.strip():
+        raise ConfigError(field, str(path), "is empty", fix)
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(field, str(path), f"lacks the columns {missing}", fix)
     return [parse_row(r, f"{field} {path}, line {i + 2}") for i, r in enumerate(raw)]
 
 
