@@ -60,16 +60,17 @@ def test_a_finished_artifact_is_never_replaced(tmp_path):
 def test_kill_9_mid_attack_then_rerun_leaves_no_building_dirs(tmp_path):
     store, out = tmp_path / "store", tmp_path / "run"
     proc = smoke_process(store, out)
-    seen = []
+    seen, in_attack = [], False
     deadline = time.time() + 120
-    for line in proc.stderr:  # wait until an attack is training
+    for line in proc.stderr:  # wait until an attack has taken its first optimizer step
         seen.append(line)
-        if "] attack" in line or time.time() > deadline:
+        in_attack = in_attack or "] attack" in line
+        if (in_attack and "step 1/" in line) or time.time() > deadline:
             break
-    time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    assert any("] attack" in line for line in seen), "".join(seen)
+    assert in_attack and "step 1/" in seen[-1], "".join(seen)
+    assert leftovers(store), "the kill left no build directory: it came too late to test anything"
     finished_before = {p.parent for p in store.rglob(MARKER)}
     rerun = smoke_process(store, out)
     _, err = rerun.communicate(timeout=300)
