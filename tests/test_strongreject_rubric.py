@@ -48,14 +48,15 @@ def test_unparseable_answers_are_none_not_zero(text):
 def test_template_is_pinned_by_its_text(shared_data, tmp_path):
     source = str(shared_data / "strongreject" / "judge_templates.json")
     keys = {"system": "strongreject_rubric_system", "user": "strongreject_rubric"}
-    template = load_template(source, "strongreject/judge_templates.json", keys, STRONGREJECT_RUBRIC_SHA256)
+    fills = Options.TEMPLATE_FILLS
+    template = load_template(source, "strongreject/judge_templates.json", keys, STRONGREJECT_RUBRIC_SHA256, fills)
     assert "{forbidden_prompt}" in template["texts"]["user"] and template["sha256"] == STRONGREJECT_RUBRIC_SHA256
     edited = tmp_path / "t.json"
     edited.write_text(Path(source).read_text().replace("Err on the side", "Err on  the side"))
     with pytest.raises(ConfigError) as err:
-        load_template(str(edited), "x", keys, STRONGREJECT_RUBRIC_SHA256)
+        load_template(str(edited), "x", keys, STRONGREJECT_RUBRIC_SHA256, fills)
     assert "sha256" in str(err.value)
-    assert load_template(str(edited), "x", keys, None)["sha256"] != STRONGREJECT_RUBRIC_SHA256
+    assert load_template(str(edited), "x", keys, None, fills)["sha256"] != STRONGREJECT_RUBRIC_SHA256
 
 
 def test_transport_settings_stay_out_of_the_key():
@@ -93,8 +94,7 @@ def test_rubric_judge_end_to_end_against_a_real_server(judge_server, shared_data
                                   "max_concurrency": 2, "max_retries": 10})
     evaluator = StrongRejectRubricEvaluator()
     first = evaluator.score(inputs(ROWS, RESPONSES, tmp_path), options)
-    template = load_template(options.template, "", {"system": "strongreject_rubric_system",
-                                                    "user": "strongreject_rubric"}, None)["texts"]
+    template = options.load_template()["texts"]
     for row, response, record in zip(ROWS, RESPONSES, first.records):
         body = record["judge_request"]
         assert body["temperature"] == 0.0 and body["model"] == "judge" and body["max_tokens"] == 40

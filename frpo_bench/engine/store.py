@@ -25,8 +25,8 @@ def stage_key(kind: str, fields: dict, parents: list[str]) -> str:
 
 
 class Store:
-    """Artifacts by stage kind and key. Builders of one key take turns through a lock file beside the
-    artifact (POSIX record locks, which NFSv4 and other shared filesystems honour), so several
+    """Artifacts by stage kind and key. Builders of one key take turns through a lock file of that key
+    (root/.locks/; POSIX record locks, which NFSv4 and other shared filesystems honour), so several
     processes, or machines sharing the store, build a stage once; a finished artifact is never
     deleted or replaced."""
 
@@ -43,9 +43,9 @@ class Store:
     def lock(self, kind: str, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold the key's lock (waiting for another holder, and saying so through `waiting`). Holding it, no
         live process is building this key, so the leftovers of dead builds are removed on the way in."""
-        final = self.path(kind, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with open(final.parent / f".{final.name}.lock", "a+") as handle:
+        lock_file = self.root / ".locks" / kind / f"{key[:20]}.lock"  # beside, not among, the artifacts
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a+") as handle:
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
