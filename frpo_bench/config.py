@@ -66,6 +66,9 @@ class LoraConfig:
 
     def validate(self, path: str) -> None:
         check_positive(self, path, "r", "alpha")
+        if not self.target_modules:
+            raise ConfigError(f"{path}.target_modules", self.target_modules, "is empty",
+                              "list module names, or use [all-linear]")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"{path}.dropout", self.dropout, "must be in [0, 1)", "use e.g. 0.0 or 0.05")
 
@@ -229,6 +232,11 @@ class LeaderboardConfig:
                                                        "retention-bounded worst case and the safety-vs-capability plots")
     retention: float = opt(DEFAULT_RETENTION, help="an attack counts for the retained worst case if it keeps "
                                                    "capability at or above this share of the unattacked model's")
+
+    def validate(self, path: str) -> None:
+        if not 0 < self.retention <= 1:
+            raise ConfigError(f"{path}.retention" if path else "retention", self.retention, "must be in (0, 1]",
+                              "give the share of unattacked capability an attack must keep, e.g. 0.9")
 
 
 @dataclass

@@ -286,3 +286,19 @@ def test_a_store_that_is_a_file_is_refused_before_compute(tmp_path, capsys, isol
     a_file = tmp_path / "store"
     a_file.write_text("x")
     run_fails_cleanly(capsys, isolated_cache, "run", "smoke", "--store", str(a_file), expect=["--store", "is a file"])
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("evaluations.0.prompts.n=100000", ["dataset demo_harmful", "rows"]),
+    ("evaluations.0.prompts={dataset: demo_harmful, split: eval, skip: 100000}", ["dataset demo_harmful", "rows"]),
+    ("leaderboard.retention=1.5", ["leaderboard.retention", "(0, 1]"]),
+    ("attacks.0.options.lora.target_modules=[]", ["attacks[0].options.lora.target_modules", "empty"]),
+    ("evaluations.2.options.num_fewshot=-1", ["evaluations[2].options.num_fewshot", "negative"]),
+    ("evaluations.2.options.max_gen_toks=0", ["evaluations[2].options.max_gen_toks", "positive"]),
+    ("seeds=[]", ["seeds", "empty"]),
+    ("evaluations=[]", ["evaluations", "empty"]),
+    ("model=5", ["model", "mapping"]),
+], ids=["n-beyond-split", "skip-beyond-split", "retention", "lora-targets", "fewshot", "gen-toks", "seeds", "evals",
+        "model-scalar"])
+def test_values_that_would_fail_or_mislabel_mid_run(override, expect, capsys, isolated_cache):
+    run_fails_cleanly(capsys, isolated_cache, "run", "smoke", "--set", override, expect=expect)

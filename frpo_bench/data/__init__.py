@@ -11,6 +11,7 @@ Every file is checked against its sha256, so a number always names the exact dat
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -135,11 +136,23 @@ def ref_selection(ref) -> tuple[list[dict], list[int]]:
 
 
 def preflight(refs) -> dict[str, str]:
-    """Resolve every referenced dataset before compute; returns name -> content id."""
+    """Resolve every referenced dataset before compute, and check that each ref selects rows that exist;
+    returns name -> content id."""
     found = {}
     for ref in refs:
         spec = get(ref.dataset)
         for pinned in spec.files:
             locate(spec, pinned)
+        count = split_size(ref.dataset, ref.split)
+        if ref.skip >= count or (ref.n is not None and ref.skip + ref.n > count):
+            asked = f"rows {ref.skip}..{ref.skip + ref.n if ref.n is not None else count}"
+            raise ConfigError(f"dataset {ref.dataset}", f"split {ref.split}, n {ref.n}, skip {ref.skip}",
+                              f"asks for {asked} of a split with {count} rows (a result on fewer prompts than "
+                              "asked would be mislabelled)", f"use n + skip <= {count}")
         found[spec.name] = spec.content_id
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def split_size(name: str, split: str) -> int:
+    return len(load_rows(name, split))

@@ -37,6 +37,10 @@ class Options(OptionsBase):
 
     def validate(self, path: str) -> None:
         from frpo_bench.errors import ConfigError
+        from frpo_bench.typed import check_positive
+        check_positive(self, path, "max_gen_toks", "batch_size")
+        if self.num_fewshot < 0:
+            raise ConfigError(f"{path}.num_fewshot", self.num_fewshot, "is negative", "use 0 or more (lm-eval's: 5)")
         if self.backend not in ("hf", "vllm"):
             raise ConfigError(f"{path}.backend", self.backend, "is not a GSM8K backend", "use hf or vllm")
 

@@ -13,7 +13,7 @@ from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.judge_templates import TemplateOptions
-from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
 
 VERSION = "harmbench-cls-v1"
 CLASSIFIERS = {"test": "cais/HarmBench-Llama-2-13b-cls", "val": "cais/HarmBench-Mistral-7b-val-cls"}
@@ -36,6 +36,9 @@ class Options(TemplateOptions, OptionsBase):
 
     def key_fields(self) -> dict:
         return key_fields_except(self, ("batch_size",))
+
+    def validate(self, path: str) -> None:
+        check_positive(self, path, "batch_size")
 
 
 def verdict(token: str) -> Optional[int]:

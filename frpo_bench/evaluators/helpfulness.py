@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
 
 VERSION = "reward-model-sigmoid-v1"
 
@@ -21,6 +21,9 @@ class Options(OptionsBase):
 
     def key_fields(self) -> dict:
         return key_fields_except(self, ("batch_size",))
+
+    def validate(self, path: str) -> None:
+        check_positive(self, path, "batch_size")
 
 
 class HelpfulnessEvaluator:

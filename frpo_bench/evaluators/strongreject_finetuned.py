@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.judge_templates import STRONGREJECT_TEMPLATES_URL, TemplateOptions
-from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
 
 VERSION = "strongreject-finetuned-v1"
 GRADES = ("1", "2", "3", "4", "5")
@@ -35,6 +35,9 @@ class Options(TemplateOptions, OptionsBase):
 
     def key_fields(self) -> dict:
         return key_fields_except(self, ("batch_size",))
+
+    def validate(self, path: str) -> None:
+        check_positive(self, path, "batch_size")
 
 
 def expected_grade_score(probs: Sequence[float]) -> float:
