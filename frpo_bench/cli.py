@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from frpo_bench.engine.stages import NAMES as STAGE_KINDS
 from frpo_bench.errors import ConfigError, StageError
 
 DEFAULT_RECIPE = "demo"
@@ -29,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="run directory for leaderboard and manifest (default: runs/<recipe>)")
     run.add_argument("--dry-run", action="store_true", help="validate and show the plan; execute nothing")
     run.add_argument("--stages", default=None, metavar="KIND[,KIND]",
-                     help="build only these stage kinds (base, align, harden, attack, generate, score) and what they "
-                          "need, no leaderboard; e.g. `accelerate launch -m frpo_bench run paper --stages harden`")
+                     help=f"build only these stage kinds ({', '.join(STAGE_KINDS)}) and what they need, no "
+                          "leaderboard; e.g. `accelerate launch -m frpo_bench run paper --stages harden`")
     plan = sub.add_parser("plan", help="show what is cached and what would run; executes nothing",
                           description="Validate a recipe and list its stages with their cache status.")
     _recipe_args(plan, optional=False)
