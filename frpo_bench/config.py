@@ -252,6 +252,8 @@ class Recipe:
     generation: GenerationConfig = opt(None, help="how completions are generated")
     evaluations: list[EvaluationConfig] = opt([], help="metrics computed for every cell")
     leaderboard: LeaderboardConfig = opt(None, help="how the leaderboard summarises cells")
+    device: str = opt("auto", help="where every model-running stage runs: auto (the first GPU torch sees, else the "
+                                   "CPU), cpu, cuda or cuda:N (transport only: never part of a cache key)")
 
     def __post_init__(self) -> None:
         self.model = self.model or ModelConfig()
@@ -267,6 +269,9 @@ class Recipe:
                 raise ConfigError(field, dupes, "has repeated names", "give every entry its own name")
         if not self.seeds:
             raise ConfigError("seeds", self.seeds, "is empty", "list at least one seed, e.g. [0]")
+        from frpo_bench.models.device import check_device
+        if not check_device(self.device):
+            raise ConfigError("device", self.device, "is not a device", "use auto, cpu, cuda or cuda:N")
         if not self.defenses:
             raise ConfigError("defenses", self.defenses, "is empty, so the grid has no cell to attack or score",
                               "list at least one defense; {name: none} is the undefended model")

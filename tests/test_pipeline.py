@@ -46,6 +46,15 @@ def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, mon
         assert float(r["ci95_low"]) <= float(r["mean"]) <= float(r["ci95_high"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["versions"]["torch"] and manifest["resolved"]["model"]["id"] == "tiny-llama"
+    # every stage says where it ran, in what dtype, for how long and at what memory peak
+    records = [json.loads(p.with_name("stage.json").read_text()) for p in isolated_cache.rglob("COMPLETE")]
+    assert len(records) == 24
+    for record in records:
+        assert record["device"] == "cpu" and record["peak_memory_bytes"] > 0 and record["seconds"] >= 0, record
+        assert record["dtype"] in ("float32", "bfloat16", "-") and "size" in record, record
+    assert {r["dtype"] for r in records if r["kind"] == "generate"} == {"float32"}  # smoke pins it
+    assert set(manifest["build_seconds_by_stage_kind_and_device"]) == {f"{k}@cpu" for k in
+                                                                       ("base", "align", "attack", "generate", "score")}
     assert "leaderboard:" in resumed.out and "harmful_refusal" in resumed.out
 
     first_csv = (out / "leaderboard.csv").read_bytes()

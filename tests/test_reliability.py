@@ -302,3 +302,11 @@ def test_a_store_that_is_a_file_is_refused_before_compute(tmp_path, capsys, isol
         "model-scalar"])
 def test_values_that_would_fail_or_mislabel_mid_run(override, expect, capsys, isolated_cache):
     run_fails_cleanly(capsys, isolated_cache, "run", "smoke", "--set", override, expect=expect)
+
+
+def test_a_device_that_is_not_there_is_refused_before_compute(capsys, isolated_cache):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    run_fails_cleanly(capsys, isolated_cache, "run", "smoke", "--set", "device=cuda", expect=["device", "cuda"])
+    run_fails_cleanly(capsys, isolated_cache, "run", "smoke", "--set", "device=tpu", expect=["device", "tpu"])

@@ -18,7 +18,7 @@ import random
 import urllib.request
 from pathlib import Path
 
-from frpo_bench.data.spec import DatasetSpec, PinnedFile, rows_hash  # noqa: F401 (the registry's types, re-exported)
+from frpo_bench.data.spec import DatasetSpec, PinnedFile
 from frpo_bench.errors import ConfigError
 
 DATA_ENV = "FRPO_BENCH_DATA"

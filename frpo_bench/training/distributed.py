@@ -13,9 +13,9 @@ from typing import Iterator
 
 
 def make_accelerator():
-    import torch
     from accelerate import Accelerator
-    return Accelerator(cpu=not torch.cuda.is_available())
+    from frpo_bench.models.device import on_accelerator
+    return Accelerator(cpu=not on_accelerator())
 
 
 def launched_rank() -> tuple[int, int]:

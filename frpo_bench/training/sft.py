@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from frpo_bench.models import ModelRef
+from frpo_bench.models.device import on_accelerator
 from frpo_bench.models.loading import load_for_training
 from frpo_bench.training.batches import pad_batch, peft_config, tokenize_pairs
 
@@ -33,7 +34,6 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     With `merge`, a LoRA is merged and full weights are saved (the aligned base is a plain model).
     A model that is itself base + adapter is merged first, so the new training starts from it.
     """
-    import torch
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     out = Path(out)
@@ -68,7 +68,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         output_dir=str(out / "trainer"), max_steps=cfg.steps, learning_rate=lr, seed=seed, data_seed=seed,
         per_device_train_batch_size=cfg.micro_batch_size, gradient_accumulation_steps=cfg.batch_size // cfg.micro_batch_size,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not torch.cuda.is_available(),
+        max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not on_accelerator(),
         train_sampling_strategy="group_by_length", logging_steps=max(1, cfg.steps // 10), save_strategy="no",
         report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
     trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
