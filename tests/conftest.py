@@ -11,8 +11,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own artifact store, so nothing leaks between tests."""
+    """Every test gets its own artifact store (and the default device), so nothing leaks between tests."""
+    from frpo_bench.models.device import use_device
     monkeypatch.setenv("FRPO_BENCH_CACHE", str(tmp_path / "store"))
+    use_device("auto")
     return tmp_path / "store"
 
 
