@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 from frpo_bench.engine.plan import Stage
-from frpo_bench.engine.stages import BY_NAME, prior_seconds, stage_dtype, stage_size
+from frpo_bench.engine.eta import History, expected_seconds
+from frpo_bench.engine.stages import BY_NAME, stage_dtype, stage_size
 from frpo_bench.engine.store import Store
 from frpo_bench.errors import StageError
 
@@ -19,16 +20,17 @@ from frpo_bench.errors import StageError
 class Progress:
     """Prints one line per stage with its position, the cell it belongs to, and an ETA."""
 
-    def __init__(self, stages: list[Stage], stream=None, quiet: bool = False):
+    def __init__(self, stages: list[Stage], stream=None, quiet: bool = False, history: History | None = None,
+                 device: str = "cpu"):
         self.stream, self.total, self.done, self.quiet = stream or sys.stderr, len(stages), 0, quiet
         self.remaining = list(stages)
-        self.measured: dict[str, list[float]] = {}
+        self.history, self.device = history or History(), device
         self.start = time.time()
 
     def estimate(self, stage: Stage) -> float:
-        """This run's mean for the stage's kind once one finished, the kind's prior before."""
-        times = self.measured.get(stage.kind)
-        return sum(times) / len(times) if times else prior_seconds(stage)
+        """From the store's records and this run's (per unit of size, same sort of stage, same device);
+        the stage table's prior where there is none."""
+        return expected_seconds(stage, self.history, self.device)
 
     def eta(self) -> str:
         seconds = sum(self.estimate(s) for s in self.remaining)
@@ -41,7 +43,7 @@ class Progress:
 
     def end(self, stage: Stage, seconds: float, note: str = "") -> None:
         if not note:  # a stage another process built says nothing about this kind's cost
-            self.measured.setdefault(stage.kind, []).append(seconds)
+            self.history.add(stage, self.device, seconds)
         self.remaining.remove(stage)
         self.say(f"      {note or f'done in {seconds:.1f}s'}")
 
@@ -58,10 +60,12 @@ class Execution:
 
 def execute(stages: list[Stage], store: Store) -> Execution:
     """Run every stage not yet in the store."""
+    from frpo_bench.models.device import compute_device
     from frpo_bench.training.distributed import launched_rank
     rank = launched_rank()[0]  # under `accelerate launch` every process trains; only rank 0 writes the store
     todo = [s for s in stages if not store.has(s.kind, s.key)]
-    progress = Progress(todo, quiet=rank > 0)
+    device = compute_device() if todo else "cpu"
+    progress = Progress(todo, quiet=rank > 0, history=History.of_store(store.root) if todo else None, device=device)
     progress.say(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run (store: {store.root})")
     built = []
     for stage in todo:

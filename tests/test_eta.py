@@ -1,0 +1,55 @@
+"""ETA from the store's own history: a stage is expected to take what stages of its sort took on this
+device per unit of size, times its size; priors only where the store has no record."""
+import json
+
+from frpo_bench.config import load_recipe
+from frpo_bench.engine.eta import History, expected_seconds
+from frpo_bench.engine.plan import build_plan
+from frpo_bench.engine.runner import Progress
+from frpo_bench.engine.stages import prior_seconds, stage_size
+from frpo_bench.engine.store import Store
+
+
+def smoke_stages(*overrides):
+    return build_plan(load_recipe("smoke", list(overrides))[0])[1]
+
+
+def record(store: Store, stage, seconds: float, device: str = "cpu") -> None:
+    with store.building(stage.kind, stage.key, {"label": stage.label, "fields": stage.fields, "parents": [],
+                                                "seconds": seconds, "device": device,
+                                                "size": stage_size(stage)}):
+        pass
+
+
+def test_estimates_come_from_measured_seconds_scaled_by_size(tmp_path):
+    store = Store(tmp_path)
+    stages = smoke_stages()
+    for stage in stages:
+        record(store, stage, 100.0)
+    history = History.of_store(store.root)
+    progress = Progress(stages, history=history, device="cpu", quiet=True)
+    assert all(abs(progress.estimate(s) - 100.0) < 1e-6 for s in stages)
+    longer = [s for s in smoke_stages("attacks.0.options.steps=6") if s.kind == "attack" and "harmful" in s.label]
+    assert abs(expected_seconds(longer[0], history, "cpu") - 200.0) < 1e-6  # twice the steps: twice the time
+    more = [s for s in smoke_stages("generation.max_new_tokens=16") if s.kind == "generate"]
+    assert abs(expected_seconds(more[0], history, "cpu") - 200.0) < 1e-6  # twice the new tokens
+
+
+def test_other_devices_and_empty_stores_fall_back_to_the_priors(tmp_path):
+    store = Store(tmp_path)
+    stages = smoke_stages()
+    for stage in stages:
+        record(store, stage, 100.0, device="cuda:0")
+    history = History.of_store(store.root)
+    assert all(expected_seconds(s, history, "cpu") == prior_seconds(s) for s in stages)
+    assert all(expected_seconds(s, History.of_store(tmp_path / "empty"), "cpu") == prior_seconds(s) for s in stages)
+
+
+def test_records_written_before_devices_were_recorded_are_ignored(tmp_path):
+    store = Store(tmp_path)
+    stage = smoke_stages()[0]
+    with store.building(stage.kind, stage.key, {"label": stage.label, "fields": stage.fields, "parents": [],
+                                                "seconds": 5.0}):
+        pass
+    assert History.of_store(store.root).estimate(stage, "cpu") is None
+    assert json.loads((store.path(stage.kind, stage.key) / "stage.json").read_text())["seconds"] == 5.0
