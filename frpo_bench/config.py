@@ -14,7 +14,7 @@ from frpo_bench.typed import (Options, apply_override, check_positive, check_pos
                               to_dict, yaml_problem)
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 BACKENDS = ("hf", "vllm", "auto")
 DEFAULT_RETENTION = 0.9
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -185,8 +185,9 @@ class EvaluationConfig:
 class GenerationConfig:
     backend: str = opt("hf", help="generation backend: hf (batched transformers), vllm (vLLM engine in a child "
                                   "process, LoRA cells served as adapters) or auto (vllm when installed, else hf)")
-    dtype: str = opt("float32", help=f"compute dtype for generation, one of {DTYPES}; bf16 for GPUs (on the 2-core "
-                                      "CPU here fp32 generated 3x faster than bf16); compare exact outputs in float32")
+    dtype: str = opt("float32", help=f"compute dtype for generation, one of {DTYPES}; auto: bf16 on a GPU, on a CPU "
+                                      "whichever a probe measures faster there (CPUs differ by 100x in bf16); "
+                                      "compare exact outputs in float32")
     max_new_tokens: int = opt(48, help="tokens generated per prompt")
     temperature: float = opt(0.0, help="0 means greedy decoding")
     top_p: float = opt(1.0, help="nucleus sampling mass (used when temperature > 0)")

@@ -221,6 +221,11 @@ class Options:
     def preflight(self, path: str) -> None:
         """Before compute, after parsing: check what lives outside the recipe (files, models, packages)."""
 
+    def resolve_installed(self, path: str, device: str) -> dict[str, str]:
+        """Before planning: settle what the options leave to the machine (e.g. `dtype: auto`) and say how,
+        {field: what it became and why}; nothing by default."""
+        return {}
+
 
 @dataclasses.dataclass
 class NoOptions(Options):

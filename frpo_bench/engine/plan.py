@@ -127,21 +127,35 @@ def cell_label(cell: Cell) -> str:
     return " ".join(parts)
 
 
+def component_options(recipe: Recipe) -> list[tuple[str, object]]:
+    """(recipe path, typed Options) of every defense, attack and evaluation."""
+    return ([(f"defenses[{i}].options", d.options) for i, d in enumerate(recipe.defenses)]
+            + [(f"attacks[{i}].options", a.options) for i, a in enumerate(recipe.attacks)]
+            + [(f"evaluations[{i}].options", e.options) for i, e in enumerate(recipe.evaluations)])
+
+
 def resolve_installed(recipe: Recipe) -> dict[str, str]:
-    """Settle what the recipe leaves to the machine (parsing never looks): `generation.backend: auto`
-    becomes the engine that will run, so that cache keys name it; an explicit vllm must be usable.
-    Returns what was resolved and why, for the manifest."""
+    """Settle what the recipe leaves to the machine (parsing never looks), so that cache keys name what
+    runs: `generation.backend: auto` becomes an engine (an explicit vllm must be usable), every `dtype:
+    auto` a dtype. Returns what was resolved and why, for the manifest (and says it on stderr)."""
     from frpo_bench.models.generate import resolve_backend, vllm_status
-    gen = recipe.generation
+    from frpo_bench.models.precision import resolve_dtype
+    gen, resolved = recipe.generation, {}
     if gen.backend == "auto":
         gen.backend, why = resolve_backend("auto")
-        print(f"generation.backend: auto -> {gen.backend} ({why})", file=sys.stderr)
-        return {"generation.backend": f"auto -> {gen.backend} ({why})"}
-    if gen.backend == "vllm":
+        resolved["generation.backend"] = f"auto -> {gen.backend} ({why})"
+    elif gen.backend == "vllm":
         usable, why = vllm_status()
         if not usable:
             raise ConfigError("generation.backend", "vllm", why, "install it, or use 'auto' or 'hf'")
-    return {}
+    if gen.dtype == "auto":
+        gen.dtype, why = resolve_dtype("auto", "inference", recipe.device)
+        resolved["generation.dtype"] = f"auto -> {gen.dtype} ({why})"
+    for path, options in component_options(recipe):
+        resolved.update(options.resolve_installed(path, recipe.device))
+    for field, how in resolved.items():
+        print(f"{field}: {how}", file=sys.stderr)
+    return resolved
 
 
 def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:

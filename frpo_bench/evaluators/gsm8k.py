@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.models.precision import DtypeOption
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
@@ -25,11 +26,11 @@ FILTERS = ("strict-match", "flexible-extract")
 
 
 @dataclass
-class Options(OptionsBase):
+class Options(DtypeOption, OptionsBase):
     num_fewshot: int = opt(5, help="few-shot examples (lm-eval's gsm8k default: 5, first_n from train)")
     max_gen_toks: int = opt(256, help="generation budget per answer (lm-eval's default: 256)")
     apply_chat_template: bool = opt(False, help="wrap prompts in the model's chat template (lm-eval --apply_chat_template)")
-    dtype: str = opt("float32", help="model dtype passed to lm-eval's hf backend")
+    dtype: str = opt("float32", help="model dtype passed to lm-eval: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(8, help="lm-eval batch size (transport only)")
     backend: str = opt("hf", omit_if_default=True, help="hf: lm-eval's transformers backend; vllm: a local vLLM server queried through "
                                   "lm-eval's local-completions model (lm-eval's own vllm backend needs the CUDA "
@@ -39,6 +40,7 @@ class Options(OptionsBase):
         from frpo_bench.errors import ConfigError
         from frpo_bench.typed import check_positive
         check_positive(self, path, "max_gen_toks", "batch_size")
+        self.check_dtype(path)
         if self.num_fewshot < 0:
             raise ConfigError(f"{path}.num_fewshot", self.num_fewshot, "is negative", "use 0 or more (lm-eval's: 5)")
         if self.backend not in ("hf", "vllm"):

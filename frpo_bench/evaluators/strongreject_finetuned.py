@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.models.precision import DtypeOption
 from frpo_bench.evaluators.judge_templates import STRONGREJECT_TEMPLATES_URL, TemplateOptions
 from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
 
@@ -18,7 +19,7 @@ GRADES = ("1", "2", "3", "4", "5")
 
 
 @dataclass
-class Options(TemplateOptions, OptionsBase):
+class Options(TemplateOptions, DtypeOption, OptionsBase):
     TEMPLATE_FILE = "strongreject/judge_templates.json"
     TEMPLATE_KEYS = {"user": "strongreject_finetuned"}
     TEMPLATE_FILLS = {"user": {"forbidden_prompt", "response"}}
@@ -30,7 +31,7 @@ class Options(TemplateOptions, OptionsBase):
     template: str = opt(STRONGREJECT_TEMPLATES_URL, help="path or URL of the template JSON (key strongreject_finetuned)")
     template_sha256: Optional[str] = opt(None, help="required sha256 of the template text (null: any; the hash "
                                                     "is recorded with every result)")
-    dtype: str = opt("float32", help="judge compute dtype (bfloat16 on GPUs)")
+    dtype: str = opt("float32", help="judge compute dtype: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(4, help="judge prompts per forward pass (transport only)")
 
     def key_fields(self) -> dict:
@@ -38,6 +39,7 @@ class Options(TemplateOptions, OptionsBase):
 
     def validate(self, path: str) -> None:
         check_positive(self, path, "batch_size")
+        self.check_dtype(path)
 
 
 def expected_grade_score(probs: Sequence[float]) -> float:

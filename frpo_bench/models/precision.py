@@ -1,0 +1,140 @@
+"""`dtype: auto`: bf16 on a GPU; on a CPU, whichever of fp32 and bf16 a short probe measures faster on
+this very machine (CPUs differ: on one with AVX2 only a bf16 matmul ran ~100x slower than fp32, on one
+with AVX512-BF16 4.3x faster). The probe runs once per machine, in a child process (planning imports
+no torch), and its result is cached under the store's root by a signature of the CPU and torch.
+`FRPO_BENCH_AUTO_DTYPE=float32|bfloat16` makes `auto` resolve to that, e.g. to reproduce another
+machine's cache keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+
+from frpo_bench.files import default_cache_dir, write_json_atomic
+
+AUTO_ENV = "FRPO_BENCH_AUTO_DTYPE"
+CHOICES = ("float32", "bfloat16")
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA device node, without importing torch."""
+    return any(os.path.exists(f"/dev/nvidia{i}") for i in range(16))
+
+
+def machine_signature() -> dict:
+    flags, model = set(), ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "none"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"cpu": model, "flags": sorted(flags & set(wanted)), "cores": os.cpu_count(), "torch": torch_version}
+
+
+def probe_path():
+    digest = hashlib.sha256(json.dumps(machine_signature(), sort_keys=True).encode()).hexdigest()[:16]
+    return default_cache_dir() / "machine" / f"dtype-probe-{digest}.json"
+
+
+def cpu_probe() -> dict:
+    """{purpose: {dtype: seconds}} for inference and training, measured once per machine (cached)."""
+    path = probe_path()
+    if path.is_file():
+        return json.loads(path.read_text())
+    out = subprocess.run([sys.executable, "-m", "frpo_bench.models.precision"], capture_output=True, text=True,
+                         timeout=300, check=True)
+    result = {**json.loads(out.stdout), "machine": machine_signature()}
+    write_json_atomic(path, result)
+    return result
+
+
+def resolve_dtype(requested: str, purpose: str, device: str) -> tuple[str, str]:
+    """(dtype, why) for a requested dtype; `auto` resolved for `purpose` (inference | training) on the
+    recipe's `device` (auto | cpu | cuda[:N])."""
+    if requested != "auto":
+        return requested, "set in the recipe"
+    forced = os.environ.get(AUTO_ENV)
+    if forced:
+        return forced, f"{AUTO_ENV}={forced}"
+    if device.startswith("cuda") or (device == "auto" and gpu_visible()):
+        return "bfloat16", "a GPU"
+    times = cpu_probe()[purpose]
+    best = min(CHOICES, key=lambda d: times[d])
+    return best, (f"measured on this CPU ({purpose}): float32 {times['float32'] * 1e3:.1f} ms, "
+                  f"bfloat16 {times['bfloat16'] * 1e3:.1f} ms")
+
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+class DtypeOption:
+    """Mixin for options with a compute `dtype` that may be `auto`: checked at parse time, resolved by
+    the engine before planning (so a cache key names the dtype that ran), recorded in the manifest."""
+
+    def check_dtype(self, path: str) -> None:
+        from frpo_bench.errors import ConfigError
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"{path}.dtype", self.dtype, "is not a dtype", f"use one of {DTYPES}")
+
+    def resolve_installed(self, path: str, device: str) -> dict[str, str]:
+        if self.dtype != "auto":
+            return {}
+        self.dtype, why = resolve_dtype("auto", "inference", device)
+        return {f"{path}.dtype": f"auto -> {self.dtype} ({why})"}
+
+
+def _probe() -> dict:
+    """Seconds of a SmolLM2-sized MLP stack: a decode-like forward (16 rows) for inference, a forward and
+    backward over 512 rows (bf16 autocast over fp32 weights, as the trainers run it) for training."""
+    import time
+    import torch
+    torch.manual_seed(0)
+    width, hidden = 576, 1536
+    layers = torch.nn.Sequential(*[m for _ in range(4) for m in (torch.nn.Linear(width, hidden), torch.nn.SiLU(),
+                                                                 torch.nn.Linear(hidden, width))])
+
+    def best_of(fn, repeats=5):
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    results = {"inference": {}, "training": {}}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        model = layers.to(dtype)
+        x = torch.randn(16, width, dtype=dtype)
+
+        def infer():
+            with torch.inference_mode():
+                for _ in range(20):
+                    model(x)
+        results["inference"][name] = best_of(infer)
+    model = layers.to(torch.float32)
+    batch = torch.randn(512, width)
+    for name, autocast in (("float32", False), ("bfloat16", True)):
+        def train():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(batch).float().pow(2).mean()
+            loss.backward()
+        results["training"][name] = best_of(train)
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe()))
