@@ -32,9 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", default=None, metavar="KIND[,KIND]",
                      help=f"build only these stage kinds ({', '.join(STAGE_KINDS)}) and what they need, no "
                           "leaderboard; e.g. `accelerate launch -m frpo_bench run paper --stages harden`")
+    from frpo_bench.engine import estimate
     plan = sub.add_parser("plan", help="show what is cached and what would run; executes nothing",
-                          description="Validate a recipe and list its stages with their cache status.")
+                          description="Validate a recipe and list its stages with their cache status. With "
+                                      "--estimate, the expected hours, GPU-hours and peak memory per stage kind. "
+                                      + estimate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _recipe_args(plan, optional=False)
+    plan.add_argument("--estimate", action="store_true", help="print the cost model's estimate of the whole plan")
+    plan.add_argument("--gpu", default="h100", choices=sorted(estimate.MACHINES),
+                      help="the device the estimate is for (cpu: the 2-core development machine)")
     ls = sub.add_parser("ls", help="list registered defenses, attacks, evaluators, datasets and recipes",
                         description="List every registered component.")
     ls.add_argument("--options", action="store_true", help="also print every recipe field and component option with its help")
@@ -100,6 +106,10 @@ def cmd_plan(args) -> int:
     from frpo_bench.engine.store import Store
     recipe, _ = load_recipe(args.recipe, args.overrides)
     print(plan_report(recipe, Store(args.store)))
+    if args.estimate:
+        from frpo_bench.engine.estimate import estimate_report
+        from frpo_bench.engine.plan import build_plan
+        print("\n" + estimate_report(build_plan(recipe)[1], recipe.model.id, args.gpu))
     return 0
 
 

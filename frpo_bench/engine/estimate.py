@@ -1,0 +1,283 @@
+"""Before launching: expected wall time, GPU-hours and peak memory of a plan, from a small cost model.
+
+Assumptions (printed by `frpo-bench plan --help`):
+- Training (alignment, attacks, TAR, RR, the RL update) is compute-bound: 6 N FLOPs per token for
+  full fine-tuning (forward, activation and weight gradients), 4 N for LoRA (no weight gradients of
+  the frozen base), plus 2 N for the recomputed forward of gradient checkpointing, assumed on GPUs
+  (the paper's 7B models need it), at a model FLOP utilisation (MFU) of the dtype's matmul peak,
+  plus a fixed cost per optimizer step (launches, the optimizer, Python).
+- HF generation is bound by per-step overhead, not bandwidth, at these sizes: each decode step of a
+  batch costs a fixed time plus a time per billion parameters (fitted to the H200 measurements
+  below), and never less than reading the weights once from memory.
+- Every stage that loads a model pays loading at the card's host-to-device rate plus a fixed start;
+  lm-eval adds its own start-up; text-check scoring is free.
+- Peak memory: bf16 weights (2 bytes/parameter; fp32 master weights, gradients and AdamW moments,
+  16 bytes/parameter, for full fine-tuning), plus activations per token in flight.
+- An RL step samples prompts x G completions with HF generate, then one training pass over them;
+  a reference-model forward is added when beta > 0.
+
+Calibration (tests/test_estimate.py checks each within 25%): on one H200, a SmolLM2-135M-shaped
+model generating 64 prompts x 64 tokens through the harness's HF backend in 1.58 s; a Mistral-7B-
+shaped model sampling 128 sequences x 256 tokens in 23.4 s, and a LoRA r64 forward+backward over
+128 x 352 tokens (micro-batches of 16, gradient checkpointing) in 7.4 s at a 21 GB peak; on the
+2-core CPU of the development machines, HF generation of SmolLM2 (64 x 128 tokens) at 113 tok/s in
+fp32 and 236 in bf16, LoRA training at 303 tok/s (fp32) and 528 (bf16), full fine-tuning at 173
+and 320.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    bf16_flops: float  # dense bf16 peak, FLOP/s
+    fp32_flops: float
+    memory_bytes: float
+    bandwidth: float  # memory bandwidth, bytes/s
+    load_rate: float  # weights loaded per second (disk and host-to-device)
+    is_gpu: bool
+
+
+MACHINES = {
+    "h100": Machine("h100", 989e12, 67e12, 80 * GIB, 3.35e12, 2e9, True),
+    "h200": Machine("h200", 989e12, 67e12, 141 * GIB, 4.8e12, 2e9, True),
+    "a100-80g": Machine("a100-80g", 312e12, 19.5e12, 80 * GIB, 2.0e12, 2e9, True),
+    # the development CPU: 2 cores, AVX512-BF16; matmul peaks measured by perf.matmul_peak
+    "cpu": Machine("cpu", 951e9, 223e9, 24 * GIB, 20e9, 0.5e9, False),
+}
+
+# Fitted constants (see the module docstring for the figures they reproduce)
+TRAIN_MFU = {"gpu": 0.27, "float32": 0.68, "bfloat16": 0.285}  # GPU (bf16) and CPU per dtype, of the matmul peak
+TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 0.2}  # seconds per optimizer step
+GPU_DECODE_STEP = (0.00458, 0.01199)  # seconds per decode step of one batch: fixed + per billion parameters
+CPU_DECODE_MFU = {"float32": 0.137, "bfloat16": 0.067}  # of the matmul peak, HF generate, batch 16
+LOAD_FIXED, LM_EVAL_START = 3.0, 10.0
+ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM = 1.45e5  # with gradient checkpointing, bf16 (from the 21 GB peak)
+
+KNOWN_PARAMETERS = {  # for Hub models whose config is not on this machine
+    "mistralai/Mistral-7B-Instruct-v0.1": 7.24e9, "mistralai/Mistral-7B-Instruct-v0.2": 7.24e9,
+    "meta-llama/Meta-Llama-3-8B-Instruct": 8.03e9, "meta-llama/Llama-3.1-8B-Instruct": 8.03e9,
+    "GraySwanAI/Mistral-7B-Instruct-RR": 7.24e9, "GraySwanAI/Llama-3-8B-Instruct-RR": 8.03e9,
+    "lapisrocks/Llama-3-8B-Instruct-TAR-Refusal": 8.03e9, "smollm2-135m-instruct": 1.35e8,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": 1.35e8, "allenai/Llama-3.1-8B-Instruct-RM-RB2": 7.5e9,
+    "google/gemma-2b": 2.5e9, "cais/HarmBench-Llama-2-13b-cls": 13.0e9, "cais/HarmBench-Mistral-7b-val-cls": 7.24e9,
+    "tiny-llama": 2.3e5,
+}
+
+
+def config_parameters(config: dict) -> float:
+    """Parameters of a decoder-only transformer from its config.json (embeddings, attention with grouped
+    KV heads, gated MLP, an untied head unless tie_word_embeddings)."""
+    d, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    heads = config.get("num_attention_heads", 1)
+    kv = config.get("num_key_value_heads", heads)
+    ff = config.get("intermediate_size", 4 * d)
+    attention = 2 * d * d + 2 * d * (d * kv // heads)
+    per_layer = attention + 3 * d * ff
+    head = 0 if config.get("tie_word_embeddings", False) else vocab * d
+    return float(vocab * d + layers * per_layer + head)
+
+
+def model_parameters(model_id: str) -> float | None:
+    if model_id in KNOWN_PARAMETERS:
+        return KNOWN_PARAMETERS[model_id]
+    config = Path(model_id).expanduser() / "config.json"
+    if config.is_file():
+        return config_parameters(json.loads(config.read_text()))
+    return None
+
+
+# --- the cost of each kind of work ----------------------------------------------------------------
+
+def train_flops_per_token(params: float, lora: bool, machine: Machine) -> float:
+    return (4 if lora else 6) * params + (2 * params if machine.is_gpu and lora else 0)
+
+
+def train_seconds(params: float, tokens: float, steps: int, machine: Machine, bf16: bool, lora: bool) -> float:
+    if machine.is_gpu:
+        rate = machine.bf16_flops * TRAIN_MFU["gpu"]
+    else:
+        rate = (machine.bf16_flops * TRAIN_MFU["bfloat16"]) if bf16 else (machine.fp32_flops * TRAIN_MFU["float32"])
+    overhead = TRAIN_STEP_OVERHEAD["gpu" if machine.is_gpu else "cpu"]
+    return train_flops_per_token(params, lora, machine) * tokens / rate + steps * overhead
+
+
+def generate_seconds(params: float, sequences: int, new_tokens: int, batch: int, machine: Machine,
+                     dtype: str = "bfloat16") -> float:
+    batches = math.ceil(sequences / max(batch, 1))
+    if machine.is_gpu:
+        fixed, per_billion = GPU_DECODE_STEP
+        step = max(fixed + per_billion * params / 1e9, 2 * params / machine.bandwidth)
+        return batches * new_tokens * step
+    peak = machine.bf16_flops if dtype == "bfloat16" else machine.fp32_flops
+    return 2 * params * sequences * new_tokens / (peak * CPU_DECODE_MFU[dtype])
+
+
+def load_seconds(params: float, machine: Machine) -> float:
+    return LOAD_FIXED + 2 * params / machine.load_rate
+
+
+def train_peak_bytes(params: float, tokens_in_flight: float, full: bool) -> float:
+    weights = 16 * params if full else 2 * params
+    return weights + ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM * tokens_in_flight * params / 1e9
+
+
+def inference_peak_bytes(params: float, sequences: int, length: int) -> float:
+    return 2 * params + 0.05 * ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM * sequences * length * params / 1e9
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+SEQUENCE_FILL = 0.5  # training sequences fill about half their max_length (they are cut there, padded per batch)
+PROMPT_TOKENS = 128  # a prompt, chat-templated
+JUDGE_PROMPT_TOKENS = 700  # a judge's template around prompt and response
+API_SECONDS_PER_REQUEST = 4.0
+TEXT_CHECK_SECONDS = 0.5
+DEFAULT_ROWS = 500  # when a prompt set's size cannot be read here
+
+
+@dataclass
+class Estimate:
+    kind: str
+    seconds: float
+    peak_bytes: float
+    gpus: int = 1
+
+
+def prompt_count(prompts: dict) -> int:
+    if prompts.get("n"):
+        return int(prompts["n"])
+    from frpo_bench.data import split_size
+    try:
+        return split_size(prompts["dataset"], prompts["split"]) - prompts.get("skip", 0)
+    except Exception:  # not available here: the estimate says what it assumed
+        return DEFAULT_ROWS
+
+
+def sft_estimate(kind: str, fields: dict, micro_batch: int, params: float, machine: Machine) -> Estimate:
+    lora = fields.get("lora") is not None
+    tokens = fields["steps"] * fields["batch_size"] * fields["max_length"] * SEQUENCE_FILL
+    seconds = 2 * load_seconds(params, machine) + train_seconds(params, tokens, fields["steps"], machine,
+                                                               fields.get("bf16", False), lora)
+    return Estimate(kind, seconds, train_peak_bytes(params, micro_batch * fields["max_length"], not lora))
+
+
+def rl_estimate(options: dict, params: float, machine: Machine) -> Estimate:
+    sequences = options["prompts_per_step"] * options["num_generations"]
+    length = options["max_completion_length"]
+    tokens = sequences * (PROMPT_TOKENS + length)
+    lora = options.get("lora") is not None
+    step = (generate_seconds(params, sequences, length, sequences, machine)
+            + train_seconds(params, tokens, 1, machine, True, lora))
+    if options.get("beta", 0) > 0:  # the reference model's log-probs: one forward
+        step += 2 * params * tokens / ((machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * 0.3)
+    if options.get("helpfulness_reward") == "reward_model":
+        reward_params = model_parameters(options.get("reward_model", "")) or 8e9
+        step += 2 * reward_params * tokens / ((machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * 0.3)
+    peak = train_peak_bytes(params, tokens, not lora)
+    return Estimate("harden", 2 * load_seconds(params, machine) + options["steps"] * step, peak)
+
+
+def tar_estimate(options: dict, params: float, machine: Machine) -> Estimate:
+    batch_tokens = options["batch_size"] * options["max_length"] * SEQUENCE_FILL
+    passes = options["inner_steps"] + options["inner_steps"] // max(options.get("tamper_every", 1), 1) + 1
+    seconds = options["steps"] * passes * train_seconds(params, batch_tokens, 1, machine, True, False)
+    peak = train_peak_bytes(params, options["batch_size"] * options["max_length"], True) + 2 * params  # + reference
+    return Estimate("harden", 2 * load_seconds(params, machine) + seconds, peak)
+
+
+def rr_estimate(options: dict, params: float, machine: Machine) -> Estimate:
+    batch_tokens = 2 * options["batch_size"] * options["max_length"] * SEQUENCE_FILL  # harmful + retain
+    step = train_seconds(params, batch_tokens * 1.5, 1, machine, True, True)  # + the frozen forward
+    peak = train_peak_bytes(params, 2 * options["batch_size"] * options["max_length"], False)
+    return Estimate("harden", 2 * load_seconds(params, machine) + options["steps"] * step, peak)
+
+
+def score_estimate(fields: dict, options: dict, params: float, machine: Machine) -> Estimate:
+    """`options`: the evaluation's options with their transport fields (batch sizes, concurrency)."""
+    evaluator, n = fields["evaluator"], prompt_count(fields["prompts"])
+    if evaluator == "gsm8k":
+        seconds = (LM_EVAL_START + load_seconds(params, machine)
+                   + generate_seconds(params, n, options.get("max_gen_toks", 256), options.get("batch_size", 8),
+                                      machine, options.get("dtype", "bfloat16")))
+        return Estimate("score", seconds, inference_peak_bytes(params, options.get("batch_size", 8), 1024))
+    judge = options.get("judge_model") or options.get("classifier") or options.get("reward_model")
+    if evaluator == "strongreject_rubric":
+        return Estimate("score", n * API_SECONDS_PER_REQUEST / max(options.get("max_concurrency", 8), 1), 0, 0)
+    if judge:  # a local judge model reads every prompt (prefill, compute-bound)
+        judge_params = model_parameters(judge) or 8e9
+        flops = 2 * judge_params * n * JUDGE_PROMPT_TOKENS
+        rate = (machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * 0.3
+        return Estimate("score", load_seconds(judge_params, machine) + flops / rate,
+                        inference_peak_bytes(judge_params, options.get("batch_size", 4), JUDGE_PROMPT_TOKENS))
+    return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
+
+
+def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
+    fields, payload = stage.fields, stage.payload
+    if stage.kind == "base":
+        return Estimate("base", load_seconds(params, machine), 2 * params)
+    if stage.kind == "align":
+        return sft_estimate("align", fields, payload["cfg"].micro_batch_size, params, machine)
+    if stage.kind == "attack":
+        return sft_estimate("attack", fields, payload["attack"].options.micro_batch_size, params, machine)
+    if stage.kind == "harden":
+        options = fields["options"]
+        kind = fields["type"]
+        if kind in ("grpo", "frpo"):
+            return rl_estimate(options, params, machine)
+        if kind == "tar":
+            return tar_estimate(options, params, machine)
+        if kind == "rr":
+            return rr_estimate(options, params, machine)
+        return Estimate("harden", 2 * load_seconds(params, machine), 2 * params)  # a released checkpoint
+    if stage.kind == "generate":
+        gen = fields["generation"]
+        n = prompt_count(fields["prompts"])
+        batch = payload["generation"].batch_size if gen["backend"] == "hf" else 256  # vLLM batches itself
+        seconds = load_seconds(params, machine) + generate_seconds(params, n, gen["max_new_tokens"], batch,
+                                                                   machine, gen["dtype"])
+        return Estimate("generate", seconds, inference_peak_bytes(params, batch, PROMPT_TOKENS + gen["max_new_tokens"]))
+    from frpo_bench.typed import to_dict
+    return score_estimate(fields, to_dict(payload["evaluation"].options), params, machine)
+
+
+def estimate_plan(stages, model_id: str, machine: Machine) -> tuple[list[Estimate], float]:
+    params = model_parameters(model_id)
+    if params is None:
+        from frpo_bench.errors import ConfigError
+        raise ConfigError("model.id", model_id, "has an unknown size here (no config.json on this machine)",
+                          "download the model once, or give a local directory")
+    return [stage_estimate(s, params, machine) for s in stages], params
+
+
+def estimate_report(stages, model_id: str, machine_name: str) -> str:
+    from frpo_bench.results.schema import render_table
+    machine = MACHINES[machine_name]
+    estimates, params = estimate_plan(stages, model_id, machine)
+    from frpo_bench.engine.eta import sort_of
+    by_kind: dict[str, list[Estimate]] = {}
+    for stage, e in zip(stages, estimates):
+        by_kind.setdefault(" ".join(str(x) for x in sort_of(stage.kind, stage.fields)), []).append(e)
+    lines, total, gpu_hours = [], 0.0, 0.0
+    for kind, items in by_kind.items():
+        seconds = sum(e.seconds for e in items)
+        peak = max(e.peak_bytes for e in items)
+        hours = sum(e.seconds * e.gpus for e in items) / 3600 if machine.is_gpu else 0.0
+        total, gpu_hours = total + seconds, gpu_hours + hours
+        fits = "yes" if peak <= machine.memory_bytes else f"NO (> {machine.memory_bytes / GIB:.0f} GiB)"
+        lines.append([kind, str(len(items)), f"{seconds / 3600:.2f}", f"{hours:.1f}" if machine.is_gpu else "-",
+                      f"{peak / GIB:.1f}", fits])
+    lines.append(["total", str(len(estimates)), f"{total / 3600:.2f}", f"{gpu_hours:.1f}" if machine.is_gpu else "-",
+                  "", ""])
+    table = render_table(["stages of", "count", "hours (one device, in sequence)", "GPU-hours",
+                          "peak GiB (largest stage)", "fits one device"], lines)
+    return (f"estimate for {len(estimates)} stages of a {params / 1e9:.2f}B-parameter model on one {machine.name} "
+            f"(cost model: frpo_bench/engine/estimate.py; `frpo-bench plan --help` states its assumptions)\n{table}")
