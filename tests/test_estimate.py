@@ -60,3 +60,21 @@ def test_plan_help_states_the_cost_models_assumptions(capsys):
         main(["plan", "--help"])
     out = capsys.readouterr().out
     assert "6 N FLOPs per token" in out and "Calibration" in out
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_end_to_end_in_its_quick_mode(tmp_path):
+    """benchmarks/gpu_check.py is meant for a GPU; --quick runs every step small on whatever device is here
+    (the assertions read 'on this device'), so the script itself is kept working."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["smoke"]["stages"] == result["smoke"]["on_device"] == 24
+    assert result["rl_step"]["timed_steps_each"] >= 1 and result["rl_step"]["frpo_over_grpo"] > 0
+    assert result["generation"]["speedup"] > 0 and result["judge"]["judge_prompts_per_s"] > 0
