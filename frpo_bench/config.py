@@ -5,11 +5,12 @@ import re
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
 from frpo_bench.errors import ConfigError
+from frpo_bench.models.precision import Bf16Option
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
                               to_dict, yaml_problem)
 
@@ -74,7 +75,7 @@ class LoraConfig:
 
 
 @dataclass
-class FinetuneConfig(Options):
+class FinetuneConfig(Bf16Option, Options):
     """Supervised fine-tuning on (prompt, response) pairs: the options of the fine-tuning attack, and
     the safety alignment's settings."""
 
@@ -89,15 +90,17 @@ class FinetuneConfig(Options):
     warmup_ratio: float = opt(0.0, help="share of steps for linear warm-up, in [0, 1)")
     weight_decay: float = opt(0.0, help="AdamW weight decay")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm")
-    bf16: bool = opt(False, help="bf16 autocast (weights stay fp32): use it on GPUs. On the 2-core CPU here torch "
-                                    "reports AVX2 only and a bf16 matmul ran at 0.6-0.9 GFLOP/s (fp32: 60-170), so a "
-                                    "LoRA step of SmolLM2 ran ~30x slower under bf16 autocast than in fp32")
+    bf16: Union[bool, str] = opt(False, help="bf16 autocast (weights stay fp32): true, false, or auto (true on a GPU; "
+                                             "on a CPU, whichever a probe measures faster there: on an AVX2-only "
+                                             "CPU a LoRA step of SmolLM2 ran ~30x slower under bf16, on an "
+                                             "AVX512-BF16 one 1.7x faster)")
 
     def validate(self, path: str) -> None:
         if self.micro_batch_size is None:
             self.micro_batch_size = self.batch_size
         check_positive(self, path, "steps", "batch_size", "micro_batch_size", "max_length", "max_grad_norm")
         check_warmup_ratio(self, path)
+        self.check_bf16(path)
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(f"{path}.micro_batch_size", self.micro_batch_size, "must divide batch_size",
                               f"use a divisor of {self.batch_size}")

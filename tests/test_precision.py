@@ -51,3 +51,24 @@ def test_a_dtype_that_is_not_one_is_refused():
     with pytest.raises(ConfigError) as err:
         load_recipe("smoke", ["evaluations.2.options.dtype=fp8"])
     assert err.value.field == "evaluations[2].options.dtype"
+
+
+@pytest.mark.parametrize("forced,bf16", [("float32", False), ("bfloat16", True)])
+def test_training_bf16_auto_is_resolved_for_align_attacks_and_rl(forced, bf16, monkeypatch):
+    monkeypatch.setenv(AUTO_ENV, forced)
+    rl = ("defenses=[{name: frpo, options: {bf16: auto, harmful_prompts: {dataset: demo_harmful, split: train}, "
+          "benign_prompts: {dataset: demo_benign, split: train}}}]")
+    auto, _ = load_recipe("smoke", ["align.bf16=auto", "attacks.0.options.bf16=auto", rl])
+    notes = resolve_installed(auto)
+    assert auto.align.bf16 is bf16 and auto.attacks[0].options.bf16 is bf16 and auto.defenses[0].options.bf16 is bf16
+    assert set(notes) == {"align.bf16", "attacks[0].options.bf16", "defenses[0].options.bf16"}
+    pinned, _ = load_recipe("smoke", [f"align.bf16={str(bf16).lower()}", f"attacks.0.options.bf16={str(bf16).lower()}",
+                                      rl.replace("bf16: auto", f"bf16: {str(bf16).lower()}")])
+    assert [s.key for s in build_plan(auto)[1]] == [s.key for s in build_plan(pinned)[1]]
+
+
+def test_bf16_takes_true_false_or_auto_only():
+    from frpo_bench.errors import ConfigError
+    with pytest.raises(ConfigError) as err:
+        load_recipe("smoke", ["align.bf16=sometimes"])
+    assert err.value.field == "align.bf16"

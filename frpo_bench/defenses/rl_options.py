@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from frpo_bench.config import SCHEDULERS, DataRef, LoraConfig, check_warmup_ratio
 from frpo_bench.errors import ConfigError
+from frpo_bench.models.precision import Bf16Option
 from frpo_bench.typed import Options, check_positive, opt
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 
 
 @dataclass
-class RLOptions(Options):
+class RLOptions(Bf16Option, Options):
     harmful_prompts: DataRef = opt(help="harmful prompts (safety reward)")
     benign_prompts: DataRef = opt(help="benign prompts (helpfulness reward)")
     safety_reward: str = opt("refusal", help="reward on harmful prompts: refusal")
@@ -36,7 +37,8 @@ class RLOptions(Options):
     max_grad_norm: float = opt(1.0, help="gradient clipping norm")
     lora: Optional[LoraConfig] = field(default_factory=lambda: LoraConfig(r=64, alpha=64), metadata={
         "help": "LoRA settings (the paper: r 64, alpha 64, all projections); null = full fine-tuning"})
-    bf16: bool = opt(False, help="bf16 autocast (GPUs); fp32 is faster on this CPU")
+    bf16: Union[bool, str] = opt(False, help="bf16 autocast: true, false, or auto (true on a GPU, on a CPU whichever "
+                                             "a probe measures faster there)")
     use_vllm: bool = opt(False, help="sample with vLLM (GPU); HF generate otherwise")
 
     def validate(self, path: str) -> None:
@@ -49,6 +51,7 @@ class RLOptions(Options):
         check_positive(self, path, "steps", "prompts_per_step", "max_completion_length", "lr", "temperature",
                        "max_grad_norm")
         check_warmup_ratio(self, path)
+        self.check_bf16(path)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9 (the paper)")
         if self.num_generations < 2:

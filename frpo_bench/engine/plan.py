@@ -151,7 +151,7 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
     if gen.dtype == "auto":
         gen.dtype, why = resolve_dtype("auto", "inference", recipe.device)
         resolved["generation.dtype"] = f"auto -> {gen.dtype} ({why})"
-    for path, options in component_options(recipe):
+    for path, options in component_options(recipe) + ([("align", recipe.align)] if recipe.align else []):
         resolved.update(options.resolve_installed(path, recipe.device))
     for field, how in resolved.items():
         print(f"{field}: {how}", file=sys.stderr)

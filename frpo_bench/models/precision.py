@@ -96,6 +96,23 @@ class DtypeOption:
         return {f"{path}.dtype": f"auto -> {self.dtype} ({why})"}
 
 
+class Bf16Option:
+    """Mixin for training options with `bf16: true | false | auto` (bf16 autocast over fp32 weights):
+    auto is resolved by the engine before planning, for training, on the recipe's device."""
+
+    def check_bf16(self, path: str) -> None:
+        from frpo_bench.errors import ConfigError
+        if isinstance(self.bf16, str) and self.bf16 != "auto":
+            raise ConfigError(f"{path}.bf16", self.bf16, "is not true, false or auto", "write true, false or auto")
+
+    def resolve_installed(self, path: str, device: str) -> dict[str, str]:
+        if self.bf16 != "auto":
+            return {}
+        dtype, why = resolve_dtype("auto", "training", device)
+        self.bf16 = dtype == "bfloat16"
+        return {f"{path}.bf16": f"auto -> {str(self.bf16).lower()} ({why})"}
+
+
 def _probe() -> dict:
     """Seconds of a SmolLM2-sized MLP stack: a decode-like forward (16 rows) for inference, a forward and
     backward over 512 rows (bf16 autocast over fp32 weights, as the trainers run it) for training."""
