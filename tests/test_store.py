@@ -65,10 +65,12 @@ def test_unmarked_directory_is_rebuilt(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["smoke", "demo", "demo_rl", "demo_baselines", "gate", "paper"])
-def test_stage_keys_of_every_packaged_recipe_are_stable(name):
+def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch):
     """A change to what enters a key silently orphans every user's cache: it must be deliberate
-    (bump store.KEY_VERSION or the affected field) and show up here. `paper` generates with
-    backend auto, which resolves by what is installed: its keys are pinned with backend hf."""
+    (bump store.KEY_VERSION or the affected field) and show up here. What resolves by the machine is
+    pinned: `paper`'s backend auto to hf, the demos' dtype and bf16 auto to float32 (their keys on a
+    machine where auto means float32; bf16 machines get the keys of the bf16 settings)."""
+    monkeypatch.setenv("FRPO_BENCH_AUTO_DTYPE", "float32")
     import json
     from pathlib import Path
     from frpo_bench.config import load_recipe

@@ -3,10 +3,11 @@ this very machine (CPUs differ: on one with AVX2 only a bf16 matmul ran ~100x sl
 with AVX512-BF16 4.3x faster). The probe runs once per machine, in a child process (planning imports
 no torch), and its result is cached under the store's root by a signature of the CPU and torch.
 `FRPO_BENCH_AUTO_DTYPE=float32|bfloat16` makes `auto` resolve to that, e.g. to reproduce another
-machine's cache keys.
+machine's cache keys; deleting the cached probe (its path is in the manifest's reason) measures again.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from importlib import metadata
 from frpo_bench.files import default_cache_dir, write_json_atomic
 
 AUTO_ENV = "FRPO_BENCH_AUTO_DTYPE"
+BF16_MARGIN = 0.8  # bf16 must take under 80% of fp32's time to be chosen
 CHOICES = ("float32", "bfloat16")
 
 
@@ -72,9 +74,10 @@ def resolve_dtype(requested: str, purpose: str, device: str) -> tuple[str, str]:
     if device.startswith("cuda") or (device == "auto" and gpu_visible()):
         return "bfloat16", "a GPU"
     times = cpu_probe()[purpose]
-    best = min(CHOICES, key=lambda d: times[d])
+    # bf16 only when clearly faster: a near tie keeps float32, whose results are exact
+    best = "bfloat16" if times["bfloat16"] < BF16_MARGIN * times["float32"] else "float32"
     return best, (f"measured on this CPU ({purpose}): float32 {times['float32'] * 1e3:.1f} ms, "
-                  f"bfloat16 {times['bfloat16'] * 1e3:.1f} ms")
+                  f"bfloat16 {times['bfloat16'] * 1e3:.1f} ms; cached in {probe_path()}")
 
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -113,44 +116,42 @@ class Bf16Option:
         return {f"{path}.bf16": f"auto -> {str(self.bf16).lower()} ({why})"}
 
 
-def _probe() -> dict:
+def _probe(rounds: int = 5) -> dict:
     """Seconds of a SmolLM2-sized MLP stack: a decode-like forward (16 rows) for inference, a forward and
-    backward over 512 rows (bf16 autocast over fp32 weights, as the trainers run it) for training."""
+    backward over 512 rows (bf16 autocast over fp32 weights, as the trainers run it) for training. The
+    two dtypes alternate, round by round, so that other load on the machine hits both alike; the best
+    round of each counts."""
     import time
     import torch
     torch.manual_seed(0)
     width, hidden = 576, 1536
-    layers = torch.nn.Sequential(*[m for _ in range(4) for m in (torch.nn.Linear(width, hidden), torch.nn.SiLU(),
-                                                                 torch.nn.Linear(hidden, width))])
+    fp32 = torch.nn.Sequential(*[m for _ in range(4) for m in (torch.nn.Linear(width, hidden), torch.nn.SiLU(),
+                                                               torch.nn.Linear(hidden, width))])
+    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
+    rows, batch = torch.randn(16, width), torch.randn(512, width)
 
-    def best_of(fn, repeats=5):
+    def infer(model, dtype):
+        with torch.inference_mode():
+            for _ in range(20):
+                model(rows.to(dtype))
+
+    def train(autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = fp32(batch).float().pow(2).mean()
+        loss.backward()
+
+    work = {("inference", "float32"): lambda: infer(fp32, torch.float32),
+            ("inference", "bfloat16"): lambda: infer(bf16, torch.bfloat16),
+            ("training", "float32"): lambda: train(False), ("training", "bfloat16"): lambda: train(True)}
+    best = {key: float("inf") for key in work}
+    for fn in work.values():
         fn()  # warm-up
-        times = []
-        for _ in range(repeats):
+    for _ in range(rounds):
+        for key, fn in work.items():
             start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    results = {"inference": {}, "training": {}}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        model = layers.to(dtype)
-        x = torch.randn(16, width, dtype=dtype)
-
-        def infer():
-            with torch.inference_mode():
-                for _ in range(20):
-                    model(x)
-        results["inference"][name] = best_of(infer)
-    model = layers.to(torch.float32)
-    batch = torch.randn(512, width)
-    for name, autocast in (("float32", False), ("bfloat16", True)):
-        def train():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                loss = model(batch).float().pow(2).mean()
-            loss.backward()
-        results["training"][name] = best_of(train)
-    return results
+            best[key] = min(best[key], time.perf_counter() - start)
+    return {purpose: {dtype: best[(purpose, dtype)] for dtype in CHOICES} for purpose in ("inference", "training")}
 
 
 if __name__ == "__main__":
