@@ -55,6 +55,16 @@ def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, mon
     assert {r["dtype"] for r in records if r["kind"] == "generate"} == {"float32"}  # smoke pins it
     assert set(manifest["build_seconds_by_stage_kind_and_device"]) == {f"{k}@cpu" for k in
                                                                        ("base", "align", "attack", "generate", "score")}
+    # a later run's ETA comes from these measured seconds, not from the priors
+    from frpo_bench.config import load_recipe
+    from frpo_bench.engine.eta import History
+    from frpo_bench.engine.plan import build_plan
+    history = History.of_store(isolated_cache)
+    for stage in build_plan(load_recipe("smoke")[0])[1]:
+        recorded = json.loads((isolated_cache / stage.kind / stage.key[:20] / "stage.json").read_text())["seconds"]
+        assert history.estimate(stage, "cpu") is not None
+        if stage.kind in ("base", "align"):  # one of its sort: the estimate is its own measured time
+            assert abs(history.estimate(stage, "cpu") - recorded) < 1e-9
     assert "leaderboard:" in resumed.out and "harmful_refusal" in resumed.out
 
     first_csv = (out / "leaderboard.csv").read_bytes()
