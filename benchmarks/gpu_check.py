@@ -228,11 +228,10 @@ def main() -> None:
             results["paper_scale"] = paper_scale_probe(tmp)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
-    for section, values in results.items():
-        if isinstance(values, dict):
-            print(f"{section:12s} " + "  ".join(f"{k}={v}" for k, v in values.items()))
-        else:
-            print(f"{section:12s} {values}")
+    from frpo_bench.results.schema import render_table
+    rows = [[section, name, str(value)] for section, values in results.items()
+            for name, value in (values.items() if isinstance(values, dict) else [("", values)])]
+    print(render_table(["check", "measure", "value"], rows))
     print(f"written: {args.out / 'gpu_check.json'}")
 
 
