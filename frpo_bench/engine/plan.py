@@ -153,8 +153,8 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
         resolved["generation.dtype"] = f"auto -> {gen.dtype} ({why})"
     for path, options in component_options(recipe) + ([("align", recipe.align)] if recipe.align else []):
         resolved.update(options.resolve_installed(path, recipe.device))
-    for field, how in resolved.items():
-        print(f"{field}: {how}", file=sys.stderr)
+    for name, how in resolved.items():
+        print(f"{name}: {how}", file=sys.stderr)
     return resolved
 
 
