@@ -29,6 +29,8 @@ def test_a_new_attack_with_its_own_options_plans_and_runs(noop_registered, isola
     same = attack_stages("attacks=[" + NOOP.replace("repeats: 2", "repeats: 2, log_every: 9") + "]")
     assert [s.key for s in same] == [stage.key]  # a transport-only option leaves the key alone
     assert [s.key for s in attack_stages("attacks=[" + NOOP.replace("hello", "bye") + "]")] != [stage.key]
+    from frpo_bench.engine.estimate import MACHINES, stage_estimate
+    assert stage_estimate(stage, 1e8, MACHINES["cpu"]).seconds > 0  # the estimate copes with an attack that does not train
 
     assert main(["run", "smoke", "--set", "attacks=[" + NOOP + "]", "--stages", "attack"]) == 0
     err = capsys.readouterr().err

@@ -227,7 +227,11 @@ def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
     if stage.kind == "align":
         return sft_estimate("align", fields, payload["cfg"].micro_batch_size, params, machine)
     if stage.kind == "attack":
-        return sft_estimate("attack", fields, payload["attack"].options.micro_batch_size, params, machine)
+        if "steps" not in fields:  # an attack that does not train (the cost model knows fine-tuning only)
+            return Estimate("attack", 2 * load_seconds(params, machine), 2 * params)
+        from frpo_bench.typed import to_dict
+        micro = to_dict(payload["attack"].options).get("micro_batch_size") or fields["batch_size"]
+        return sft_estimate("attack", fields, micro, params, machine)
     if stage.kind == "harden":
         options = fields["options"]
         kind = fields["type"]
