@@ -11,7 +11,7 @@ from pathlib import Path
 from frpo_bench.results.schema import Row, format_value, short_revision
 
 
-def to_markdown(rows: list[Row], summaries: list[dict] | None = None) -> str:
+def to_markdown(rows: list[Row], summaries: list[dict] | None = None, differences: list[dict] | None = None) -> str:
     lines = ["| base | defense | attack | lr | metric | mean | 95% CI | n (seeds) | judge | data |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -28,6 +28,14 @@ def to_markdown(rows: list[Row], summaries: list[dict] | None = None) -> str:
             text += (f"| {s['base']} | {s['defense']} | {s['metric']} | {format_value(s['unattacked_mean'])} | "
                      f"{format_value(s['worst_mean'])} | {s['worst_attack']} {s['worst_lr']} | {format_value(s['retained_worst_mean'])} | "
                      f"{s['retained_worst_attack']} {s['retained_worst_lr']} |\n")
+    if differences:
+        text += ("\n**Paired differences between defenses** (A - B on the same prompts and matched seeds; 95% "
+                 "paired bootstrap: seeds, then prompts)\n\n| base | attack | lr | metric | A | B | A - B | 95% CI | "
+                 "seeds |\n|---|---|---|---|---|---|---|---|---|\n")
+        for d in differences:
+            text += (f"| {d['base']} | {d['attack']} | {d['attack_lr'] or '-'} | {d['metric']} | {d['defense_a']} | "
+                     f"{d['defense_b']} | {format_value(d['diff'])} | [{format_value(d['ci95_low'])}, "
+                     f"{format_value(d['ci95_high'])}] | {d['n_seeds']} |\n")
     return text
 
 
