@@ -10,12 +10,11 @@ from typing import Any, Optional, Union
 import yaml
 
 from frpo_bench.errors import ConfigError
-from frpo_bench.models.precision import Bf16Option
+from frpo_bench.models.precision import DTYPES, Bf16Option, DtypeOption
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
                               to_dict, yaml_problem)
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
-DTYPES = ("float32", "bfloat16", "float16", "auto")
 BACKENDS = ("hf", "vllm", "auto")
 DEFAULT_RETENTION = 0.9
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -185,7 +184,7 @@ class EvaluationConfig:
 
 
 @dataclass
-class GenerationConfig:
+class GenerationConfig(DtypeOption):
     backend: str = opt("hf", help="generation backend: hf (batched transformers), vllm (vLLM engine in a child "
                                   "process, LoRA cells served as adapters) or auto (vllm when installed, else hf)")
     dtype: str = opt("float32", help=f"compute dtype for generation, one of {DTYPES}; auto: bf16 on a GPU, on a CPU "
@@ -211,11 +210,10 @@ class GenerationConfig:
     def validate(self, path: str) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"{path}.backend", self.backend, "is not a generation backend", f"use one of {BACKENDS}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"{path}.dtype", self.dtype, "is not a known dtype", f"use one of {DTYPES}")
+        self.check_dtype(path)
         check_positive(self, path, "max_new_tokens", "batch_size", "tensor_parallel_size", "vllm_max_model_len",
                        "vllm_cpu_kv_cache_gib")
-        if not (self.temperature >= 0 and self.temperature < float("inf")):
+        if self.temperature < 0:  # infinity and NaN never get this far (typed refuses them)
             raise ConfigError(f"{path}.temperature", self.temperature, "must be 0 (greedy) or a positive finite number",
                               "use 0 for greedy decoding or e.g. 1.0 for sampling")
         if not 0 < self.top_p <= 1:

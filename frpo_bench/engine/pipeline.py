@@ -42,7 +42,6 @@ def preflight(recipe: Recipe) -> dict[str, str]:
 
 def plan_report(recipe: Recipe, store: Store) -> str:
     from frpo_bench.data import DATA_ENV, get, locate
-    from frpo_bench.errors import ConfigError
     cells, stages = build_plan(recipe)
     lines = [f"recipe {recipe.name}: {len(cells)} cells, {len(stages)} stages (store: {store.root})", ""]
     for stage in stages:
@@ -105,15 +104,21 @@ def select_stages(stages: list, kinds: list[str], store: Store, world: int) -> l
     return ordered
 
 
+def prepare(recipe: Recipe, store: Store) -> tuple[dict[str, str], dict[str, str]]:
+    """Everything before compute, in order: the store is writable, what the machine decides is resolved,
+    the device exists and is set, every input is there. Returns (what was resolved, dataset ids)."""
+    check_output_dir(store.root, "--store")
+    resolved = resolve_installed(recipe)
+    check_device_available(recipe.device)
+    use_device(recipe.device)
+    return resolved, preflight(recipe)
+
+
 def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
     """Build only some stage kinds (e.g. the defenses on a GPU node); the leaderboard comes from a later `run`."""
     from frpo_bench.training.distributed import launched_rank
     from frpo_bench.engine.runner import execute
-    check_output_dir(store.root, "--store")
-    resolve_installed(recipe)
-    check_device_available(recipe.device)
-    use_device(recipe.device)
-    preflight(recipe)
+    prepare(recipe, store)
     _, stages = build_plan(recipe)
     selected = select_stages(stages, kinds, store, launched_rank()[1])
     execute(selected, store)
@@ -166,11 +171,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
     from frpo_bench.engine.runner import execute, seconds_by_kind
     started = time.time()
     check_output_dir(out)
-    check_output_dir(store.root, "--store")
-    resolved = resolve_installed(recipe)
-    check_device_available(recipe.device)
-    use_device(recipe.device)
-    dataset_ids = preflight(recipe)
+    resolved, dataset_ids = prepare(recipe, store)
     cells, stages = build_plan(recipe)
     execution = execute(stages, store)
     dirs = execution.dirs

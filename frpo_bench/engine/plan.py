@@ -40,6 +40,12 @@ def data_fields(refs) -> list[dict]:
              **({"skip": r.skip} if r.skip else {})} for r in refs]
 
 
+def with_data(fields: dict, options) -> dict:
+    """A component's key fields plus the identity of the data it reads (none: no `data` entry, as before)."""
+    refs = options.data_refs()
+    return {**fields, "data": data_fields(refs)} if refs else fields
+
+
 class Planner:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
@@ -64,18 +70,13 @@ class Planner:
     def harden(self, start: Stage, defense, seed: int) -> Stage:
         if registry.load("defense", defense.type).identity:
             return start
-        fields = {"type": defense.type, "options": defense.options.key_fields(), "seed": seed}
-        refs = defense.options.data_refs()
-        if refs:
-            fields["data"] = data_fields(refs)
+        fields = with_data({"type": defense.type, "options": defense.options.key_fields(), "seed": seed},
+                           defense.options)
         return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)
 
     def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int) -> Stage:
         """The attack's options sit flat beside its type (the key form of the days when every attack was SFT)."""
-        fields = {"type": attack.type, **attack.options.key_fields(), "lr": lr, "seed": seed}
-        refs = attack.options.data_refs()
-        if refs:
-            fields["data"] = data_fields(refs)
+        fields = with_data({"type": attack.type, **attack.options.key_fields(), "lr": lr, "seed": seed}, attack.options)
         label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}"
         return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed)
 
@@ -139,7 +140,6 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
     runs: `generation.backend: auto` becomes an engine (an explicit vllm must be usable), every `dtype:
     auto` a dtype. Returns what was resolved and why, for the manifest (and says it on stderr)."""
     from frpo_bench.models.generate import resolve_backend, vllm_status
-    from frpo_bench.models.precision import resolve_dtype
     gen, resolved = recipe.generation, {}
     if gen.backend == "auto":
         gen.backend, why = resolve_backend("auto")
@@ -148,10 +148,8 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
         usable, why = vllm_status()
         if not usable:
             raise ConfigError("generation.backend", "vllm", why, "install it, or use 'auto' or 'hf'")
-    if gen.dtype == "auto":
-        gen.dtype, why = resolve_dtype("auto", "inference", recipe.device)
-        resolved["generation.dtype"] = f"auto -> {gen.dtype} ({why})"
-    for path, options in component_options(recipe) + ([("align", recipe.align)] if recipe.align else []):
+    machine_dependent = [("generation", gen), *component_options(recipe)]
+    for path, options in machine_dependent + ([("align", recipe.align)] if recipe.align else []):
         resolved.update(options.resolve_installed(path, recipe.device))
     for name, how in resolved.items():
         print(f"{name}: {how}", file=sys.stderr)
