@@ -59,6 +59,7 @@ TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 0.2}  # seconds per optimizer step
 GPU_DECODE_STEP = (0.00458, 0.01199)  # seconds per decode step of one batch: fixed + per billion parameters
 CPU_DECODE_MFU = {"float32": 0.137, "bfloat16": 0.067}  # of the matmul peak, HF generate, batch 16
 LOAD_FIXED, LM_EVAL_START = 3.0, 10.0
+FORWARD_MFU = 0.3  # gradient-free forwards over whole sequences (prefill-like)
 ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM = 1.45e5  # with gradient checkpointing, bf16 (from the 21 GB peak)
 
 KNOWN_PARAMETERS = {  # for Hub models whose config is not on this machine
@@ -120,6 +121,11 @@ def generate_seconds(params: float, sequences: int, new_tokens: int, batch: int,
     return 2 * params * sequences * new_tokens / (peak * CPU_DECODE_MFU[dtype])
 
 
+def forward_seconds(params: float, tokens: float, machine: Machine) -> float:
+    """A forward pass without gradients over `tokens` (reference models, reward models, judges' prefill)."""
+    return 2 * params * tokens / ((machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * FORWARD_MFU)
+
+
 def load_seconds(params: float, machine: Machine) -> float:
     return LOAD_FIXED + 2 * params / machine.load_rate
 
@@ -177,10 +183,10 @@ def rl_estimate(options: dict, params: float, machine: Machine) -> Estimate:
     step = (generate_seconds(params, sequences, length, sequences, machine)
             + train_seconds(params, tokens, 1, machine, True, lora))
     if options.get("beta", 0) > 0:  # the reference model's log-probs: one forward
-        step += 2 * params * tokens / ((machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * 0.3)
+        step += forward_seconds(params, tokens, machine)
     if options.get("helpfulness_reward") == "reward_model":
         reward_params = model_parameters(options.get("reward_model", "")) or 8e9
-        step += 2 * reward_params * tokens / ((machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * 0.3)
+        step += forward_seconds(reward_params, tokens, machine)
     peak = train_peak_bytes(params, tokens, not lora)
     return Estimate("harden", 2 * load_seconds(params, machine) + options["steps"] * step, peak)
 
@@ -213,9 +219,8 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine)
         return Estimate("score", n * API_SECONDS_PER_REQUEST / max(options.get("max_concurrency", 8), 1), 0, 0)
     if judge:  # a local judge model reads every prompt (prefill, compute-bound)
         judge_params = model_parameters(judge) or 8e9
-        flops = 2 * judge_params * n * JUDGE_PROMPT_TOKENS
-        rate = (machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * 0.3
-        return Estimate("score", load_seconds(judge_params, machine) + flops / rate,
+        return Estimate("score", load_seconds(judge_params, machine)
+                        + forward_seconds(judge_params, n * JUDGE_PROMPT_TOKENS, machine),
                         inference_peak_bytes(judge_params, options.get("batch_size", 4), JUDGE_PROMPT_TOKENS))
     return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
 
