@@ -310,3 +310,10 @@ def test_a_device_that_is_not_there_is_refused_before_compute(capsys, isolated_c
         pytest.skip("a GPU is visible here")
     run_fails_cleanly(capsys, isolated_cache, "run", "smoke", "--set", "device=cuda", expect=["device", "cuda"])
     run_fails_cleanly(capsys, isolated_cache, "run", "smoke", "--set", "device=tpu", expect=["device", "tpu"])
+
+
+@pytest.mark.parametrize("tolerance", ["harmful_refusal=inf", "harmful_refusal=nan", "harmful_refusal=x"])
+def test_a_tolerance_that_is_not_a_finite_number_is_an_error(tolerance, board, capsys):
+    path, _ = board
+    code, out = gate(capsys, path, path, "--tolerance", tolerance)
+    assert code == 2 and "--tolerance" in out

@@ -178,9 +178,9 @@ class Gsm8kEvaluator:
 
 def selected_documents(positions: list[int], dataset: str, split: str) -> list[int] | None:
     """The document indices lm-eval scores, in ascending order; None when they are the whole split in order."""
-    from frpo_bench.data import load_rows
+    from frpo_bench.data import split_size
     chosen = sorted(positions)
-    return None if chosen == list(range(len(load_rows(dataset, split)))) else chosen
+    return None if chosen == list(range(split_size(dataset, split))) else chosen
 
 
 def _save_merged(ref, out: Path) -> None:

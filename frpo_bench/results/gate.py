@@ -41,6 +41,8 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
             out[metric] = abs(float(value))
         except ValueError:
             sep = ""
+        if sep and not math.isfinite(out[metric]):  # an infinite tolerance would pass any move: a vacuous gate
+            sep = ""
         if not sep or not metric:
             raise ConfigError("--tolerance", item, "must look like METRIC=DELTA", "e.g. --tolerance harmful_refusal=0.05")
     return out
