@@ -158,13 +158,8 @@ class Estimate:
 
 
 def prompt_count(prompts: dict) -> int:
-    if prompts.get("n"):
-        return int(prompts["n"])
-    from frpo_bench.data import split_size
-    try:
-        return split_size(prompts["dataset"], prompts["split"]) - prompts.get("skip", 0)
-    except Exception:  # not available here: the estimate says what it assumed
-        return DEFAULT_ROWS
+    from frpo_bench.engine.stages import prompt_count as selected
+    return selected(prompts) or DEFAULT_ROWS
 
 
 def sft_estimate(kind: str, fields: dict, micro_batch: int, params: float, machine: Machine) -> Estimate:

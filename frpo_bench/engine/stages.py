@@ -143,10 +143,22 @@ def stage_size(stage: Stage) -> dict:
     if stage.kind == "harden":
         return {"steps": options.get("steps")}
     if stage.kind == "generate":
-        return {"prompts": fields["prompts"]["n"], "max_new_tokens": fields["generation"]["max_new_tokens"]}
+        return {"prompts": prompt_count(fields["prompts"]), "max_new_tokens": fields["generation"]["max_new_tokens"]}
     if stage.kind == "score":
-        return {"prompts": fields["prompts"]["n"]}
+        return {"prompts": prompt_count(fields["prompts"])}
     return {}
+
+
+def prompt_count(prompts: dict) -> int | None:
+    """How many rows a prompt set's key fields select: n, or the split's size less skip (None where the
+    data cannot be read here)."""
+    if prompts.get("n"):
+        return int(prompts["n"])
+    from frpo_bench.data import split_size
+    try:
+        return split_size(prompts["dataset"], prompts["split"]) - prompts.get("skip", 0)
+    except Exception:  # noqa: BLE001 - unreadable data only makes a size unknown
+        return None
 
 
 def prior_seconds(stage: Stage) -> float:
