@@ -95,8 +95,10 @@ def cmd_run(args) -> int:
     print(f"\nfinished in {seconds:.0f}s, {built} of {len(manifest['stages'])} stages built"
           + (" (everything from cache)" if built == 0 else "")
           + "; compute when built, by stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in by_kind.items()))
-    print(f"leaderboard: {csv_path} (+ leaderboard.md, summary.csv, plots/)\nresults:     {out / 'results.jsonl'}\n"
+    print(f"leaderboard: {csv_path} (+ leaderboard.md, summary.csv, paired.csv, plots/)\nresults:     {out / 'results.jsonl'}\n"
           f"manifest:    {out / 'manifest.json'}")
+    if (out / "trajectory.csv").is_file():
+        print(f"trajectory:  {out / 'trajectory.csv'} (+ plots/trajectory_*.png)")
     return 0
 
 
@@ -153,7 +155,7 @@ def print_options() -> None:
 
 def cmd_leaderboard(args) -> int:
     import json
-    from frpo_bench.results import leaderboard
+    from frpo_bench.results import leaderboard, outputs
     results = args.run_dir / "results.jsonl"
     if not results.is_file():
         raise ConfigError("run_dir", str(args.run_dir), "holds no results.jsonl", "give a directory written by `frpo-bench run`")
@@ -163,9 +165,9 @@ def cmd_leaderboard(args) -> int:
     from frpo_bench.typed import from_dict
     board = json.loads(manifest.read_text())["resolved"].get("leaderboard") or {} if manifest.is_file() else {}
     settings = from_dict(LeaderboardConfig, board, "manifest.json resolved.leaderboard")
-    path, rows = leaderboard.write(args.run_dir, records, settings.capability_metric, settings.retention)
+    path, rows, points = outputs.write(args.run_dir, records, settings.capability_metric, settings.retention)
     print(leaderboard.table(rows))
-    print(f"\nleaderboard: {path}")
+    print(f"\nleaderboard: {path}" + (f"\ntrajectory:  {args.run_dir / 'trajectory.csv'}" if points else ""))
     return 0
 
 

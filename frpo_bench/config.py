@@ -116,6 +116,9 @@ class FinetuneConfig(Bf16Option, Options):
     def data_refs(self) -> list["DataRef"]:
         return list(self.data)
 
+    def planned_steps(self) -> int:
+        return self.steps
+
 
 def check_warmup_ratio(cfg, path: str) -> None:
     """A share of the steps: transformers 5 reads a warmup_steps below 1 as a ratio, 1 and above as steps."""
@@ -141,6 +144,10 @@ class AttackConfig:
     lrs: list[float] = opt([1e-4], help="learning rates to sweep; each is a separate cell")
     options: dict[str, Any] = opt({}, help="options of that attack type (see `frpo-bench ls --options`); the "
                                            "fine-tuning attack's: data, lora, steps, batch_size, ...")
+    eval_every: Optional[int] = opt(None, omit_if_default=True, help="evaluate the attacked model every N optimizer "
+                                    "steps along the attack (a trajectory; the recipe's `trajectory` says which "
+                                    "metrics on how many prompts); step 0 and the final model are always points")
+    eval_steps: list[int] = opt([], omit_if_default=True, help="or: the optimizer steps to evaluate at, e.g. [25, 50, 75]")
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
@@ -151,6 +158,29 @@ class AttackConfig:
         for i, lr in enumerate(self.lrs):
             check_positive_value(lr, f"{path}.lrs.{i}")
         self.options = _typed_options(options_class("attack", self.type), self.options, f"{path}.options")
+        if self.eval_every is not None or self.eval_steps:
+            self._check_trajectory(path, self.options.planned_steps())
+
+    def _check_trajectory(self, path: str, total: Optional[int]) -> None:
+        if total is None:
+            raise ConfigError(f"{path}.eval_every", self.eval_every or self.eval_steps, f"asks for a trajectory, but "
+                              f"attack type '{self.type}' has no optimizer steps to stop at", "remove it")
+        if self.eval_every is not None and self.eval_steps:
+            raise ConfigError(f"{path}.eval_steps", self.eval_steps, "is given together with eval_every",
+                              "keep one of the two")
+        if self.eval_every is not None and not 0 < self.eval_every:
+            raise ConfigError(f"{path}.eval_every", self.eval_every, "must be a positive step count", "use e.g. 100")
+        for i, step in enumerate(self.eval_steps):
+            if not 0 < step < total:
+                raise ConfigError(f"{path}.eval_steps.{i}", step, f"is not between 0 and the attack's {total} steps "
+                                  "(step 0 and the final model are always evaluated)", f"use steps in 1..{total - 1}")
+
+    def checkpoint_steps(self) -> list[int]:
+        """The intermediate steps evaluated (without 0 and the final step, which are cells of their own)."""
+        total = self.options.planned_steps()
+        if self.eval_every:
+            return list(range(self.eval_every, total, self.eval_every)) if total else []
+        return sorted(set(self.eval_steps))
 
 
 @dataclass
@@ -242,6 +272,19 @@ class LeaderboardConfig:
 
 
 @dataclass
+class TrajectoryConfig:
+    metrics: list[str] = opt([], help="metrics evaluated at an attack's intermediate steps (attacks[i].eval_every / "
+                                      "eval_steps); empty: every evaluation of the recipe")
+    n: Optional[int] = opt(None, help="prompts per set at intermediate steps: the first n of each evaluation's own "
+                                      "selection (a prefix, so points stay comparable); step 0 and the final model "
+                                      "keep the evaluation's full n. null: the full n everywhere")
+
+    def validate(self, path: str) -> None:
+        if self.n is not None:
+            check_positive(self, path, "n")
+
+
+@dataclass
 class Recipe:
     name: str = opt(help="recipe name; names the default run directory")
     description: str = opt("", help="what this recipe is for")
@@ -254,6 +297,8 @@ class Recipe:
     generation: GenerationConfig = opt(None, help="how completions are generated")
     evaluations: list[EvaluationConfig] = opt([], help="metrics computed for every cell")
     leaderboard: LeaderboardConfig = opt(None, help="how the leaderboard summarises cells")
+    trajectory: TrajectoryConfig = opt(None, help="what is evaluated along an attack (for attacks with eval_every "
+                                                  "or eval_steps): metrics and prompts per intermediate point")
     device: str = opt("auto", help="where every model-running stage runs: auto (the first GPU torch sees, else the "
                                    "CPU), cpu, cuda or cuda:N (transport only: never part of a cache key)")
 
@@ -261,6 +306,7 @@ class Recipe:
         self.model = self.model or ModelConfig()
         self.generation = self.generation or GenerationConfig()
         self.leaderboard = self.leaderboard or LeaderboardConfig()
+        self.trajectory = self.trajectory or TrajectoryConfig()
 
     def validate(self, path: str) -> None:
         check_safe_name(self.name, "name")
@@ -279,6 +325,10 @@ class Recipe:
                               "list at least one defense; {name: none} is the undefended model")
         if not self.evaluations:
             raise ConfigError("evaluations", [], "is empty", "add at least one evaluation, e.g. the refusal evaluator")
+        for i, name in enumerate(self.trajectory.metrics):
+            if name not in [e.metric for e in self.evaluations]:
+                raise ConfigError(f"trajectory.metrics.{i}", name, "is not a metric of this recipe",
+                                  f"use some of {[e.metric for e in self.evaluations]}")
         metric = self.leaderboard.capability_metric
         if metric and metric not in [e.metric for e in self.evaluations]:
             raise ConfigError("leaderboard.capability_metric", metric, "is not a metric of this recipe",

@@ -10,7 +10,7 @@ import difflib
 import math
 import types
 import typing
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -119,11 +119,15 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     return obj
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def to_dict(obj: Any) -> Any:
     """Plain-JSON form of a config (for keys and manifests)."""
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == f.default)}
+                if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == _default(f))}
     if isinstance(obj, list):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -220,6 +224,11 @@ class Options:
 
     def preflight(self, path: str) -> None:
         """Before compute, after parsing: check what lives outside the recipe (files, models, packages)."""
+
+    def planned_steps(self) -> Optional[int]:
+        """The optimizer steps a training component will take (where it can stop for a trajectory point);
+        None for components that do not train in steps."""
+        return None
 
     def resolve_installed(self, path: str, device: str) -> dict[str, str]:
         """Before planning: settle what the options leave to the machine (e.g. `dtype: auto`) and say how,

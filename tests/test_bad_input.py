@@ -18,6 +18,9 @@ CASES = [
     (["--set", "generation.temperature=.inf"], ["generation.temperature", "inf"]),
     (["--set", "defenses=[{name: frpo, options: {lam: .inf, harmful_prompts: {dataset: demo_harmful, split: train}, "
       "benign_prompts: {dataset: demo_benign, split: train}}}]"], ["defenses[0].options.lam", "inf", "finite"]),
+    (["--set", "attacks.0.eval_steps=[1, 3]"], ["attacks[0].eval_steps.1", "3", "between 0 and the attack's 3 steps"]),
+    (["--set", "attacks.0.eval_every=0"], ["attacks[0].eval_every", "0", "positive step count"]),
+    (["--set", "trajectory.metrics=[harmfull_refusal]"], ["trajectory.metrics.0", "harmfull_refusal", "not a metric"]),
 ]
 
 

@@ -8,7 +8,7 @@ The engine reads the options only through `key_fields()`, `data_refs()`, `prefli
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol
+from typing import Callable, ClassVar, Protocol, Sequence
 
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options
@@ -20,7 +20,15 @@ class Attack(Protocol):
     Options: ClassVar[type[Options]]
 
     def apply(self, model: ModelRef, out: Path, options: Options, lr: float, seed: int,
-              report: Report = print) -> ModelRef:
+              report: Report = print, checkpoint_steps: Sequence[int] = ()) -> ModelRef:
         """Attack `model` at learning rate `lr` into the empty directory `out` and return the attacked model
-        (full weights or an adapter inside `out`). Deterministic given `seed`."""
+        (full weights or an adapter inside `out`). Deterministic given `seed`. For a trajectory, the model
+        after each optimizer step in `checkpoint_steps` is kept too, its record written with
+        `models.artifact.write_model(out, ref, checkpoint_record(step))` (only attacks whose options
+        give `planned_steps()` are asked)."""
         ...
+
+
+def checkpoint_record(step: int) -> str:
+    """Where, inside an attack's artifact, the record of its model after `step` optimizer steps is."""
+    return f"checkpoints/step-{step}.json"

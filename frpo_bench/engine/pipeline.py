@@ -128,21 +128,34 @@ def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
 def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
     """One record per (cell, metric): the seed-level result, with its per-sample scores."""
     from frpo_bench.models import model_label
+    from frpo_bench.results.trajectory import loss_records
     records = []
     for cell in cells:
+        where = {"recipe": recipe.name, "model": model_label(recipe.model.id), "base": cell.base,
+                 "defense": cell.defense, "attack": cell.attack, "attack_lr": "" if cell.lr is None else f"{cell.lr:g}",
+                 "seed": cell.seed, "step": cell_step(cell), "intermediate": cell.step is not None}
         for stage in cell.scores.values():
             result = json.loads((dirs[stage.key] / "result.json").read_text())
             meta = result["meta"]
             for m in result["metrics"]:
                 records.append({
-                    "recipe": recipe.name, "model": model_label(recipe.model.id), "base": cell.base, "defense": cell.defense,
-                    "attack": cell.attack, "attack_lr": "" if cell.lr is None else f"{cell.lr:g}",
-                    "seed": cell.seed, "metric": m["metric"], "higher_is_better": m["higher_is_better"],
+                    **where, "metric": m["metric"], "higher_is_better": m["higher_is_better"],
                     "value": m["value"], "n": m["n"], "per_sample": m["per_sample"], "score_key": stage.key,
                     "evaluator": f"{meta['evaluator']} ({meta['version']})", "judge": meta.get("judge", ""),
                     "template": meta.get("template", ""), "dataset": meta["dataset"], "split": meta["split"],
                     "dataset_revision": meta["dataset_revision"]})
+        train_log = dirs[cell.model.key] / "train_log.json"
+        if cell.model.kind == "attack" and train_log.is_file():  # the attack's loss curve
+            records += loss_records(json.loads(train_log.read_text()).get("history", []),
+                                    {**where, "score_key": cell.model.key})
     return records
+
+
+def cell_step(cell) -> int | None:
+    """Where a cell sits along its attack: 0 unattacked, the kept step, or the attack's last step."""
+    if cell.attack == "none":
+        return 0
+    return cell.step if cell.step is not None else cell.steps
 
 
 def check_device_available(device: str) -> None:
@@ -167,7 +180,7 @@ def check_output_dir(out: Path, field: str = "--out") -> None:
 
 
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path, list[dict], float]:
-    from frpo_bench.results import leaderboard
+    from frpo_bench.results import outputs
     from frpo_bench.engine.runner import execute, seconds_by_kind
     started = time.time()
     check_output_dir(out)
@@ -178,7 +191,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
     records = cell_results(cells, dirs, recipe)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    csv_path, rows = leaderboard.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
+    csv_path, rows, _ = outputs.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
     seconds = time.time() - started
     write_json_atomic(out / "manifest.json", {
         "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),

@@ -8,7 +8,7 @@ enter a key, and labels (attack and defense names) do not either.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from frpo_bench import registry
@@ -31,6 +31,9 @@ class Cell:
     seed: Optional[int]
     model: Stage
     scores: dict[str, Stage] = field(default_factory=dict)  # metric name -> score stage
+    start: Optional[Stage] = None  # the model the attack started from (the defended model); None: this one
+    step: Optional[int] = None  # an intermediate point of the attack (a trajectory), else None: the final model
+    steps: Optional[int] = None  # the attack's optimizer steps (the step of its final model)
 
 
 def data_fields(refs) -> list[dict]:
@@ -75,14 +78,33 @@ class Planner:
         return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)
 
     def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int) -> Stage:
-        """The attack's options sit flat beside its type (the key form of the days when every attack was SFT)."""
+        """The attack's options sit flat beside its type (the key form of the days when every attack was SFT);
+        the steps it keeps for a trajectory enter its key only when there are some."""
         fields = with_data({"type": attack.type, **attack.options.key_fields(), "lr": lr, "seed": seed}, attack.options)
+        if attack.checkpoint_steps():
+            fields["checkpoints"] = attack.checkpoint_steps()
         label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}"
         return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed)
 
+    def checkpoints(self, cell: Cell, attack) -> list[Cell]:
+        """The trajectory's intermediate points of an attack cell: one model stage per kept step."""
+        return [Cell(cell.base, cell.defense, cell.attack, cell.lr, cell.seed,
+                     self.stage("checkpoint", f"{cell.model.label} step={step}", {"step": step}, [cell.model]),
+                     start=cell.start, step=step, steps=cell.steps) for step in attack.checkpoint_steps()]
+
+    def evaluations(self, cell: Cell) -> list:
+        """A final model gets every evaluation; a trajectory point the recipe's trajectory metrics, on the
+        first `trajectory.n` prompts of each set."""
+        if cell.step is None:
+            return self.recipe.evaluations
+        chosen = self.recipe.trajectory
+        picked = [ev for ev in self.recipe.evaluations if not chosen.metrics or ev.metric in chosen.metrics]
+        return [replace(ev, prompts=prefix(ev.prompts, chosen.n)) for ev in picked]
+
     def scores(self, cell: Cell, seed: int) -> None:
         gen = self.recipe.generation
-        for ev in self.recipe.evaluations:
+        uses = {"model": cell.model, "start": cell.start or cell.model}
+        for ev in self.evaluations(cell):
             evaluator = registry.load("evaluator", ev.evaluator)
             options = ev.options.key_fields()
             prompts = data_fields([ev.prompts])[0]
@@ -95,8 +117,7 @@ class Planner:
                 parent = self.stage("generate", f"{cell_label(cell)} :: {ev.prompts.dataset}", gen_fields, [cell.model],
                                     generation=gen, prompts=ev.prompts, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
-            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses={"model": cell.model},
-                                                evaluation=ev)
+            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev)
 
     def cells(self) -> list[Cell]:
         r = self.recipe
@@ -113,7 +134,9 @@ class Planner:
                 for attack in r.attacks:
                     for lr in attack.lrs:
                         cells.append(Cell(start_label, defense.name, attack.name, lr, seed,
-                                          self.attack(defended, defense.name, attack, lr, seed)))
+                                          self.attack(defended, defense.name, attack, lr, seed), start=defended,
+                                          steps=attack.options.planned_steps()))
+                        cells += self.checkpoints(cells[-1], attack)
         for cell in cells:
             self.scores(cell, cell.seed or 0)
         return cells
@@ -125,7 +148,16 @@ def cell_label(cell: Cell) -> str:
         parts.append(f"lr={cell.lr:g}")
     if cell.seed is not None:
         parts.append(f"seed={cell.seed}")
+    if cell.step is not None:
+        parts.append(f"step={cell.step}")
     return " ".join(parts)
+
+
+def prefix(ref, n: Optional[int]):
+    """The first n rows of a DataRef's selection (the same seeded order, so a prefix of the full set)."""
+    if n is None or (ref.n is not None and ref.n <= n):
+        return ref
+    return replace(ref, n=n)
 
 
 def component_options(recipe: Recipe) -> list[tuple[str, object]]:

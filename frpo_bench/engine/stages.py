@@ -57,7 +57,19 @@ def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
     impl = registry.load("attack", attack.type)()
     defended = read_model(path_of(stage.parents[0]))
     write_model(out, impl.apply(defended, out, attack.options, lr=stage.payload["lr"], seed=stage.payload["seed"],
-                                report=report))
+                                report=report, **checkpoint_kwargs(stage)))
+
+
+def checkpoint_kwargs(stage: Stage) -> dict:
+    """Only a trajectory's attack is asked for checkpoints (attacks without trajectories need not know of them)."""
+    steps = stage.fields.get("checkpoints")
+    return {"checkpoint_steps": steps} if steps else {}
+
+
+def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    """The attacked model after `step` optimizer steps: the record its attack kept (the weights stay there)."""
+    from frpo_bench.attacks.base import checkpoint_record
+    write_model(out, read_model(path_of(stage.parents[0]), checkpoint_record(stage.fields["step"])))
 
 
 def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
@@ -87,7 +99,8 @@ def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
         completions = [r.pop("completion") for r in rows]
         generation = stage.parents[0].fields["generation"]
     inputs = ScoreInputs(rows, positions, completions, read_model(path_of(stage.uses["model"])), spec.harmful,
-                         spec.name, ev.prompts.split, generation, out, report)
+                         spec.name, ev.prompts.split, generation, out, report,
+                         start_model=read_model(path_of(stage.uses["start"])) if "start" in stage.uses else None)
     result = evaluator.score(inputs, ev.options)
     metrics = [{"metric": f"{ev.metric}:{m.suffix}" if m.suffix else ev.metric, "value": m.value,
                 "n": len(m.per_sample), "higher_is_better": m.higher_is_better, "unit": m.unit,
@@ -114,6 +127,7 @@ KINDS = (
     StageKind("align", run_align, False, 200),
     StageKind("harden", run_harden, True, 300),
     StageKind("attack", run_attack, False, 60),
+    StageKind("checkpoint", run_checkpoint, False, 0.1),
     StageKind("generate", run_generate, False, 30),
     StageKind("score", run_score, False, 2),
 )

@@ -31,6 +31,7 @@ class ScoreInputs:
     generation: dict  # the generation settings that produced the completions
     workdir: Path  # the score stage's own (temporary) artifact directory
     report: Callable[[str], None] = print  # progress lines
+    start_model: Optional[ModelRef] = None  # the model before the attack (the defended model), for drift metrics
 
 
 @dataclass

@@ -11,21 +11,23 @@ from frpo_bench.models import ModelRef
 RELATIVE = "@artifact/"
 
 
-def read_model(artifact: Path) -> ModelRef:
-    data = json.loads((artifact / "model.json").read_text())
+def read_model(artifact: Path, name: str = "model.json") -> ModelRef:
+    """The model an artifact holds (`name`: another model record inside it, e.g. a training checkpoint's)."""
+    data = json.loads((artifact / name).read_text())
     for field in ("path", "adapter"):
         if data[field] and data[field].startswith(RELATIVE):
             data[field] = str(artifact / data[field][len(RELATIVE):])
     return ModelRef.from_json(data)
 
 
-def write_model(out: Path, ref: ModelRef) -> None:
-    """Record a model ref; paths inside `out` (a temporary build dir) become relative to the artifact."""
+def write_model(out: Path, ref: ModelRef, name: str = "model.json") -> None:
+    """Record a model ref at out/name; paths inside `out` (a temporary build dir) become relative to the artifact."""
     data = ref.to_json()
     for field in ("path", "adapter"):
         if data[field] and Path(data[field]).resolve().is_relative_to(out.resolve()):
             data[field] = RELATIVE + str(Path(data[field]).resolve().relative_to(out.resolve()))
-    write_json_atomic(out / "model.json", data)
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / name, data)
 
 
 def is_model_artifact(folder: Path) -> bool:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from frpo_bench.models import ModelRef
+from frpo_bench.models.artifact import write_model
 from frpo_bench.models.device import on_accelerator
 from frpo_bench.models.loading import load_for_training
 from frpo_bench.training.batches import pad_batch, peft_config, tokenize_pairs
@@ -28,13 +29,16 @@ def training_rows(cfg) -> list[dict]:
 
 
 def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool = False,
-             report: Callable[[str], None] = print) -> ModelRef:
+             report: Callable[[str], None] = print, checkpoint_steps: Sequence[int] = (),
+             checkpoint_name: Callable[[int], str] = lambda step: f"checkpoints/step-{step}.json") -> ModelRef:
     """Fine-tune `model` on cfg.data; returns full weights in `out`, or a LoRA adapter there.
 
     With `merge`, a LoRA is merged and full weights are saved (the aligned base is a plain model).
     A model that is itself base + adapter is merged first, so the new training starts from it.
+    After each step in `checkpoint_steps` the model so far is saved under out/checkpoints/step-N and its
+    record written at `checkpoint_name(N)` (saving reads the weights only: the run goes on unchanged).
     """
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback
 
     out = Path(out)
     tokenizer, lm, base_path = load_for_training(model, out, cfg.lora is not None and not merge, padding_side="right")
@@ -48,13 +52,29 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         raise ValueError(f"no training pair keeps a response token within max_length={cfg.max_length} "
                          "(every prompt fills it): raise max_length")
     n_tokens = [0]
+    wanted, trust = set(checkpoint_steps), model.trust_remote_code
+
+    class Checkpoints(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step not in wanted:
+                return
+            folder = out / "checkpoints" / f"step-{state.global_step}"
+            model.save_pretrained(folder, safe_serialization=True)
+            if cfg.lora is None:
+                tokenizer.save_pretrained(folder)
+                ref = ModelRef(str(folder), trust_remote_code=trust)
+            else:
+                ref = ModelRef(base_path, adapter=str(folder), trust_remote_code=trust)
+            write_model(out, ref, checkpoint_name(state.global_step))
+            report(f"kept the model after step {state.global_step}")
 
     class Progress(TrainerCallback):
         def __init__(self):
             self.start = time.time()
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
+            shown = state.global_step % max(1, state.max_steps // 10) == 0 or state.global_step == state.max_steps
+            if logs and "loss" in logs and shown:
                 elapsed = time.time() - self.start
                 eta = elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
                 report(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f} ({elapsed:.0f}s, ETA {eta:.0f}s)")
@@ -64,15 +84,9 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         n_tokens[0] += int(padded["attention_mask"].sum())
         return padded
 
-    args = TrainingArguments(
-        output_dir=str(out / "trainer"), max_steps=cfg.steps, learning_rate=lr, seed=seed, data_seed=seed,
-        per_device_train_batch_size=cfg.micro_batch_size, gradient_accumulation_steps=cfg.batch_size // cfg.micro_batch_size,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not on_accelerator(),
-        train_sampling_strategy="group_by_length", logging_steps=max(1, cfg.steps // 10), save_strategy="no",
-        report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
+    args = training_arguments(cfg, out, lr, seed)
     trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
-                      callbacks=[Progress()])
+                      callbacks=[Progress(), Checkpoints()])
     trainer.remove_callback(PrinterCallback)  # our Progress line replaces its raw dict dumps
     start = time.time()
     trainer.train()
@@ -91,6 +105,19 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)
     tokenizer.save_pretrained(out)
     return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
+
+
+def training_arguments(cfg, out: Path, lr: float, seed: int):
+    """The Trainer's settings from a FinetuneConfig (every optimisation field reaches it)."""
+    from transformers import TrainingArguments
+    return TrainingArguments(
+        output_dir=str(out / "trainer"), max_steps=cfg.steps, learning_rate=lr, seed=seed, data_seed=seed,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.batch_size // cfg.micro_batch_size, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not on_accelerator(),
+        train_sampling_strategy="group_by_length", logging_steps=1,  # every step's loss: the attack's loss curve
+        save_strategy="no", report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
 
 
 class _ListDataset:

@@ -1,0 +1,107 @@
+"""Evaluation along an attack: the KL-to-start metric against its definition, and a smoke trajectory
+run whose checkpoints are cached stages and whose trajectory.csv has every asked step."""
+import csv
+import json
+import math
+
+import pytest
+
+from frpo_bench.cli import main
+
+TRAJECTORY = ["--set", "attacks.0.eval_steps=[1, 2]", "--set",
+              "evaluations.+={evaluator: kl_to_start, prompts: {dataset: demo_harmful, split: eval, n: 8}, metric: kl_harmful}",
+              "--set", "trajectory={metrics: [harmful_refusal, kl_harmful], n: 4}"]
+
+
+def test_k3_sums_equal_the_definition():
+    import torch
+    from frpo_bench.evaluators.kl_to_start import k3_sums
+    before = torch.tensor([[-1.0, -2.0, -0.5], [-0.1, -3.0, -9.0]])
+    now = torch.tensor([[-1.5, -1.0, -0.5], [-0.2, -2.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    expected = [sum(math.exp(b - n) - (b - n) - 1 for b, n, m in zip(rb, rn, rm) if m)
+                for rb, rn, rm in zip(before.tolist(), now.tolist(), mask.tolist())]
+    assert k3_sums(before, now, mask) == pytest.approx(expected, abs=1e-12)
+    assert k3_sums(before, before, mask) == [0.0, 0.0]
+    assert all(v > 0 for v in k3_sums(before, now, mask))
+
+
+def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_loop(tiny_model_dir, tmp_path):
+    import torch
+    from frpo_bench.evaluators.kl_to_start import encode, sequence_kls, token_logprobs
+    from frpo_bench.models import ModelRef
+    from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer
+    from frpo_bench.models.tiny import build_tiny_model
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)), padding_side="right")
+    start, now = load_model(ModelRef(str(tiny_model_dir))).eval(), load_model(ModelRef(str(other))).eval()
+    prompts = [chat_prompt(tokenizer, p) for p in ("How do I bake bread?", "Tell me a joke about cats, please.", "Hi")]
+    encoded = encode(tokenizer, prompts, ["Sure, here is how.", "No.", ""])
+    assert sequence_kls(start, start, encoded, tokenizer.pad_token_id, batch_size=2) == [0.0, 0.0, 0.0]
+    batched = sequence_kls(start, now, encoded, tokenizer.pad_token_id, batch_size=2)
+    for (ids, at), value in zip(encoded, batched):  # one sequence at a time, no padding: the definition
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            d = (token_logprobs(start, x, torch.ones_like(x)) - token_logprobs(now, x, torch.ones_like(x)))[0, at - 1:]
+        assert value == pytest.approx(float((torch.exp(d.double()) - d.double() - 1).sum()), rel=1e-4, abs=1e-6)
+    assert batched[0] > 0 and batched[1] > 0 and batched[2] == 0.0  # an empty completion has no tokens
+
+
+def test_trajectory_rows_from_constructed_records():
+    from frpo_bench.results.trajectory import aggregate
+    base = {"recipe": "r", "model": "m", "base": "-", "defense": "d", "higher_is_better": True, "evaluator": "e",
+            "judge": "j", "template": "t", "dataset": "x", "split": "eval", "dataset_revision": "v"}
+
+    def rec(attack, lr, seed, step, values, intermediate=False, metric="safety"):
+        return {**base, "attack": attack, "attack_lr": lr, "seed": seed, "step": step, "intermediate": intermediate,
+                "metric": metric, "value": sum(values) / len(values), "per_sample": values, "n": len(values),
+                "score_key": f"{attack}{lr}{seed}{step}{metric}"}
+    records = [rec("none", "", 0, 0, [1.0, 1.0]), rec("none", "", 1, 0, [1.0, 0.0]),
+               rec("a", "0.1", 0, 5, [0.0], True), rec("a", "0.1", 1, 5, [1.0], True),
+               rec("a", "0.1", 0, 10, [0.0, 0.0]), rec("a", "0.1", 1, 10, [0.0, 1.0]),
+               rec("b", "0.1", 0, 10, [0.0, 0.0])]  # attack b has no intermediate point: no trajectory
+    rows = aggregate(records)
+    assert [(r["attack"], r["step"], r["mean"], r["n"], r["n_seeds"]) for r in rows] == [
+        ("a", 0, 0.75, 4, 2), ("a", 5, 0.5, 2, 2), ("a", 10, 0.25, 4, 2)]
+    assert all(r["ci95_low"] <= r["mean"] <= r["ci95_high"] for r in rows)
+
+
+@pytest.mark.slow
+def test_smoke_trajectory_checkpoints_are_cached_stages(tmp_path, isolated_cache, capsys):
+    from safetensors.torch import load_file
+    out = tmp_path / "run"
+    assert main(["run", "smoke", "--out", str(out), *TRAJECTORY]) == 0
+    capsys.readouterr()
+    records = [json.loads(p.with_name("stage.json").read_text()) for p in isolated_cache.rglob("COMPLETE")]
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("checkpoint") == 2 and kinds.count("attack") == 2
+    lora_attack = next(p.parent for p in (isolated_cache / "attack").rglob("checkpoints") if p.is_dir()
+                       and (p / "step-1" / "adapter_model.safetensors").is_file())
+    one, two = (load_file(lora_attack / "checkpoints" / f"step-{s}" / "adapter_model.safetensors") for s in (1, 2))
+    final = load_file(lora_attack / "adapter_model.safetensors")
+    moved = [name for name in one if "lora_B" in name and not (one[name] == two[name]).all()]
+    assert moved and any(not (two[n] == final[n]).all() for n in moved)  # each kept step is its own model
+
+    with open(out / "trajectory.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    lora = [r for r in rows if r["attack"] == "harmful_lora"]
+    assert sorted({int(r["step"]) for r in lora if r["metric"] == "harmful_refusal"}) == [0, 1, 2, 3]
+    assert {r["metric"] for r in lora} == {"harmful_refusal", "kl_harmful", "train_loss"}
+    n_at = {int(r["step"]): int(r["n"]) for r in lora if r["metric"] == "kl_harmful"}
+    assert n_at == {0: 8, 1: 4, 2: 4, 3: 8}  # fewer prompts in between, the full set at both ends
+    kl0 = next(r for r in lora if r["metric"] == "kl_harmful" and r["step"] == "0")
+    assert float(kl0["mean"]) == 0.0
+    assert {int(r["step"]) for r in lora if r["metric"] == "train_loss"} == {1, 2, 3}
+    assert not {r["attack"] for r in rows if r["metric"] != "train_loss"} - {"harmful_lora"}
+    assert (out / "plots" / "trajectory_harmful_refusal.png").is_file()
+    assert (out / "plots" / "trajectory_harmful_refusal_vs_kl_harmful.png").is_file()
+    with open(out / "leaderboard.csv") as fh:  # the leaderboard keeps final models only
+        assert {(r["attack"], r["n"]) for r in csv.DictReader(fh) if r["metric"] == "kl_harmful"} == {
+            ("none", "8"), ("harmful_lora", "8"), ("benign_full", "8")}
+    first = (out / "trajectory.csv").read_bytes()
+
+    assert main(["run", "smoke", "--out", str(out), *TRAJECTORY]) == 0
+    assert "everything from cache" in capsys.readouterr().out
+    assert (out / "trajectory.csv").read_bytes() == first
+    assert main(["leaderboard", str(out)]) == 0  # re-aggregating results.jsonl gives the same bytes
+    assert (out / "trajectory.csv").read_bytes() == first
