@@ -204,10 +204,14 @@ class EvaluationConfig:
     prompts: DataRef = opt(help="the prompt set it scores")
     metric: str = opt("", help="column name in the leaderboard; defaults to evaluator_dataset")
     options: dict[str, Any] = opt({}, help="options of that evaluator")
+    trajectory_n: Optional[int] = opt(None, help="prompts at an attack's intermediate steps for this evaluation "
+                                                 "(the first n of its selection); overrides trajectory.n")
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
         check_name("evaluator", self.evaluator, f"{path}.evaluator")
+        if self.trajectory_n is not None:
+            check_positive(self, path, "trajectory_n")
         self.metric = self.metric or f"{self.evaluator}_{self.prompts.dataset}"
         check_safe_name(self.metric, f"{path}.metric")
         self.options = _typed_options(options_class("evaluator", self.evaluator), self.options, f"{path}.options")
@@ -377,6 +381,8 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, d
                           "write key: value pairs at the top level (name:, model:, evaluations:, ...)")
     for assignment in overrides:
         apply_override(raw, assignment)
+    for key in [k for k in raw if isinstance(k, str) and k.startswith("x-")]:
+        del raw[key]  # `x-...` keys hold YAML anchors shared by several entries (as in docker-compose files)
     raw.setdefault("name", Path(name_or_path).stem)
     lift_attack_options(raw)
     return from_dict(Recipe, raw), {"source": source, "raw": raw}

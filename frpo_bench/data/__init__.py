@@ -105,6 +105,30 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
                       "or run once with network access")
 
 
+@functools.lru_cache(maxsize=None)
+def hub_files(spec: DatasetSpec) -> dict[str, Path]:
+    """The parquet files of a Hub dataset at its pinned revision: $FRPO_BENCH_DATA/<folder>/*.parquet if
+    there, else the Hub (through its local cache, so once downloaded it reads offline too)."""
+    override = os.environ.get(DATA_ENV)
+    folder = Path(override) / spec.folder if override else None
+    if folder is not None and sorted(folder.glob("*.parquet")):
+        return {p.name: p for p in sorted(folder.glob("*.parquet"))}
+    try:
+        from huggingface_hub import snapshot_download
+        root = Path(snapshot_download(spec.hub, repo_type="dataset", revision=spec.revision,
+                                      allow_patterns=["*.parquet", "**/*.parquet"]))
+    except Exception as err:  # noqa: BLE001 - offline, unknown revision, no access: one clear error
+        raise ConfigError(f"dataset {spec.name}", f"{spec.hub}@{spec.revision}",
+                          f"could not be read from the Hub ({err.__class__.__name__})",
+                          f"run once with network access (the Hub cache then serves it offline), or put its parquet "
+                          f"files in {DATA_ENV}/{spec.folder}/") from None
+    files = sorted(root.rglob("*.parquet"))
+    if not files:
+        raise ConfigError(f"dataset {spec.name}", f"{spec.hub}@{spec.revision}", "has no parquet files",
+                          "pin a revision that has them")
+    return {p.name: p for p in files}
+
+
 def load_rows(name: str, split: str, n: int | None = None, seed: int = 0, skip: int = 0) -> list[dict]:
     """Rows of a dataset split; with n (or skip), rows skip..skip+n of a shuffle seeded by (seed, name)."""
     return select_rows(name, split, n, seed, skip)[0]
@@ -115,7 +139,7 @@ def select_rows(name: str, split: str, n: int | None = None, seed: int = 0,
     """The rows `load_rows` gives, and the position of each in the split's own order."""
     import importlib
     spec = get(name)
-    files = {f.name: locate(spec, f) for f in spec.files}
+    files = hub_files(spec) if spec.hub else {f.name: locate(spec, f) for f in spec.files}
     module, func = spec.parser.split(":")
     rows = list(getattr(importlib.import_module(module), func)(files, split))
     positions = list(range(len(rows)))
@@ -143,6 +167,8 @@ def preflight(refs) -> dict[str, str]:
         spec = get(ref.dataset)
         for pinned in spec.files:
             locate(spec, pinned)
+        if spec.hub:
+            hub_files(spec)
         count = split_size(ref.dataset, ref.split)
         if ref.skip >= count or (ref.n is not None and ref.skip + ref.n > count):
             asked = f"rows {ref.skip}..{ref.skip + ref.n if ref.n is not None else count}"

@@ -10,6 +10,15 @@ HB_COMMIT = "8e1604d1171fe8a48d8febecd22f600e462bdcdd"
 GSM_COMMIT = "3101c7d5072418e28b9008a6636bde82a006892c"
 ALPACA_COMMIT = "5e69c50054c48cd3b919c46d13bb2d92a62f4498"
 BT_COMMIT = "b5ce72326a57b482373c43787eed54c37490cf83"
+FRPO_COMMIT = "56fa171d7e488cde7c8dbbe7f9b1effe8d319b30"
+FRPO_FILES = (
+    PinnedFile("train_lambda_0.5.parquet", f"{GH}/Helloworld10011/FRPO/{FRPO_COMMIT}/training/data/train_lambda_0.5.parquet",
+               "f81d2030f97d731fd92a444dd039c805f277ea5e19c1c74b3312b6671c3954a6"),
+    PinnedFile("safety.jsonl", f"{GH}/Helloworld10011/FRPO/{FRPO_COMMIT}/finetuning/data/safety.jsonl",
+               "287a8f2db3ea09902b80e6cc429f92d8dc44889b2a1895930d86cc2143f119c1"),
+    PinnedFile("normal.jsonl", f"{GH}/Helloworld10011/FRPO/{FRPO_COMMIT}/finetuning/data/normal.jsonl",
+               "692f3cc2119046279a2bbc969c1eee375646173e10392bf566ec203990a9842d"),
+)
 HB_SPLITS = tuple(f"{s}:{c}" for s in ("test", "val", "all") for c in ("standard", "contextual", "copyright", "any"))
 HB_SPLITS = ("test", "val", "all") + HB_SPLITS
 
@@ -66,6 +75,25 @@ CATALOG = [
                           f"{GH}/xinykou/assessing_safety_realign/{BT_COMMIT}/LLaMA_Factory/data/safety/finetune/sst2/"
                           "train_merged_n1000_p0.2.json",
                           "7e258381a7781c04888e2b17a70ab952dd3c4f494fc9cec37890880ef220e881"),)),
+    DatasetSpec(
+        name="frpo_reference_harmful", kind="prompts", harmful=True, folder="frpo_reference",
+        description="FRPO reference prompts, harmful: train = the 1000 of its RL set (wildjailbreak 413, rainbow 391, "
+                    "aegis 196; 997 distinct); eval = safety.jsonl (1000), its evaluation prompts during attacks: the same "
+                    "prompts as train",
+        source=f"Helloworld10011/FRPO@{FRPO_COMMIT}", revision=FRPO_COMMIT, license="Apache-2.0",
+        parser="frpo_bench.data.parsers:frpo_reference_harmful", splits=("train", "eval"), files=FRPO_FILES),
+    DatasetSpec(
+        name="frpo_reference_benign", kind="prompts", harmful=False, folder="frpo_reference",
+        description="FRPO reference prompts, benign: train = the 1000 of its RL set (ability 'refusal'); eval = "
+                    "normal.jsonl (1000), its evaluation prompts during attacks: the same prompts as train",
+        source=f"Helloworld10011/FRPO@{FRPO_COMMIT}", revision=FRPO_COMMIT, license="Apache-2.0",
+        parser="frpo_bench.data.parsers:frpo_reference_benign", splits=("train", "eval"), files=FRPO_FILES),
+    DatasetSpec(
+        name="alpaca_hub", kind="pairs", folder="alpaca_hub", hub="tatsu-lab/alpaca", revision="main",
+        description="Alpaca 52k from the Hub (tatsu-lab/alpaca, its train parquet); split 'first40000' is the FRPO "
+                    "reference's benign attack data. Pin `revision` to a commit before publishing",
+        source="hf:tatsu-lab/alpaca", license="CC BY-NC 4.0", parser="frpo_bench.data.parsers:alpaca_hub",
+        splits=("train", "first40000")),
 ]
 
 _DEMO = [

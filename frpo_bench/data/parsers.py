@@ -56,3 +56,44 @@ def beavertails(files: dict[str, Path], split: str) -> list[dict]:
         prompt = _alpaca_prompt(match["instruction"], match["input"] or "") if match else r["instruction"]
         out.append({"prompt": prompt, "response": r["output"]})
     return out
+
+
+FRPO_BENIGN_ABILITY = "refusal"  # the reference's label of its benign (helpfulness-rewarded) prompts
+
+
+def frpo_reference_rows(files: dict[str, Path]) -> list[dict]:
+    """All 2000 RL prompts of the FRPO reference's train_lambda_0.5.parquet, in file order, with its
+    `ability` (refusal = benign; wildjailbreak, rainbow, aegis = harmful) as the category."""
+    import pandas as pd
+    frame = pd.read_parquet(files["train_lambda_0.5.parquet"])
+    out = []
+    for i, r in enumerate(frame.to_dict("records")):
+        users = [m["content"] for m in r["prompt"] if m["role"] == "user"]
+        out.append({"id": f"frpo-{i}", "prompt": users[-1], "category": r["ability"], "context": ""})
+    return out
+
+
+def _frpo_reference(files: dict[str, Path], split: str, harmful: bool) -> list[dict]:
+    if split == "train":
+        return [r for r in frpo_reference_rows(files) if (r["category"] != FRPO_BENIGN_ABILITY) == harmful]
+    name = "safety.jsonl" if harmful else "normal.jsonl"  # the prompts of the reference's evaluation during attacks
+    rows = jsonl_by_split({"eval.jsonl": files[name]}, "eval")
+    return [{"id": f"frpo-{split}-{i}", "prompt": r["prompt"], "category": r.get("ability", ""), "context": ""}
+            for i, r in enumerate(rows)]
+
+
+def frpo_reference_harmful(files: dict[str, Path], split: str) -> list[dict]:
+    return _frpo_reference(files, split, harmful=True)
+
+
+def frpo_reference_benign(files: dict[str, Path], split: str) -> list[dict]:
+    return _frpo_reference(files, split, harmful=False)
+
+
+def alpaca_hub(files: dict[str, Path], split: str) -> list[dict]:
+    """tatsu-lab/alpaca's train parquet as pairs, in its own order ('first40000': the reference's attack data)."""
+    import pandas as pd
+    frame = pd.concat([pd.read_parquet(files[name]) for name in sorted(files)], ignore_index=True)  # shards in order
+    rows = [{"prompt": _alpaca_prompt(r["instruction"], r.get("input") or ""), "response": r["output"]}
+            for r in frame.to_dict("records")]
+    return rows[:40000] if split == "first40000" else rows

@@ -27,12 +27,15 @@ class DatasetSpec:
     files: tuple[PinnedFile, ...] = ()
     harmful: bool = False
     revision: str = ""  # commit or version; shown in every leaderboard row
+    hub: str = ""  # a Hub dataset repo read at `revision` (its parquet files), instead of pinned files
     meta: dict = field(default_factory=dict, hash=False)
 
     @property
     def content_id(self) -> str:
-        """Identity of the bytes this dataset reads (part of stage keys): pinned file hashes,
-        or, for generated sets, a hash of every row they generate."""
+        """Identity of the bytes this dataset reads (part of stage keys): pinned file hashes, a Hub
+        repo at its revision, or, for generated sets, a hash of every row they generate."""
+        if self.hub:
+            return f"hf:{self.hub}@{self.revision}"
         if self.files:
             return ",".join(f.sha256 for f in self.files)
         return _generated_content_id(self.parser, self.revision, self.splits)

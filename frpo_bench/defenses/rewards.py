@@ -8,6 +8,10 @@ out of the completion's total).
                   as helpful (non-empty, no refusal marker, not degenerate repetition), else 0
   reward_model    helpfulness from a reward model on benign prompts: sigmoid of the logit of an
                   AutoModelForSequenceClassification (the paper: allenai/Llama-3.1-8B-Instruct-RM-RB2)
+  strongreject_moderation
+                  the FRPO reference's safety reward on harmful prompts: 1 - (sr + mod) / 2, sr the
+                  StrongREJECT fine-tuned judge's score of (prompt, reply), mod the largest category score
+                  of a moderation endpoint on the reply (with `moderation: none`: 1 - sr)
 """
 from __future__ import annotations
 
@@ -33,12 +37,49 @@ def helpful_proxy_reward(prompts, completions, kind, **_) -> list[float | None]:
     return [float(is_helpful(completion_text(c))) if k == BENIGN else None for c, k in zip(completions, kind)]
 
 
+def strongreject_moderation(sr: list[float], moderation: list[float] | None) -> list[float]:
+    """The reference's safety reward from its two judges' scores (moderation None: the judge alone)."""
+    if moderation is None:
+        return [1.0 - s for s in sr]
+    return [1.0 - (s + m) / 2.0 for s, m in zip(sr, moderation)]
+
+
+class StrongRejectModerationReward:
+    def __init__(self, options):
+        from frpo_bench.evaluators.moderation import ModerationClient
+        from frpo_bench.evaluators.strongreject_finetuned import StrongRejectJudge
+        self.judge = StrongRejectJudge(options.strongreject)
+        self.moderation = (None if options.moderation == "none" else
+                           ModerationClient(options.moderation_base_url, options.moderation_model,
+                                            options.moderation_api_key_env))
+        self.__name__ = "strongreject_moderation"
+
+    def __call__(self, prompts, completions, kind, **_) -> list[float | None]:
+        picked = [i for i, k in enumerate(kind) if k == HARMFUL]
+        if not picked:
+            return [None] * len(kind)
+        asked = [prompt_text(prompts[i]) for i in picked]
+        replies = [completion_text(completions[i]) for i in picked]
+        moderated = self.moderation.max_scores(replies) if self.moderation else None
+        values = dict(zip(picked, strongreject_moderation(self.judge.scores(asked, replies), moderated)))
+        return [values.get(i) for i in range(len(kind))]
+
+
+def prompt_text(prompt) -> str:
+    """The user's request of a conversational prompt (its last user message) or a plain one."""
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users else ""
+    return str(prompt)
+
+
 class RewardModelReward:
     """sigmoid(logit) of a sequence-classification reward model on (prompt, reply) chats."""
 
-    def __init__(self, model_id: str, revision: str | None = None, batch_size: int = 8):
+    def __init__(self, model_id: str, revision: str | None = None, batch_size: int = 8, dtype: str = "float32",
+                 pad: str = "eos"):
         from frpo_bench.evaluators.hf_judge import JudgeModel, RewardModel
-        self.model = RewardModel(JudgeModel(model_id, revision), batch_size=batch_size)
+        self.model = RewardModel(JudgeModel(model_id, revision, dtype=dtype, pad=pad), batch_size=batch_size)
         self.__name__ = "reward_model"
 
     def scores(self, chats: list[list[dict]]) -> list[float]:
@@ -51,15 +92,19 @@ class RewardModelReward:
         return [values.get(i) for i in range(len(kind))]
 
 
-def make_reward(name: str, reward_model: str = "", reward_model_revision: str | None = None) -> Callable:
+def make_reward(name: str, options) -> Callable:
+    """The reward `name`, set up from the RL options (judges and endpoints are loaded once, here)."""
     if name == "refusal":
         return refusal_reward
     if name == "helpful_proxy":
         return helpful_proxy_reward
     if name == "reward_model":
-        return RewardModelReward(reward_model, reward_model_revision)
+        return RewardModelReward(options.reward_model, options.reward_model_revision, dtype=options.reward_model_dtype,
+                                 pad=options.reward_model_pad)
+    if name == "strongreject_moderation":
+        return StrongRejectModerationReward(options)
     raise KeyError(name)
 
 
-SAFETY_REWARDS = ("refusal",)
+SAFETY_REWARDS = ("refusal", "strongreject_moderation")
 HELPFULNESS_REWARDS = ("helpful_proxy", "reward_model")

@@ -1,25 +1,52 @@
 """Options shared by the online-RL defenses (GRPO, FRPO): every knob the paper sweeps."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from frpo_bench.config import SCHEDULERS, DataRef, LoraConfig, check_warmup_ratio
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import Bf16Option
-from frpo_bench.typed import Options, check_positive, opt
+from frpo_bench.evaluators.strongreject_finetuned import Options as StrongRejectOptions
+from frpo_bench.typed import Options, check_positive, opt, to_dict
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+MODERATION = ("openai", "none")
 
 
 @dataclass
 class RLOptions(Bf16Option, Options):
     harmful_prompts: DataRef = opt(help="harmful prompts (safety reward)")
     benign_prompts: DataRef = opt(help="benign prompts (helpfulness reward)")
-    safety_reward: str = opt("refusal", help="reward on harmful prompts: refusal")
+    safety_reward: str = opt("refusal", help="reward on harmful prompts: refusal (1 if the reply refuses; offline) or "
+                                             "strongreject_moderation (the FRPO reference's: 1 - (StrongREJECT "
+                                             "fine-tuned + moderation max category score) / 2)")
     helpfulness_reward: str = opt("helpful_proxy", help="reward on benign prompts: helpful_proxy (offline) or reward_model")
     reward_model: str = opt("allenai/Llama-3.1-8B-Instruct-RM-RB2", help="reward model for helpfulness_reward=reward_model")
-    reward_model_revision: Optional[str] = opt(None, help="pinned revision of the reward model")
+    reward_model_revision: Optional[str] = opt(None, help="pinned revision of the reward model (the reference: \"2\")")
+    reward_model_dtype: str = opt("float32", omit_if_default=True, help="reward model compute dtype: float32 or "
+                                                                        "bfloat16 (the reference: bfloat16)")
+    reward_model_pad: str = opt("eos", omit_if_default=True, help="when the reward model's tokenizer has no pad "
+                                "token: eos (pad with it) or new (add <|pad|> and resize the embeddings, as the reference)")
+    strongreject: StrongRejectOptions = opt(None, help="the StrongREJECT fine-tuned judge of safety_reward="
+                                                       "strongreject_moderation (the evaluator's options)")
+    moderation: str = opt("openai", help="moderation half of strongreject_moderation: openai (an OpenAI-compatible "
+                                         "/v1/moderations endpoint; key from moderation_api_key_env) or none (the "
+                                         "judge alone: 1 - sr; every leaderboard row of the defense says so)")
+    moderation_model: str = opt("omni-moderation-latest", help="moderation model (the reference's)")
+    moderation_base_url: Optional[str] = opt(None, help="moderation endpoint; null: api.openai.com")
+    moderation_api_key_env: str = opt("OPENAI_API_KEY", help="environment variable holding the moderation key "
+                                                             "(read at call time, never logged; transport only)")
+    max_prompt_length: Optional[int] = opt(None, omit_if_default=True, help="keep at most this many prompt tokens "
+                                           "(the request's start is cut, as TRL 0.21 truncated; the reference: 1024); "
+                                           "null: whole prompts")
+    vllm_importance_sampling_correction: bool = opt(False, help="TRL's vLLM importance-sampling correction (TRL "
+                                                    "1.16 default true; the reference's TRL 0.21 had none). With "
+                                                    "top_p < 1 vLLM's log-probs are over the nucleus, so the ratios "
+                                                    "shrink the policy term and break FRPO's zero-sum advantages")
+    use_bias_correction_kl: bool = opt(False, help="TRL's ratio-weighted k3 KL (TRL 1.16 default true: the gradient "
+                                       "of the reverse KL); false: the plain k3 term of TRL 0.21 and the reference")
     reward_weights: list[float] = opt([1.0, 1.0], help="weights of [safety, helpfulness] rewards")
     steps: int = opt(30, help="optimizer steps")
     prompts_per_step: int = opt(4, help="prompts per step (the paper: 16)")
@@ -41,8 +68,22 @@ class RLOptions(Bf16Option, Options):
                                              "a probe measures faster there)")
     use_vllm: bool = opt(False, help="sample with vLLM (GPU); HF generate otherwise")
 
+    def __post_init__(self) -> None:
+        self.strongreject = self.strongreject or StrongRejectOptions()
+
     def validate(self, path: str) -> None:
         from frpo_bench.defenses.rewards import HELPFULNESS_REWARDS, SAFETY_REWARDS
+        from frpo_bench.evaluators.hf_judge import PAD_CHOICES
+        if self.moderation not in MODERATION:
+            raise ConfigError(f"{path}.moderation", self.moderation, "is not a moderation choice", f"use one of {MODERATION}")
+        if self.reward_model_pad not in PAD_CHOICES:
+            raise ConfigError(f"{path}.reward_model_pad", self.reward_model_pad, "is not a pad choice",
+                              f"use one of {PAD_CHOICES}")
+        if self.reward_model_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"{path}.reward_model_dtype", self.reward_model_dtype, "is not a dtype",
+                              "use float32 or bfloat16")
+        if self.max_prompt_length is not None:
+            check_positive(self, path, "max_prompt_length")
         if self.safety_reward not in SAFETY_REWARDS:
             raise ConfigError(f"{path}.safety_reward", self.safety_reward, "is not a safety reward", f"use one of {SAFETY_REWARDS}")
         if self.helpfulness_reward not in HELPFULNESS_REWARDS:
@@ -66,6 +107,30 @@ class RLOptions(Bf16Option, Options):
 
     def data_refs(self) -> list[DataRef]:
         return [self.harmful_prompts, self.benign_prompts]
+
+    def key_fields(self) -> dict:
+        """Every field, but the judges of a reward not in use stay out, and the key's variable name is transport."""
+        fields = to_dict(self)
+        fields.pop("moderation_api_key_env")
+        if self.safety_reward != "strongreject_moderation":
+            for name in ("strongreject", "moderation", "moderation_model", "moderation_base_url"):
+                fields.pop(name)
+        else:
+            fields["strongreject"] = self.strongreject.key_fields()
+            if self.moderation == "none":
+                fields.pop("moderation_model")
+                fields.pop("moderation_base_url")
+        return fields
+
+    def preflight(self, path: str) -> None:
+        """The moderation endpoint needs a key before any compute (a local endpoint by base_url may take none)."""
+        if (self.safety_reward == "strongreject_moderation" and self.moderation == "openai"
+                and not self.moderation_base_url and not os.environ.get(self.moderation_api_key_env)):
+            raise ConfigError(f"{path}.moderation", "openai", f"needs an API key in ${self.moderation_api_key_env}, "
+                              "which is not set", f"export {self.moderation_api_key_env}=..., point moderation_base_url "
+                              "at your own endpoint, or set moderation: none (the judge alone; the leaderboard says so)")
+        if self.safety_reward == "strongreject_moderation":
+            self.strongreject.preflight(f"{path}.strongreject")
 
 
 @dataclass

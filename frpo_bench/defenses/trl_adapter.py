@@ -24,14 +24,53 @@ GroupAdvantages = Callable[[np.ndarray], np.ndarray]
 GroupStatistic = Callable[[np.ndarray], float]
 
 
-def prompt_rows(options) -> list[dict]:
+def prompt_rows(options, tokenizer=None) -> list[dict]:
+    """The RL prompts as TRL chats, harmful then benign, each tagged with its kind; with
+    `max_prompt_length` (and a tokenizer), each request is cut from its start to fit."""
     from frpo_bench.data import ref_rows
     from frpo_bench.data.prompts import user_text
     rows = []
     for ref, kind in ((options.harmful_prompts, HARMFUL), (options.benign_prompts, BENIGN)):
-        rows += [{"prompt": [{"role": "user", "content": user_text(r)}], "kind": kind}
-                 for r in ref_rows(ref)]
+        for r in ref_rows(ref):
+            text = user_text(r)
+            if options.max_prompt_length and tokenizer is not None:
+                text = keep_last_tokens(tokenizer, text, options.max_prompt_length)
+            rows.append({"prompt": [{"role": "user", "content": text}], "kind": kind})
     return rows
+
+
+def keep_last_tokens(tokenizer, text: str, limit: int) -> str:
+    """`text` cut from its start so that the templated prompt has at most `limit` tokens (TRL 0.21 cut
+    the templated prompt's ids from the left; cutting the request keeps the chat template intact)."""
+    overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=True,
+                                                 add_generation_prompt=True))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    room = max(limit - overhead, 1)
+    return text if len(ids) <= room else tokenizer.decode(ids[-room:])
+
+
+def grpo_config(options, out: Path, seed: int, world: int = 1):
+    """TRL's GRPOConfig from the RL options. `prompts_per_step` is per optimizer step over all `world`
+    processes (TRL's batch size is per process), so the same recipe trains the same way on 1 or 8 GPUs."""
+    from trl import GRPOConfig
+    sequences = options.prompts_per_step * options.num_generations
+    if sequences % world:
+        from frpo_bench.errors import ConfigError
+        raise ConfigError("prompts_per_step", options.prompts_per_step, f"x num_generations {options.num_generations} = "
+                          f"{sequences} sequences per step do not split over {world} processes",
+                          f"use a prompts_per_step that makes the product a multiple of {world}")
+    return GRPOConfig(
+        output_dir=str(out / "trainer"), max_steps=options.steps, seed=seed, data_seed=seed,
+        per_device_train_batch_size=sequences // world, gradient_accumulation_steps=1, steps_per_generation=1,
+        num_generations=options.num_generations, max_completion_length=options.max_completion_length,
+        temperature=options.temperature, top_p=options.top_p, beta=options.beta,
+        scale_rewards="group" if options.scale_rewards else "none", loss_type=options.loss_type,
+        reward_weights=list(options.reward_weights), learning_rate=options.lr, lr_scheduler_type=options.lr_scheduler,
+        warmup_steps=options.warmup_ratio, weight_decay=options.weight_decay, max_grad_norm=options.max_grad_norm,
+        bf16=options.bf16, use_cpu=not on_accelerator(), use_vllm=options.use_vllm,
+        vllm_importance_sampling_correction=options.vllm_importance_sampling_correction,
+        use_bias_correction_kl=options.use_bias_correction_kl,
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, log_completions=False)
 
 
 def _trainer_class():
@@ -80,23 +119,13 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
     """Harden `model` by online RL on harmful + benign prompts; returns an adapter or full weights in `out`."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
-    from trl import GRPOConfig
 
     out = Path(out)
     tokenizer, policy, base_path = load_for_training(model, out, options.lora is not None, padding_side="left")
-    safety = make_reward(options.safety_reward)
-    helpful = make_reward(options.helpfulness_reward, options.reward_model, options.reward_model_revision)
-    batch = options.prompts_per_step * options.num_generations
-    config = GRPOConfig(
-        output_dir=str(out / "trainer"), max_steps=options.steps, seed=seed, data_seed=seed,
-        per_device_train_batch_size=batch, gradient_accumulation_steps=1, steps_per_generation=1,
-        num_generations=options.num_generations, max_completion_length=options.max_completion_length,
-        temperature=options.temperature, top_p=options.top_p, beta=options.beta,
-        scale_rewards="group" if options.scale_rewards else "none", loss_type=options.loss_type,
-        reward_weights=list(options.reward_weights), learning_rate=options.lr, lr_scheduler_type=options.lr_scheduler,
-        warmup_steps=options.warmup_ratio, weight_decay=options.weight_decay, max_grad_norm=options.max_grad_norm,
-        bf16=options.bf16, use_cpu=not on_accelerator(), use_vllm=options.use_vllm,
-        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, log_completions=False)
+    safety = make_reward(options.safety_reward, options)
+    helpful = make_reward(options.helpfulness_reward, options)
+    from frpo_bench.training.distributed import launched_rank
+    config = grpo_config(options, out, seed, world=launched_rank()[1])
     peft_config = None
     if options.lora is not None:
         from frpo_bench.training.batches import peft_config as make_peft_config
@@ -120,7 +149,7 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
     from transformers import set_seed
     set_seed(seed)  # TRL wraps the policy in its LoRA before the Trainer seeds: the adapter's init follows the seed
     trainer = _trainer_class()(
-        model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options)),
+        model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options, tokenizer)),
         processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()],
         group_advantages=group_advantages, group_statistics=group_statistics)
     trainer.remove_callback(PrinterCallback)

@@ -209,6 +209,10 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine)
                    + generate_seconds(params, n, options.get("max_gen_toks", 256), options.get("batch_size", 8),
                                       machine, options.get("dtype", "bfloat16")))
         return Estimate("score", seconds, inference_peak_bytes(params, options.get("batch_size", 8), 1024))
+    if evaluator == "kl_to_start":  # the model and the one before the attack read every completion (prefill)
+        return Estimate("score", 2 * load_seconds(params, machine)
+                        + 2 * forward_seconds(params, n * JUDGE_PROMPT_TOKENS, machine),
+                        2 * inference_peak_bytes(params, options.get("batch_size", 8), JUDGE_PROMPT_TOKENS))
     judge = options.get("judge_model") or options.get("classifier") or options.get("reward_model")
     if evaluator == "strongreject_rubric":
         return Estimate("score", n * API_SECONDS_PER_REQUEST / max(options.get("max_concurrency", 8), 1), 0, 0)

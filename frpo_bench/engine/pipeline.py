@@ -41,7 +41,7 @@ def preflight(recipe: Recipe) -> dict[str, str]:
 
 
 def plan_report(recipe: Recipe, store: Store) -> str:
-    from frpo_bench.data import DATA_ENV, get, locate
+    from frpo_bench.data import DATA_ENV, get, hub_files, locate
     cells, stages = build_plan(recipe)
     lines = [f"recipe {recipe.name}: {len(cells)} cells, {len(stages)} stages (store: {store.root})", ""]
     for stage in stages:
@@ -51,7 +51,10 @@ def plan_report(recipe: Recipe, store: Store) -> str:
     for name in sorted({r.dataset for r in all_data_refs(recipe)}):
         spec = get(name)
         try:
-            where = ", ".join(str(locate(spec, f)) for f in spec.files) or "generated (embedded demo data)"
+            if spec.hub:
+                where = ", ".join(str(p) for p in hub_files(spec).values())
+            else:
+                where = ", ".join(str(locate(spec, f)) for f in spec.files) or "generated (embedded demo data)"
         except ConfigError as err:
             where = f"MISSING: {err.problem}; set {DATA_ENV} or go online"
         lines.append(f"  data {name}: {where}")

@@ -99,7 +99,7 @@ class Planner:
             return self.recipe.evaluations
         chosen = self.recipe.trajectory
         picked = [ev for ev in self.recipe.evaluations if not chosen.metrics or ev.metric in chosen.metrics]
-        return [replace(ev, prompts=prefix(ev.prompts, chosen.n)) for ev in picked]
+        return [replace(ev, prompts=prefix(ev.prompts, ev.trajectory_n or chosen.n)) for ev in picked]
 
     def scores(self, cell: Cell, seed: int) -> None:
         gen = self.recipe.generation

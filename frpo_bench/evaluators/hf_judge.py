@@ -17,10 +17,15 @@ class JudgeModel:
     adapter: Optional[str] = None  # LoRA (Hub id or path) applied on `model`
     adapter_revision: Optional[str] = None
     dtype: str = "float32"
+    pad: str = "eos"  # a tokenizer without a pad token pads with: eos, or new (a <|pad|> token, embeddings resized)
 
     def describe(self) -> str:
         name = f"{self.model}@{self.revision or 'default'}"
         return name + (f"+{self.adapter}@{self.adapter_revision or 'default'}" if self.adapter else "")
+
+
+PAD_CHOICES = ("eos", "new")
+NEW_PAD = "<|pad|>"
 
 
 def _tokenizer(judge: JudgeModel, padding_side: str):
@@ -28,7 +33,10 @@ def _tokenizer(judge: JudgeModel, padding_side: str):
     tokenizer = AutoTokenizer.from_pretrained(judge.model, revision=judge.revision)
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        if judge.pad == "new":  # the FRPO reference's reward model: its own pad token, never a real one
+            tokenizer.add_special_tokens({"pad_token": NEW_PAD})
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
@@ -96,6 +104,8 @@ class RewardModel:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             self.judge.model, revision=self.judge.revision, num_labels=1, dtype=torch_dtype(self.judge.dtype),
             use_safetensors=True, device_map=device_map()).eval()
+        if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:  # a new pad token was added
+            self.model.resize_token_embeddings(len(self.tokenizer))
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         return self
 

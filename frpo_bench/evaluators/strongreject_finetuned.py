@@ -55,18 +55,35 @@ class StrongRejectFinetunedEvaluator:
     needs_completions = True
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
-        from frpo_bench.evaluators.hf_judge import JudgeModel, load_causal_judge, next_token_probs, single_token_id
-        template = options.load_template()
-        judge = JudgeModel(options.judge_model, options.judge_revision, options.adapter, options.adapter_revision,
-                           options.dtype)
-        tokenizer, model = load_causal_judge(judge)
-        prompts = [template["texts"]["user"].format(forbidden_prompt=row["prompt"], response=completion)
-                   for row, completion in zip(inputs.prompts, inputs.completions)]
-        probs = next_token_probs(tokenizer, model, prompts, [single_token_id(tokenizer, g) for g in GRADES],
-                                 options.batch_size)
+        judge = StrongRejectJudge(options)
+        probs = judge.grade_probs([row["prompt"] for row in inputs.prompts], inputs.completions)
         scores = [expected_grade_score(p) for p in probs]
         records = [{"id": row.get("id"), "prompt": row["prompt"], "response": completion, "grade_probs": p, "score": s}
                    for row, completion, p, s in zip(inputs.prompts, inputs.completions, probs, scores)]
         return EvalResult([Metric("", scores, higher_is_better=False, unit="score")], records,
-                          {"judge": judge.describe(), "template": template["sha256"],
-                           "template_source": template["source"]})
+                          {"judge": judge.model.describe(), "template": judge.template["sha256"],
+                           "template_source": judge.template["source"]})
+
+
+class StrongRejectJudge:
+    """The fine-tuned judge, loaded once: grade probabilities and scores of (forbidden prompt, response)
+    pairs (the evaluator's and the strongreject_moderation RL reward's one definition)."""
+
+    def __init__(self, options: Options):
+        from frpo_bench.evaluators.hf_judge import JudgeModel
+        self.options, self.template = options, options.load_template()
+        self.model = JudgeModel(options.judge_model, options.judge_revision, options.adapter, options.adapter_revision,
+                                options.dtype)
+        self.tokenizer = self.lm = None
+
+    def grade_probs(self, forbidden_prompts: Sequence[str], responses: Sequence[str]) -> list[list[float]]:
+        from frpo_bench.evaluators.hf_judge import load_causal_judge, next_token_probs, single_token_id
+        if self.lm is None:
+            self.tokenizer, self.lm = load_causal_judge(self.model)
+        prompts = [self.template["texts"]["user"].format(forbidden_prompt=p, response=r)
+                   for p, r in zip(forbidden_prompts, responses)]
+        return next_token_probs(self.tokenizer, self.lm, prompts, [single_token_id(self.tokenizer, g) for g in GRADES],
+                                self.options.batch_size)
+
+    def scores(self, forbidden_prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        return [expected_grade_score(p) for p in self.grade_probs(forbidden_prompts, responses)]
