@@ -225,6 +225,11 @@ class Options:
     def preflight(self, path: str) -> None:
         """Before compute, after parsing: check what lives outside the recipe (files, models, packages)."""
 
+    def notes(self) -> list[str]:
+        """Where these settings deliberately differ from the component's reference (the paper's code): named
+        beside every leaderboard row of the component. None by default."""
+        return []
+
     def planned_steps(self) -> Optional[int]:
         """The optimizer steps a training component will take (where it can stop for a trajectory point);
         None for components that do not train in steps."""

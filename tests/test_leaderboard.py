@@ -158,3 +158,19 @@ def test_gate_reads_a_leaderboard_resaved_by_pandas(tmp_path, capsys):
     assert read_csv(resaved) == read_csv(original)
     assert main(["check", "--baseline", str(resaved), "--current", str(original)]) == 0
     assert "metrics within bounds" in capsys.readouterr().out
+
+
+def test_a_defenses_deviations_from_its_reference_are_named_in_every_row(tmp_path):
+    noted = [{**r, "defense": "frpo", "notes": "safety reward without moderation (StrongREJECT judge alone)"}
+             for r in RECORDS[:2]]
+    rows = leaderboard.aggregate(RECORDS[:2] + noted)
+    assert {r["defense"]: r["notes"] for r in rows} == {"none": "", "frpo": noted[0]["notes"]}
+    text = report.to_markdown(rows)
+    assert "| frpo * |" in text and "* frpo: safety reward without moderation" in text
+    path = tmp_path / "leaderboard.csv"
+    path.write_text(to_csv(rows))
+    from frpo_bench.results.schema import read_csv
+    assert [r["notes"] for r in read_csv(path)] == [r["notes"] for r in rows]
+    old = tmp_path / "old.csv"  # a leaderboard written before the column still reads
+    old.write_text("\n".join(",".join(line.split(",")[:-1]) for line in path.read_text().splitlines()) + "\n")
+    assert [r["notes"] for r in read_csv(old)] == ["", ""]

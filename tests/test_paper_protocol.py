@@ -44,7 +44,7 @@ def test_paper_rl_settings_reach_trl_as_the_references(tmp_path):
 def test_paper_plan_validates_offline_and_lists_trajectory_stages(capsys):
     assert main(["plan", "paper"]) == 0
     out = capsys.readouterr().out
-    assert "checkpoint" in out and "alpaca_full lr=1e-06 seed=0 step=1200" in out and "gsm8k_full lr=6e-06 seed=0 step=200" in out
+    assert "checkpoint" in out and "alpaca_full lr=1e-06 seed=0 step=1200" in out and "step=1300" not in out and "gsm8k_full lr=6e-06 seed=0 step=200" in out
     assert "step=1200 :: kl_safety" in out and "step=1200 :: gsm8k_accuracy" not in out  # trajectory metrics only
 
 

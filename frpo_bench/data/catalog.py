@@ -90,10 +90,11 @@ CATALOG = [
         parser="frpo_bench.data.parsers:frpo_reference_benign", splits=("train", "eval"), files=FRPO_FILES),
     DatasetSpec(
         name="alpaca_hub", kind="pairs", folder="alpaca_hub", hub="tatsu-lab/alpaca", revision="main",
-        description="Alpaca 52k from the Hub (tatsu-lab/alpaca, its train parquet); split 'first40000' is the FRPO "
-                    "reference's benign attack data. Pin `revision` to a commit before publishing",
+        description="Alpaca 52k from the Hub (tatsu-lab/alpaca, its train parquet); split 'reference_train' is the "
+                    "FRPO reference's benign attack data (rows 50..40,000, Alpaca-wrapped requests). Pin `revision` "
+                    "to a commit before publishing",
         source="hf:tatsu-lab/alpaca", license="CC BY-NC 4.0", parser="frpo_bench.data.parsers:alpaca_hub",
-        splits=("train", "first40000")),
+        splits=("train", "reference_train")),
 ]
 
 _DEMO = [

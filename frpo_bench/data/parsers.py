@@ -91,9 +91,17 @@ def frpo_reference_benign(files: dict[str, Path], split: str) -> list[dict]:
 
 
 def alpaca_hub(files: dict[str, Path], split: str) -> list[dict]:
-    """tatsu-lab/alpaca's train parquet as pairs, in its own order ('first40000': the reference's attack data)."""
+    """tatsu-lab/alpaca's train parquet as pairs, in its own order. 'reference_train': the FRPO reference's
+    benign attack data (finetuning/SFT_alpaca.py): rows 50..40,000 (its first 50 are its validation set),
+    the request in the Alpaca wrapper inside the chat template, stripped fields."""
     import pandas as pd
     frame = pd.concat([pd.read_parquet(files[name]) for name in sorted(files)], ignore_index=True)  # shards in order
-    rows = [{"prompt": _alpaca_prompt(r["instruction"], r.get("input") or ""), "response": r["output"]}
-            for r in frame.to_dict("records")]
-    return rows[:40000] if split == "first40000" else rows
+    records = frame.to_dict("records")
+    if split == "reference_train":
+        return [{"prompt": _alpaca_wrapped(r["instruction"].strip(), r.get("input") or ""), "response": r["output"].strip()}
+                for r in records[50:40000]]
+    return [{"prompt": _alpaca_prompt(r["instruction"], r.get("input") or ""), "response": r["output"]} for r in records]
+
+
+def _alpaca_wrapped(instruction: str, extra: str) -> str:
+    return f"### Instruction:\n{instruction}\n\n### Input:\n{extra}" if extra else f"### Instruction:\n{instruction}"

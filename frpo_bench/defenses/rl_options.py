@@ -122,6 +122,20 @@ class RLOptions(Bf16Option, Options):
                 fields.pop("moderation_base_url")
         return fields
 
+    def notes(self) -> list[str]:
+        found = []
+        if self.safety_reward == "refusal":
+            found.append("safety reward: keyword refusal (the reference: StrongREJECT + moderation)")
+        elif self.moderation == "none":
+            found.append("safety reward without moderation (StrongREJECT judge alone)")
+        if self.helpfulness_reward == "helpful_proxy":
+            found.append("helpfulness reward: offline proxy (the reference: a reward model)")
+        if self.vllm_importance_sampling_correction and self.use_vllm:
+            found.append("vLLM importance-sampling correction on")
+        if self.use_bias_correction_kl and self.beta > 0:
+            found.append("bias-corrected KL (TRL 1.16 default)")
+        return found
+
     def preflight(self, path: str) -> None:
         """The moderation endpoint needs a key before any compute (a local endpoint by base_url may take none)."""
         if (self.safety_reward == "strongreject_moderation" and self.moderation == "openai"

@@ -132,9 +132,11 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
     """One record per (cell, metric): the seed-level result, with its per-sample scores."""
     from frpo_bench.models import model_label
     from frpo_bench.results.trajectory import loss_records
+    notes = {d.name: "; ".join(d.options.notes()) for d in recipe.defenses}
     records = []
     for cell in cells:
         where = {"recipe": recipe.name, "model": model_label(recipe.model.id), "base": cell.base,
+                 "notes": notes.get(cell.defense, ""),
                  "defense": cell.defense, "attack": cell.attack, "attack_lr": "" if cell.lr is None else f"{cell.lr:g}",
                  "seed": cell.seed, "step": cell_step(cell), "intermediate": cell.step is not None}
         for stage in cell.scores.values():

@@ -39,7 +39,8 @@ def aggregate(records: list[dict]) -> list[Row]:
         low, high = seed_bootstrap_ci([s["per_sample"] for s in seeds])
         rows.append({**{k: first[k] for k in ("recipe", "model", *ROW_KEY, "higher_is_better", *PROVENANCE)},
                      "schema_version": SCHEMA_VERSION, "mean": mean, "std_over_seeds": std, "ci95_low": low,
-                     "ci95_high": high, "n_seeds": len(seeds), "n": sum(s["n"] for s in seeds)})
+                     "ci95_high": high, "n_seeds": len(seeds), "n": sum(s["n"] for s in seeds),
+                     "notes": first.get("notes", "")})
     return rows
 
 

@@ -14,12 +14,14 @@ from frpo_bench.results.schema import Row, format_value, short_revision
 def to_markdown(rows: list[Row], summaries: list[dict] | None = None, differences: list[dict] | None = None) -> str:
     lines = ["| base | defense | attack | lr | metric | mean | 95% CI | n (seeds) | judge | data |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = {r["defense"]: r["notes"] for r in rows if r.get("notes")}
     for r in rows:
         arrow = "↑" if r["higher_is_better"] else "↓"
-        lines.append(f"| {r['base']} | {r['defense']} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow} | "
+        lines.append(f"| {r['base']} | {r['defense']}{' *' if r['defense'] in notes else ''} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow} | "
                      f"{format_value(r['mean'])} | [{format_value(r['ci95_low'])}, {format_value(r['ci95_high'])}] | "
                      f"{r['n']} ({r['n_seeds']}) | {r['judge']} | {r['dataset']}/{r['split']}@{short_revision(r['dataset_revision'])} |")
     text = "\n".join(lines) + "\n"
+    text += "".join(f"\n\\* {defense}: {note}\n" for defense, note in notes.items())
     if summaries:
         text += ("\n**Worst case per defense** (over attacks and learning rates; *retained*: among attacks that keep "
                  "the capability metric above the bound)\n\n| base | defense | metric | unattacked | worst | by | "

@@ -19,7 +19,8 @@ CELL_KEY = ("base", "defense", "attack", "attack_lr")  # one model variant
 ROW_KEY = (*CELL_KEY, "metric")  # one leaderboard row
 PROVENANCE = ("evaluator", "judge", "template", "dataset", "split", "dataset_revision")  # what produced a number
 COLUMNS = ["schema_version", "recipe", "model", *ROW_KEY, "higher_is_better", "mean", "std_over_seeds", "ci95_low",
-           "ci95_high", "n_seeds", "n", *PROVENANCE]
+           "ci95_high", "n_seeds", "n", *PROVENANCE, "notes"]
+OPTIONAL = ("notes",)  # columns added later: files written before them still read (as "")
 
 
 class Row(TypedDict):
@@ -44,6 +45,7 @@ class Row(TypedDict):
     dataset: str
     split: str
     dataset_revision: str
+    notes: str  # where the defense's settings deliberately differ from its reference ("" if nowhere)
 
 
 def parse_bool(text: str) -> bool:
@@ -105,10 +107,10 @@ def read_csv(path: Path, field: str = "leaderboard") -> list[Row]:
         raise ConfigError(field, str(path), f"is not a readable CSV ({err.__class__.__name__}: {err})", fix) from None
     if not text.strip():
         raise ConfigError(field, str(path), "is empty", fix)
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL]
     if missing:
         raise ConfigError(field, str(path), f"lacks the columns {missing}", fix)
-    return [parse_row(r, f"{field} {path}, line {i + 2}") for i, r in enumerate(raw)]
+    return [parse_row({**{c: "" for c in OPTIONAL}, **r}, f"{field} {path}, line {i + 2}") for i, r in enumerate(raw)]
 
 
 def parse_row(raw: dict, where: str) -> Row:
