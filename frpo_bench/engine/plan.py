@@ -154,7 +154,8 @@ def cell_label(cell: Cell) -> str:
 
 
 def prefix(ref, n: Optional[int]):
-    """The first n rows of a DataRef's selection (the same seeded order, so a prefix of the full set)."""
+    """The first n rows of a DataRef's seeded order: a subset of its full selection (a prefix when that is a
+    sample itself, as the demo's and most sets are), so points along a trajectory stay comparable."""
     if n is None or (ref.n is not None and ref.n <= n):
         return ref
     return replace(ref, n=n)

@@ -129,7 +129,8 @@ def plot_metric_vs_kl(rows: list[dict], metric: str, kl_metric: str, out_dir: Pa
         line = sorted((r for r in mine if tuple(r[k] for k in LINE) == line_key), key=lambda r: r["step"])
         xs = [kl[(*line_key, r["step"])] for r in line]
         ax.plot(xs, [r["mean"] for r in line], marker="o", label=f"{line_key[1]} / {line_key[2]} {line_key[3]}")
-    ax.set_xlabel(f"{kl_metric} (KL to the model before the attack, nats per sequence)")
+    ax.set_xscale("symlog", linthresh=0.1)  # KL spans 0 to tens of nats across attacks: linear near 0, log beyond
+    ax.set_xlabel(f"{kl_metric}: KL to the pre-attack model (nats/sequence, symlog)")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     fig.tight_layout()
