@@ -1,6 +1,7 @@
 """Expand a recipe into cells and content-addressed stages (no compute, no torch).
 
-Stage kinds, in dependency order: base -> align -> harden -> attack -> generate -> score.
+Stage kinds, in dependency order: base -> align -> harden -> attack -> checkpoint -> generate -> score
+(a checkpoint is an attack's model at an intermediate step, for trajectories).
 A stage's key covers exactly the fields that change its output plus its parents' keys;
 transport-only fields (generation and evaluation batch sizes, micro-batches, devices) never
 enter a key, and labels (attack and defense names) do not either.
