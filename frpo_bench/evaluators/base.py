@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Protocol, Sequence
 
 from frpo_bench.models import ModelRef
-from frpo_bench.typed import Options
+from frpo_bench.models.precision import DtypeOption
+from frpo_bench.typed import Options, check_positive, key_fields_except
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -51,6 +52,18 @@ class EvalResult:
     metrics: list[Metric]
     records: list[dict]  # one per sample: prompt, response, parsed fields, score
     meta: dict[str, Any] = field(default_factory=dict)  # judge, template hash, versions
+
+
+class ModelScoringOptions(DtypeOption, Options):
+    """Options of an evaluator that runs a model: a compute `dtype` (checked, `auto` resolved by the
+    engine) and a `batch_size` that is transport only (never in the key). Subclasses declare both fields."""
+
+    def key_fields(self) -> dict:
+        return key_fields_except(self, ("batch_size",))
+
+    def validate(self, path: str) -> None:
+        check_positive(self, path, "batch_size")
+        self.check_dtype(path)
 
 
 class Evaluator(Protocol):

@@ -11,17 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.models.precision import DtypeOption
+from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.evaluators.judge_templates import TemplateOptions
-from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
+from frpo_bench.typed import opt
 
 VERSION = "harmbench-cls-v1"
 CLASSIFIERS = {"test": "cais/HarmBench-Llama-2-13b-cls", "val": "cais/HarmBench-Mistral-7b-val-cls"}
 
 
 @dataclass
-class Options(TemplateOptions, DtypeOption, OptionsBase):
+class Options(TemplateOptions, ModelScoringOptions):
     TEMPLATE_FILE = "harmbench/classifier_prompt.json"
     TEMPLATE_KEYS = {"prompt": "prompt", "prompt_contextual": "prompt_contextual"}
     TEMPLATE_FILLS = {"prompt": {"behavior", "generation"}, "prompt_contextual": {"context", "behavior", "generation"}}
@@ -34,13 +33,6 @@ class Options(TemplateOptions, DtypeOption, OptionsBase):
     template_sha256: Optional[str] = opt(None, help="required sha256 of the prompt text (null: any; recorded)")
     dtype: str = opt("float32", help="classifier compute dtype: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(4, help="prompts per forward pass (transport only)")
-
-    def key_fields(self) -> dict:
-        return key_fields_except(self, ("batch_size",))
-
-    def validate(self, path: str) -> None:
-        check_positive(self, path, "batch_size")
-        self.check_dtype(path)
 
 
 def verdict(token: str) -> Optional[int]:

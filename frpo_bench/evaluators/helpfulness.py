@@ -6,26 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.models.precision import DtypeOption
-from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
+from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
+from frpo_bench.typed import opt
 
 VERSION = "reward-model-sigmoid-v1"
 
 
 @dataclass
-class Options(DtypeOption, OptionsBase):
+class Options(ModelScoringOptions):
     reward_model: str = opt("allenai/Llama-3.1-8B-Instruct-RM-RB2", help="reward model (Hub id or local path)")
     revision: Optional[str] = opt(None, help="pinned revision of the reward model")
     dtype: str = opt("float32", help="compute dtype: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(4, help="chats per forward pass (transport only)")
-
-    def key_fields(self) -> dict:
-        return key_fields_except(self, ("batch_size",))
-
-    def validate(self, path: str) -> None:
-        check_positive(self, path, "batch_size")
-        self.check_dtype(path)
 
 
 class HelpfulnessEvaluator:

@@ -7,24 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.models.precision import DtypeOption
-from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
+from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
+from frpo_bench.typed import opt
 
 VERSION = "k3-sum-v1"
 
 
 @dataclass
-class Options(DtypeOption, OptionsBase):
+class Options(ModelScoringOptions):
     dtype: str = opt("float32", help="compute dtype of both models' log-probs: float32, bfloat16, or auto")
     batch_size: int = opt(8, help="sequences per forward pass (transport only)")
-
-    def key_fields(self) -> dict:
-        return key_fields_except(self, ("batch_size",))
-
-    def validate(self, path: str) -> None:
-        check_positive(self, path, "batch_size")
-        self.check_dtype(path)
 
 
 def k3_sums(logp_start, logp_now, mask) -> list[float]:

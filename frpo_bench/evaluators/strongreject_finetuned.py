@@ -9,17 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.models.precision import DtypeOption
+from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.evaluators.judge_templates import STRONGREJECT_TEMPLATES_URL, TemplateOptions
-from frpo_bench.typed import Options as OptionsBase, check_positive, key_fields_except, opt
+from frpo_bench.typed import opt
 
 VERSION = "strongreject-finetuned-v1"
 GRADES = ("1", "2", "3", "4", "5")
 
 
 @dataclass
-class Options(TemplateOptions, DtypeOption, OptionsBase):
+class Options(TemplateOptions, ModelScoringOptions):
     TEMPLATE_FILE = "strongreject/judge_templates.json"
     TEMPLATE_KEYS = {"user": "strongreject_finetuned"}
     TEMPLATE_FILLS = {"user": {"forbidden_prompt", "response"}}
@@ -33,13 +32,6 @@ class Options(TemplateOptions, DtypeOption, OptionsBase):
                                                     "is recorded with every result)")
     dtype: str = opt("float32", help="judge compute dtype: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(4, help="judge prompts per forward pass (transport only)")
-
-    def key_fields(self) -> dict:
-        return key_fields_except(self, ("batch_size",))
-
-    def validate(self, path: str) -> None:
-        check_positive(self, path, "batch_size")
-        self.check_dtype(path)
 
 
 def expected_grade_score(probs: Sequence[float]) -> float:
