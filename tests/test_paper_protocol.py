@@ -138,3 +138,15 @@ def test_strongreject_moderation_reward_is_one_minus_the_mean_of_its_judges(tiny
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         from_dict(FRPOOptions, {**raw, "moderation_base_url": None}).preflight("defenses[1].options")
     alone.preflight("defenses[1].options")  # moderation: none needs no key
+
+
+def test_the_reward_judges_dtype_auto_is_settled_with_the_defenses(monkeypatch):
+    from frpo_bench.defenses.rl_options import FRPOOptions
+    from frpo_bench.typed import from_dict
+    monkeypatch.setenv("FRPO_BENCH_AUTO_DTYPE", "float32")
+    raw = {"harmful_prompts": {"dataset": "demo_harmful"}, "benign_prompts": {"dataset": "demo_benign"},
+           "safety_reward": "strongreject_moderation", "strongreject": {"dtype": "auto"}}
+    options = from_dict(FRPOOptions, raw)
+    resolved = options.resolve_installed("defenses[1].options", "cpu")
+    assert options.strongreject.dtype == "float32" and "defenses[1].options.strongreject.dtype" in resolved
+    assert options.key_fields()["strongreject"]["dtype"] == "float32"  # the key names the dtype that runs

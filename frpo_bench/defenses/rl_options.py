@@ -122,6 +122,13 @@ class RLOptions(Bf16Option, Options):
                 fields.pop("moderation_base_url")
         return fields
 
+    def resolve_installed(self, path: str, device: str) -> dict[str, str]:
+        """bf16 auto, and the reward's own judge's dtype auto when that reward is used."""
+        found = super().resolve_installed(path, device)
+        if self.safety_reward == "strongreject_moderation":
+            found.update(self.strongreject.resolve_installed(f"{path}.strongreject", device))
+        return found
+
     def notes(self) -> list[str]:
         found = []
         if self.safety_reward == "refusal":
