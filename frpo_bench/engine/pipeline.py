@@ -184,14 +184,24 @@ def check_output_dir(out: Path, field: str = "--out") -> None:
                           "give a directory under a writable folder")
 
 
-def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path, list[dict], float]:
+def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path, executor: str = "local",
+               ray_address: str | None = None, retries: int = 2) -> tuple[Path, list[dict], float]:
+    """`executor`: local (stages one after another in this process) or ray (stages as Ray tasks on the
+    cluster at `ray_address`, each retried `retries` times; the store must be on a shared filesystem)."""
     from frpo_bench.results import outputs
     from frpo_bench.engine.runner import execute, seconds_by_kind
     started = time.time()
     check_output_dir(out)
     resolved, dataset_ids = prepare(recipe, store)
     cells, stages = build_plan(recipe)
-    execution = execute(stages, store)
+    if executor == "ray":
+        from frpo_bench.engine.ray_executor import execute_ray, write_timeline
+        execution = execute_ray(stages, store, recipe.device, ray_address, retries,
+                                report=lambda message: print(message, file=sys.stderr, flush=True))
+        out.mkdir(parents=True, exist_ok=True)
+        write_timeline(out / "timeline.json", execution.timeline)
+    else:
+        execution = execute(stages, store)
     dirs = execution.dirs
     records = cell_results(cells, dirs, recipe)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +211,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path) -> tuple[Path
     write_json_atomic(out / "manifest.json", {
         "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),
         "python": sys.version.split()[0], "platform": platform.platform(), "datasets": dataset_ids,
-        "resolved_on_this_machine": resolved, "stages_built": len(execution.built),
+        "resolved_on_this_machine": resolved, "stages_built": len(execution.built), "executor": executor,
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
                                              for s in stages},
         "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store),

@@ -6,7 +6,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -56,6 +56,7 @@ class Progress:
 class Execution:
     dirs: dict[str, Path]  # key -> artifact directory, for every stage
     built: list[Stage]  # the stages this call built (the others came from the store)
+    timeline: list[dict] = field(default_factory=list)  # where and when each stage ran (the Ray executor's)
 
 
 def execute(stages: list[Stage], store: Store) -> Execution:
@@ -99,7 +100,7 @@ def build(stage: Stage, store: Store, rank: int, say, started: float) -> None:
         reset_peak_memory()
         BY_NAME[stage.kind].run(stage, out, lambda s: store.path(s.kind, s.key), say)
         # stage.json is written as the block closes: what ran where, for how long, at what memory peak
-        spec.update(seconds=time.time() - started, device=compute_device(), dtype=stage_dtype(stage),
+        spec.update(started=started, seconds=time.time() - started, device=compute_device(), dtype=stage_dtype(stage),
                     peak_memory_bytes=peak_memory_bytes(), size=stage_size(stage))
 
 

@@ -1,0 +1,174 @@
+"""Run a plan's stages as Ray tasks that follow its dependency graph, every worker on one shared store.
+
+Ray does the scheduling, placement and retries: each stage is one task whose arguments include its
+parents' results, so it starts when they are done, and independent cells run at once on whatever
+nodes have the resources the stage asks for (`stage_resources`). Workers read and write the same
+content-addressed store (a shared filesystem path); its per-key locks and atomic renames make a
+stage built once even when two workers reach it, and a worker killed mid-stage leaves nothing a
+later run trusts. A failed stage is retried `retries` times (a dead worker or an exception), then
+reported with its log; the stages that need it are skipped, every other cell completes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from frpo_bench.engine.plan import Stage
+from frpo_bench.engine.runner import Execution, build, release_generation_engines
+from frpo_bench.engine.store import Store
+from frpo_bench.errors import StageError
+
+FORWARDED_ENV = ("FRPO_BENCH_DATA", "FRPO_BENCH_OFFLINE", "FRPO_BENCH_AUTO_DTYPE", "HF_HUB_OFFLINE", "HF_HOME",
+                 "TOKENIZERS_PARALLELISM")  # settings, never keys: API keys must be set on the nodes themselves
+MODEL_FREE_SCORES = ("refusal", "helpful_proxy", "strongreject_rubric")  # text checks and remote judges
+
+
+@dataclass
+class Outcome:
+    stage: Stage
+    record: dict | None = None  # where and when it ran (None: it failed or was skipped)
+    error: str = ""
+
+
+def log_path(store: Store, stage: Stage) -> Path:
+    """Every stage's own log on the shared store, kept after the run (the report of a failure points at it)."""
+    return store.root / ".logs" / stage.kind / f"{stage.key[:20]}.log"
+
+
+def stage_resources(stage: Stage, gpu_cluster: bool) -> dict:
+    """What one stage's task asks Ray for: a CPU, and on a GPU cluster a whole GPU for every stage that
+    runs a model (a checkpoint record and text-only scoring need none)."""
+    runs_model = stage.kind not in ("checkpoint",) and not (
+        stage.kind == "score" and stage.fields.get("evaluator") in MODEL_FREE_SCORES)
+    return {"num_cpus": 1, "num_gpus": 1 if gpu_cluster and runs_model else 0}
+
+
+def run_marker(store: Store, run_id: str, stage: Stage, state: str) -> Path:
+    """`began` / `running` markers of this run's stages on the shared store: the driver counts them."""
+    return store.root / ".runs" / run_id / f"{stage.key[:20]}.{state}"
+
+
+def run_stage(stage: Stage, store_root: str, device: str, run_id: str, *parents_done) -> dict:
+    """One stage on a Ray worker: take the key's lock, build it unless someone already has, and return
+    where and when it ran. Its progress lines go to its log file on the store."""
+    from frpo_bench.models.device import use_device
+    import ray
+    use_device(device)
+    store = Store(Path(store_root))
+    log = log_path(store, stage)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for state in ("began", "running"):
+        run_marker(store, run_id, stage, state).parent.mkdir(parents=True, exist_ok=True)
+        run_marker(store, run_id, stage, state).touch()
+    node = ray.get_runtime_context().get_node_id()
+    started = time.time()
+    where = {"key": stage.key, "kind": stage.kind, "label": stage.label, "node": node,
+             "host": socket.gethostname(), "pid": os.getpid(), "started": started}
+    with open(log, "a") as fh:
+        def say(message: str) -> None:
+            fh.write(message + "\n")
+            fh.flush()
+        say(f"== {stage.kind} {stage.label} on node {node[:12]} pid {os.getpid()} at {time.ctime(started)}")
+        try:
+            with store.lock(stage.kind, stage.key, say):
+                if store.has(stage.kind, stage.key):
+                    say("built meanwhile by another worker: reused")
+                    return {**where, "finished": time.time(), "built": False}
+                build(stage, store, 0, say, started)
+        except BaseException:
+            say(traceback.format_exc())
+            raise
+        finally:
+            release_generation_engines()
+            run_marker(store, run_id, stage, "running").unlink(missing_ok=True)
+        say(f"done in {time.time() - started:.1f}s")
+    return {**where, "finished": time.time(), "built": True}
+
+
+def execute_ray(stages: list[Stage], store: Store, device: str, address: str | None = None, retries: int = 2,
+                report=print) -> Execution:
+    """Run every stage not yet in the store on the Ray cluster at `address` (None: start a local one)."""
+    import ray
+    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
+    gpu_cluster = ray.cluster_resources().get("GPU", 0) > 0
+    remote = ray.remote(run_stage)
+    todo = [s for s in stages if not store.has(s.kind, s.key)]
+    report(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run on the Ray cluster "
+           f"({int(ray.cluster_resources().get('CPU', 0))} CPUs, {int(ray.cluster_resources().get('GPU', 0))} GPUs; "
+           f"store: {store.root})")
+    refs: dict[str, object] = {}
+    run_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+    for stage in todo:  # parents first: a task's arguments include its parents' tasks, so Ray waits for them
+        parents = [refs[p.key] for p in stage.parents if p.key in refs]
+        refs[stage.key] = remote.options(**stage_resources(stage, gpu_cluster), max_retries=retries,
+                                         retry_exceptions=True, name=f"{stage.kind}:{stage.label}"[:120]).remote(
+            stage, str(store.root), device, run_id, *parents)
+    try:
+        outcomes = follow(todo, refs, store, run_id, report)
+    finally:
+        import shutil
+        shutil.rmtree(store.root / ".runs" / run_id, ignore_errors=True)
+    failed = [o for o in outcomes if o.error and not o.error.startswith("skipped")]
+    if failed:
+        skipped = sum(1 for o in outcomes if o.error.startswith("skipped"))
+        lines = [f"{o.stage.kind} stage '{o.stage.label}' failed after {retries} retries: {o.error} (log: "
+                 f"{log_path(store, o.stage)})" for o in failed]
+        raise StageError("; ".join(lines) + f". {skipped} stages that need it were skipped; every other stage is "
+                         f"in {store.root}: run again to resume.")
+    built = [o.stage for o in outcomes if o.record and o.record["built"]]
+    return Execution({s.key: store.path(s.kind, s.key) for s in stages}, built,
+                     [o.record for o in outcomes if o.record])
+
+
+def follow(todo: list[Stage], refs: dict, store: Store, run_id: str, report) -> list[Outcome]:
+    """Wait for every task, printing each as it ends with the counts done / running / waiting."""
+    import ray
+    by_ref = {refs[s.key]: s for s in todo}
+    markers = store.root / ".runs" / run_id
+    pending, outcomes, started = list(by_ref), [], time.time()
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=30)
+        for ref in ready:
+            stage = by_ref[ref]
+            try:
+                record = ray.get(ref)
+                outcomes.append(Outcome(stage, record))
+                note = f"on node {record['node'][:8]} in {record['finished'] - record['started']:.1f}s" + (
+                    "" if record["built"] else " (built meanwhile elsewhere: reused)")
+            except ray.exceptions.RayError as err:
+                began = run_marker(store, run_id, stage, "began").is_file()
+                outcome = Outcome(stage, error=failure(err) if began else "skipped: a stage it needs failed")
+                outcomes.append(outcome)
+                note = outcome.error
+                if not outcome.error.startswith("skipped"):
+                    note += "\n" + tail(log_path(store, stage))
+            running = len(list(markers.glob("*.running"))) if markers.is_dir() else 0
+            report(f"[{len(outcomes)}/{len(todo)}] {stage.kind:8s} {stage.label}: {note}  (running {running}, "
+                   f"waiting {len(pending) - running}, elapsed {time.time() - started:.0f}s)")
+    return outcomes
+
+
+def failure(err: Exception) -> str:
+    """The innermost error of a failed task, in one line."""
+    import ray
+    cause = err.cause if isinstance(err, ray.exceptions.RayTaskError) and err.cause else err
+    text = str(cause).strip().splitlines()
+    return f"{cause.__class__.__name__}: {text[-1] if text else ''}"[:300]
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    if not path.is_file():
+        return ""
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(f"        | {line}" for line in text)
+
+
+def write_timeline(path: Path, records: list[dict]) -> None:
+    from frpo_bench.files import write_text_atomic
+    write_text_atomic(path, json.dumps(sorted(records, key=lambda r: r["started"]), indent=1) + "\n")
