@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Ray cluster to run on, e.g. 10.0.0.1:6379 or auto (default: start a local one)")
     run.add_argument("--retries", type=int, default=2, metavar="N",
                      help="with --executor ray: how many times a failed stage is retried (a dead worker or an error)")
+    run.add_argument("--training-processes", type=int, default=1, metavar="N",
+                     help="with --executor ray: train each defense on N processes of one node (a placement group of "
+                          "N GPUs, or N CPUs on a CPU cluster), launched by accelerate (torchrun on CPUs)")
+    run.add_argument("--accelerate-config", default=None, metavar="FILE",
+                     help="with --training-processes on GPUs: accelerate config for the launch (e.g. "
+                          "configs/accelerate/fsdp_8gpu.yaml for TAR)")
+    run.add_argument("--only", default=None, metavar="KEY", help=argparse.SUPPRESS)  # one stage, for Ray's launches
     from frpo_bench.engine import estimate
     plan = sub.add_parser("plan", help="show what is cached and what would run; executes nothing",
                           description="Validate a recipe and list its stages with their cache status. With "
@@ -89,15 +96,18 @@ def cmd_run(args) -> int:
     if args.stages:
         from frpo_bench.training.distributed import launched_rank
         from frpo_bench.engine.pipeline import run_stages
-        built = run_stages(recipe, store, [k.strip() for k in args.stages.split(",") if k.strip()])
+        built = run_stages(recipe, store, [k.strip() for k in args.stages.split(",") if k.strip()], args.only)
         if launched_rank()[0] == 0:
             print(f"{len(built)} stages in the store ({store.root}); `frpo-bench run {args.recipe}` writes the leaderboard")
         return 0
     out = args.out or Path("runs") / recipe.name
     from frpo_bench.results import leaderboard
     if args.executor == "ray":
-        check_ray(args.retries)
-    csv_path, rows, seconds = run_recipe(recipe, raw, store, out, args.executor, args.ray_address, args.retries)
+        check_ray(args.retries, args.training_processes)
+    from frpo_bench.engine.pipeline import Executor
+    executor = Executor(args.executor, args.ray_address, args.retries, args.training_processes,
+                        str(Path(args.accelerate_config).resolve()) if args.accelerate_config else None)
+    csv_path, rows, seconds = run_recipe(recipe, raw, store, out, executor)
     print(leaderboard.table(rows))
     import json
     manifest = json.loads((out / "manifest.json").read_text())
@@ -112,13 +122,15 @@ def cmd_run(args) -> int:
     return 0
 
 
-def check_ray(retries: int) -> None:
+def check_ray(retries: int, training_processes: int) -> None:
     import importlib.util
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("--executor", "ray", "needs Ray, which is not installed", "pip install -e '.[ray]' "
                           "(make setup installs it), or use --executor local")
     if retries < 0:
         raise ConfigError("--retries", retries, "is negative", "give 0 or more")
+    if training_processes < 1:
+        raise ConfigError("--training-processes", training_processes, "is not a process count", "give 1 or more")
 
 
 def cmd_plan(args) -> int:

@@ -1,6 +1,7 @@
-"""The Ray executor on a local two-node cluster (two `ray start` processes, one CPU each): the same
+"""The Ray executor on a local two-node cluster (two `ray start` processes, 2 and 1 CPUs): the same
 leaderboard as the local executor, every stage built once, independent cells at the same time, a
-killed worker's stage retried, a failing stage reported with its log while the other cells finish."""
+killed worker's stage retried, a failing stage reported with its log while the other cells finish,
+and a defense trained on two processes of one node in a placement group."""
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ ADDRESS = f"127.0.0.1:{PORT}"
 def ray_cluster():
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([RAY, "stop", "-f"], env=env, capture_output=True)
-    subprocess.run([RAY, "start", "--head", "--num-cpus", "1", "--port", PORT, "--include-dashboard=false",
+    subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", PORT, "--include-dashboard=false",
                     "--disable-usage-stats"], env=env, check=True, capture_output=True)
     subprocess.run([RAY, "start", "--address", ADDRESS, "--num-cpus", "1"], env=env, check=True, capture_output=True)
     yield ADDRESS
@@ -102,3 +103,19 @@ def test_a_failing_stage_is_reported_with_its_log_and_the_other_cells_finish(ray
     assert len(finished) == 18 and not (tmp_path / "ray-run" / "leaderboard.csv").exists()
     rerun = frpo(*bad, store=store, out=tmp_path / "rerun")  # resumes: only the failed stage and what needs it
     assert "24 stages: 18 cached, 6 to run" in rerun.stderr
+
+
+def test_a_defense_trains_on_two_processes_of_one_node_in_a_placement_group(ray_cluster, tmp_path):
+    from test_distributed import DEFENSES
+    store = tmp_path / "shared"
+    rr = ["--set", DEFENSES[0]]
+    done = frpo("--executor", "ray", "--ray-address", ray_cluster, "--training-processes", "2", *rr, store=store,
+                out=tmp_path / "ray-run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (harden,) = [r for r in records(store) if r["kind"] == "harden"]
+    log = (store / ".logs" / "harden" / f"{harden['key'][:20]}.log").read_text()
+    assert "torch.distributed.run --nproc_per_node 2" in log and "--only " + harden["key"] in log
+    path = next(p.parent for p in (store / "harden").rglob("stage.json"))
+    assert json.loads((path / "train_log.json").read_text())["processes"] == 2  # trained by both processes
+    rows = (tmp_path / "ray-run" / "leaderboard.csv").read_text()
+    assert ",rr,harmful_lora," in rows

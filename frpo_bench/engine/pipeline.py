@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -117,12 +118,17 @@ def prepare(recipe: Recipe, store: Store) -> tuple[dict[str, str], dict[str, str
     return resolved, preflight(recipe)
 
 
-def run_stages(recipe: Recipe, store: Store, kinds: list[str]) -> list:
-    """Build only some stage kinds (e.g. the defenses on a GPU node); the leaderboard comes from a later `run`."""
+def run_stages(recipe: Recipe, store: Store, kinds: list[str], only: str | None = None) -> list:
+    """Build only some stage kinds (e.g. the defenses on a GPU node); the leaderboard comes from a later `run`.
+    `only`: just the stage with this key (a Ray task's multi-process launch of one stage)."""
     from frpo_bench.training.distributed import launched_rank
     from frpo_bench.engine.runner import execute
     prepare(recipe, store)
     _, stages = build_plan(recipe)
+    if only:
+        stages = [s for s in stages if s.key == only or store.has(s.kind, s.key)]
+        if not any(s.key == only for s in stages):
+            raise ConfigError("--only", only, "is not a stage of this recipe", "give a key from `frpo-bench plan`")
     selected = select_stages(stages, kinds, store, launched_rank()[1])
     execute(selected, store)
     return selected
@@ -184,19 +190,30 @@ def check_output_dir(out: Path, field: str = "--out") -> None:
                           "give a directory under a writable folder")
 
 
-def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path, executor: str = "local",
-               ray_address: str | None = None, retries: int = 2) -> tuple[Path, list[dict], float]:
-    """`executor`: local (stages one after another in this process) or ray (stages as Ray tasks on the
-    cluster at `ray_address`, each retried `retries` times; the store must be on a shared filesystem)."""
+@dataclass(frozen=True)
+class Executor:
+    """How stages run: `local` (one after another in this process) or `ray` (Ray tasks on the cluster at
+    `ray_address`, each retried `retries` times, defenses trained on `training_processes` processes of one
+    node, launched with `accelerate_config` on GPUs; the store must be on a shared filesystem)."""
+
+    name: str = "local"
+    ray_address: str | None = None
+    retries: int = 2
+    training_processes: int = 1
+    accelerate_config: str | None = None
+
+
+def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
+               executor: Executor = Executor()) -> tuple[Path, list[dict], float]:
     from frpo_bench.results import outputs
     from frpo_bench.engine.runner import execute, seconds_by_kind
     started = time.time()
     check_output_dir(out)
     resolved, dataset_ids = prepare(recipe, store)
     cells, stages = build_plan(recipe)
-    if executor == "ray":
+    if executor.name == "ray":
         from frpo_bench.engine.ray_executor import execute_ray, write_timeline
-        execution = execute_ray(stages, store, recipe.device, ray_address, retries,
+        execution = execute_ray(stages, store, recipe.device, executor, raw["raw"],
                                 report=lambda message: print(message, file=sys.stderr, flush=True))
         out.mkdir(parents=True, exist_ok=True)
         write_timeline(out / "timeline.json", execution.timeline)
@@ -211,7 +228,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path, executor: str
     write_json_atomic(out / "manifest.json", {
         "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),
         "python": sys.version.split()[0], "platform": platform.platform(), "datasets": dataset_ids,
-        "resolved_on_this_machine": resolved, "stages_built": len(execution.built), "executor": executor,
+        "resolved_on_this_machine": resolved, "stages_built": len(execution.built), "executor": executor.name,
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
                                              for s in stages},
         "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -90,29 +91,88 @@ def run_stage(stage: Stage, store_root: str, device: str, run_id: str, *parents_
     return {**where, "finished": time.time(), "built": True}
 
 
-def execute_ray(stages: list[Stage], store: Store, device: str, address: str | None = None, retries: int = 2,
-                report=print) -> Execution:
-    """Run every stage not yet in the store on the Ray cluster at `address` (None: start a local one)."""
+def launch_command(processes: int, gpu: bool, accelerate_config: str | None, port: int) -> list[str]:
+    """The launcher of a defense trained on `processes` processes of one node: accelerate on GPUs (its
+    config, else plain data parallel), torchrun on CPUs (accelerate starts CPU processes only via mpirun)."""
+    if gpu:
+        config = ["--config_file", accelerate_config] if accelerate_config else ["--multi_gpu"]
+        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+                "--main_process_port", str(port), *config]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port)]
+
+
+def launched_stage(stage: Stage, store_root: str, run_id: str, command: list[str], recipe_file: str,
+                   *parents_done) -> dict:
+    """A distributed stage on a Ray worker: its processes are launched by `command` inside this task's
+    placement group (rank 0 takes the key's lock and writes the store); their output goes to its log."""
+    import subprocess
     import ray
+    store = Store(Path(store_root))
+    log = log_path(store, stage)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for state in ("began", "running"):
+        run_marker(store, run_id, stage, state).parent.mkdir(parents=True, exist_ok=True)
+        run_marker(store, run_id, stage, state).touch()
+    node, started = ray.get_runtime_context().get_node_id(), time.time()
+    full = [*command, "-m", "frpo_bench", "run", recipe_file, "--stages", stage.kind, "--only", stage.key,
+            "--store", store_root]
+    try:
+        with open(log, "a") as fh:
+            fh.write(f"== {stage.kind} {stage.label} on node {node[:12]}: {' '.join(full)}\n")
+            fh.flush()
+            done = subprocess.run(full, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        run_marker(store, run_id, stage, "running").unlink(missing_ok=True)
+    if done.returncode != 0 or not store.has(stage.kind, stage.key):
+        raise StageError(f"its {command[command.index('-m') + 1]} launch exited with {done.returncode}")
+    return {"key": stage.key, "kind": stage.kind, "label": stage.label, "node": node, "host": socket.gethostname(),
+            "pid": os.getpid(), "started": started, "finished": time.time(), "built": True}
+
+
+def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe_raw: dict, report=print) -> Execution:
+    """Run every stage not yet in the store on the Ray cluster at `executor.ray_address` (None: a local one)."""
+    import ray
+    import yaml
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    from frpo_bench.engine.stages import BY_NAME
+    address, retries, processes = executor.ray_address, executor.retries, executor.training_processes
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
     gpu_cluster = ray.cluster_resources().get("GPU", 0) > 0
-    remote = ray.remote(run_stage)
+    remote, remote_launched = ray.remote(run_stage), ray.remote(launched_stage)
     todo = [s for s in stages if not store.has(s.kind, s.key)]
     report(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run on the Ray cluster "
            f"({int(ray.cluster_resources().get('CPU', 0))} CPUs, {int(ray.cluster_resources().get('GPU', 0))} GPUs; "
            f"store: {store.root})")
     refs: dict[str, object] = {}
     run_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+    recipe_file = store.root / ".runs" / run_id / "recipe.yaml"  # for launched stages, on the shared store
+    recipe_file.parent.mkdir(parents=True, exist_ok=True)
+    recipe_file.write_text(yaml.safe_dump(recipe_raw, sort_keys=False))
+    groups = []
     for stage in todo:  # parents first: a task's arguments include its parents' tasks, so Ray waits for them
         parents = [refs[p.key] for p in stage.parents if p.key in refs]
-        refs[stage.key] = remote.options(**stage_resources(stage, gpu_cluster), max_retries=retries,
-                                         retry_exceptions=True, name=f"{stage.kind}:{stage.label}"[:120]).remote(
-            stage, str(store.root), device, run_id, *parents)
+        settings = dict(max_retries=retries, retry_exceptions=True, name=f"{stage.kind}:{stage.label}"[:120])
+        if processes > 1 and BY_NAME[stage.kind].distributed:
+            bundle = {"CPU": processes, **({"GPU": processes} if gpu_cluster else {})}
+            group = placement_group([bundle], strategy="STRICT_PACK")  # one bundle: N devices of one node
+            groups.append(group)
+            command = launch_command(processes, gpu_cluster, executor.accelerate_config,
+                                     29500 + int(stage.key[:6], 16) % 1000)
+            refs[stage.key] = remote_launched.options(
+                num_cpus=processes, num_gpus=processes if gpu_cluster else 0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0),
+                **settings).remote(stage, str(store.root), run_id, command, str(recipe_file), *parents)
+        else:
+            refs[stage.key] = remote.options(**stage_resources(stage, gpu_cluster), **settings).remote(
+                stage, str(store.root), device, run_id, *parents)
     try:
         outcomes = follow(todo, refs, store, run_id, report)
     finally:
         import shutil
+        for group in groups:
+            remove_placement_group(group)
         shutil.rmtree(store.root / ".runs" / run_id, ignore_errors=True)
     failed = [o for o in outcomes if o.error and not o.error.startswith("skipped")]
     if failed:
