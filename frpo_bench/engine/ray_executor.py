@@ -54,27 +54,30 @@ def run_marker(store: Store, run_id: str, stage: Stage, state: str) -> Path:
     return store.root / ".runs" / run_id / f"{stage.key[:20]}.{state}"
 
 
+def begin(store: Store, run_id: str, stage: Stage) -> dict:
+    """Mark a stage begun and running in this run (on the shared store); where it runs, and since when."""
+    import ray
+    log_path(store, stage).parent.mkdir(parents=True, exist_ok=True)
+    for state in ("began", "running"):
+        run_marker(store, run_id, stage, state).parent.mkdir(parents=True, exist_ok=True)
+        run_marker(store, run_id, stage, state).touch()
+    return {"key": stage.key, "kind": stage.kind, "label": stage.label, "node": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+
+
 def run_stage(stage: Stage, store_root: str, device: str, run_id: str, *parents_done) -> dict:
     """One stage on a Ray worker: take the key's lock, build it unless someone already has, and return
     where and when it ran. Its progress lines go to its log file on the store."""
     from frpo_bench.models.device import use_device
-    import ray
     use_device(device)
     store = Store(Path(store_root))
-    log = log_path(store, stage)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    for state in ("began", "running"):
-        run_marker(store, run_id, stage, state).parent.mkdir(parents=True, exist_ok=True)
-        run_marker(store, run_id, stage, state).touch()
-    node = ray.get_runtime_context().get_node_id()
-    started = time.time()
-    where = {"key": stage.key, "kind": stage.kind, "label": stage.label, "node": node,
-             "host": socket.gethostname(), "pid": os.getpid(), "started": started}
-    with open(log, "a") as fh:
+    where = begin(store, run_id, stage)
+    started = where["started"]
+    with open(log_path(store, stage), "a") as fh:
         def say(message: str) -> None:
             fh.write(message + "\n")
             fh.flush()
-        say(f"== {stage.kind} {stage.label} on node {node[:12]} pid {os.getpid()} at {time.ctime(started)}")
+        say(f"== {stage.kind} {stage.label} on node {where['node'][:12]} pid {os.getpid()} at {time.ctime(started)}")
         try:
             with store.lock(stage.kind, stage.key, say):
                 if store.has(stage.kind, stage.key):
@@ -106,27 +109,20 @@ def launched_stage(stage: Stage, store_root: str, run_id: str, command: list[str
     """A distributed stage on a Ray worker: its processes are launched by `command` inside this task's
     placement group (rank 0 takes the key's lock and writes the store); their output goes to its log."""
     import subprocess
-    import ray
     store = Store(Path(store_root))
-    log = log_path(store, stage)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    for state in ("began", "running"):
-        run_marker(store, run_id, stage, state).parent.mkdir(parents=True, exist_ok=True)
-        run_marker(store, run_id, stage, state).touch()
-    node, started = ray.get_runtime_context().get_node_id(), time.time()
+    where = begin(store, run_id, stage)
     full = [*command, "-m", "frpo_bench", "run", recipe_file, "--stages", stage.kind, "--only", stage.key,
             "--store", store_root]
     try:
-        with open(log, "a") as fh:
-            fh.write(f"== {stage.kind} {stage.label} on node {node[:12]}: {' '.join(full)}\n")
+        with open(log_path(store, stage), "a") as fh:
+            fh.write(f"== {stage.kind} {stage.label} on node {where['node'][:12]}: {' '.join(full)}\n")
             fh.flush()
             done = subprocess.run(full, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     finally:
         run_marker(store, run_id, stage, "running").unlink(missing_ok=True)
     if done.returncode != 0 or not store.has(stage.kind, stage.key):
         raise StageError(f"its {command[command.index('-m') + 1]} launch exited with {done.returncode}")
-    return {"key": stage.key, "kind": stage.kind, "label": stage.label, "node": node, "host": socket.gethostname(),
-            "pid": os.getpid(), "started": started, "finished": time.time(), "built": True}
+    return {**where, "finished": time.time(), "built": True}
 
 
 def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe_raw: dict, report=print) -> Execution:
