@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from frpo_bench.training.sft import finetune
-from frpo_bench.config import FinetuneConfig, ModelConfig
+from frpo_bench.config import ModelConfig
+from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.perf import matmul_peak, parameter_count
 from common import base_model
 from frpo_bench.engine.store import Store

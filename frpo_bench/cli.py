@@ -172,11 +172,13 @@ def cmd_ls(args) -> int:
 def print_options() -> None:
     import dataclasses
     from frpo_bench import config, registry
+    from frpo_bench.data.ref import DataRef
+    from frpo_bench.training.options import LoraConfig
     from frpo_bench.typed import describe
     sections = [("recipe", config.Recipe), ("model", config.ModelConfig), ("align", config.AlignConfig),
-                ("attacks[i]", config.AttackConfig), ("lora", config.LoraConfig), ("generation", config.GenerationConfig),
-                ("defenses[i]", config.DefenseConfig), ("evaluations[i]", config.EvaluationConfig),
-                ("data refs", config.DataRef)]
+                ("attacks[i]", config.AttackConfig), ("lora", LoraConfig), ("generation", config.GenerationConfig),
+                ("trajectory", config.TrajectoryConfig), ("defenses[i]", config.DefenseConfig),
+                ("evaluations[i]", config.EvaluationConfig), ("data refs", DataRef)]
     for kind, table in (("defense", registry.DEFENSES), ("attack", registry.ATTACKS), ("evaluator", registry.EVALUATORS)):
         sections += [(f"{kind} {name} options", registry.options_class(kind, name)) for name in sorted(table)
                      if dataclasses.fields(registry.options_class(kind, name))]

@@ -5,16 +5,17 @@ import re
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import yaml
 
+from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
-from frpo_bench.models.precision import DTYPES, Bf16Option, DtypeOption
+from frpo_bench.models.precision import DTYPES, DtypeOption
+from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
                               to_dict, yaml_problem)
 
-SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
 BACKENDS = ("hf", "vllm", "auto")
 DEFAULT_RETENTION = 0.9
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -38,93 +39,6 @@ class ModelConfig:
         if model_kind(self.id) == "local" and not Path(self.id).expanduser().is_dir():
             raise ConfigError(f"{path}.id", self.id, "is not an existing model directory",
                               "give a directory with config.json and safetensors weights, a Hub id, or 'smollm2-135m-instruct'")
-
-
-@dataclass
-class DataRef:
-    dataset: str = opt(help="registered dataset name (see `frpo-bench ls`)")
-    split: str = opt("train", help="split of that dataset: train or eval (held out), or a dataset-specific subset")
-    n: Optional[int] = opt(None, help="use the first n rows after a seeded shuffle (all rows if unset)")
-    skip: int = opt(0, omit_if_default=True, help="skip this many shuffled rows first: a slice held out from "
-                                                  "another ref's first n (e.g. train on n: 2000, evaluate on skip: 2000, n: 200)")
-
-    def validate(self, path: str) -> None:
-        from frpo_bench.data import check_ref
-        check_ref(self, path)
-        if self.n is not None:
-            check_positive(self, path, "n")
-        if self.skip < 0:
-            raise ConfigError(f"{path}.skip", self.skip, "is negative", "use 0 or a positive row count")
-
-
-@dataclass
-class LoraConfig:
-    r: int = opt(16, help="LoRA rank")
-    alpha: int = opt(32, help="LoRA alpha (scale = alpha / r)")
-    dropout: float = opt(0.0, help="LoRA dropout")
-    target_modules: list[str] = opt(["all-linear"], help="module names to adapt; 'all-linear' adapts every linear projection")
-
-    def validate(self, path: str) -> None:
-        check_positive(self, path, "r", "alpha")
-        if not self.target_modules:
-            raise ConfigError(f"{path}.target_modules", self.target_modules, "is empty",
-                              "list module names, or use [all-linear]")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{path}.dropout", self.dropout, "must be in [0, 1)", "use e.g. 0.0 or 0.05")
-
-
-@dataclass
-class FinetuneConfig(Bf16Option, Options):
-    """Supervised fine-tuning on (prompt, response) pairs: the options of the fine-tuning attack, and
-    the safety alignment's settings."""
-
-    data: list[DataRef] = opt(help="datasets mixed for training (prompt -> response pairs)")
-    lora: Optional[LoraConfig] = opt(None, help="LoRA settings; null means full fine-tuning")
-    steps: int = opt(30, help="optimizer steps")
-    batch_size: int = opt(8, help="sequences per optimizer step (changes results)")
-    micro_batch_size: Optional[int] = opt(None, help="sequences per forward pass; gradient accumulation makes up the rest; "
-                                                     "null means the whole batch at once (transport only)")
-    max_length: int = opt(256, help="truncate prompt + response to this many tokens")
-    lr_scheduler: str = opt("constant", help=f"one of {', '.join(SCHEDULERS)}")
-    warmup_ratio: float = opt(0.0, help="share of steps for linear warm-up, in [0, 1)")
-    weight_decay: float = opt(0.0, help="AdamW weight decay")
-    max_grad_norm: float = opt(1.0, help="gradient clipping norm")
-    bf16: Union[bool, str] = opt(False, help="bf16 autocast (weights stay fp32): true, false, or auto (true on a GPU; "
-                                             "on a CPU, whichever a probe measures faster there: on an AVX2-only "
-                                             "CPU a LoRA step of SmolLM2 ran ~30x slower under bf16, on an "
-                                             "AVX512-BF16 one 1.7x faster)")
-
-    def validate(self, path: str) -> None:
-        if self.micro_batch_size is None:
-            self.micro_batch_size = self.batch_size
-        check_positive(self, path, "steps", "batch_size", "micro_batch_size", "max_length", "max_grad_norm")
-        check_warmup_ratio(self, path)
-        self.check_bf16(path)
-        if self.batch_size % self.micro_batch_size:
-            raise ConfigError(f"{path}.micro_batch_size", self.micro_batch_size, "must divide batch_size",
-                              f"use a divisor of {self.batch_size}")
-        if self.lr_scheduler not in SCHEDULERS:
-            raise ConfigError(f"{path}.lr_scheduler", self.lr_scheduler, "is not a known schedule", f"use one of {SCHEDULERS}")
-        if not self.data:
-            raise ConfigError(f"{path}.data", self.data, "is empty", "list at least one dataset to train on")
-
-    def key_fields(self) -> dict:
-        fields = to_dict(self)
-        fields.pop("micro_batch_size")  # transport only: same effective batch, same result
-        return fields
-
-    def data_refs(self) -> list["DataRef"]:
-        return list(self.data)
-
-    def planned_steps(self) -> int:
-        return self.steps
-
-
-def check_warmup_ratio(cfg, path: str) -> None:
-    """A share of the steps: transformers 5 reads a warmup_steps below 1 as a ratio, 1 and above as steps."""
-    if not 0 <= cfg.warmup_ratio < 1:
-        raise ConfigError(f"{path}.warmup_ratio", cfg.warmup_ratio, "must be in [0, 1)",
-                          "give the share of steps for warm-up, e.g. 0.1")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from frpo_bench.training.batches import tokenize_pairs
 from frpo_bench.training.sft import finetune
-from frpo_bench.config import FinetuneConfig
+from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.models import ModelRef
 from frpo_bench.models.loading import load_model, load_tokenizer
 from frpo_bench.typed import from_dict
@@ -104,7 +104,7 @@ def test_same_seed_gives_the_same_adapter_bytes(tiny_model_dir, tmp_path):
     import subprocess
     import sys
     code = ("import sys; from pathlib import Path; from frpo_bench.models import ModelRef; "
-            "from frpo_bench.typed import from_dict; from frpo_bench.config import FinetuneConfig; "
+            "from frpo_bench.typed import from_dict; from frpo_bench.training.options import FinetuneConfig; "
             "from frpo_bench.training.sft import finetune; "
             "cfg = from_dict(FinetuneConfig, {'data': [{'dataset': 'demo_compliance', 'split': 'train', 'n': 8}], "
             "'steps': 2, 'batch_size': 4, 'max_length': 64, 'lora': {'r': 4, 'alpha': 8}}); "

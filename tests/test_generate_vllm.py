@@ -82,7 +82,7 @@ def test_engine_settings_are_vllm_arguments():
 def lora_adapter(embedded_model_dir, tmp_path_factory):
     """A real LoRA attack on the embedded model (a few steps of compliance SFT)."""
     from frpo_bench.training.sft import finetune
-    from frpo_bench.config import FinetuneConfig
+    from frpo_bench.training.options import FinetuneConfig
     cfg = from_dict(FinetuneConfig, {"data": [{"dataset": "demo_compliance", "split": "train", "n": 16}],
                                    "steps": 4, "batch_size": 4, "micro_batch_size": 4, "max_length": 96, "bf16": False,
                                    "lora": {"r": 8, "alpha": 16}})

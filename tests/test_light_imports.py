@@ -6,6 +6,7 @@ CODE = """
 import sys
 import frpo_bench.cli as cli
 assert cli.main(["ls"]) == 0
+assert cli.main(["ls", "--options"]) == 0
 assert cli.main(["plan", "smoke"]) == 0
 assert cli.main(["plan", "paper"]) == 0
 heavy = [m for m in ("torch", "transformers", "lm_eval", "peft", "vllm") if m in sys.modules]
@@ -18,6 +19,8 @@ def test_plan_and_ls_import_no_torch():
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
     assert "datasets:" in out.stdout and "recipes:" in out.stdout
+    for section in ("\nlora:", "\ndata refs:", "\ntrajectory:", "eval_every", "attack finetune options:"):
+        assert section in out.stdout, section  # every recipe section and component option has its help
 
 
 def test_every_packaged_recipe_validates():

@@ -50,7 +50,7 @@ def test_embedded_model_converts_to_safetensors(embedded_model_dir):
 def test_store_artifact_loads_as_a_checkpoint_by_path(tiny_model_dir, tmp_path):
     """`--checkpoint <store dir>`: an attacked model built in a temporary dir still resolves after the rename."""
     from frpo_bench.training.sft import finetune
-    from frpo_bench.config import FinetuneConfig
+    from frpo_bench.training.options import FinetuneConfig
     from frpo_bench.models.loading import local_ref
     from frpo_bench.models.artifact import write_model
     from frpo_bench.engine.store import Store

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from frpo_bench.training.sft import finetune
-from frpo_bench.config import FinetuneConfig
+from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.defenses.frpo import FRPODefense
 from frpo_bench.defenses.frpo_math import frpo_advantages
 from frpo_bench.defenses.rewards import helpful_proxy_reward, refusal_reward

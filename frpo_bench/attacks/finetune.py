@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frpo_bench.config import FinetuneConfig
+from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.models import ModelRef
 
 

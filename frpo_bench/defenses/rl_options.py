@@ -5,7 +5,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from frpo_bench.config import SCHEDULERS, DataRef, LoraConfig, check_warmup_ratio
+from frpo_bench.data.ref import DataRef
+from frpo_bench.training.options import SCHEDULERS, LoraConfig, check_warmup_ratio
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import Bf16Option
 from frpo_bench.evaluators.strongreject_finetuned import Options as StrongRejectOptions

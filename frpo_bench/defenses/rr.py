@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from frpo_bench.config import DataRef, LoraConfig
+from frpo_bench.data.ref import DataRef
+from frpo_bench.training.options import LoraConfig
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, check_positive, opt
