@@ -114,3 +114,12 @@ def test_same_seed_gives_the_same_adapter_bytes(tiny_model_dir, tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tiny_model_dir), str(tmp_path / run)], check=True)
         digests.append(hashlib.sha256((tmp_path / run / "adapter_model.safetensors").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_every_optimisation_setting_reaches_the_trainer(tmp_path):
+    from frpo_bench.training.sft import training_arguments
+    cfg = attack_cfg(weight_decay=0.1, lr_scheduler="cosine", warmup_ratio=0.05, max_grad_norm=0.5)
+    args = training_arguments(cfg, tmp_path, lr=3e-5, seed=7)
+    assert (args.weight_decay, args.lr_scheduler_type.value, args.max_grad_norm, args.learning_rate) == (0.1, "cosine", 0.5, 3e-5)
+    assert (args.max_steps, args.per_device_train_batch_size, args.gradient_accumulation_steps, args.seed) == (3, 2, 2, 7)
+    assert args.get_warmup_steps(args.max_steps) == 1  # 5% of 3 steps, rounded up

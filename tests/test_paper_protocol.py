@@ -62,15 +62,15 @@ def test_frpo_reference_prompts_split_by_ability(shared_data):
 
 
 def test_prompts_are_cut_from_their_start_to_max_prompt_length(tiny_model_dir):
-    from frpo_bench.defenses.trl_adapter import keep_last_tokens
+    from frpo_bench.defenses.trl_adapter import keep_last_tokens, request_room
     from frpo_bench.models import ModelRef
     from frpo_bench.models.loading import load_tokenizer
     tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)))
     text = " ".join(f"word{i}" for i in range(400))
-    cut = keep_last_tokens(tokenizer, text, 64)
+    cut = keep_last_tokens(tokenizer, text, request_room(tokenizer, 64))
     templated = tokenizer.apply_chat_template([{"role": "user", "content": cut}], tokenize=True, add_generation_prompt=True)
     assert len(templated) <= 64 and text.endswith(cut.strip()) and len(cut) < len(text)
-    assert keep_last_tokens(tokenizer, "short", 64) == "short"
+    assert keep_last_tokens(tokenizer, "short", request_room(tokenizer, 64)) == "short"
 
 
 class Moderation(BaseHTTPRequestHandler):

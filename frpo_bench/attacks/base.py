@@ -24,11 +24,6 @@ class Attack(Protocol):
         """Attack `model` at learning rate `lr` into the empty directory `out` and return the attacked model
         (full weights or an adapter inside `out`). Deterministic given `seed`. For a trajectory, the model
         after each optimizer step in `checkpoint_steps` is kept too, its record written with
-        `models.artifact.write_model(out, ref, checkpoint_record(step))` (only attacks whose options
+        `models.artifact.write_model(out, ref, models.artifact.checkpoint_record(step))` (only attacks whose options
         give `planned_steps()` are asked)."""
         ...
-
-
-def checkpoint_record(step: int) -> str:
-    """Where, inside an attack's artifact, the record of its model after `step` optimizer steps is."""
-    return f"checkpoints/step-{step}.json"

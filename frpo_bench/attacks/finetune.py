@@ -16,7 +16,5 @@ class FinetuneAttack:
 
     def apply(self, model: ModelRef, out: Path, options: FinetuneConfig, lr: float, seed: int, report=print,
               checkpoint_steps=()) -> ModelRef:
-        from frpo_bench.attacks.base import checkpoint_record
         from frpo_bench.training.sft import finetune
-        return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps,
-                        checkpoint_name=checkpoint_record)
+        return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps)

@@ -111,8 +111,9 @@ def hub_files(spec: DatasetSpec) -> dict[str, Path]:
     there, else the Hub (through its local cache, so once downloaded it reads offline too)."""
     override = os.environ.get(DATA_ENV)
     folder = Path(override) / spec.folder if override else None
-    if folder is not None and sorted(folder.glob("*.parquet")):
-        return {p.name: p for p in sorted(folder.glob("*.parquet"))}
+    local = sorted(folder.glob("*.parquet")) if folder is not None else []
+    if local:
+        return {p.name: p for p in local}
     try:
         from huggingface_hub import snapshot_download
         root = Path(snapshot_download(spec.hub, repo_type="dataset", revision=spec.revision,

@@ -29,23 +29,27 @@ def prompt_rows(options, tokenizer=None) -> list[dict]:
     `max_prompt_length` (and a tokenizer), each request is cut from its start to fit."""
     from frpo_bench.data import ref_rows
     from frpo_bench.data.prompts import user_text
+    cut = options.max_prompt_length and tokenizer is not None
+    room = request_room(tokenizer, options.max_prompt_length) if cut else 0
     rows = []
     for ref, kind in ((options.harmful_prompts, HARMFUL), (options.benign_prompts, BENIGN)):
         for r in ref_rows(ref):
-            text = user_text(r)
-            if options.max_prompt_length and tokenizer is not None:
-                text = keep_last_tokens(tokenizer, text, options.max_prompt_length)
+            text = keep_last_tokens(tokenizer, user_text(r), room) if cut else user_text(r)
             rows.append({"prompt": [{"role": "user", "content": text}], "kind": kind})
     return rows
 
 
-def keep_last_tokens(tokenizer, text: str, limit: int) -> str:
-    """`text` cut from its start so that the templated prompt has at most `limit` tokens (TRL 0.21 cut
-    the templated prompt's ids from the left; cutting the request keeps the chat template intact)."""
+def request_room(tokenizer, limit: int) -> int:
+    """Tokens left for the request in a templated prompt of at most `limit` tokens (TRL 0.21 cut the
+    templated prompt's ids from the left; cutting the request instead keeps the chat template intact)."""
     overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=True,
                                                  add_generation_prompt=True))
+    return max(limit - overhead, 1)
+
+
+def keep_last_tokens(tokenizer, text: str, room: int) -> str:
+    """`text` cut from its start to its last `room` tokens."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    room = max(limit - overhead, 1)
     return text if len(ids) <= room else tokenizer.decode(ids[-room:])
 
 

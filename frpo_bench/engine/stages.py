@@ -68,7 +68,7 @@ def checkpoint_kwargs(stage: Stage) -> dict:
 
 def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     """The attacked model after `step` optimizer steps: the record its attack kept (the weights stay there)."""
-    from frpo_bench.attacks.base import checkpoint_record
+    from frpo_bench.models.artifact import checkpoint_record
     write_model(out, read_model(path_of(stage.parents[0]), checkpoint_record(stage.fields["step"])))
 
 

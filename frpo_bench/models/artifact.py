@@ -9,6 +9,12 @@ from frpo_bench.files import MARKER, write_json_atomic
 from frpo_bench.models import ModelRef
 
 RELATIVE = "@artifact/"
+CHECKPOINTS = "checkpoints"  # inside a training stage's artifact: the models it kept at intermediate steps
+
+
+def checkpoint_record(step: int) -> str:
+    """Where, inside a training stage's artifact, the record of its model after `step` optimizer steps is."""
+    return f"{CHECKPOINTS}/step-{step}.json"
 
 
 def read_model(artifact: Path, name: str = "model.json") -> ModelRef:

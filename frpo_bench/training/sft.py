@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from frpo_bench.models import ModelRef
-from frpo_bench.models.artifact import write_model
+from frpo_bench.models.artifact import CHECKPOINTS, checkpoint_record, write_model
 from frpo_bench.models.device import on_accelerator
 from frpo_bench.models.loading import load_for_training
 from frpo_bench.training.batches import pad_batch, peft_config, tokenize_pairs
@@ -29,14 +29,13 @@ def training_rows(cfg) -> list[dict]:
 
 
 def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool = False,
-             report: Callable[[str], None] = print, checkpoint_steps: Sequence[int] = (),
-             checkpoint_name: Callable[[int], str] = lambda step: f"checkpoints/step-{step}.json") -> ModelRef:
+             report: Callable[[str], None] = print, checkpoint_steps: Sequence[int] = ()) -> ModelRef:
     """Fine-tune `model` on cfg.data; returns full weights in `out`, or a LoRA adapter there.
 
     With `merge`, a LoRA is merged and full weights are saved (the aligned base is a plain model).
     A model that is itself base + adapter is merged first, so the new training starts from it.
     After each step in `checkpoint_steps` the model so far is saved under out/checkpoints/step-N and its
-    record written at `checkpoint_name(N)` (saving reads the weights only: the run goes on unchanged).
+    record written at `checkpoint_record(N)` (saving reads the weights only: the run goes on unchanged).
     """
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
@@ -58,14 +57,14 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         def on_step_end(self, args, state, control, model=None, **kw):
             if state.global_step not in wanted:
                 return
-            folder = out / "checkpoints" / f"step-{state.global_step}"
+            folder = out / CHECKPOINTS / f"step-{state.global_step}"
             model.save_pretrained(folder, safe_serialization=True)
             if cfg.lora is None:
                 tokenizer.save_pretrained(folder)
                 ref = ModelRef(str(folder), trust_remote_code=trust)
             else:
                 ref = ModelRef(base_path, adapter=str(folder), trust_remote_code=trust)
-            write_model(out, ref, checkpoint_name(state.global_step))
+            write_model(out, ref, checkpoint_record(state.global_step))
             report(f"kept the model after step {state.global_step}")
 
     class Progress(TrainerCallback):
