@@ -212,16 +212,16 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
     resolved, dataset_ids = prepare(recipe, store)
     cells, stages = build_plan(recipe)
     if executor.name == "ray":
-        from frpo_bench.engine.ray_executor import execute_ray, write_timeline
+        from frpo_bench.engine.ray_executor import execute_ray
         execution = execute_ray(stages, store, recipe.device, executor, raw["raw"],
                                 report=lambda message: print(message, file=sys.stderr, flush=True))
-        out.mkdir(parents=True, exist_ok=True)
-        write_timeline(out / "timeline.json", execution.timeline)
     else:
         execution = execute(stages, store)
     dirs = execution.dirs
     records = cell_results(cells, dirs, recipe)
     out.mkdir(parents=True, exist_ok=True)
+    if execution.timeline:  # where and when each stage ran, from the Ray executor
+        write_json_atomic(out / "timeline.json", sorted(execution.timeline, key=lambda r: r["started"]))
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     csv_path, rows, _ = outputs.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
     seconds = time.time() - started

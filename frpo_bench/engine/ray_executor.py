@@ -10,7 +10,6 @@ reported with its log; the stages that need it are skipped, every other cell com
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -223,8 +222,3 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
     text = path.read_text(errors="replace").splitlines()[-lines:]
     return "\n".join(f"        | {line}" for line in text)
-
-
-def write_timeline(path: Path, records: list[dict]) -> None:
-    from frpo_bench.files import write_text_atomic
-    write_text_atomic(path, json.dumps(sorted(records, key=lambda r: r["started"]), indent=1) + "\n")
