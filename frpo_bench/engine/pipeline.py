@@ -136,6 +136,7 @@ def run_stages(recipe: Recipe, store: Store, kinds: list[str], only: str | None 
 
 def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
     """One record per (cell, metric): the seed-level result, with its per-sample scores."""
+    from frpo_bench.data import get
     from frpo_bench.models import model_label
     from frpo_bench.results.trajectory import loss_records
     notes = {d.name: "; ".join(d.options.notes()) for d in recipe.defenses}
@@ -148,10 +149,13 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
         for stage in cell.scores.values():
             result = json.loads((dirs[stage.key] / "result.json").read_text())
             meta = result["meta"]
+            source = stage.parents[0]  # the completions scored (a generate stage), or the model itself
             for m in result["metrics"]:
                 records.append({
                     **where, "metric": m["metric"], "higher_is_better": m["higher_is_better"],
                     "value": m["value"], "n": m["n"], "per_sample": m["per_sample"], "score_key": stage.key,
+                    "completions_key": source.key if source.kind == "generate" else "", "unit": m.get("unit", ""),
+                    "harmful": get(meta["dataset"]).harmful, "main": m["metric"] == stage.payload["evaluation"].metric,
                     "evaluator": f"{meta['evaluator']} ({meta['version']})", "judge": meta.get("judge", ""),
                     "template": meta.get("template", ""), "dataset": meta["dataset"], "split": meta["split"],
                     "dataset_revision": meta["dataset_revision"]})
@@ -160,6 +164,33 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
             records += loss_records(json.loads(train_log.read_text()).get("history", []),
                                     {**where, "score_key": cell.model.key})
     return records
+
+
+def score_evidence(records: list[dict], stages: list, dirs: dict[str, Path]) -> tuple[dict, dict]:
+    """Per score stage of the records: its per-sample records (samples.jsonl: prompt, response, the judge's
+    output) and the settings behind them (generation, few-shot, split size, seconds) for the run's files."""
+    from frpo_bench.engine.stages import prompt_count
+    by_key = {s.key: s for s in stages}
+    samples, settings = {}, {}
+    for key in dict.fromkeys(r["score_key"] for r in records):
+        stage = by_key.get(key)
+        path = dirs[key] / "samples.jsonl" if key in dirs else None
+        if stage is None or stage.kind != "score" or path is None or not path.is_file():
+            continue
+        samples[key] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        options, source = stage.fields.get("options") or {}, stage.parents[0]
+        info = json.loads((dirs[key] / "stage.json").read_text()) if (dirs[key] / "stage.json").is_file() else {}
+        settings[key] = {"num_fewshot": options.get("num_fewshot", 0), "seconds": info.get("seconds", 0.0),
+                         "generation": source.fields["generation"] if source.kind == "generate"
+                         else {k: v for k, v in options.items() if k in ("max_gen_toks", "dtype")},
+                         "split_size": prompt_count({**stage.fields["prompts"], "n": None})}
+    return samples, settings
+
+
+def lm_eval_timestamp(seconds: float) -> str:
+    """lm-eval's file-name date: ISO local time with ':' replaced by '-'."""
+    from datetime import datetime
+    return datetime.fromtimestamp(seconds).isoformat().replace(":", "-")
 
 
 def cell_step(cell) -> int | None:
@@ -224,6 +255,11 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
         write_json_atomic(out / "timeline.json", sorted(execution.timeline, key=lambda r: r["started"]))
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     csv_path, rows, _ = outputs.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
+    samples, settings = score_evidence(records, stages, dirs)
+    context = {"date": started, "finished": time.time(), "timestamp": lm_eval_timestamp(started), "git_sha": git_sha(),
+               "versions": versions(), "device": recipe.device, "generation": to_dict(recipe.generation),
+               "recipe": raw["raw"], "datasets": dataset_ids}
+    browsable = outputs.write_browsable(out, records, samples, settings, context, rows)
     seconds = time.time() - started
     write_json_atomic(out / "manifest.json", {
         "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),
@@ -231,6 +267,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
         "resolved_on_this_machine": resolved, "stages_built": len(execution.built), "executor": executor.name,
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
                                              for s in stages},
+        "outputs": {name: str(path) for name, path in browsable.items()},
         "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store),
         "build_seconds_by_stage_kind_and_device": seconds_by_kind(stages, store, by_device=True)})
     return csv_path, rows, seconds

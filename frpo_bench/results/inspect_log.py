@@ -1,0 +1,110 @@
+"""The run as one Inspect log (inspect_ai's own log API), so `inspect view` browses it,
+`read_eval_log` and `evals_df` load it, and `inspect score` can re-score it.
+
+One sample per (model, prompt set, prompt): the prompt, the model's completion, and every judge
+that scored that completion as a Score (value, the parsed verdict as answer, the judge's raw
+output as explanation). Models differ between samples (each attacked model of the grid), so the
+sample id and metadata carry the cell. Results: one EvalScore per (metric, model), its mean and
+standard error, named `metric @ model`.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from frpo_bench.results.agreement import judge_output
+from frpo_bench.results.lm_eval_format import model_name, stderr
+
+SUFFIX = ".eval"
+
+
+def sample_groups(records: list[dict], samples: dict[str, list[dict]]) -> dict[tuple, list[dict]]:
+    """(model, completion source) -> the records scoring those completions (main metrics only)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("main", True) and r["score_key"] in samples:
+            source = r.get("completions_key") or r["score_key"]
+            groups.setdefault((model_name(r), source), []).append(r)
+    return groups
+
+
+def eval_samples(records: list[dict], samples: dict[str, list[dict]]) -> list:
+    from inspect_ai.log import EvalSample
+    from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, ModelOutput
+    from inspect_ai.scorer import Score
+    out = []
+    for (name, _), judged in sample_groups(records, samples).items():
+        first = judged[0]
+        for i, sample in enumerate(samples[first["score_key"]]):
+            prompt, response = sample.get("prompt", ""), sample.get("response") or ""
+            scores = {}
+            for r in judged:
+                mine = samples[r["score_key"]]
+                if i < len(mine):
+                    s = mine[i]
+                    scores[r["metric"]] = Score(
+                        value=s["score"] if s.get("score") is not None else "unparsed",
+                        answer=str(s.get("extracted", s.get("refused", s.get("parsed", "")))),
+                        explanation=judge_output(s) or None,
+                        metadata={"judge": r["judge"], "evaluator": r["evaluator"],
+                                  "higher_is_better": r["higher_is_better"]})
+            filter_name = f"/{sample['filter']}" if "filter" in sample else ""
+            out.append(EvalSample(
+                id=f"{name}/{first['dataset']}{filter_name}/{i}", epoch=1, input=prompt, target=str(sample.get("target", "")),
+                messages=[ChatMessageUser(content=prompt), ChatMessageAssistant(content=response)],
+                output=ModelOutput.from_content(first["model"], response), scores=scores,
+                metadata={"model": name, **{k: first[k] for k in ("base", "defense", "attack", "attack_lr", "seed",
+                                                                     "step", "dataset", "split")},
+                          "prompt_id": sample.get("id")}))
+    return out
+
+
+def eval_scores(records: list[dict]) -> list:
+    from inspect_ai.log import EvalMetric, EvalScore
+    scores = []
+    for r in records:
+        name = f"{r['metric']} @ {model_name(r)}"
+        err = stderr(r["per_sample"])
+        metrics = {"mean": EvalMetric(name="mean", value=r["value"])}
+        if err != "N/A":
+            metrics["stderr"] = EvalMetric(name="stderr", value=err)
+        scores.append(EvalScore(name=name, scorer=r["evaluator"], scored_samples=r["n"], metrics=metrics,
+                                metadata={"judge": r["judge"], "template": r["template"], "dataset": r["dataset"],
+                                          "dataset_revision": r["dataset_revision"]}))
+    return scores
+
+
+def build_log(records: list[dict], samples: dict[str, list[dict]], context: dict):
+    from inspect_ai.log import EvalConfig, EvalDataset, EvalLog, EvalPlan, EvalResults, EvalSpec, EvalStats
+    scored = [r for r in records if r["score_key"] in samples]
+    items = eval_samples(scored, samples)
+    started = datetime.fromtimestamp(context["date"], tz=timezone.utc).isoformat()
+    finished = datetime.fromtimestamp(context.get("finished", context["date"]), tz=timezone.utc).isoformat()
+    recipe = scored[0]["recipe"] if scored else "run"
+    spec = EvalSpec(created=started, task=f"frpo-bench/{recipe}", task_version=0,
+                    dataset=EvalDataset(name=", ".join(sorted({r["dataset"] for r in scored})), samples=len(items)),
+                    model=f"frpo-bench/{scored[0]['model'] if scored else 'none'}", config=EvalConfig(),
+                    packages={k: v for k, v in context.get("versions", {}).items()},
+                    metadata={"recipe": recipe, "git_sha": context.get("git_sha", ""),
+                              "models": sorted({model_name(r) for r in scored})})
+    return EvalLog(version=2, status="success", eval=spec, plan=EvalPlan(name="frpo-bench"),
+                   results=EvalResults(total_samples=len(items), completed_samples=len(items),
+                                       scores=eval_scores([r for r in scored if not r.get("intermediate")])),
+                   stats=EvalStats(started_at=started, completed_at=finished), samples=items)
+
+
+def write(run_dir: Path, records: list[dict], samples: dict[str, list[dict]], context: dict) -> Path:
+    """inspect/<datetime>_<recipe>.eval, written to a temporary name and renamed; older logs of the run removed."""
+    from inspect_ai.log import write_eval_log
+    log = build_log(records, samples, context)
+    folder = run_dir / "inspect"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{context['timestamp']}_{log.eval.task.replace('/', '-')}{SUFFIX}"
+    tmp = folder / f".{path.name}.tmp{SUFFIX}"
+    write_eval_log(log, str(tmp), format="eval")
+    os.replace(tmp, path)
+    for old in folder.glob(f"*{SUFFIX}"):
+        if old != path and not old.name.startswith("."):
+            old.unlink()
+    return path
