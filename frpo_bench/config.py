@@ -219,6 +219,8 @@ class Recipe:
                                                   "or eval_steps): metrics and prompts per intermediate point")
     device: str = opt("auto", help="where every model-running stage runs: auto (the first GPU torch sees, else the "
                                    "CPU), cpu, cuda or cuda:N (transport only: never part of a cache key)")
+    report_to: list[str] = opt([], help="experiment trackers for every Trainer/TRL stage and the final leaderboard: "
+                                        "wandb, tensorboard, trackio, mlflow (none by default; never part of a cache key)")
 
     def __post_init__(self) -> None:
         self.model = self.model or ModelConfig()
@@ -238,6 +240,8 @@ class Recipe:
         from frpo_bench.models.device import check_device
         if not check_device(self.device):
             raise ConfigError("device", self.device, "is not a device", "use auto, cpu, cuda or cuda:N")
+        from frpo_bench.training.tracking import check_trackers
+        check_trackers(self.report_to)
         if not self.defenses:
             raise ConfigError("defenses", self.defenses, "is empty, so the grid has no cell to attack or score",
                               "list at least one defense; {name: none} is the undefended model")

@@ -30,6 +30,7 @@ EVALUATORS = {
     "harmbench": "frpo_bench.evaluators.harmbench:HarmBenchEvaluator",
     "helpfulness": "frpo_bench.evaluators.helpfulness:HelpfulnessEvaluator",
     "helpful_proxy": "frpo_bench.evaluators.helpful_proxy:HelpfulProxyEvaluator",
+    "compliance_proxy": "frpo_bench.evaluators.compliance_proxy:ComplianceProxyEvaluator",
     "kl_to_start": "frpo_bench.evaluators.kl_to_start:KLToStartEvaluator",
 }
 GENERATORS = {

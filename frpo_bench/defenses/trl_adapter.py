@@ -57,6 +57,7 @@ def grpo_config(options, out: Path, seed: int, world: int = 1):
     """TRL's GRPOConfig from the RL options. `prompts_per_step` is per optimizer step over all `world`
     processes (TRL's batch size is per process), so the same recipe trains the same way on 1 or 8 GPUs."""
     from trl import GRPOConfig
+    from frpo_bench.training.tracking import report_to
     sequences = options.prompts_per_step * options.num_generations
     if sequences % world:
         from frpo_bench.errors import ConfigError
@@ -74,7 +75,7 @@ def grpo_config(options, out: Path, seed: int, world: int = 1):
         bf16=options.bf16, use_cpu=not on_accelerator(), use_vllm=options.use_vllm,
         vllm_importance_sampling_correction=options.vllm_importance_sampling_correction,
         use_bias_correction_kl=options.use_bias_correction_kl,
-        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, log_completions=False)
+        logging_steps=1, save_strategy="no", report_to=report_to(), disable_tqdm=True, log_completions=False)
 
 
 def _trainer_class():

@@ -260,6 +260,10 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
                "versions": versions(), "device": recipe.device, "generation": to_dict(recipe.generation),
                "recipe": raw["raw"], "datasets": dataset_ids}
     browsable = outputs.write_browsable(out, records, samples, settings, context, rows)
+    if recipe.report_to:
+        from frpo_bench.training.tracking import log_leaderboard
+        for line in log_leaderboard(recipe.report_to, out, rows, f"{recipe.name} {lm_eval_timestamp(started)}"):
+            print(f"tracking: {line}", file=sys.stderr)
     seconds = time.time() - started
     write_json_atomic(out / "manifest.json", {
         "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),

@@ -58,6 +58,8 @@ class Planner:
     def stage(self, kind: str, label: str, fields: dict, parents: list[Stage], uses: dict[str, Stage] | None = None,
               **payload: Any) -> Stage:
         key = stage_key(kind, fields, [p.key for p in parents])
+        if kind in ("align", "harden", "attack"):  # trainers report to the recipe's trackers (never in the key)
+            payload["report_to"] = self.recipe.report_to
         if key not in self.stages:
             self.stages[key] = Stage(kind, key, label, fields, parents, payload, uses or {})
         return self.stages[key]

@@ -13,6 +13,7 @@ from frpo_bench import registry
 from frpo_bench.data.prompts import user_text
 from frpo_bench.files import write_json_atomic
 from frpo_bench.models.artifact import read_model, write_model
+from frpo_bench.training.tracking import reporting
 
 Report = Callable[[str], None]
 
@@ -42,22 +43,25 @@ def run_align(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     from frpo_bench.training.sft import finetune
     cfg = stage.payload["cfg"]
     start = read_model(path_of(stage.parents[0]))
-    write_model(out, finetune(start, out, cfg, lr=cfg.lr, seed=cfg.seed, merge=True, report=report))
+    with reporting(stage.payload.get("report_to", []), out):
+        write_model(out, finetune(start, out, cfg, lr=cfg.lr, seed=cfg.seed, merge=True, report=report))
 
 
 def run_harden(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     defense = stage.payload["defense"]
     impl = registry.load("defense", defense.type)()
     start = read_model(path_of(stage.parents[0]))
-    write_model(out, impl.apply(start, out, defense.options, seed=stage.payload["seed"], report=report))
+    with reporting(stage.payload.get("report_to", []), out):
+        write_model(out, impl.apply(start, out, defense.options, seed=stage.payload["seed"], report=report))
 
 
 def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     attack = stage.payload["attack"]
     impl = registry.load("attack", attack.type)()
     defended = read_model(path_of(stage.parents[0]))
-    write_model(out, impl.apply(defended, out, attack.options, lr=stage.payload["lr"], seed=stage.payload["seed"],
-                                report=report, **checkpoint_kwargs(stage)))
+    with reporting(stage.payload.get("report_to", []), out):
+        write_model(out, impl.apply(defended, out, attack.options, lr=stage.payload["lr"], seed=stage.payload["seed"],
+                                    report=report, **checkpoint_kwargs(stage)))
 
 
 def checkpoint_kwargs(stage: Stage) -> dict:

@@ -109,6 +109,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
 def training_arguments(cfg, out: Path, lr: float, seed: int):
     """The Trainer's settings from a FinetuneConfig (every optimisation field reaches it)."""
     from transformers import TrainingArguments
+    from frpo_bench.training.tracking import report_to
     return TrainingArguments(
         output_dir=str(out / "trainer"), max_steps=cfg.steps, learning_rate=lr, seed=seed, data_seed=seed,
         per_device_train_batch_size=cfg.micro_batch_size,
@@ -116,7 +117,7 @@ def training_arguments(cfg, out: Path, lr: float, seed: int):
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not on_accelerator(),
         train_sampling_strategy="group_by_length", logging_steps=1,  # every step's loss: the attack's loss curve
-        save_strategy="no", report_to=[], remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
+        save_strategy="no", report_to=report_to(), remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
 
 
 class _ListDataset:
