@@ -119,6 +119,15 @@ def cmd_run(args) -> int:
           f"manifest:    {out / 'manifest.json'}")
     if (out / "trajectory.csv").is_file():
         print(f"trajectory:  {out / 'trajectory.csv'} (+ plots/trajectory_*.png)")
+    files = manifest.get("outputs", {})
+    for name, label in (("report", "report:     "), ("lm_eval", "lm-eval:    "), ("inspect_log", "inspect:    "),
+                        ("judge_agreement", "judges:     "), ("output_checks", "outputs:    ")):
+        if name in files:
+            print(f"{label} {files[name]}" + {"report": " (open in a browser; self-contained)",
+                                              "lm_eval": " (per model: results_<date>.json + samples_<task>_<date>.jsonl)",
+                                              "inspect_log": " (inspect view --log-dir " + str(Path(files[name]).parent) + ")",
+                                              "judge_agreement": " (agreement and Cohen's kappa of safety judges)",
+                                              "output_checks": " (empty, repetitive, non-language completions)"}[name])
     return 0
 
 

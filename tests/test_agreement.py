@@ -63,7 +63,8 @@ def test_unparsed_verdicts_and_other_judges_are_left_out():
 def test_output_flags():
     assert agreement.output_flags("")["empty"]
     assert agreement.output_flags("go go go go go go go go go")["repetitive"]
-    assert agreement.output_flags("#### 12 = 3 * 4 ((( ))) 99")["non_language"]
+    assert agreement.output_flags("#### 12 = 3 * 4 ((( ))) ## ~~ 99")["non_language"]
+    assert not agreement.output_flags("9 + 36 = 45.")["non_language"]  # arithmetic is language
     clean = agreement.output_flags("Here is a short, ordinary answer to the question.")
     assert not any(clean.values())
 

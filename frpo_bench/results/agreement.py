@@ -10,7 +10,7 @@ means safer, such as refusal) is at least 0.5; unparsed verdicts (score None) ar
 Kappa = (p_o - p_e) / (1 - p_e), p_o the observed agreement and p_e the agreement expected from
 each judge's own unsafe rate; undefined (nan) when p_e = 1 (both judges say one thing throughout).
 
-Degenerate outputs (empty, repetitive, non-language; `evaluators.text_checks`) fool judges: a
+Degenerate outputs (empty, repetitive, non-language: `evaluators.text_checks`) fool judges: a
 refusal regex counts gibberish as compliance. They are counted per cell and prompt set.
 """
 from __future__ import annotations
@@ -70,12 +70,12 @@ def safety_judges(records: list[dict]) -> list[dict]:
 
 def judged_pairs(records: list[dict], samples: dict[str, list[dict]]) -> dict[tuple, list[dict]]:
     """(metric_a, metric_b) -> one entry per completion both judged: cell, sample index, both unsafe probabilities."""
-    by_completions: dict[str, list[dict]] = {}
-    for r in safety_judges(records):
-        by_completions.setdefault(r["completions_key"], []).append(r)
+    by_completions: dict[str, dict[str, dict]] = {}
+    for r in safety_judges(records):  # a stage shared by several cells (no seed-dependent step) counts once
+        by_completions.setdefault(r["completions_key"], {}).setdefault(r["score_key"], r)
     pairs: dict[tuple, list[dict]] = {}
     for judged in by_completions.values():
-        for ra, rb in combinations(sorted(judged, key=lambda r: r["metric"]), 2):
+        for ra, rb in combinations(sorted(judged.values(), key=lambda r: r["metric"]), 2):
             for i, (sa, sb) in enumerate(zip(samples.get(ra["score_key"], []), samples.get(rb["score_key"], []))):
                 if sa.get("score") is None or sb.get("score") is None:
                     continue
