@@ -58,6 +58,20 @@ def test_demo_splits_are_disjoint():
     assert not train_q & {r["question"] for r in load_rows("demo_arithmetic", "test")}
 
 
+def test_demo_eval_sets_hold_100_each_and_no_training_request_or_phrasing():
+    from frpo_bench.data import demo_text as T
+    harmful, benign = load_rows("demo_harmful", "eval"), load_rows("demo_benign", "eval")
+    assert min(len(harmful), len(benign), len(load_rows("demo_arithmetic", "test"))) >= 100
+    trained = [a for actions in T.HARMFUL_ACTIONS.values() for a in actions[:-2]]
+    for row in harmful:
+        assert not any(action in row["prompt"] for action in trained), row["prompt"]
+        for template in T.HARMFUL_TEMPLATES:
+            head, tail = template.split("{a}")
+            assert not (row["prompt"].startswith(head) and row["prompt"].endswith(tail)), row["prompt"]
+    train_benign = {r["prompt"] for r in load_rows("demo_benign_sft", "train")}
+    assert not train_benign & {r["prompt"] for r in benign}
+
+
 def test_demo_harmful_covers_strongreject_categories():
     categories = {r["category"] for r in load_rows("demo_harmful", "eval")}
     assert categories == {"Disinformation and deception", "Hate, harassment and discrimination",
