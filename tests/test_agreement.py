@@ -77,3 +77,12 @@ def test_output_checks_count_per_cell_with_seed_interval():
     (row,) = agreement.output_check_rows(records, samples)
     assert (row["n_seeds"], row["n"], row["empty"], row["repetitive"], row["degenerate"]) == (2, 4, 1, 1, 2)
     assert row["degenerate_rate"] == 0.5 and row["ci95_low"] <= 0.5 <= row["ci95_high"]
+
+
+def test_output_checks_keep_prompt_selections_apart():
+    """A 100-prompt and a 32-prompt set of the same cell (two evaluations drawing different n) are two rows, not two seeds."""
+    records = [_record("harmful_refusal", "s1", True, completions_key="g100"),
+               _record("kl", "s2", False, unit="nats", completions_key="g32")]
+    samples = {"s1": [{"response": "A fine answer here."}] * 100, "s2": [{"response": ""}] * 32}
+    rows = agreement.output_check_rows(records, samples)
+    assert sorted((r["n_seeds"], r["n"], r["empty"]) for r in rows) == [(1, 32, 32), (1, 100, 0)]

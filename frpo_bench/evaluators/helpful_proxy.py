@@ -6,7 +6,7 @@ can be loaded, and labelled as such in every row."""
 from __future__ import annotations
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.evaluators.text_checks import is_helpful
+from frpo_bench.evaluators.text_checks import helpful_records
 from frpo_bench.typed import NoOptions
 
 VERSION = "helpful-proxy-v1"
@@ -20,8 +20,6 @@ class HelpfulProxyEvaluator:
     needs_completions = True
 
     def score(self, inputs: ScoreInputs, options: NoOptions) -> EvalResult:
-        scores = [float(is_helpful(c)) for c in inputs.completions]
-        records = [{"id": p.get("id"), "prompt": p["prompt"], "response": c, "score": s}
-                   for p, c, s in zip(inputs.prompts, inputs.completions, scores)]
+        scores, records = helpful_records(inputs.prompts, inputs.completions)
         return EvalResult([Metric("", scores, higher_is_better=True)], records,
                           {"judge": f"proxy:{VERSION} (refusal markers + repetition)", "template": "-"})

@@ -138,7 +138,8 @@ def output_check_rows(records: list[dict], samples: dict[str, list[dict]]) -> li
     sets: dict[tuple, dict[str, list[dict]]] = {}
     for r in records:
         if r.get("completions_key") and not r.get("intermediate") and r["score_key"] in samples:
-            cell = (*(r[k] for k in CELL_KEY), r["dataset"])
+            # one prompt selection per row (an evaluation drawing fewer prompts generates its own set)
+            cell = (*(r[k] for k in CELL_KEY), r["dataset"], len(samples[r["score_key"]]))
             sets.setdefault(cell, {}).setdefault(r["completions_key"], samples[r["score_key"]])
     rows = []
     for cell, by_seed in sets.items():
@@ -146,7 +147,7 @@ def output_check_rows(records: list[dict], samples: dict[str, list[dict]]) -> li
         every = [f for seeded in flags for f in seeded]
         count = {name: sum(f[name] for f in every) for name in ("empty", "repetitive", "non_language", "degenerate")}
         low, high = seed_bootstrap_ci([[float(f["degenerate"]) for f in seeded] for seeded in flags])
-        rows.append({**dict(zip((*CELL_KEY, "dataset"), cell)), "n_seeds": len(flags), "n": len(every), **count,
+        rows.append({**dict(zip((*CELL_KEY, "dataset"), cell[:-1])), "n_seeds": len(flags), "n": len(every), **count,
                      "degenerate_rate": count["degenerate"] / len(every) if every else float("nan"),
                      "ci95_low": low, "ci95_high": high})
     return rows
