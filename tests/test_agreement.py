@@ -86,3 +86,4 @@ def test_output_checks_keep_prompt_selections_apart():
     samples = {"s1": [{"response": "A fine answer here."}] * 100, "s2": [{"response": ""}] * 32}
     rows = agreement.output_check_rows(records, samples)
     assert sorted((r["n_seeds"], r["n"], r["empty"]) for r in rows) == [(1, 32, 32), (1, 100, 0)]
+

@@ -145,4 +145,10 @@ def write(run_dir: Path, records: list[dict], samples: dict[str, list[dict]], se
             if old.name.startswith(("results_", "samples_")) and old.name not in keep:
                 old.unlink()
         written.append(folder / f"results_{stamp}.json")
+    for stale in (run_dir / "lm_eval").glob("*/results_*.json"):  # models of an earlier run of this directory
+        if stale.parent.name not in models and all(f.name.startswith(("results_", "samples_"))
+                                                    for f in stale.parent.iterdir()):
+            for f in stale.parent.iterdir():
+                f.unlink()
+            stale.parent.rmdir()
     return written
