@@ -1,9 +1,11 @@
-"""Time FRPO and GRPO hardening steps side by side, same model, data and settings.
+"""Time FRPO and GRPO hardening steps side by side, same model, data and settings (demo_rl's: 4 prompts
+x 4 completions x 24 tokens, LoRA r16, bf16 autocast), each sampling from the training policy and from
+its bf16 sampling copy (`sampling_copy: true`).
 
-    python benchmarks/rl_step.py [--model smollm2-135m-instruct] [--steps 6] [--rounds 2]
+    python benchmarks/rl_step.py [--model smollm2-135m-instruct] [--steps 6] [--rounds 2] [--fp32]
 
-Runs GRPO and FRPO alternately (rounds x each) so machine noise hits both alike, and prints
-the median step time of each and their ratio. Expected near 1.0: FRPO only swaps the
+Runs the four settings alternately (rounds x each) so machine noise hits all alike, and prints the
+median step time of each and the ratios. FRPO/GRPO is expected near 1.0: FRPO only swaps the
 advantage function, whose cost is negligible next to sampling and the backward pass.
 """
 from __future__ import annotations
@@ -22,11 +24,12 @@ from frpo_bench.models.loading import materialize
 from frpo_bench.typed import from_dict
 
 
-def options(cls, steps: int):
+def options(cls, steps: int, bf16: bool, sampling_copy: bool):
     return from_dict(cls, {"harmful_prompts": {"dataset": "demo_harmful", "split": "train", "n": 32},
                            "benign_prompts": {"dataset": "demo_benign", "split": "train", "n": 32},
-                           "steps": steps, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 32,
-                           "lora": {"r": 16, "alpha": 32}, "lr": 1e-4, "beta": 0.02})
+                           "steps": steps, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 24,
+                           "lora": {"r": 16, "alpha": 32}, "lr": 3e-4, "beta": 0.02, "bf16": bf16,
+                           "sampling_copy": sampling_copy})
 
 
 def step_times(defense, opts, model, workdir: Path, seed: int) -> list[float]:
@@ -40,19 +43,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, tiny-llama, or a local dir")
     parser.add_argument("--steps", type=int, default=6, help="steps per run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating GRPO/FRPO runs of each")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each setting")
+    parser.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
     args = parser.parse_args()
+    settings = {f"{name} {'copy' if copy else 'policy'}": (defense, cls, copy)
+                for copy in (False, True) for name, defense, cls in (("grpo", GRPODefense, RLOptions),
+                                                                    ("frpo", FRPODefense, FRPOOptions))}
+    times: dict[str, list[float]] = {name: [] for name in settings}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model = materialize(ModelConfig(id=args.model), workdir / "model")
-        times = {"grpo": [], "frpo": []}
         for round_ in range(args.rounds):
-            times["grpo"] += step_times(GRPODefense(), options(RLOptions, args.steps), model, workdir, round_)
-            times["frpo"] += step_times(FRPODefense(), options(FRPOOptions, args.steps), model, workdir, round_)
-    grpo, frpo = statistics.median(times["grpo"]), statistics.median(times["frpo"])
-    print(f"model {args.model}: 4 prompts x 4 completions x 32 tokens per step, LoRA r16, fp32, {len(times['grpo'])} "
-          "timed steps each")
-    print(f"GRPO median step {grpo:.2f} s   FRPO median step {frpo:.2f} s   FRPO/GRPO = {frpo / grpo:.3f}")
+            for name, (defense, cls, copy) in settings.items():
+                times[name] += step_times(defense(), options(cls, args.steps, not args.fp32, copy), model, workdir,
+                                          round_)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(f"model {args.model}: 4 prompts x 4 completions x 24 tokens per step, LoRA r16, "
+          f"{'fp32' if args.fp32 else 'bf16 autocast'}, {len(times['grpo policy'])} timed steps each")
+    for name, value in median.items():
+        print(f"  {name:12s} median step {value:.2f} s")
+    for sampler in ("policy", "copy"):
+        print(f"FRPO/GRPO ({sampler} sampling) = {median[f'frpo {sampler}'] / median[f'grpo {sampler}']:.3f}")
+    for name in ("grpo", "frpo"):
+        print(f"{name}: sampling from the copy is {median[f'{name} policy'] / median[f'{name} copy']:.2f}x faster a step")
 
 
 if __name__ == "__main__":

@@ -95,3 +95,40 @@ def test_bad_rl_options_are_caught_by_name():
         frpo_options(lam=0)
     with pytest.raises(ConfigError, match=r"num_generations"):
         frpo_options(num_generations=1)
+
+
+def test_sampling_copy_holds_the_merged_policy_in_bf16_and_leaves_the_policy_alone(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from frpo_bench.training.sampling_copy import SamplingCopy, lora_layers
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for name, p in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    sampler = SamplingCopy()
+    copy = sampler.refresh(policy)
+    assert next(copy.parameters()).dtype == torch.bfloat16
+    name, layer = next(iter(lora_layers(policy.get_base_model()).items()))
+    merged = layer.base_layer.weight + layer.get_delta_weight("default")
+    assert torch.equal(copy.get_submodule(name).weight, merged.to(torch.bfloat16))
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())  # nothing merged in place
+    with torch.no_grad():  # a training step later, the next refresh follows the policy
+        layer.lora_B["default"].weight.add_(1.0)
+    again = sampler.refresh(policy)
+    assert again is copy and torch.equal(copy.get_submodule(name).weight,
+                                         (layer.base_layer.weight + layer.get_delta_weight("default")).to(torch.bfloat16))
+
+
+def test_frpo_samples_from_the_copy_when_asked(refusing_tiny, tmp_path, monkeypatch):
+    from frpo_bench.training import sampling_copy
+    refreshed = []
+    original = sampling_copy.SamplingCopy.refresh
+    monkeypatch.setattr(sampling_copy.SamplingCopy, "refresh", lambda self, p: refreshed.append(1) or original(self, p))
+    base_before = {k: v.clone() for k, v in load_file(f"{refusing_tiny.path}/model.safetensors").items()}
+    FRPODefense().apply(refusing_tiny, tmp_path / "frpo", frpo_options(sampling_copy=True), seed=0, report=lambda m: None)
+    assert len(refreshed) == 3  # one refresh per step's rollouts
+    adapter = load_file(str(tmp_path / "frpo" / "adapter_model.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    assert all(torch.equal(base_before[k], v) for k, v in load_file(f"{refusing_tiny.path}/model.safetensors").items())

@@ -68,6 +68,10 @@ class RLOptions(Bf16Option, Options):
     bf16: Union[bool, str] = opt(False, help="bf16 autocast: true, false, or auto (true on a GPU, on a CPU whichever "
                                              "a probe measures faster there)")
     use_vllm: bool = opt(False, help="sample with vLLM (GPU); HF generate otherwise")
+    sampling_copy: bool = opt(False, omit_if_default=True, help="HF sampling from a bf16 copy of the policy with its "
+                                                                "LoRA merged, refreshed every step (2.2x faster "
+                                                                "sampling on a CPU, off-policy only by bf16 rounding); "
+                                                                "false samples from the training policy itself")
 
     def __post_init__(self) -> None:
         self.strongreject = self.strongreject or StrongRejectOptions()

@@ -86,11 +86,24 @@ def _trainer_class():
         """GRPOTrainer whose per-group advantages come from a pure function."""
 
         def __init__(self, *args, group_advantages: Optional[GroupAdvantages] = None,
-                     group_statistics: Optional[dict[str, GroupStatistic]] = None, **kwargs):
+                     group_statistics: Optional[dict[str, GroupStatistic]] = None, sampling_copy: bool = False,
+                     **kwargs):
+            from frpo_bench.training.sampling_copy import SamplingCopy
             self._group_advantages = group_advantages
             self._group_statistics = group_statistics or {}
             self._last_rewards = None
+            self._sampler = SamplingCopy() if sampling_copy else None
             super().__init__(*args, **kwargs)
+
+        def _generate_single_turn(self, *args, **kwargs):
+            if self._sampler is None or self.use_vllm:
+                return super()._generate_single_turn(*args, **kwargs)
+            policy = self.accelerator.unwrap_model(self.model_wrapped)
+            wrapped, self.model_wrapped = self.model_wrapped, self._sampler.refresh(policy).to(self.accelerator.device)
+            try:  # TRL's own generation path, pointed at the refreshed copy
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                self.model_wrapped = wrapped
 
         def _calculate_rewards(self, *args, **kwargs):
             self._last_rewards = super()._calculate_rewards(*args, **kwargs)  # gathered over processes
@@ -156,7 +169,7 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
     trainer = _trainer_class()(
         model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options, tokenizer)),
         processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()],
-        group_advantages=group_advantages, group_statistics=group_statistics)
+        group_advantages=group_advantages, group_statistics=group_statistics, sampling_copy=options.sampling_copy)
     trainer.remove_callback(PrinterCallback)
     start = time.time()
     trainer.train()
