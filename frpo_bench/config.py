@@ -142,6 +142,9 @@ class GenerationConfig(DtypeOption):
     temperature: float = opt(0.0, help="0 means greedy decoding")
     top_p: float = opt(1.0, help="nucleus sampling mass (used when temperature > 0)")
     system_prompt: Optional[str] = opt(None, help="system message; null keeps the model's own chat template default")
+    attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
+                                                             "eager, or auto (whichever a probe measures faster here; "
+                                                             "part of the key: kernels differ in rounding)")
     batch_size: int = opt(16, help="hf backend: prompts per forward batch (transport only: not part of any cache key)")
     tensor_parallel_size: int = opt(1, help="vllm backend: GPUs one engine spans (transport only)")
     vllm_max_model_len: int = opt(4096, help="vllm backend: longest prompt + completion in tokens; bounds the KV "
@@ -166,6 +169,21 @@ class GenerationConfig(DtypeOption):
                               "use 0 for greedy decoding or e.g. 1.0 for sampling")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9, or 1.0 for no nucleus")
+        from frpo_bench.models.attention import CHOICES
+        if self.attention not in CHOICES:
+            raise ConfigError(f"{path}.attention", self.attention, "is not an attention kernel", f"use one of {CHOICES}")
+
+    def resolve_installed(self, path: str, device: str) -> dict[str, str]:
+        """dtype auto first, then attention auto at that dtype (the vLLM backend has its own kernels: sdpa, unkeyed)."""
+        resolved = super().resolve_installed(path, device)
+        if self.attention == "auto":
+            if self.backend != "hf":
+                self.attention, why = "sdpa", f"the {self.backend} backend chooses its own kernels"
+            else:
+                from frpo_bench.models.attention import resolve_attention
+                self.attention, why = resolve_attention("auto", self.dtype, device)
+            resolved[f"{path}.attention"] = f"auto -> {self.attention} ({why})"
+        return resolved
 
     def key_fields(self) -> dict:
         """What changes the completions. The backend is part of it (engines differ in arithmetic); `auto`

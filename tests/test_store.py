@@ -71,6 +71,7 @@ def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch):
     pinned: `paper`'s backend auto to hf, the demos' dtype and bf16 auto to float32 (their keys on a
     machine where auto means float32; bf16 machines get the keys of the bf16 settings)."""
     monkeypatch.setenv("FRPO_BENCH_AUTO_DTYPE", "float32")
+    monkeypatch.setenv("FRPO_BENCH_AUTO_ATTENTION", "sdpa")  # the demo's attention auto, pinned like its dtype
     import json
     from pathlib import Path
     from frpo_bench.config import load_recipe

@@ -18,6 +18,8 @@ class HFGenerator:
         import torch
         tokenizer = load_tokenizer(model, padding_side="left")
         lm = load_merged(model, cfg.dtype).eval()
+        if getattr(cfg, "attention", "sdpa") != "sdpa":
+            lm.set_attn_implementation(cfg.attention)
         texts = [chat_prompt(tokenizer, p, cfg.system_prompt) for p in prompts]
         lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # similar lengths share a batch: little padding
