@@ -63,9 +63,13 @@ def bootstrap_pairs(a: list[bool], b: list[bool], statistic, seed: int = 0,
     return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
+def is_safety_judge(record: dict) -> bool:
+    """A main metric on a harmful prompt set, a rate or score in [0, 1]: its verdicts say safe or unsafe."""
+    return bool(record.get("harmful") and record.get("main", True) and record.get("unit") in SAFETY_UNITS)
+
+
 def safety_judges(records: list[dict]) -> list[dict]:
-    return [r for r in records if r.get("harmful") and r.get("main") and r.get("unit") in SAFETY_UNITS
-            and r.get("completions_key")]
+    return [r for r in records if is_safety_judge(r) and r.get("completions_key")]
 
 
 def judged_pairs(records: list[dict], samples: dict[str, list[dict]]) -> dict[tuple, list[dict]]:

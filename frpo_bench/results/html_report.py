@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from frpo_bench.files import write_text_atomic
-from frpo_bench.results.agreement import judge_output, unsafe_probability
-from frpo_bench.results.inspect_log import sample_groups
+from frpo_bench.results.agreement import is_safety_judge, judge_output, unsafe_probability
+from frpo_bench.results.per_sample import judged_items
 from frpo_bench.results.schema import CELL_KEY, short_revision
 
 TABLES = ("summary", "paired", "trajectory")  # CSVs of the run shown as they are
@@ -27,22 +27,14 @@ def cell_id(record: dict) -> str:
 def drill_down(records: list[dict], samples: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """cell -> per (model, prompt set): items of prompt, completion and every judge's verdict."""
     out: dict[str, list[dict]] = {}
-    for (name, _), judged in sample_groups(records, samples).items():
-        first = judged[0]
-        items = []
-        for i, sample in enumerate(samples[first["score_key"]]):
-            verdicts = []
-            for r in judged:
-                mine = samples[r["score_key"]]
-                if i < len(mine):
-                    score = mine[i].get("score")
-                    unsafe = (None if score is None or not r.get("harmful") or r.get("unit") not in ("rate", "score")
-                              else unsafe_probability(score, r["higher_is_better"]) >= 0.5)
-                    verdicts.append({"metric": r["metric"], "score": score, "judge": r["judge"], "unsafe": unsafe,
-                                     "raw": judge_output(mine[i])})
-            items.append({"prompt": sample.get("prompt", ""), "response": sample.get("response") or "",
-                          "verdicts": verdicts})
-        out.setdefault(cell_id(first), []).append({"model": name, "dataset": first["dataset"], "items": items})
+    for name, first, i, sample, verdicts in judged_items(records, samples):
+        if i == 0:
+            items: list[dict] = []
+            out.setdefault(cell_id(first), []).append({"model": name, "dataset": first["dataset"], "items": items})
+        items.append({"prompt": sample.get("prompt", ""), "response": sample.get("response") or "", "verdicts": [
+            {"metric": r["metric"], "score": s.get("score"), "judge": r["judge"], "raw": judge_output(s),
+             "unsafe": None if s.get("score") is None or not is_safety_judge(r)
+             else unsafe_probability(s["score"], r["higher_is_better"]) >= 0.5} for r, s in verdicts]})
     return out
 
 

@@ -15,18 +15,9 @@ from pathlib import Path
 
 from frpo_bench.results.agreement import judge_output
 from frpo_bench.results.lm_eval_format import model_name, stderr
+from frpo_bench.results.per_sample import judged_items
 
 SUFFIX = ".eval"
-
-
-def sample_groups(records: list[dict], samples: dict[str, list[dict]]) -> dict[tuple, list[dict]]:
-    """(model, completion source) -> the records scoring those completions (main metrics only)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        if r.get("main", True) and r["score_key"] in samples:
-            source = r.get("completions_key") or r["score_key"]
-            groups.setdefault((model_name(r), source), []).append(r)
-    return groups
 
 
 def eval_samples(records: list[dict], samples: dict[str, list[dict]]) -> list:
@@ -34,29 +25,22 @@ def eval_samples(records: list[dict], samples: dict[str, list[dict]]) -> list:
     from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, ModelOutput
     from inspect_ai.scorer import Score
     out = []
-    for (name, _), judged in sample_groups(records, samples).items():
-        first = judged[0]
-        for i, sample in enumerate(samples[first["score_key"]]):
-            prompt, response = sample.get("prompt", ""), sample.get("response") or ""
-            scores = {}
-            for r in judged:
-                mine = samples[r["score_key"]]
-                if i < len(mine):
-                    s = mine[i]
-                    scores[r["metric"]] = Score(
-                        value=s["score"] if s.get("score") is not None else "unparsed",
-                        answer=str(s.get("extracted", s.get("refused", s.get("parsed", "")))),
-                        explanation=judge_output(s) or None,
-                        metadata={"judge": r["judge"], "evaluator": r["evaluator"],
-                                  "higher_is_better": r["higher_is_better"]})
-            filter_name = f"/{sample['filter']}" if "filter" in sample else ""
-            out.append(EvalSample(
-                id=f"{name}/{first['dataset']}{filter_name}/{i}", epoch=1, input=prompt, target=str(sample.get("target", "")),
-                messages=[ChatMessageUser(content=prompt), ChatMessageAssistant(content=response)],
-                output=ModelOutput.from_content(first["model"], response), scores=scores,
-                metadata={"model": name, **{k: first[k] for k in ("base", "defense", "attack", "attack_lr", "seed",
-                                                                     "step", "dataset", "split")},
-                          "prompt_id": sample.get("id")}))
+    for name, first, i, sample, verdicts in judged_items(records, samples):
+        prompt, response = sample.get("prompt", ""), sample.get("response") or ""
+        scores = {r["metric"]: Score(value=s["score"] if s.get("score") is not None else "unparsed",
+                                     answer=str(s.get("extracted", s.get("refused", s.get("parsed", "")))),
+                                     explanation=judge_output(s) or None,
+                                     metadata={"judge": r["judge"], "evaluator": r["evaluator"],
+                                               "higher_is_better": r["higher_is_better"]})
+                  for r, s in verdicts}
+        filter_name = f"/{sample['filter']}" if "filter" in sample else ""
+        out.append(EvalSample(
+            id=f"{name}/{first['dataset']}{filter_name}/{i}", epoch=1, input=prompt, target=str(sample.get("target", "")),
+            messages=[ChatMessageUser(content=prompt), ChatMessageAssistant(content=response)],
+            output=ModelOutput.from_content(first["model"], response), scores=scores,
+            metadata={"model": name, **{k: first[k] for k in ("base", "defense", "attack", "attack_lr", "seed",
+                                                                 "step", "dataset", "split")},
+                      "prompt_id": sample.get("id")}))
     return out
 
 
