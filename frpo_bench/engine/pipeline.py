@@ -169,9 +169,8 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
 def score_evidence(records: list[dict], stages: list, dirs: dict[str, Path]) -> tuple[dict, dict]:
     """Per score stage of the records: its per-sample records (samples.jsonl: prompt, response, the judge's
     output) and the settings behind them (generation, few-shot, split size, seconds) for the run's files."""
-    from frpo_bench.engine.stages import prompt_count
     by_key = {s.key: s for s in stages}
-    samples, settings = {}, {}
+    samples, settings, sizes = {}, {}, {}
     for key in dict.fromkeys(r["score_key"] for r in records):
         stage = by_key.get(key)
         path = dirs[key] / "samples.jsonl" if key in dirs else None
@@ -183,8 +182,17 @@ def score_evidence(records: list[dict], stages: list, dirs: dict[str, Path]) -> 
         settings[key] = {"num_fewshot": options.get("num_fewshot", 0), "seconds": info.get("seconds", 0.0),
                          "generation": source.fields["generation"] if source.kind == "generate"
                          else {k: v for k, v in options.items() if k in ("max_gen_toks", "dtype")},
-                         "split_size": prompt_count({**stage.fields["prompts"], "n": None})}
+                         "split_size": split_rows(stage.fields["prompts"], sizes)}
     return samples, settings
+
+
+def split_rows(prompts: dict, sizes: dict) -> int | None:
+    """Rows a prompt set's split holds (less skip): lm-eval's `n-samples.original`; read once per split."""
+    from frpo_bench.engine.stages import prompt_count
+    key = (prompts["dataset"], prompts["split"], prompts.get("skip", 0))
+    if key not in sizes:
+        sizes[key] = prompt_count({**prompts, "n": None})
+    return sizes[key]
 
 
 def lm_eval_timestamp(seconds: float) -> str:
@@ -256,8 +264,9 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     csv_path, rows, _ = outputs.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
     samples, settings = score_evidence(records, stages, dirs)
-    context = {"date": started, "finished": time.time(), "timestamp": lm_eval_timestamp(started), "git_sha": git_sha(),
-               "versions": versions(), "device": recipe.device, "generation": to_dict(recipe.generation),
+    found_versions, sha = versions(), git_sha()
+    context = {"date": started, "finished": time.time(), "timestamp": lm_eval_timestamp(started), "git_sha": sha,
+               "versions": found_versions, "device": recipe.device, "generation": to_dict(recipe.generation),
                "recipe": raw["raw"], "datasets": dataset_ids}
     browsable = outputs.write_browsable(out, records, samples, settings, context, rows)
     if recipe.report_to:
@@ -266,7 +275,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
             print(f"tracking: {line}", file=sys.stderr)
     seconds = time.time() - started
     write_json_atomic(out / "manifest.json", {
-        "recipe": raw, "resolved": to_dict(recipe), "versions": versions(), "git_sha": git_sha(),
+        "recipe": raw, "resolved": to_dict(recipe), "versions": found_versions, "git_sha": sha,
         "python": sys.version.split()[0], "platform": platform.platform(), "datasets": dataset_ids,
         "resolved_on_this_machine": resolved, "stages_built": len(execution.built), "executor": executor.name,
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
