@@ -24,7 +24,7 @@ from frpo_bench.models.loading import materialize
 from frpo_bench.typed import from_dict
 
 
-def options(cls, steps: int, bf16: bool, sampling_copy: bool):
+def options(cls, steps: int, bf16: bool = False, sampling_copy: bool = False):
     return from_dict(cls, {"harmful_prompts": {"dataset": "demo_harmful", "split": "train", "n": 32},
                            "benign_prompts": {"dataset": "demo_benign", "split": "train", "n": 32},
                            "steps": steps, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 24,
