@@ -171,8 +171,8 @@ class Gsm8kEvaluator:
                 args, lm_eval_model = server_model_args(server.base_url, path, options), "local-completions"
                 out = run_lm_eval(task_path.parent, task, args, options, samples, lm_eval_model)
             else:  # in-process, on weights loaded once (the recorded command line loads the same weights)
-                out = run_lm_eval(task_path.parent, task, args, options, samples, loaded_model(inputs.model, options))
                 lm_eval_model = "hf"
+                out = run_lm_eval(task_path.parent, task, args, options, samples, loaded_model(inputs.model, options))
         finally:
             if server:
                 server.stop()

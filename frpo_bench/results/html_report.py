@@ -42,7 +42,8 @@ def read_csv_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        # learning rates stay as written (1e-05): the page prints numbers to 4 decimals
+        return [{k: v if k.endswith("lr") else _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def _number(text: str):
