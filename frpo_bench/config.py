@@ -12,6 +12,7 @@ import yaml
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import DTYPES, DtypeOption
+from frpo_bench.models.attention import AttentionOption
 from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
                               to_dict, yaml_problem)
@@ -132,7 +133,7 @@ class EvaluationConfig:
 
 
 @dataclass
-class GenerationConfig(DtypeOption):
+class GenerationConfig(DtypeOption, AttentionOption):
     backend: str = opt("hf", help="generation backend: hf (batched transformers), vllm (vLLM engine in a child "
                                   "process, LoRA cells served as adapters) or auto (vllm when installed, else hf)")
     dtype: str = opt("float32", help=f"compute dtype for generation, one of {DTYPES}; auto: bf16 on a GPU, on a CPU "
@@ -169,21 +170,11 @@ class GenerationConfig(DtypeOption):
                               "use 0 for greedy decoding or e.g. 1.0 for sampling")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9, or 1.0 for no nucleus")
-        from frpo_bench.models.attention import CHOICES
-        if self.attention not in CHOICES:
-            raise ConfigError(f"{path}.attention", self.attention, "is not an attention kernel", f"use one of {CHOICES}")
+        self.check_attention(path)
 
     def resolve_installed(self, path: str, device: str) -> dict[str, str]:
         """dtype auto first, then attention auto at that dtype (the vLLM backend has its own kernels: sdpa, unkeyed)."""
-        resolved = super().resolve_installed(path, device)
-        if self.attention == "auto":
-            if self.backend != "hf":
-                self.attention, why = "sdpa", f"the {self.backend} backend chooses its own kernels"
-            else:
-                from frpo_bench.models.attention import resolve_attention
-                self.attention, why = resolve_attention("auto", self.dtype, device)
-            resolved[f"{path}.attention"] = f"auto -> {self.attention} ({why})"
-        return resolved
+        return {**super().resolve_installed(path, device), **self.resolve_attention(path, device, self.backend)}
 
     def key_fields(self) -> dict:
         """What changes the completions. The backend is part of it (engines differ in arithmetic); `auto`

@@ -79,3 +79,27 @@ def test_results_name_a_local_model_without_this_machines_path(tmp_path, tiny_mo
         (artifact / name).write_text("{}")
     assert model_label(str(artifact)) == "harden/79a268e4e5f014b8ce19"
     assert str(tmp_path) not in model_label(str(artifact) + "/")
+
+
+def test_resident_models_are_loaded_once_evicted_oldest_first_and_reloaded_when_rewritten(tiny_model_dir, tmp_path):
+    import os
+    import torch
+    from frpo_bench.models import ModelRef
+    from frpo_bench.models import resident
+    from frpo_bench.models.tiny import build_tiny_model
+    resident.release()
+    a, b = ModelRef(str(tiny_model_dir)), ModelRef(str(build_tiny_model(tmp_path / "b", seed=1)))
+    first = resident.inference_model(a, "float32")
+    assert resident.inference_model(a, "float32") is first and not first.training
+    cast = resident.inference_model(a, "bfloat16", "eager", merge_dtype="float32")
+    assert cast is not first and next(cast.parameters()).dtype == torch.bfloat16
+    assert next(first.parameters()).dtype == torch.float32  # the cast is a copy: the resident fp32 one is intact
+    assert cast.config._attn_implementation == "eager"
+    resident.inference_model(b, "float32")  # a third: the least recently used (fp32 a) goes
+    assert resident.inference_model(a, "float32") is not first
+    weights = tmp_path / "b" / "model.safetensors"
+    held = resident.inference_model(b, "float32")
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten in place
+    assert resident.inference_model(b, "float32") is not held
+    resident.release()
+    assert not resident._resident

@@ -105,3 +105,37 @@ def test_smoke_trajectory_checkpoints_are_cached_stages(tmp_path, isolated_cache
     assert (out / "trajectory.csv").read_bytes() == first
     assert main(["leaderboard", str(out)]) == 0  # re-aggregating results.jsonl gives the same bytes
     assert (out / "trajectory.csv").read_bytes() == first
+
+
+def test_a_score_on_a_prefix_of_a_prompt_set_reads_the_larger_sets_generation():
+    """KL on the first 32 of the 100 harmful prompts reads those 100 completions, not a generation of its own;
+    at a trajectory point (32 prompts for both) the two share the 32-prompt generation."""
+    from frpo_bench.config import load_recipe
+    from frpo_bench.data import ref_selection
+    from frpo_bench.data.ref import DataRef
+    from frpo_bench.engine.plan import build_plan, covering_ref
+    big, small = DataRef("demo_harmful", "eval", n=100), DataRef("demo_harmful", "eval", n=32)
+    assert covering_ref(small, [big, small]) is big and covering_ref(big, [big, small]) is big
+    assert covering_ref(small, [DataRef("demo_harmful", "eval", n=100, skip=1)]) is small  # another selection
+    assert covering_ref(DataRef("demo_harmful", "eval"), [big]).n is None  # the whole split: itself
+    assert ref_selection(small)[1] == ref_selection(big)[1][:32]  # the property sharing rests on
+    cells, stages = build_plan(load_recipe("demo")[0])
+    final = next(c for c in cells if c.attack != "none" and c.step is None)
+    point = next(c for c in cells if c.step is not None)
+    assert final.scores["kl_harmful"].parents[0] is final.scores["harmful_refusal"].parents[0]
+    assert final.scores["kl_harmful"].parents[0].fields["prompts"]["n"] == 100
+    assert point.scores["kl_harmful"].parents[0] is point.scores["harmful_refusal"].parents[0]
+    assert point.scores["kl_harmful"].parents[0].fields["prompts"]["n"] == 32
+    generations = [s for s in stages if s.kind == "generate"]
+    assert len(generations) == len({(s.parents[0].key, s.fields["prompts"]["dataset"]) for s in generations})
+
+
+def test_a_score_refuses_completions_generated_for_other_prompts(tmp_path):
+    from frpo_bench.engine.stages import generated_prefix
+    path = tmp_path / "completions.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in [("a", "x"), ("b", "y")]))
+    assert [r["completion"] for r in generated_prefix(path, [{"prompt": "a"}])] == ["x"]
+    with pytest.raises(RuntimeError, match="another prompt"):
+        generated_prefix(path, [{"prompt": "b"}])
+    with pytest.raises(RuntimeError, match="2 completions for 3"):
+        generated_prefix(path, [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}])

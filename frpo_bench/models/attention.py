@@ -25,6 +25,25 @@ CHOICES = ("sdpa", "eager", "auto")
 AUTO_ENV = "FRPO_BENCH_AUTO_ATTENTION"  # sdpa|eager: what auto resolves to, e.g. to reproduce another machine's keys
 
 
+class AttentionOption:
+    """Mixin for HF-inference options with an `attention` kernel that may be `auto`: checked at parse time,
+    resolved (after `dtype`, at that dtype) before planning, so a cache key names the kernel that ran."""
+
+    def check_attention(self, path: str) -> None:
+        from frpo_bench.errors import ConfigError
+        if self.attention not in CHOICES:
+            raise ConfigError(f"{path}.attention", self.attention, "is not an attention kernel", f"use one of {CHOICES}")
+
+    def resolve_attention(self, path: str, device: str, backend: str = "hf") -> dict[str, str]:
+        if self.attention != "auto":
+            return {}
+        if backend != "hf":
+            self.attention, why = "sdpa", f"the {backend} backend chooses its own kernels"
+        else:
+            self.attention, why = resolve_attention("auto", self.dtype, device)
+        return {f"{path}.attention": f"auto -> {self.attention} ({why})"}
+
+
 def attention_probe_path():
     return probe_path().with_name(probe_path().name.replace("dtype-probe", "attention-probe"))
 

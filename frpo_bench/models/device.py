@@ -74,3 +74,11 @@ def peak_memory_bytes() -> int:
         pass
     import resource
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def empty_cache() -> None:
+    """Return the accelerator allocator's cached blocks (after dropping models); nothing on a CPU."""
+    import sys
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -5,7 +5,8 @@ import time
 from typing import Callable, Sequence
 
 from frpo_bench.models import ModelRef
-from frpo_bench.models.loading import chat_prompt, load_merged, load_tokenizer
+from frpo_bench.models.loading import chat_prompt, load_tokenizer
+from frpo_bench.models.resident import inference_model
 
 
 class HFGenerator:
@@ -17,9 +18,7 @@ class HFGenerator:
     def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0) -> list[str]:
         import torch
         tokenizer = load_tokenizer(model, padding_side="left")
-        lm = load_merged(model, cfg.dtype).eval()
-        if getattr(cfg, "attention", "sdpa") != "sdpa":
-            lm.set_attn_implementation(cfg.attention)
+        lm = inference_model(model, cfg.dtype, getattr(cfg, "attention", "sdpa"))
         texts = [chat_prompt(tokenizer, p, cfg.system_prompt) for p in prompts]
         lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # similar lengths share a batch: little padding

@@ -20,7 +20,7 @@ def sample_groups(records: list[dict], samples: dict[str, list[dict]]) -> dict[t
 def judged_items(records: list[dict], samples: dict[str, list[dict]]) -> Iterator[tuple[str, dict, int, dict, list]]:
     """(model name, the group's first record, index, sample, [(record, that judge's sample)]) per completion."""
     for (name, _), judged in sample_groups(records, samples).items():
-        first = judged[0]
+        first = max(judged, key=lambda r: len(samples[r["score_key"]]))  # a judge may score a prefix of the set
         for i, sample in enumerate(samples[first["score_key"]]):
             yield name, first, i, sample, [(r, samples[r["score_key"]][i]) for r in judged
                                            if i < len(samples[r["score_key"]])]
