@@ -147,6 +147,8 @@ class GenerationConfig(DtypeOption, AttentionOption):
                                                              "eager, or auto (whichever a probe measures faster here; "
                                                              "part of the key: kernels differ in rounding)")
     batch_size: int = opt(16, help="hf backend: prompts per forward batch (transport only: not part of any cache key)")
+    prefix_cache: bool = opt(True, help="hf backend: run the prompts' shared opening tokens (chat template, system "
+                                        "prompt) once per set and start each batch from their cache (transport only)")
     tensor_parallel_size: int = opt(1, help="vllm backend: GPUs one engine spans (transport only)")
     vllm_max_model_len: int = opt(4096, help="vllm backend: longest prompt + completion in tokens; bounds the KV "
                                              "cache (transport only)")
@@ -156,7 +158,7 @@ class GenerationConfig(DtypeOption, AttentionOption):
     vllm_gpu_memory_utilization: Optional[float] = opt(None, help="vllm backend on GPU: share of GPU memory the engine "
                                                                   "may claim; null keeps vLLM's default (transport only)")
 
-    TRANSPORT = ("batch_size", "tensor_parallel_size", "vllm_max_model_len", "vllm_enforce_eager",
+    TRANSPORT = ("batch_size", "prefix_cache", "tensor_parallel_size", "vllm_max_model_len", "vllm_enforce_eager",
                  "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization")
 
     def validate(self, path: str) -> None:

@@ -25,3 +25,34 @@ def test_chat_template_wraps_the_prompt(tiny_model_dir):
     tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)))
     text = chat_prompt(tokenizer, "Hello", system="Be brief.")
     assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_shared_prefix_cache_keeps_greedy_output_and_is_used(tiny_model_dir, monkeypatch):
+    """The prompts' shared opening (template + system turn) runs once: fp32 greedy output equals whole-prompt
+    runs at every batch size, and the prefix really is served from the cache."""
+    from frpo_bench.models import shared_prefix
+    ref = ModelRef(str(tiny_model_dir))
+    on = from_dict(GenerationConfig, {"dtype": "float32", "max_new_tokens": 6, "batch_size": 2,
+                                      "system_prompt": "You are a careful assistant."}, "generation")
+    off = from_dict(GenerationConfig, {**{"dtype": "float32", "max_new_tokens": 6, "batch_size": 5,
+                                          "system_prompt": "You are a careful assistant."}, "prefix_cache": False},
+                    "generation")
+    lengths = []
+    real = shared_prefix.prefix_cache
+    monkeypatch.setattr("frpo_bench.models.generate_hf.prefix_cache",
+                        lambda model, ids: lengths.append(len(ids)) or real(model, ids))
+    assert HFGenerator().generate(ref, PROMPTS, on) == HFGenerator().generate(ref, PROMPTS, off)
+    tokenizer = load_tokenizer(ref)
+    opening = tokenizer(chat_prompt(tokenizer, "", "You are a careful assistant."), add_special_tokens=False)["input_ids"]
+    assert lengths and lengths[0] >= shared_prefix.MIN_SHARED and lengths[0] <= len(opening)
+    assert "prefix_cache" not in on.key_fields()  # transport only
+
+
+def test_shared_length_leaves_every_prompt_a_token_of_its_own():
+    from frpo_bench.models.shared_prefix import batch_inputs, shared_length
+    assert shared_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert shared_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter one keeps its last token
+    assert shared_length([[7, 8]]) == 1 and shared_length([]) == 0
+    ids, mask = batch_inputs([1, 2], [[5], [6, 7, 8]], pad_id=0, device="cpu")
+    assert ids.tolist() == [[1, 2, 0, 0, 5], [1, 2, 6, 7, 8]]
+    assert mask.tolist() == [[1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]

@@ -31,14 +31,18 @@ def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_l
     from frpo_bench.evaluators.kl_to_start import encode, sequence_kls, token_logprobs
     from frpo_bench.models import ModelRef
     from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer
+    from frpo_bench.models.shared_prefix import MIN_SHARED, shared_length
     from frpo_bench.models.tiny import build_tiny_model
     other = build_tiny_model(tmp_path / "other", seed=1)
     tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)), padding_side="right")
     start, now = load_model(ModelRef(str(tiny_model_dir))).eval(), load_model(ModelRef(str(other))).eval()
-    prompts = [chat_prompt(tokenizer, p) for p in ("How do I bake bread?", "Tell me a joke about cats, please.", "Hi")]
+    prompts = [chat_prompt(tokenizer, p, "Be brief.") for p in ("How do I bake bread?", "Tell me a joke about cats, please.", "Hi")]
     encoded = encode(tokenizer, prompts, ["Sure, here is how.", "No.", ""])
+    assert shared_length([ids[:at] for ids, at in encoded]) >= MIN_SHARED  # the shared-prefix path runs
     assert sequence_kls(start, start, encoded, tokenizer.pad_token_id, batch_size=2) == [0.0, 0.0, 0.0]
     batched = sequence_kls(start, now, encoded, tokenizer.pad_token_id, batch_size=2)
+    whole = sequence_kls(start, now, encoded, tokenizer.pad_token_id, batch_size=2, share_prefix=False)
+    assert batched == pytest.approx(whole, rel=1e-5, abs=1e-7)
     for (ids, at), value in zip(encoded, batched):  # one sequence at a time, no padding: the definition
         x = torch.tensor([ids])
         with torch.no_grad():

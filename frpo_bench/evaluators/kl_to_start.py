@@ -40,10 +40,17 @@ def k3_sums(logp_start, logp_now, mask) -> list[float]:
     return ((torch.exp(d) - d - 1) * mask).sum(dim=1).tolist()
 
 
-def token_logprobs(model, input_ids, attention_mask):
-    """log p(token_t | tokens_<t) for t >= 1 ([B, T-1]), in float32."""
+def token_logprobs(model, input_ids, attention_mask, prefix=None, prefix_length: int = 0):
+    """log p(token_t | tokens_<t) for t >= 1 ([B, T-1]), in float32; after a cached shared prefix of
+    `prefix_length` tokens when `prefix` (a batch-1 KV cache) is given."""
     import torch
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    cached = {}
+    if prefix is not None:
+        from frpo_bench.models.shared_prefix import repeated
+        ones = torch.ones((input_ids.shape[0], prefix_length), dtype=attention_mask.dtype, device=attention_mask.device)
+        attention_mask = torch.cat([ones, attention_mask], dim=1)
+        cached = {"past_key_values": repeated(prefix, input_ids.shape[0])}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **cached).logits[:, :-1].float()
     return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
@@ -57,12 +64,21 @@ def encode(tokenizer, prompts: list[str], completions: list[str]) -> list[tuple[
     return out
 
 
-def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_id: int, batch_size: int) -> list[float]:
+def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_id: int, batch_size: int,
+                 share_prefix: bool = True) -> list[float]:
+    """Per sequence, the k3 sum over its completion tokens. The prompts' shared opening (chat template,
+    system turn) runs once per model (models/shared_prefix.py): ~30% of the tokens here."""
     import torch
+    from frpo_bench.models.shared_prefix import MIN_SHARED, prefix_cache, shared_length
+    shared = shared_length([row[:start] for row, start in encoded]) if share_prefix else 0
+    head = encoded[0][0][:shared] if shared >= MIN_SHARED else []
+    caches = [prefix_cache(m, head) if head else None for m in (model, start_model)]
+    if None in caches:
+        head, caches = [], [None, None]
     sums: list[float] = []
     with torch.inference_mode():
         for b in range(0, len(encoded), batch_size):
-            chunk = encoded[b: b + batch_size]
+            chunk = [(row[len(head):], start - len(head)) for row, start in encoded[b: b + batch_size]]
             width = max(len(ids) for ids, _ in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             attention = torch.zeros_like(ids)
@@ -71,9 +87,9 @@ def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_i
                 ids[i, : len(row)] = torch.tensor(row)
                 attention[i, : len(row)] = 1
                 completion[i, start - 1: len(row) - 1] = 1  # predictions of the completion's tokens
-            ids, attention = ids.to(model.device), attention.to(model.device)
-            now = token_logprobs(model, ids, attention).cpu()
-            before = token_logprobs(start_model, ids.to(start_model.device), attention.to(start_model.device)).cpu()
+            now = token_logprobs(model, ids.to(model.device), attention.to(model.device), caches[0], len(head)).cpu()
+            before = token_logprobs(start_model, ids.to(start_model.device), attention.to(start_model.device),
+                                    caches[1], len(head)).cpu()
             sums += k3_sums(before, now, completion)
     return sums
 

@@ -1,4 +1,5 @@
-"""Batched generation with transformers: left padding, batches sorted by length, KV cache."""
+"""Batched generation with transformers: left padding, batches sorted by length, KV cache, the prompts' shared
+prefix computed once (models/shared_prefix.py)."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,7 @@ from typing import Callable, Sequence
 from frpo_bench.models import ModelRef
 from frpo_bench.models.loading import chat_prompt, load_tokenizer
 from frpo_bench.models.resident import inference_model
+from frpo_bench.models.shared_prefix import MIN_SHARED, batch_inputs, prefix_cache, repeated, shared_length
 
 
 class HFGenerator:
@@ -20,8 +22,8 @@ class HFGenerator:
         tokenizer = load_tokenizer(model, padding_side="left")
         lm = inference_model(model, cfg.dtype, getattr(cfg, "attention", "sdpa"))
         texts = [chat_prompt(tokenizer, p, cfg.system_prompt) for p in prompts]
-        lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # similar lengths share a batch: little padding
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # similar lengths share a batch: little padding
         sampling = cfg.temperature > 0
         kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
         if sampling:
@@ -29,15 +31,18 @@ class HFGenerator:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         torch.manual_seed(seed)
+        shared = shared_length(ids) if getattr(cfg, "prefix_cache", True) else 0
+        prefix = prefix_cache(lm, ids[0][:shared]) if shared >= MIN_SHARED else None
+        head = ids[0][:shared] if prefix is not None else []
         out: list[str] = [""] * len(texts)
         start, done = time.time(), 0
         with torch.inference_mode():
             for b in range(0, len(order), cfg.batch_size):
                 idx = order[b: b + cfg.batch_size]
-                batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                  add_special_tokens=False).to(lm.device)
-                generated = lm.generate(**batch, **kwargs)
-                new = generated[:, batch["input_ids"].shape[1]:]
+                input_ids, mask = batch_inputs(head, [ids[i][len(head):] for i in idx], tokenizer.pad_token_id, lm.device)
+                cache = {"past_key_values": repeated(prefix, len(idx))} if prefix is not None else {}
+                generated = lm.generate(input_ids=input_ids, attention_mask=mask, **cache, **kwargs)
+                new = generated[:, input_ids.shape[1]:]
                 for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
                     out[i] = row.strip()
                 done += len(idx)
