@@ -21,9 +21,21 @@ def test_kappa_and_agreement_equal_their_definitions():
 def test_bootstrap_interval_brackets_the_estimate_and_is_seeded():
     a = [i % 3 == 0 for i in range(60)]
     b = [i % 3 == 0 or i % 7 == 0 for i in range(60)]
-    low, high = agreement.bootstrap_pairs(a, b, agreement.cohen_kappa, seed=0)
+    low, high = agreement.bootstrap_pairs(a, b, agreement.cohen_kappas, seed=0)
     assert low <= agreement.cohen_kappa(a, b) <= high < 1.0
-    assert (low, high) == agreement.bootstrap_pairs(a, b, agreement.cohen_kappa, seed=0)
+    assert (low, high) == agreement.bootstrap_pairs(a, b, agreement.cohen_kappas, seed=0)
+
+
+def test_vectorised_statistics_equal_the_scalar_definitions_row_by_row():
+    import numpy as np
+    rng = np.random.default_rng(1)
+    a, b = rng.random((50, 12)) < 0.4, rng.random((50, 12)) < 0.6
+    a[0], b[0] = True, True  # p_e = 1: nan, as the scalar kappa says
+    rates, kappas = agreement.agreement_rates(a, b), agreement.cohen_kappas(a, b)
+    for row in range(50):
+        assert rates[row] == pytest.approx(agreement.agreement_rate(list(a[row]), list(b[row])))
+        scalar = agreement.cohen_kappa(list(a[row]), list(b[row]))
+        assert (math.isnan(scalar) and math.isnan(kappas[row])) or kappas[row] == pytest.approx(scalar)
 
 
 def _record(metric, key, higher_is_better, **extra):

@@ -40,7 +40,7 @@ def test_hf_generator_runs_the_eager_kernel(tiny_model_dir, monkeypatch):
     from frpo_bench.models import ModelRef, generate_hf
     seen = []
     real = generate_hf.inference_model
-    monkeypatch.setattr(generate_hf, "inference_model", lambda *a: seen.append(real(*a)) or seen[-1])
+    monkeypatch.setattr(generate_hf, "inference_model", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     cfg = from_dict(GenerationConfig, {"attention": "eager", "max_new_tokens": 4}, "generation")
     eager = generate_hf.HFGenerator().generate(ModelRef(str(tiny_model_dir)), ["hi", "hello there"], cfg)
     assert seen[-1].config._attn_implementation == "eager"

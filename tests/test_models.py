@@ -95,11 +95,25 @@ def test_resident_models_are_loaded_once_evicted_oldest_first_and_reloaded_when_
     assert cast is not first and next(cast.parameters()).dtype == torch.bfloat16
     assert next(first.parameters()).dtype == torch.float32  # the cast is a copy: the resident fp32 one is intact
     assert cast.config._attn_implementation == "eager"
-    resident.inference_model(b, "float32")  # a third: the least recently used (fp32 a) goes
-    assert resident.inference_model(a, "float32") is not first
+    resident.inference_model(b, "float32")
+    assert resident.inference_model(a, "float32") is first  # three fit
+    resident.inference_model(b, "bfloat16")  # a fourth: the least recently used (bf16 a) goes
+    assert resident.inference_model(a, "bfloat16", "eager", merge_dtype="float32") is not cast
     weights = tmp_path / "b" / "model.safetensors"
     held = resident.inference_model(b, "float32")
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten in place
     assert resident.inference_model(b, "float32") is not held
     resident.release()
     assert not resident._resident
+
+
+def test_resident_models_stay_within_the_memory_budget(tiny_model_dir, tmp_path, monkeypatch):
+    from frpo_bench.models import ModelRef, resident
+    from frpo_bench.models.tiny import build_tiny_model
+    resident.release()
+    monkeypatch.setattr(resident, "_device_memory", lambda: 1)  # no room: only the model just asked for stays
+    a, b = ModelRef(str(tiny_model_dir)), ModelRef(str(build_tiny_model(tmp_path / "b", seed=1)))
+    resident.inference_model(a, "float32")
+    held = resident.inference_model(b, "float32")
+    assert list(resident._resident.values()) == [held]
+    resident.release()

@@ -59,3 +59,18 @@ def test_rows_for_every_pair_of_defenses_and_cell():
 def test_unmatched_prompt_counts_give_nan_not_a_number_that_pairs_nothing():
     diff, low, high = paired_bootstrap([[1.0, 0.0, 1.0]], [[0.0, 0.0]])
     assert np.isnan(diff) and np.isnan(low) and np.isnan(high)
+
+
+def test_the_vectorised_two_level_bootstrap_has_the_double_loops_distribution():
+    """Two seeds with constant scores 0 and 1: a replicate's mean is 0, 0.5 or 1 with probabilities 1/4, 1/2,
+    1/4 (seeds resampled); a seed drawn twice gets independent prompt resamples (checked on one seed of
+    prompts 0 and 1: two slots averaging two independent resamples)."""
+    from frpo_bench.results.bootstrap import two_level_means
+    rng = np.random.default_rng(0)
+    means = two_level_means([np.zeros(5), np.ones(5)], rng, samples=20000)
+    assert set(np.unique(means)) == {0.0, 0.5, 1.0}
+    assert [np.mean(means == v) for v in (0.0, 0.5, 1.0)] == pytest.approx([0.25, 0.5, 0.25], abs=0.01)
+    both = two_level_means([np.array([0.0, 1.0]), np.array([0.0, 1.0])], rng, samples=40000)
+    # each slot's resample of 2 prompts: mean 0, 0.5, 1 w.p. 1/4, 1/2, 1/4; two independent slots averaged
+    assert np.mean(both == 0.0) == pytest.approx(1 / 16, abs=0.005)
+    assert np.mean(both == 0.5) == pytest.approx(6 / 16, abs=0.01)

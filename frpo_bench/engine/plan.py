@@ -222,6 +222,16 @@ def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
         seen.add(stage.key)
         ordered.append(stage)
 
-    for stage in sorted(planner.stages.values(), key=lambda s: NAMES.index(s.kind)):
+    by_kind = sorted(planner.stages.values(), key=lambda s: NAMES.index(s.kind))
+    for stage in by_kind:
+        if stage.kind not in ("generate", "score"):
+            visit(stage)
+    if recipe.generation.backend == "hf":
+        # a cell's generations, then its scores: the weights its generation loaded serve its scoring too
+        # (models.resident); the vLLM backend keeps its engine across consecutive generations instead
+        for cell in cells:
+            for stage in cell.scores.values():
+                visit(stage)
+    for stage in by_kind:
         visit(stage)
     return cells, ordered

@@ -20,7 +20,9 @@ class HFGenerator:
     def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0) -> list[str]:
         import torch
         tokenizer = load_tokenizer(model, padding_side="left")
-        lm = inference_model(model, cfg.dtype, getattr(cfg, "attention", "sdpa"))
+        # an adapter merged in float32, then cast: the weights lm-eval's `peft=` scores (and the model its
+        # GSM8K stage then finds loaded)
+        lm = inference_model(model, cfg.dtype, getattr(cfg, "attention", "sdpa"), merge_dtype="float32")
         texts = [chat_prompt(tokenizer, p, cfg.system_prompt) for p in prompts]
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # similar lengths share a batch: little padding

@@ -3,7 +3,7 @@
 A cell's generation stages (one per prompt set) and its scoring stages (lm-eval, KL) read the same
 weights one after another, and every KL of an attack sweep reads the same starting model: here a
 load of the 135M demo model costs ~1 s a stage, a 7B one on a GPU much more. The last `CAPACITY`
-models stay resident, keyed by what makes their weights (the artifact, its files' modification
+models stay resident (within half the device's memory), keyed by what makes their weights (the artifact, its files' modification
 times, the dtype the adapter was merged in, the compute dtype) and the attention kernel. Callers
 must not modify what they get (no .to(), no training); the runner releases them before training.
 """
@@ -14,26 +14,29 @@ from collections import OrderedDict
 
 from frpo_bench.models import ModelRef
 
-CAPACITY = 2  # KL holds two (the model and the one before the attack); more would only hold memory
+CAPACITY = 3  # a cell's generation model and KL's two (the model and the one before the attack, shared by a sweep)
+MEMORY_SHARE = 0.5  # and no more than half the device's memory (host RAM on a CPU) in resident weights
 _resident: "OrderedDict[tuple, object]" = OrderedDict()
 
 
 def inference_model(ref: ModelRef, dtype: str, attention: str = "sdpa", merge_dtype: str | None = None):
     """The merged model in eval mode: an adapter merged in `merge_dtype` (default: `dtype`), then cast to
-    `dtype`, with the attention kernel set; loaded once while it stays among the last CAPACITY used."""
-    key = (ref, _version(ref), merge_dtype or dtype, dtype, attention)
+    `dtype`, with the attention kernel set; loaded once while it stays among the recently used."""
+    merge_dtype = (merge_dtype or dtype) if ref.adapter else dtype  # full weights: loading in dtype is the same cast
+    key = (ref, _version(ref), merge_dtype, dtype, attention)
     if key in _resident:
         _resident.move_to_end(key)
         return _resident[key]
-    while len(_resident) >= CAPACITY:  # make room first: the peak stays at CAPACITY models
-        _resident.popitem(last=False)
     from frpo_bench.models.loading import load_merged, torch_dtype
-    model = load_merged(ref, merge_dtype or dtype)
-    if merge_dtype and merge_dtype != dtype:
+    model = load_merged(ref, merge_dtype)
+    if merge_dtype != dtype:
         model = model.to(torch_dtype(dtype))
     if attention != "sdpa":
         model.set_attn_implementation(attention)
     _resident[key] = model.eval()
+    budget = MEMORY_SHARE * _device_memory()
+    while len(_resident) > 1 and (len(_resident) > CAPACITY or sum(map(_bytes, _resident.values())) > budget):
+        _resident.popitem(last=False)  # least recently used first; a caller still holding it keeps it alive
     return model
 
 
@@ -56,3 +59,15 @@ def _version(ref: ModelRef) -> tuple:
         if folder and os.path.isdir(folder):
             stamps += sorted((entry.name, entry.stat().st_mtime_ns) for entry in os.scandir(folder) if entry.is_file())
     return tuple(stamps)
+
+
+def _bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _device_memory() -> int:
+    from frpo_bench.models.device import on_accelerator
+    if on_accelerator():
+        import torch
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

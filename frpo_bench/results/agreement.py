@@ -45,19 +45,31 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> float:
     return float("nan") if expected == 1 else (observed - expected) / (1 - expected)
 
 
+def agreement_rates(a, b):
+    """agreement_rate along the last axis of boolean arrays (one row per bootstrap replicate)."""
+    return (a == b).mean(axis=-1)
+
+
+def cohen_kappas(a, b):
+    """cohen_kappa along the last axis (nan where the expected agreement is 1)."""
+    import numpy as np
+    pa, pb = a.mean(axis=-1), b.mean(axis=-1)
+    expected = pa * pb + (1 - pa) * (1 - pb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(expected == 1, np.nan, (agreement_rates(a, b) - expected) / (1 - expected))
+
+
 def bootstrap_pairs(a: list[bool], b: list[bool], statistic, seed: int = 0,
                     samples: int = 2000) -> tuple[float, float]:
-    """95% percentile interval of statistic(a, b) over resampled pairs (nan draws dropped)."""
+    """95% percentile interval of a statistic over resampled pairs (nan draws dropped); `statistic` is the
+    vectorised form (agreement_rates, cohen_kappas): all replicates in one call."""
     import numpy as np
     if not a:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    xa, xb = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    draws = []
-    for _ in range(samples):
-        pick = rng.integers(0, len(a), size=len(a))
-        draws.append(statistic(list(xa[pick]), list(xb[pick])))
-    draws = np.asarray([d for d in draws if d == d])
+    pick = rng.integers(0, len(a), size=(samples, len(a)))
+    draws = statistic(np.asarray(a, dtype=bool)[pick], np.asarray(b, dtype=bool)[pick])
+    draws = draws[~np.isnan(draws)]
     if not draws.size:
         return float("nan"), float("nan")
     return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
@@ -100,8 +112,8 @@ def agreement_rows(records: list[dict], samples: dict[str, list[dict]]) -> list[
         for cell, group in groups.items():
             a, b = [e["a"] >= 0.5 for e in group], [e["b"] >= 0.5 for e in group]
             rows.append({**dict(zip(CELL_KEY, cell)), "judge_a": ma, "judge_b": mb, "n": len(group),
-                         "agreement": agreement_rate(a, b), **_interval("agreement", bootstrap_pairs(a, b, agreement_rate)),
-                         "kappa": cohen_kappa(a, b), **_interval("kappa", bootstrap_pairs(a, b, cohen_kappa)),
+                         "agreement": agreement_rate(a, b), **_interval("agreement", bootstrap_pairs(a, b, agreement_rates)),
+                         "kappa": cohen_kappa(a, b), **_interval("kappa", bootstrap_pairs(a, b, cohen_kappas)),
                          "unsafe_rate_a": sum(a) / len(a), "unsafe_rate_b": sum(b) / len(b)})
     return rows
 

@@ -80,15 +80,41 @@ def build_log(records: list[dict], samples: dict[str, list[dict]], context: dict
 
 def write(run_dir: Path, records: list[dict], samples: dict[str, list[dict]], context: dict) -> Path:
     """inspect/<datetime>_<recipe>.eval, written to a temporary name and renamed; older logs of the run removed."""
-    from inspect_ai.log import write_eval_log
     log = build_log(records, samples, context)
     folder = run_dir / "inspect"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{context['timestamp']}_{log.eval.task.replace('/', '-')}{SUFFIX}"
     tmp = folder / f".{path.name}.tmp{SUFFIX}"
-    write_eval_log(log, str(tmp), format="eval")
+    write_in_chunks(log, str(tmp))
     os.replace(tmp, path)
     for old in folder.glob(f"*{SUFFIX}"):
         if old != path and not old.name.startswith("."):
             old.unlink()
     return path
+
+
+FLUSH_EVERY = 500  # samples
+
+
+def write_in_chunks(log, location: str) -> None:
+    """write_eval_log's .eval path (inspect_ai's EvalRecorder: init, start, each sample, finish), flushing
+    the recorder's buffer every FLUSH_EVERY samples. inspect_ai 0.3.285 compares each buffered sample with
+    all the others when it is added, so one flush at the end costs time quadratic in the samples: 7 s of
+    the demo's 14 s of results here (10,000 samples), hours for a large sweep."""
+    from inspect_ai._util._async import run_coroutine
+    from inspect_ai.log._condense import condense_sample
+    from inspect_ai.log._recorders.eval import EvalRecorder
+
+    async def write() -> None:
+        recorder = EvalRecorder(os.path.dirname(location))
+        await recorder.log_init(log.eval, location, clean=True)
+        await recorder.log_start(log.eval, log.plan)
+        for i, sample in enumerate(log.samples or [], start=1):
+            await recorder.log_sample(log.eval, condense_sample(sample))
+            if i % FLUSH_EVERY == 0:
+                await recorder.flush(log.eval)
+        await recorder.log_finish(log.eval, log.status, log.stats, log.results, log.reductions, log.error,
+                                  invalidated=log.invalidated, log_updates=log.log_updates,
+                                  config_updates=log.config_updates)
+
+    run_coroutine(write())

@@ -13,15 +13,11 @@ from frpo_bench.results.schema import (PROVENANCE, ROW_KEY, SCHEMA_VERSION, Row,
 def seed_bootstrap_ci(groups: list[list[float]], seed: int = 0, samples: int = 2000) -> tuple[float, float]:
     """Two-level percentile bootstrap of the mean: resample seeds, then prompts within each."""
     import numpy as np
-    rng = np.random.default_rng(seed)
+    from frpo_bench.results.bootstrap import percentile_interval, two_level_means
     arrays = [np.asarray(g, dtype=float) for g in groups if len(g)]
     if not arrays:
         return float("nan"), float("nan")
-    means = np.empty(samples)
-    for b in range(samples):
-        picked = rng.integers(0, len(arrays), size=len(arrays))
-        means[b] = np.mean([arrays[i][rng.integers(0, arrays[i].size, size=arrays[i].size)].mean() for i in picked])
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    return percentile_interval(two_level_means(arrays, np.random.default_rng(seed), samples))
 
 
 def aggregate(records: list[dict]) -> list[Row]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 
+from frpo_bench.results.bootstrap import percentile_interval, two_level_means
 from frpo_bench.results.schema import SCHEMA_VERSION, to_csv
 
 COLUMNS = ["schema_version", "recipe", "base", "attack", "attack_lr", "metric", "higher_is_better", "defense_a",
@@ -29,13 +30,7 @@ def paired_bootstrap(a: list[list[float]], b: list[list[float]], seed: int = 0,
         return float("nan"), float("nan"), float("nan")
     per_seed = [x - y for x, y in pairs]  # prompt-level differences: paired within each seed
     observed = float(np.mean([d.mean() for d in per_seed]))
-    rng = np.random.default_rng(seed)
-    draws = np.empty(samples)
-    for k in range(samples):
-        picked = rng.integers(0, len(per_seed), size=len(per_seed))
-        draws[k] = np.mean([per_seed[s][rng.integers(0, per_seed[s].size, size=per_seed[s].size)].mean()
-                            for s in picked])
-    return observed, float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+    return (observed, *percentile_interval(two_level_means(per_seed, np.random.default_rng(seed), samples)))
 
 
 def match_seeds(a: dict, b: dict) -> list[tuple]:
