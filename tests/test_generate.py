@@ -56,3 +56,9 @@ def test_shared_length_leaves_every_prompt_a_token_of_its_own():
     ids, mask = batch_inputs([1, 2], [[5], [6, 7, 8]], pad_id=0, device="cpu")
     assert ids.tolist() == [[1, 2, 0, 0, 5], [1, 2, 6, 7, 8]]
     assert mask.tolist() == [[1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+
+
+def test_prompts_split_into_the_fewest_even_batches():
+    from frpo_bench.models.generate_hf import even_batch_size
+    assert even_batch_size(100, 48) == 34 and even_batch_size(96, 48) == 48 and even_batch_size(10, 48) == 10
+    assert even_batch_size(0, 16) == 1 and even_batch_size(17, 16) == 9

@@ -113,7 +113,7 @@ def test_smoke_trajectory_checkpoints_are_cached_stages(tmp_path, isolated_cache
 
 def test_a_score_on_a_prefix_of_a_prompt_set_reads_the_larger_sets_generation():
     """KL on the first 32 of the 100 harmful prompts reads those 100 completions, not a generation of its own;
-    at a trajectory point (32 prompts for both) the two share the 32-prompt generation."""
+    at a trajectory point (24 prompts for both) the two share the 24-prompt generation."""
     from frpo_bench.config import load_recipe
     from frpo_bench.data import ref_selection
     from frpo_bench.data.ref import DataRef
@@ -129,7 +129,7 @@ def test_a_score_on_a_prefix_of_a_prompt_set_reads_the_larger_sets_generation():
     assert final.scores["kl_harmful"].parents[0] is final.scores["harmful_refusal"].parents[0]
     assert final.scores["kl_harmful"].parents[0].fields["prompts"]["n"] == 100
     assert point.scores["kl_harmful"].parents[0] is point.scores["harmful_refusal"].parents[0]
-    assert point.scores["kl_harmful"].parents[0].fields["prompts"]["n"] == 32
+    assert point.scores["kl_harmful"].parents[0].fields["prompts"]["n"] == 24  # the trajectory's n
     generations = [s for s in stages if s.kind == "generate"]
     assert len(generations) == len({(s.parents[0].key, s.fields["prompts"]["dataset"]) for s in generations})
 
