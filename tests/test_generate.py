@@ -62,3 +62,11 @@ def test_prompts_split_into_the_fewest_even_batches():
     from frpo_bench.models.generate_hf import even_batch_size
     assert even_batch_size(100, 48) == 34 and even_batch_size(96, 48) == 48 and even_batch_size(10, 48) == 10
     assert even_batch_size(0, 16) == 1 and even_batch_size(17, 16) == 9
+
+
+def test_generation_key_names_the_fp32_adapter_merge_where_it_differs_from_the_compute_dtype():
+    bf16 = from_dict(GenerationConfig, {"dtype": "bfloat16"}, "generation")
+    assert bf16.key_fields()["adapter_merge"] == "float32"
+    assert "adapter_merge" not in gen_cfg(4).key_fields()  # fp32: merged in fp32 as always, keys unchanged
+    assert "adapter_merge" not in from_dict(GenerationConfig, {"dtype": "bfloat16", "backend": "vllm"},
+                                            "generation").key_fields()  # vLLM serves adapters unmerged
