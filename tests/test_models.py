@@ -83,7 +83,6 @@ def test_results_name_a_local_model_without_this_machines_path(tmp_path, tiny_mo
 
 def test_resident_models_are_loaded_once_evicted_oldest_first_and_reloaded_when_rewritten(tiny_model_dir, tmp_path):
     import os
-    import torch
     from frpo_bench.models import ModelRef
     from frpo_bench.models import resident
     from frpo_bench.models.tiny import build_tiny_model
