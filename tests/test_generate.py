@@ -39,7 +39,7 @@ def test_shared_prefix_cache_keeps_greedy_output_and_is_used(tiny_model_dir, mon
                     "generation")
     lengths = []
     real = shared_prefix.prefix_cache
-    monkeypatch.setattr("frpo_bench.models.generate_hf.prefix_cache",
+    monkeypatch.setattr("frpo_bench.models.shared_prefix.prefix_cache",
                         lambda model, ids: lengths.append(len(ids)) or real(model, ids))
     assert HFGenerator().generate(ref, PROMPTS, on) == HFGenerator().generate(ref, PROMPTS, off)
     tokenizer = load_tokenizer(ref)
@@ -56,6 +56,17 @@ def test_shared_length_leaves_every_prompt_a_token_of_its_own():
     ids, mask = batch_inputs([1, 2], [[5], [6, 7, 8]], pad_id=0, device="cpu")
     assert ids.tolist() == [[1, 2, 0, 0, 5], [1, 2, 6, 7, 8]]
     assert mask.tolist() == [[1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+
+
+def test_opening_is_shared_only_when_long_enough_and_cached_for_every_model(tiny_model_dir):
+    from frpo_bench.models.loading import load_model
+    from frpo_bench.models.shared_prefix import MIN_SHARED, opening
+    model = load_model(ModelRef(str(tiny_model_dir))).eval()
+    long = list(range(1, MIN_SHARED + 3))
+    head, caches = opening([model, model], [long + [50], long + [60, 61]])
+    assert head == long and len(caches) == 2 and all(c.get_seq_length() == len(long) for c in caches)
+    assert opening([model], [long[:MIN_SHARED - 1] + [50], long[:MIN_SHARED - 1] + [60]]) == ([], [None])
+    assert opening([model], [long + [50], long + [60]], enabled=False) == ([], [None])
 
 
 def test_prompts_split_into_the_fewest_even_batches():

@@ -28,7 +28,7 @@ def test_k3_sums_equal_the_definition():
 
 def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_loop(tiny_model_dir, tmp_path):
     import torch
-    from frpo_bench.evaluators.kl_to_start import encode, sequence_kls, token_logprobs
+    from frpo_bench.evaluators.kl_to_start import accepts_logits_to_keep, encode, sequence_kls, token_logprobs
     from frpo_bench.models import ModelRef
     from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer
     from frpo_bench.models.shared_prefix import MIN_SHARED, shared_length
@@ -39,6 +39,7 @@ def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_l
     prompts = [chat_prompt(tokenizer, p, "Be brief.") for p in ("How do I bake bread?", "Tell me a joke about cats, please.", "Hi")]
     encoded = encode(tokenizer, prompts, ["Sure, here is how.", "No.", ""])
     assert shared_length([ids[:at] for ids, at in encoded]) >= MIN_SHARED  # the shared-prefix path runs
+    assert accepts_logits_to_keep(start)  # and only completion positions reach the output layer
     assert sequence_kls(start, start, encoded, tokenizer.pad_token_id, batch_size=2) == [0.0, 0.0, 0.0]
     batched = sequence_kls(start, now, encoded, tokenizer.pad_token_id, batch_size=2)
     whole = sequence_kls(start, now, encoded, tokenizer.pad_token_id, batch_size=2, share_prefix=False)

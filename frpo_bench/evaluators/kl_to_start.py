@@ -51,12 +51,18 @@ def token_logprobs(model, input_ids, attention_mask, prefix=None, prefix_length:
         ones = torch.ones((input_ids.shape[0], prefix_length), dtype=attention_mask.dtype, device=attention_mask.device)
         attention_mask = torch.cat([ones, attention_mask], dim=1)
         cached = {"past_key_values": repeated(prefix, input_ids.shape[0])}
-    positions = torch.arange(first, input_ids.shape[1] - 1, device=input_ids.device)
-    try:
+    if accepts_logits_to_keep(model):
+        positions = torch.arange(first, input_ids.shape[1] - 1, device=input_ids.device)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **cached).logits
-    except TypeError:  # a model class without logits_to_keep: every position
+    else:  # a model class without logits_to_keep: every position
         logits = model(input_ids=input_ids, attention_mask=attention_mask, **cached).logits[:, first:-1]
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, input_ids[:, first + 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs since 4.45)."""
+    import inspect
+    return "logits_to_keep" in inspect.signature(type(model).forward).parameters
 
 
 def encode(tokenizer, prompts: list[str], completions: list[str]) -> list[tuple[list[int], int]]:
@@ -74,12 +80,8 @@ def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_i
     """Per sequence, the k3 sum over its completion tokens. The prompts' shared opening (chat template,
     system turn) runs once per model (models/shared_prefix.py): ~30% of the tokens here."""
     import torch
-    from frpo_bench.models.shared_prefix import MIN_SHARED, prefix_cache, shared_length
-    shared = shared_length([row[:start] for row, start in encoded]) if share_prefix else 0
-    head = encoded[0][0][:shared] if shared >= MIN_SHARED else []
-    caches = [prefix_cache(m, head) if head else None for m in (model, start_model)]
-    if None in caches:
-        head, caches = [], [None, None]
+    from frpo_bench.models.shared_prefix import opening
+    head, caches = opening([model, start_model], [row[:start] for row, start in encoded], enabled=share_prefix)
     sums: dict[int, float] = {}
     order = sorted(range(len(encoded)), key=lambda i: encoded[i][1])  # similar prompt lengths share a batch
     with torch.inference_mode():

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 from frpo_bench.models import ModelRef
 from frpo_bench.models.loading import chat_prompt, load_tokenizer
 from frpo_bench.models.resident import inference_model
-from frpo_bench.models.shared_prefix import MIN_SHARED, batch_inputs, prefix_cache, repeated, shared_length
+from frpo_bench.models.shared_prefix import batch_inputs, opening, repeated
 
 
 class HFGenerator:
@@ -33,9 +33,7 @@ class HFGenerator:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         torch.manual_seed(seed)
-        shared = shared_length(ids) if getattr(cfg, "prefix_cache", True) else 0
-        prefix = prefix_cache(lm, ids[0][:shared]) if shared >= MIN_SHARED else None
-        head = ids[0][:shared] if prefix is not None else []
+        head, (prefix,) = opening([lm], ids, enabled=getattr(cfg, "prefix_cache", True))
         out: list[str] = [""] * len(texts)
         start, done = time.time(), 0
         with torch.inference_mode():

@@ -42,6 +42,20 @@ def prefix_cache(model, prefix_ids: Sequence[int]):
     return cache
 
 
+def opening(models: Sequence, token_lists: Sequence[Sequence[int]], enabled: bool = True):
+    """The shared opening of the token lists and each model's KV cache after it: (prefix ids, caches).
+    ([], [None, ...]) where sharing is off, the opening is shorter than MIN_SHARED, or any model's cache
+    cannot be copied (then every prompt runs whole, for all models alike)."""
+    shared = shared_length(token_lists) if enabled else 0
+    if shared < MIN_SHARED:
+        return [], [None] * len(models)
+    head = list(token_lists[0][:shared])
+    caches = [prefix_cache(model, head) for model in models]
+    if any(cache is None for cache in caches):
+        return [], [None] * len(models)
+    return head, caches
+
+
 def batch_inputs(prefix_ids: Sequence[int], rests: Sequence[Sequence[int]], pad_id: int, device):
     """input_ids and attention_mask of [prefix | left padding | rest] for each row."""
     import torch
