@@ -78,3 +78,42 @@ def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, mon
     assert (out / "leaderboard.csv").read_bytes() == first_csv
     assert main(["plan", "smoke"]) == 0
     assert "24 cached, 0 to run" in capsys.readouterr().out
+
+    # the attacks' weights deleted once scored (a full fine-tune is ~0.5 GB per step kept): nothing retrains
+    import shutil
+    for attack in (isolated_cache / "attack").iterdir():
+        shutil.rmtree(attack)
+    assert main(["run", "smoke", "--out", str(out)]) == 0
+    pruned = capsys.readouterr()
+    assert "0 to run, 2 missing but unneeded" in pruned.err and "everything from cache" in pruned.out
+    assert (out / "leaderboard.csv").read_bytes() == first_csv
+    assert main(["plan", "smoke"]) == 0
+    assert sum(line.lstrip().startswith("unneeded attack") for line in capsys.readouterr().out.splitlines()) == 2
+
+
+def test_only_stages_a_missing_result_needs_are_built():
+    """A missing stage is built when a result needs it; every ancestor of what is built must be there."""
+    from frpo_bench.engine.plan import build_summary, stages_to_build
+    from frpo_bench.engine.stages import Stage
+
+    def stage(kind, key, *parents):
+        return Stage(kind=kind, key=key, label=key, fields={}, parents=list(parents))
+    base = stage("base", "b")
+    attack = stage("attack", "a", base)
+    final_gen = stage("generate", "g", attack)
+    final_score = stage("score", "s", final_gen)
+    point = stage("checkpoint", "c", attack)  # an intermediate step: read from the attack's folder
+    point_gen = stage("generate", "g5", point)
+    point_score = stage("score", "s5", point_gen)
+    stages = [base, attack, final_gen, final_score, point, point_gen, point_score]
+    keys = lambda todo: [s.key for s in todo]  # noqa: E731
+
+    assert keys(stages_to_build(stages, lambda s: False)) == ["b", "a", "g", "s", "c", "g5", "s5"]
+    every_score = lambda s: s.kind in ("base", "score")  # noqa: E731  the weights deleted after scoring
+    assert keys(stages_to_build(stages, every_score)) == []
+    assert build_summary(stages, [], every_score) == "3 cached, 0 to run, 4 missing but unneeded (every result they lead to is cached)"
+    # one score missing, its checkpoint still recorded: the attack it reads is rebuilt, the other branch is not
+    cached = {"b", "s", "c"}
+    assert keys(stages_to_build(stages, lambda s: s.key in cached)) == ["a", "g5", "s5"]
+    # what `--stages attack` asks for is a leaf of its list: built even with nothing downstream
+    assert keys(stages_to_build([base, attack], lambda s: s.key == "b")) == ["a"]

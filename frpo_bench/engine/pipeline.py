@@ -13,7 +13,7 @@ from pathlib import Path
 
 from frpo_bench.config import Recipe
 from frpo_bench.errors import ConfigError
-from frpo_bench.engine.plan import build_plan, component_options, resolve_installed
+from frpo_bench.engine.plan import build_plan, build_summary, component_options, resolve_installed, stages_to_build
 from frpo_bench.engine.stages import BY_NAME
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic, write_text_atomic
@@ -45,8 +45,10 @@ def plan_report(recipe: Recipe, store: Store) -> str:
     from frpo_bench.data import DATA_ENV, get, hub_files, locate
     cells, stages = build_plan(recipe)
     lines = [f"recipe {recipe.name}: {len(cells)} cells, {len(stages)} stages (store: {store.root})", ""]
+    todo = stages_to_build(stages, lambda s: store.has(s.kind, s.key))
+    keys = {s.key for s in todo}
     for stage in stages:
-        status = "cached " if store.has(stage.kind, stage.key) else "to run "
+        status = "cached " if store.has(stage.kind, stage.key) else "to run " if stage.key in keys else "unneeded"
         lines.append(f"  {status} {stage.kind:8s} {stage.key[:12]}  {stage.label}")
     lines.append("")
     for name in sorted({r.dataset for r in all_data_refs(recipe)}):
@@ -59,8 +61,7 @@ def plan_report(recipe: Recipe, store: Store) -> str:
         except ConfigError as err:
             where = f"MISSING: {err.problem}; set {DATA_ENV} or go online"
         lines.append(f"  data {name}: {where}")
-    todo = sum(not store.has(s.kind, s.key) for s in stages)
-    lines.append(f"\n{len(stages) - todo} cached, {todo} to run")
+    lines.append("\n" + build_summary(stages, todo, lambda s: store.has(s.kind, s.key)))
     return "\n".join(lines)
 
 

@@ -235,3 +235,40 @@ def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
     for stage in by_kind:
         visit(stage)
     return cells, ordered
+
+
+def stages_to_build(stages: list[Stage], is_built) -> list[Stage]:
+    """The stages a run must build, in the given (parents-first) order: a missing stage is built only when
+    a result needs it, i.e. it is a leaf of `stages` (a score, or what `--stages` asked for) or a missing
+    child needs it; and every ancestor of a stage to build must be there to be read (a LoRA attack's
+    generation reads its whole model lineage). So once every score is in the store, the weights that made
+    them (gigabytes per full fine-tune) may be deleted and a rerun trains nothing."""
+    children: dict[str, list[Stage]] = {s.key: [] for s in stages}
+    for stage in stages:
+        for parent in stage.parents:
+            if parent.key in children:
+                children[parent.key].append(stage)
+    missing = {s.key for s in stages if not is_built(s)}
+    needed: dict[str, bool] = {}
+
+    def is_needed(stage: Stage) -> bool:
+        if stage.key not in needed:
+            below = children[stage.key]
+            needed[stage.key] = stage.key in missing and (not below or any(is_needed(c) for c in below))
+        return needed[stage.key]
+    required: set[str] = set()
+    pending = [s for s in stages if is_needed(s)]
+    while pending:
+        stage = pending.pop()
+        if stage.key not in required:
+            required.add(stage.key)
+            pending.extend(stage.parents)
+    return [s for s in stages if s.key in required and s.key in missing]
+
+
+def build_summary(stages: list[Stage], todo: list[Stage], is_built) -> str:
+    """"N cached, M to run", and how many missing stages no result needs."""
+    cached = sum(1 for s in stages if is_built(s))
+    idle = len(stages) - cached - len(todo)
+    return f"{cached} cached, {len(todo)} to run" + (
+        f", {idle} missing but unneeded (every result they lead to is cached)" if idle else "")

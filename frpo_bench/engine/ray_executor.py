@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from frpo_bench.engine.plan import Stage
+from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.runner import Execution, build, release_generation_engines, release_resident_models
 from frpo_bench.engine.store import Store
 from frpo_bench.errors import StageError
@@ -137,8 +137,9 @@ def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
     gpu_cluster = ray.cluster_resources().get("GPU", 0) > 0
     remote, remote_launched = ray.remote(run_stage), ray.remote(launched_stage)
-    todo = [s for s in stages if not store.has(s.kind, s.key)]
-    report(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run on the Ray cluster "
+    is_built = lambda s: store.has(s.kind, s.key)  # noqa: E731
+    todo = stages_to_build(stages, is_built)
+    report(f"{len(stages)} stages: {build_summary(stages, todo, is_built)} on the Ray cluster "
            f"({int(ray.cluster_resources().get('CPU', 0))} CPUs, {int(ray.cluster_resources().get('GPU', 0))} GPUs; "
            f"store: {store.root})")
     refs: dict[str, object] = {}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from frpo_bench.engine.plan import Stage
+from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.eta import History, expected_seconds
 from frpo_bench.engine.stages import BY_NAME, stage_dtype, stage_size
 from frpo_bench.engine.store import Store
@@ -60,14 +60,15 @@ class Execution:
 
 
 def execute(stages: list[Stage], store: Store) -> Execution:
-    """Run every stage not yet in the store."""
+    """Run every stage not yet in the store that a result needs (engine/plan.py: stages_to_build)."""
     from frpo_bench.models.device import compute_device
     from frpo_bench.training.distributed import launched_rank
     rank = launched_rank()[0]  # under `accelerate launch` every process trains; only rank 0 writes the store
-    todo = [s for s in stages if not store.has(s.kind, s.key)]
+    is_built = lambda s: store.has(s.kind, s.key)  # noqa: E731
+    todo = stages_to_build(stages, is_built)
     device = compute_device() if todo else "cpu"
     progress = Progress(todo, quiet=rank > 0, history=History.of_store(store.root) if todo else None, device=device)
-    progress.say(f"{len(stages)} stages: {len(stages) - len(todo)} cached, {len(todo)} to run (store: {store.root})")
+    progress.say(f"{len(stages)} stages: {build_summary(stages, todo, is_built)} (store: {store.root})")
     built = []
     for stage in todo:
         if stage.kind != "generate":
@@ -133,7 +134,10 @@ def seconds_by_kind(stages: list[Stage], store: Store, by_device: bool = False) 
     with `by_device`, keyed 'kind@device' (records from before devices were recorded: '@unrecorded')."""
     totals: dict[str, float] = {}
     for stage in stages:
-        info = json.loads((store.path(stage.kind, stage.key) / "stage.json").read_text())
+        record = store.path(stage.kind, stage.key) / "stage.json"
+        if not record.is_file():  # deleted after its results were scored (not needed again)
+            continue
+        info = json.loads(record.read_text())
         name = f"{stage.kind}@{info.get('device', 'unrecorded')}" if by_device else stage.kind
         totals[name] = totals.get(name, 0.0) + info.get("seconds", 0.0)
     return {name: round(seconds, 1) for name, seconds in totals.items()}
