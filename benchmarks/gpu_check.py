@@ -1,6 +1,6 @@
 """One-command GPU check: every stage on the accelerator, and the throughput figures the issues track.
 
-    python benchmarks/gpu_check.py [--out DIR] [--wheelhouse DIR] [--quick]
+    python benchmarks/gpu_check.py [--out DIR] [--wheelhouse DIR] [--smol-config DIR] [--quick]
 
 No network. On one H100/H200 it takes at most ~8 minutes:
 1. random-weight models built from configs: SmolLM2-135M-shaped from ../shared/models/smollm2-135m-config
@@ -198,6 +198,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--wheelhouse", type=Path, default=None, help="wheels of trl, datasets, lm-eval (offline)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, smoke only: to test this script on a CPU")
+    parser.add_argument("--smol-config", type=Path, default=SMOL_CONFIG,
+                        help="SmolLM2-135M config and tokenizer, no weights (default: ../shared/models/...; on a "
+                             "device machine, where ../shared does not travel, a carried copy)")
     args = parser.parse_args()
     ensure_packages(args.wheelhouse)
     import torch
@@ -209,7 +212,7 @@ def main() -> None:
             from frpo_bench.models.tiny import build_tiny_model
             smol = build_tiny_model(tmp / "smol")
         else:
-            smol = random_model(SMOL_CONFIG, None, tmp / "smol")
+            smol = random_model(args.smol_config, None, tmp / "smol")
         started = time.time()
         frpo_bench("run", "smoke", "--out", str(tmp / "smoke-run"), store=tmp / "store-smoke")
         results["smoke"] = {**check_stages(stage_records(tmp / "store-smoke"), device),
