@@ -86,6 +86,7 @@ def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, mon
     assert main(["run", "smoke", "--out", str(out)]) == 0
     pruned = capsys.readouterr()
     assert "0 to run, 2 missing but unneeded" in pruned.err and "everything from cache" in pruned.out
+    assert "2 attacks' folders are not in the store" in pruned.err  # their loss curves: said, not silently gone
     assert (out / "leaderboard.csv").read_bytes() == first_csv
     assert main(["plan", "smoke"]) == 0
     assert sum(line.lstrip().startswith("unneeded attack") for line in capsys.readouterr().out.splitlines()) == 2

@@ -259,6 +259,11 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
         execution = execute(stages, store)
     dirs = execution.dirs
     records = cell_results(cells, dirs, recipe)
+    gone = {c.model.key for c in cells if c.model.kind == "attack" and not store.has("attack", c.model.key)}
+    if gone:  # deleted after scoring (not needed to rebuild any result); their loss curves were in them
+        print(f"note: {len(gone)} attacks' folders are not in the store (deleted after scoring), so their loss "
+              f"curves are missing from trajectory.csv; `frpo-bench run {recipe.name} --stages attack` rebuilds them",
+              file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     if execution.timeline:  # where and when each stage ran, from the Ray executor
         write_json_atomic(out / "timeline.json", sorted(execution.timeline, key=lambda r: r["started"]))
