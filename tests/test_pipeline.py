@@ -109,12 +109,12 @@ def test_only_stages_a_missing_result_needs_are_built():
     stages = [base, attack, final_gen, final_score, point, point_gen, point_score]
     keys = lambda todo: [s.key for s in todo]  # noqa: E731
 
-    assert keys(stages_to_build(stages, lambda s: False)) == ["b", "a", "g", "s", "c", "g5", "s5"]
-    every_score = lambda s: s.kind in ("base", "score")  # noqa: E731  the weights deleted after scoring
+    assert keys(stages_to_build(stages, set())) == ["b", "a", "g", "s", "c", "g5", "s5"]
+    every_score = {"b", "s", "s5"}  # the weights deleted after scoring
     assert keys(stages_to_build(stages, every_score)) == []
     assert build_summary(stages, [], every_score) == "3 cached, 0 to run, 4 missing but unneeded (every result they lead to is cached)"
     # one score missing, its checkpoint still recorded: the attack it reads is rebuilt, the other branch is not
     cached = {"b", "s", "c"}
-    assert keys(stages_to_build(stages, lambda s: s.key in cached)) == ["a", "g5", "s5"]
+    assert keys(stages_to_build(stages, cached)) == ["a", "g5", "s5"]
     # what `--stages attack` asks for is a leaf of its list: built even with nothing downstream
-    assert keys(stages_to_build([base, attack], lambda s: s.key == "b")) == ["a"]
+    assert keys(stages_to_build([base, attack], {"b"})) == ["a"]

@@ -45,10 +45,11 @@ def plan_report(recipe: Recipe, store: Store) -> str:
     from frpo_bench.data import DATA_ENV, get, hub_files, locate
     cells, stages = build_plan(recipe)
     lines = [f"recipe {recipe.name}: {len(cells)} cells, {len(stages)} stages (store: {store.root})", ""]
-    todo = stages_to_build(stages, lambda s: store.has(s.kind, s.key))
+    built = store.present(stages)
+    todo = stages_to_build(stages, built)
     keys = {s.key for s in todo}
     for stage in stages:
-        status = "cached " if store.has(stage.kind, stage.key) else "to run " if stage.key in keys else "unneeded"
+        status = "cached " if stage.key in built else "to run " if stage.key in keys else "unneeded"
         lines.append(f"  {status} {stage.kind:8s} {stage.key[:12]}  {stage.label}")
     lines.append("")
     for name in sorted({r.dataset for r in all_data_refs(recipe)}):
@@ -61,7 +62,7 @@ def plan_report(recipe: Recipe, store: Store) -> str:
         except ConfigError as err:
             where = f"MISSING: {err.problem}; set {DATA_ENV} or go online"
         lines.append(f"  data {name}: {where}")
-    lines.append("\n" + build_summary(stages, todo, lambda s: store.has(s.kind, s.key)))
+    lines.append("\n" + build_summary(stages, todo, built))
     return "\n".join(lines)
 
 

@@ -237,8 +237,9 @@ def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
     return cells, ordered
 
 
-def stages_to_build(stages: list[Stage], is_built) -> list[Stage]:
-    """The stages a run must build, in the given (parents-first) order: a missing stage is built only when
+def stages_to_build(stages: list[Stage], built: set[str]) -> list[Stage]:
+    """The stages a run must build, in the given (parents-first) order, `built` being the keys already
+    stored: a missing stage is built only when
     a result needs it, i.e. it is a leaf of `stages` (a score, or what `--stages` asked for) or a missing
     child needs it; and every ancestor of a stage to build must be there to be read (a LoRA attack's
     generation reads its whole model lineage). So once every score is in the store, the weights that made
@@ -248,7 +249,7 @@ def stages_to_build(stages: list[Stage], is_built) -> list[Stage]:
         for parent in stage.parents:
             if parent.key in children:
                 children[parent.key].append(stage)
-    missing = {s.key for s in stages if not is_built(s)}
+    missing = {s.key for s in stages} - built
     needed: dict[str, bool] = {}
 
     def is_needed(stage: Stage) -> bool:
@@ -266,9 +267,9 @@ def stages_to_build(stages: list[Stage], is_built) -> list[Stage]:
     return [s for s in stages if s.key in required and s.key in missing]
 
 
-def build_summary(stages: list[Stage], todo: list[Stage], is_built) -> str:
+def build_summary(stages: list[Stage], todo: list[Stage], built: set[str]) -> str:
     """"N cached, M to run", and how many missing stages no result needs."""
-    cached = sum(1 for s in stages if is_built(s))
+    cached = sum(1 for s in stages if s.key in built)
     idle = len(stages) - cached - len(todo)
     return f"{cached} cached, {len(todo)} to run" + (
         f", {idle} missing but unneeded (every result they lead to is cached)" if idle else "")

@@ -137,9 +137,9 @@ def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
     gpu_cluster = ray.cluster_resources().get("GPU", 0) > 0
     remote, remote_launched = ray.remote(run_stage), ray.remote(launched_stage)
-    is_built = lambda s: store.has(s.kind, s.key)  # noqa: E731
-    todo = stages_to_build(stages, is_built)
-    report(f"{len(stages)} stages: {build_summary(stages, todo, is_built)} on the Ray cluster "
+    built = store.present(stages)
+    todo = stages_to_build(stages, built)
+    report(f"{len(stages)} stages: {build_summary(stages, todo, built)} on the Ray cluster "
            f"({int(ray.cluster_resources().get('CPU', 0))} CPUs, {int(ray.cluster_resources().get('GPU', 0))} GPUs; "
            f"store: {store.root})")
     refs: dict[str, object] = {}

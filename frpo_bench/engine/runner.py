@@ -64,11 +64,11 @@ def execute(stages: list[Stage], store: Store) -> Execution:
     from frpo_bench.models.device import compute_device
     from frpo_bench.training.distributed import launched_rank
     rank = launched_rank()[0]  # under `accelerate launch` every process trains; only rank 0 writes the store
-    is_built = lambda s: store.has(s.kind, s.key)  # noqa: E731
-    todo = stages_to_build(stages, is_built)
+    built_keys = store.present(stages)
+    todo = stages_to_build(stages, built_keys)
     device = compute_device() if todo else "cpu"
     progress = Progress(todo, quiet=rank > 0, history=History.of_store(store.root) if todo else None, device=device)
-    progress.say(f"{len(stages)} stages: {build_summary(stages, todo, is_built)} (store: {store.root})")
+    progress.say(f"{len(stages)} stages: {build_summary(stages, todo, built_keys)} (store: {store.root})")
     built = []
     for stage in todo:
         if stage.kind != "generate":

@@ -39,6 +39,10 @@ class Store:
     def has(self, kind: str, key: str) -> bool:
         return (self.path(kind, key) / MARKER).is_file()
 
+    def present(self, stages) -> set[str]:
+        """The keys of the stages (anything with .kind and .key) whose artifacts are complete here."""
+        return {s.key for s in stages if self.has(s.kind, s.key)}
+
     @contextmanager
     def lock(self, kind: str, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold the key's lock (waiting for another holder, and saying so through `waiting`). Holding it, no
