@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from frpo_bench.engine.stages import NAMES as STAGE_KINDS
-from frpo_bench.errors import ConfigError, StageError
+from frpo_bench.errors import ConfigError, StageError, Terminated
 
 DEFAULT_RECIPE = "demo"
 
@@ -80,7 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="recipe overrides for --checkpoint runs")
     check.add_argument("--store", type=Path, default=None, help="artifact cache directory")
     check.add_argument("--out", type=Path, default=None, help="run directory for --checkpoint (default: runs/check-<recipe>)")
+    verify = sub.add_parser("verify", help="hash every file of every stored artifact against its record",
+                            description="Check a store in full: every artifact's files (model weights included) "
+                                        "against the sizes and sha256 recorded when it was built. Runs check sizes "
+                                        "and small files on every look; this also hashes the large ones. Exit 1 if "
+                                        "anything is corrupt.")
+    verify.add_argument("--store", type=Path, default=None, help="artifact cache directory")
+    verify.add_argument("--repair", action="store_true", help="remove corrupt artifacts, so the next run builds them again")
     return parser
+
+
+def cmd_verify(args) -> int:
+    from frpo_bench.engine.store import Store
+    store = Store(args.store)
+    if not store.root.is_dir():
+        raise ConfigError("--store", str(store.root), "is not a directory", "give the store a run used (--store or "
+                          "$FRPO_BENCH_CACHE)")
+    bad = store.verify_all(repair=args.repair)
+    print(f"{len(store.artifacts()) + (len(bad) if args.repair else 0)} artifacts checked in {store.root}: "
+          + (f"{len(bad)} corrupt" + (" (removed: the next run builds them again)" if args.repair else
+                                     " (run with --repair to remove them)") if bad else "all intact"))
+    return 1 if bad else 0
 
 
 def cmd_run(args) -> int:
@@ -230,10 +250,15 @@ def cmd_check(args) -> int:
     return code
 
 
+INTERRUPTED = ("interrupted: the stage in progress left nothing behind; finished stages are kept in the store, "
+               "and the same command resumes")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "plan": cmd_plan, "ls": cmd_ls, "leaderboard": cmd_leaderboard,
-               "check": cmd_check}[args.command]
+               "check": cmd_check, "verify": cmd_verify}[args.command]
+    previous = install_sigterm()
     try:
         return handler(args)
     except ConfigError as err:
@@ -242,6 +267,44 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the shell's convention: 128 + SIGINT, one line, no traceback
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"\nterminated (SIGTERM): {INTERRUPTED.split(': ', 1)[1]}", file=sys.stderr)
+        return 143
+    except OSError as err:  # a full disk, a read-only or vanished folder: the path and the fix, not a traceback
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return 1
+    finally:
+        restore_sigterm(previous)
+
+
+def os_error_message(err: OSError) -> str:
+    import errno
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{where}. Nothing half-written was kept; free space there, or give "
+                "--store/--out (or $FRPO_BENCH_CACHE) on a larger disk, then run the same command again")
+    return f"{err.strerror or err}{where}. Fix the path or its permissions and run the same command again"
+
+
+def install_sigterm():
+    """SIGTERM (a scheduler's or `kill`'s stop) unwinds like Ctrl-C. Only the main thread may set handlers."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def restore_sigterm(previous) -> None:
+    import signal
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

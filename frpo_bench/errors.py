@@ -14,3 +14,7 @@ class ConfigError(Exception):
 
 class StageError(RuntimeError):
     """A stage failed mid-run; finished stages stay cached, the failed one leaves no artifact."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so every `finally` and build cleanup runs on the way out."""

@@ -174,3 +174,16 @@ def test_a_defenses_deviations_from_its_reference_are_named_in_every_row(tmp_pat
     old = tmp_path / "old.csv"  # a leaderboard written before the column still reads
     old.write_text("\n".join(",".join(line.split(",")[:-1]) for line in path.read_text().splitlines()) + "\n")
     assert [r["notes"] for r in read_csv(old)] == ["", ""]
+
+
+def test_gate_reads_a_leaderboard_saved_with_a_byte_order_mark(tmp_path, capsys):
+    """Spreadsheet programs save CSV as UTF-8 with a byte-order mark before the first column's name."""
+    import pandas as pd
+    from frpo_bench.results.schema import read_csv
+    original = tmp_path / "leaderboard.csv"
+    original.write_text(to_csv(leaderboard.aggregate(RECORDS)))
+    with_bom = tmp_path / "excel.csv"
+    pd.read_csv(original).to_csv(with_bom, index=False, encoding="utf-8-sig")
+    assert with_bom.read_bytes().startswith(b"\xef\xbb\xbfschema_version")
+    assert read_csv(with_bom) == read_csv(original)
+    assert main(["check", "--baseline", str(with_bom), "--current", str(original)]) == 0

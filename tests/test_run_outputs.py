@@ -137,3 +137,42 @@ def test_report_opens_sorts_and_drills_down_in_a_headless_browser(smoke_run):
         browser.close()
     assert not errors, errors
     assert (shots / "report.png").stat().st_size > 10_000
+
+
+HOSTILE = ["<!--<script>", "</script><script>window.__pwned = 1</script>", "<img src=x onerror=\"window.__pwned = 2\">",
+           "<script>window.__pwned = 3</script>", "a & b <!-- not a comment -->"]
+
+
+def test_report_renders_hostile_completions_as_text_and_runs_no_script(smoke_run, tmp_path):
+    """Completions and prompts are model and user text: whatever they hold, every row renders and no script runs."""
+    if chromium() is None:
+        pytest.skip("no Chromium on this machine: `make setup` installs it with the system package manager")
+    from playwright.sync_api import sync_playwright
+    from frpo_bench.results import html_report
+    page_html = (smoke_run / "report.html").read_text(encoding="utf-8")
+    start = page_html.index('<script id="report-data" type="application/json">') + len(
+        '<script id="report-data" type="application/json">')
+    data = json.loads(page_html[start:page_html.index("</script>", start)])
+    cell = next(iter(data["samples"]))
+    items = data["samples"][cell][0]["items"]
+    for i, item in enumerate(items):
+        item["prompt"], item["response"] = HOSTILE[i % len(HOSTILE)], HOSTILE[(i + 1) % len(HOSTILE)]
+    data["leaderboard"][0]["judge"] = HOSTILE[0]
+    hostile_page = tmp_path / "report.html"
+    hostile_page.write_text(html_report.render(data), encoding="utf-8")
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(hostile_page.as_uri())
+        rows = page.locator("#leaderboard-table table tbody tr")
+        assert rows.count() == len(data["leaderboard"])
+        page.locator(f"button.drill[data-cell='{cell}']").first.click()
+        drill = page.locator("#drill")
+        assert drill.locator("tr.sample").count() == len(items)
+        shown = drill.inner_text()
+        assert all(text.strip() in shown for text in HOSTILE[:4])  # shown as text, not parsed as markup
+        assert page.evaluate("window.__pwned") is None
+        browser.close()
+    assert not errors, errors

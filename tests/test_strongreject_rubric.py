@@ -107,9 +107,11 @@ def test_rubric_judge_end_to_end_against_a_real_server(judge_server, shared_data
     main, unparsed = first.metrics
     assert len(main.per_sample) + first.meta["n_unparsed"] == 3 and sum(unparsed.per_sample) == first.meta["n_unparsed"]
 
-    second = evaluator.score(inputs(ROWS, RESPONSES, tmp_path), options)  # all from the on-disk cache
-    assert second.meta["tally"]["requests"] == 0 and second.meta["tally"]["cache_hits"] == 3
-    assert [r["judge_output"] for r in second.records] == [r["judge_output"] for r in first.records]
+    # parsed answers come from the on-disk cache; unparsed ones were not cached and are asked again
+    second = evaluator.score(inputs(ROWS, RESPONSES, tmp_path), options)
+    n_parsed = 3 - first.meta["n_unparsed"]
+    assert second.meta["tally"]["cache_hits"] == n_parsed and second.meta["tally"]["requests"] >= 3 - n_parsed
+    assert [r["judge_output"] for r in second.records] == [r["judge_output"] for r in first.records]  # temperature 0
 
     # the server goes away mid-run and comes back: requests retry with backoff and complete
     judge_server.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from frpo_bench.data.spec import DatasetSpec, PinnedFile
 from frpo_bench.errors import ConfigError
+from frpo_bench.files import sha256_file
 
 DATA_ENV = "FRPO_BENCH_DATA"
 
@@ -50,14 +51,6 @@ def check_ref(ref, path: str) -> None:
     if ref.split not in spec.splits:
         raise ConfigError(f"{path}.split", ref.split, f"is not a split of dataset '{spec.name}'",
                           f"use one of {', '.join(spec.splits)}")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def offline() -> bool:

@@ -46,11 +46,13 @@ def plan_report(recipe: Recipe, store: Store) -> str:
     cells, stages = build_plan(recipe)
     lines = [f"recipe {recipe.name}: {len(cells)} cells, {len(stages)} stages (store: {store.root})", ""]
     built = store.present(stages)
-    todo = stages_to_build(stages, built)
+    corrupt = {s.key: store.corrupt[f"{s.kind}/{s.key[:20]}"] for s in stages if f"{s.kind}/{s.key[:20]}" in store.corrupt}
+    todo = stages_to_build(stages, built, set(corrupt))
     keys = {s.key for s in todo}
     for stage in stages:
         status = "cached " if stage.key in built else "to run " if stage.key in keys else "unneeded"
-        lines.append(f"  {status} {stage.kind:8s} {stage.key[:12]}  {stage.label}")
+        lines.append(f"  {status} {stage.kind:8s} {stage.key[:12]}  {stage.label}"
+                     + (f"  (CORRUPT: {corrupt[stage.key]})" if stage.key in corrupt else ""))
     lines.append("")
     for name in sorted({r.dataset for r in all_data_refs(recipe)}):
         spec = get(name)

@@ -237,13 +237,14 @@ def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
     return cells, ordered
 
 
-def stages_to_build(stages: list[Stage], built: set[str]) -> list[Stage]:
+def stages_to_build(stages: list[Stage], built: set[str], rebuild: set[str] = frozenset()) -> list[Stage]:
     """The stages a run must build, in the given (parents-first) order, `built` being the keys already
     stored: a missing stage is built only when
     a result needs it, i.e. it is a leaf of `stages` (a score, or what `--stages` asked for) or a missing
     child needs it; and every ancestor of a stage to build must be there to be read (a LoRA attack's
     generation reads its whole model lineage). So once every score is in the store, the weights that made
-    them (gigabytes per full fine-tune) may be deleted and a rerun trains nothing."""
+    them (gigabytes per full fine-tune) may be deleted and a rerun trains nothing. Keys in `rebuild` (artifacts
+    found corrupt) are built again whether or not a result needs them: a corrupt artifact is not left in place."""
     children: dict[str, list[Stage]] = {s.key: [] for s in stages}
     for stage in stages:
         for parent in stage.parents:
@@ -255,7 +256,8 @@ def stages_to_build(stages: list[Stage], built: set[str]) -> list[Stage]:
     def is_needed(stage: Stage) -> bool:
         if stage.key not in needed:
             below = children[stage.key]
-            needed[stage.key] = stage.key in missing and (not below or any(is_needed(c) for c in below))
+            needed[stage.key] = stage.key in missing and (stage.key in rebuild or not below
+                                                          or any(is_needed(c) for c in below))
         return needed[stage.key]
     required: set[str] = set()
     pending = [s for s in stages if is_needed(s)]

@@ -13,7 +13,7 @@ from typing import Iterator
 from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.eta import History, expected_seconds
 from frpo_bench.engine.stages import BY_NAME, stage_dtype, stage_size
-from frpo_bench.engine.store import Store
+from frpo_bench.engine.store import INCOMPLETE, Store
 from frpo_bench.errors import StageError
 
 
@@ -59,15 +59,20 @@ class Execution:
     timeline: list[dict] = field(default_factory=list)  # where and when each stage ran (the Ray executor's)
 
 
-def execute(stages: list[Stage], store: Store) -> Execution:
-    """Run every stage not yet in the store that a result needs (engine/plan.py: stages_to_build)."""
+def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozenset()) -> Execution:
+    """Run every stage not yet in the store that a result needs (engine/plan.py: stages_to_build). A stage that
+    fails on a stored input found corrupt (its weights hashed again) has that input rebuilt, once."""
     from frpo_bench.models.device import compute_device
     from frpo_bench.training.distributed import launched_rank
     rank = launched_rank()[0]  # under `accelerate launch` every process trains; only rank 0 writes the store
     built_keys = store.present(stages)
-    todo = stages_to_build(stages, built_keys)
+    corrupt = {s.key for s in stages if f"{s.kind}/{s.key[:20]}" in store.corrupt}
+    todo = stages_to_build(stages, built_keys, corrupt)
     device = compute_device() if todo else "cpu"
     progress = Progress(todo, quiet=rank > 0, history=History.of_store(store.root) if todo else None, device=device)
+    for name, problem in sorted(store.corrupt.items()):
+        progress.say(f"store: {name} is corrupt ({problem}): it is not used, and is built again")
+    store.corrupt.clear()
     progress.say(f"{len(stages)} stages: {build_summary(stages, todo, built_keys)} (store: {store.root})")
     built = []
     for stage in todo:
@@ -85,16 +90,38 @@ def execute(stages: list[Stage], store: Store) -> Execution:
                     progress.end(stage, time.time() - started, "built meanwhile by another process: reused")
                     continue
                 build(stage, store, rank, say, started)
-        except KeyboardInterrupt:
-            raise
         except Exception as err:
+            corrupt = corrupt_inputs(stage, store) if rank == 0 else []
+            if corrupt and not rebuilt & {bad.key for bad, _ in corrupt}:
+                for bad, problem in corrupt:
+                    progress.say(f"      {bad.kind} '{bad.label}' is corrupt ({problem}): building it again")
+                    with store.lock(bad.kind, bad.key):
+                        store.discard(bad.kind, bad.key, problem)
+                return execute(stages, store, rebuilt | {bad.key for bad, _ in corrupt})
             raise StageError(f"{stage.kind} stage '{stage.label}' failed: {err.__class__.__name__}: {err}. "
                              f"Finished stages are kept in {store.root}; run again to resume.") from err
         built.append(stage)
         progress.end(stage, time.time() - started)
+        if (store.path(stage.kind, stage.key) / INCOMPLETE).is_file():
+            progress.say(f"      not kept for later runs: {(store.path(stage.kind, stage.key) / INCOMPLETE).read_text()}")
     release_generation_engines()
     release_resident_models()
     return Execution({s.key: store.path(s.kind, s.key) for s in stages}, built)
+
+
+def corrupt_inputs(stage: Stage, store: Store) -> list[tuple[Stage, str]]:
+    """The stored stages this one reads whose files, hashed in full, no longer match their record."""
+    seen, found, todo = set(), [], [*stage.parents, *stage.uses.values()]
+    while todo:
+        parent = todo.pop()
+        if parent.key in seen:
+            continue
+        seen.add(parent.key)
+        problem = store.verify(parent.kind, parent.key, deep=True) if store.has(parent.kind, parent.key) else None
+        if problem:
+            found.append((parent, problem))
+        todo.extend(parent.parents)
+    return found
 
 
 def build(stage: Stage, store: Store, rank: int, say, started: float) -> None:

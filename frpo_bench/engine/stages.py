@@ -11,6 +11,7 @@ from typing import Callable
 
 from frpo_bench import registry
 from frpo_bench.data.prompts import user_text
+from frpo_bench.engine.store import INCOMPLETE
 from frpo_bench.files import write_json_atomic
 from frpo_bench.models.artifact import read_model, write_model
 from frpo_bench.training.tracking import reporting
@@ -116,6 +117,8 @@ def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
             "split": ev.prompts.split, "dataset_revision": spec.revision if spec.files else spec.content_id,
             "dataset_source": spec.source}
     write_json_atomic(out / "result.json", {"metrics": metrics, "meta": meta})
+    if meta.get("incomplete"):  # the store lets this run read it, and no later run reuse it
+        (out / INCOMPLETE).write_text(str(meta["incomplete"]) + "\n")
 
 
 def generated_prefix(path: Path, rows: list[dict]) -> list[dict]:

@@ -1,10 +1,17 @@
 """Content-addressed artifacts: a key is the sha256 of the canonical JSON of what changes a
 stage's output; a directory is built under a temporary name and renamed into place, with its
-marker written last, so a directory without the marker is never trusted."""
+marker written last, so a directory without the marker is never trusted.
+
+What is read back is checked: stage.json lists every file of the artifact with its size and sha256, and
+the marker holds stage.json's own sha256. Every look at an artifact checks that chain, every file's size,
+and the hash of every file up to VERIFY_HASH_BYTES (records, completions, per-sample scores, adapters);
+larger files (full weights) are hashed by `verify(deep=True)` (`frpo-bench verify`, and whenever loading
+them fails). A corrupt artifact is reported by name and rebuilt, never used."""
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -14,9 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from frpo_bench.files import MARKER, canonical_json, default_cache_dir, write_json_atomic
+from frpo_bench.files import MARKER, canonical_json, default_cache_dir, sha256_file, write_json_atomic
 
 KEY_VERSION = 1  # bump when a stage's output format or meaning changes
+RECORD = "stage.json"  # what the stage is, how it ran, and its files' sizes and hashes
+INCOMPLETE = "INCOMPLETE"  # a result this run may use but no later run may reuse (its reason inside)
+VERIFY_HASH_BYTES = 16 << 20  # files up to this size are hashed on every look; larger ones by verify(deep=True)
 
 
 def stage_key(kind: str, fields: dict, parents: list[str]) -> str:
@@ -32,16 +42,77 @@ class Store:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else default_cache_dir()
+        self._intact: set[str] = set()  # keys verified by this process
+        self.corrupt: dict[str, str] = {}  # "kind/key" -> what was wrong, for the run to report
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:20]
 
     def has(self, kind: str, key: str) -> bool:
-        return (self.path(kind, key) / MARKER).is_file()
+        """A complete, intact artifact that a run may reuse (checked once per process: see verify)."""
+        if key in self._intact:
+            return True
+        folder = self.path(kind, key)
+        if not (folder / MARKER).is_file() or (folder / INCOMPLETE).is_file():
+            return False
+        problem = self.verify(kind, key)
+        if problem:
+            self.corrupt[f"{kind}/{key[:20]}"] = problem
+            return False
+        self._intact.add(key)
+        return True
 
     def present(self, stages) -> set[str]:
-        """The keys of the stages (anything with .kind and .key) whose artifacts are complete here."""
+        """The keys of the stages (anything with .kind and .key) whose artifacts are complete and intact here."""
         return {s.key for s in stages if self.has(s.kind, s.key)}
+
+    def verify(self, kind: str, key: str, deep: bool = False) -> str | None:
+        """None if the marked artifact is intact, else what is wrong, naming the file. Artifacts from before
+        file lists were recorded have their JSON records parsed instead."""
+        folder = self.path(kind, key)
+        try:
+            marker = (folder / MARKER).read_text(encoding="utf-8").split()
+            if len(marker) < 2:  # an old artifact: no file list to check against
+                return check_records_parse(folder)
+            if sha256_file(folder / RECORD) != marker[1]:
+                return f"{folder / RECORD} does not match the hash its marker recorded"
+            files = json.loads((folder / RECORD).read_text(encoding="utf-8"))["files"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            return f"{folder}: its marker or {RECORD} is unreadable ({err.__class__.__name__})"
+        for name, (size, digest) in files.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{path} is missing"
+            if path.stat().st_size != size:
+                return f"{path} has {path.stat().st_size} bytes, {size} when built"
+            if (deep or size <= VERIFY_HASH_BYTES) and sha256_file(path) != digest:
+                return f"{path} does not match the sha256 it had when built"
+        return None
+
+    def artifacts(self) -> list[tuple[str, str]]:
+        """(kind, key prefix) of every marked artifact in the store."""
+        return sorted((marker.parent.parent.name, marker.parent.name) for marker in self.root.glob(f"*/*/{MARKER}")
+                      if not marker.parent.name.startswith("."))
+
+    def verify_all(self, repair: bool = False, report=print) -> dict[str, str]:
+        """Hash every file of every artifact; with `repair`, remove the corrupt ones (the next run rebuilds them)."""
+        bad = {}
+        found = self.artifacts()
+        for i, (kind, prefix) in enumerate(found, 1):
+            problem = self.verify(kind, prefix, deep=True)
+            if problem:
+                bad[f"{kind}/{prefix}"] = problem
+                report(f"[{i}/{len(found)}] CORRUPT {kind}/{prefix}: {problem}")
+                if repair:
+                    with self.lock(kind, prefix):
+                        self.discard(kind, prefix, problem)
+        return bad
+
+    def discard(self, kind: str, key: str, why: str) -> None:
+        """Remove a corrupt artifact (with the key's lock held), so that the stage is built again."""
+        self._intact.discard(key)
+        self.corrupt[f"{kind}/{key[:20]}"] = why
+        shutil.rmtree(self.path(kind, key), ignore_errors=True)
 
     @contextmanager
     def lock(self, kind: str, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -86,8 +157,10 @@ class Store:
         try:
             yield tmp
             built_by = {"pid": os.getpid(), "host": socket.gethostname(), "finished": time.time()}
-            write_json_atomic(tmp / "stage.json", {"kind": kind, "key": key, **spec, "built_by": built_by})
-            (tmp / MARKER).write_text(key + "\n")  # marker last: its presence means complete
+            write_json_atomic(tmp / RECORD, {"kind": kind, "key": key, **spec, "built_by": built_by,
+                                             "files": file_list(tmp)})
+            # marker last: its presence means complete, and it pins the record that pins every file
+            (tmp / MARKER).write_text(f"{key} {sha256_file(tmp / RECORD)}\n")
             if self.has(kind, key):
                 shutil.rmtree(tmp)  # built meanwhile by a process that did not wait for the lock: keep the first
                 return
@@ -97,3 +170,24 @@ class Store:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def file_list(folder: Path) -> dict[str, list]:
+    """Every file under a finished build (but the record and marker written after it): [size, sha256]."""
+    return {str(p.relative_to(folder)): [p.stat().st_size, sha256_file(p)] for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in (RECORD, MARKER)}
+
+
+def check_records_parse(folder: Path) -> str | None:
+    """For an artifact without a file list: its JSON and JSON-lines records must at least parse."""
+    for path in sorted(folder.rglob("*.json*")):
+        if path.suffix not in (".json", ".jsonl") or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            for line in (text.splitlines() if path.suffix == ".jsonl" else [text]):
+                if line.strip():
+                    json.loads(line)
+        except (UnicodeDecodeError, ValueError) as err:
+            return f"{path} is unreadable ({err.__class__.__name__})"
+    return None

@@ -52,6 +52,8 @@ class EvalResult:
     metrics: list[Metric]
     records: list[dict]  # one per sample: prompt, response, parsed fields, score
     meta: dict[str, Any] = field(default_factory=dict)  # judge, template hash, versions
+    # meta["incomplete"]: why this result must not be reused (e.g. judge answers that did not parse, which the judge
+    # cache never keeps): the run uses it and says so, and the next run scores the stage again
 
 
 class ModelScoringOptions(DtypeOption, Options):

@@ -21,7 +21,7 @@ from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
 
 VERSION = "strongreject-rubric-v1"
 ITEMS = (("refused", 1, (0, 1)), ("convincing", 2, (1, 5)), ("specific", 3, (1, 5)))
-TRANSPORT = ("api_key_env", "max_concurrency", "max_retries", "timeout", "prompt_price_per_mtok",
+TRANSPORT = ("api_key_env", "max_concurrency", "max_retries", "timeout", "deadline", "prompt_price_per_mtok",
              "completion_price_per_mtok", "base_url", "serve_dtype")
 
 
@@ -44,7 +44,9 @@ class Options(TemplateOptions, OptionsBase):
     max_tokens: int = opt(1024, help="judge answer budget in tokens")
     max_concurrency: int = opt(8, help="judge requests in flight at once")
     max_retries: int = opt(8, help="retries per request on timeouts, connection errors, 429 and 5xx")
-    timeout: float = opt(120.0, help="seconds per judge request")
+    timeout: float = opt(60.0, help="seconds one judge request attempt may wait for its answer")
+    deadline: float = opt(300.0, help="seconds one judge request may take in all, retries and Retry-After waits "
+                                      "included; then the run stops naming the judge")
     prompt_price_per_mtok: float = opt(0.0, help="USD per million prompt tokens, for the cost tally")
     completion_price_per_mtok: float = opt(0.0, help="USD per million completion tokens, for the cost tally")
 
@@ -55,7 +57,7 @@ class Options(TemplateOptions, OptionsBase):
     def validate(self, path: str) -> None:
         from frpo_bench.errors import ConfigError
         from frpo_bench.typed import check_positive
-        check_positive(self, path, "max_tokens", "max_concurrency", "timeout")
+        check_positive(self, path, "max_tokens", "max_concurrency", "timeout", "deadline")
         if self.base_url is not None and not is_http_url(self.base_url):
             raise ConfigError(f"{path}.base_url", self.base_url, "is not an http(s) URL with a host",
                               "write e.g. http://127.0.0.1:8000/v1, or null for OpenAI")
@@ -133,8 +135,9 @@ class StrongRejectRubricEvaluator:
             base_url = server.start(report).base_url if server else options.base_url
             judge = OpenAIJudge(base_url, judge_model, options.api_key_env, max_tokens=options.max_tokens,
                                 max_concurrency=options.max_concurrency, max_retries=options.max_retries,
-                                timeout=options.timeout, identity=options.judge_identity(), report=report)
-            answers = judge.ask_all(requests)
+                                timeout=options.timeout, identity=options.judge_identity(), report=report,
+                                deadline=options.deadline)
+            answers = judge.ask_all(requests, accept=lambda text: parse_rubric(text) is not None)
         finally:
             if server:
                 server.stop()
@@ -152,6 +155,10 @@ class StrongRejectRubricEvaluator:
         meta = {"judge": judge_name, "template": template["sha256"], "template_source": template["source"],
                 "n_unparsed": int(sum(unparsed)), "tally": judge.tally.to_json(options.prompt_price_per_mtok,
                                                                             options.completion_price_per_mtok)}
+        if sum(unparsed):  # those answers were not cached: the next run asks them again instead of reusing this
+            first = next(r["judge_output"] for r in records if r["parsed"] is None)
+            meta["incomplete"] = (f"{int(sum(unparsed))} of {len(records)} answers of judge {judge_name} did not parse "
+                                  f"as the rubric (first: {first[:120]!r})")
         metrics = [Metric("", scores, higher_is_better=False, unit="score"),
                    Metric("unparsed", unparsed, higher_is_better=False)]
         return EvalResult(metrics, records, meta)

@@ -90,8 +90,10 @@ def without_nan(value):
 
 def render(data: dict) -> str:
     template = resources.files("frpo_bench.results").joinpath("assets/report.html").read_text(encoding="utf-8")
-    # inside <script>, "</" would end the element: JSON allows the escaped form
-    payload = json.dumps(without_nan(data), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    # Inside <script>, "</script" ends the element and "<!--" opens an escaped state that swallows the page's own
+    # script; "<" escaped as \u003c (and & as \u0026) means no completion can change the page. JSON.parse reads both.
+    payload = (json.dumps(without_nan(data), ensure_ascii=False, allow_nan=False)
+               .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     return template.replace("__DATA__", payload)
 
 

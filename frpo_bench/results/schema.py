@@ -97,7 +97,7 @@ def read_csv(path: Path, field: str = "leaderboard") -> list[Row]:
     """Rows of a leaderboard CSV with their types parsed; a file that is not one is a ConfigError."""
     fix = "give a leaderboard.csv written by frpo-bench"
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheet programs save a byte-order mark
             text = fh.read()
         if "\x00" in text:
             raise csv.Error("NUL bytes")
