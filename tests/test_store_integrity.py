@@ -136,3 +136,57 @@ def test_a_plan_lists_a_corrupt_stage_as_to_run(store, capsys):
     assert main(["plan", "smoke", "--store", str(store), *SMALL]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "CORRUPT" in x)
     assert line.split()[:2] == ["to", "run"] and "score" in line and "result.json" in line
+
+
+@pytest.mark.parametrize("signal_name,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_mid_stage_exits_with_one_line_and_leaves_nothing_half_built(tmp_path, signal_name, code):
+    import signal
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "frpo_bench", "run", "smoke", "--store", str(store), "--out", str(tmp_path / "run"),
+               *SMALL]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:  # wait until a stage is being built
+        lines.append(line)
+        if line.startswith("[3/"):
+            break
+    process.send_signal(getattr(signal, signal_name))  # stage 3 (an attack) is training
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == code
+    assert "Traceback" not in rest and "[12/12]" not in rest, rest
+    assert [line for line in rest.splitlines() if line.strip()][-1].endswith("the same command resumes"), rest
+    assert not list(store.glob("*/.*.building.*"))  # the stage in progress left nothing
+    assert main(["run", "smoke", "--store", str(store), "--out", str(tmp_path / "run"), *SMALL]) == 0
+
+
+@pytest.fixture
+def full_disk(tmp_path, request):
+    """A small filesystem of its own (tmpfs, 1 MiB unless the test says; root can mount one, as in CI)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    size = getattr(request, "param", "1m")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test a full disk, and mount failed: {done.stderr.decode()}")
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_under_the_store_is_one_line_and_keeps_what_finished(full_disk, tmp_path, capsys):
+    code = main(["run", "smoke", "--store", str(full_disk / "store"), "--out", str(tmp_path / "run"), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and "Traceback" not in err
+    assert not list((full_disk / "store").glob("*/.*.building.*"))
+    for marker in (full_disk / "store").glob("*/*/COMPLETE"):  # what finished is intact
+        from frpo_bench.engine.store import Store
+        assert Store(full_disk / "store").verify(marker.parent.parent.name, marker.parent.name) is None
+
+
+@pytest.mark.parametrize("full_disk", ["64k"], indirect=True)  # the smoke run's outputs need more
+def test_a_full_disk_under_out_is_one_line_naming_the_fix(built, store, full_disk, capsys):
+    code = main(["run", "smoke", "--store", str(store), "--out", str(full_disk / "run"), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "no space left on the device" in err and "--out" in err and "Traceback" not in err
+    assert not [p for p in (full_disk / "run").rglob("*") if p.name.endswith(".tmp")]  # no half-written file
