@@ -148,7 +148,18 @@ def cmd_run(args) -> int:
                                               "inspect_log": " (inspect view --log-dir " + str(Path(files[name]).parent) + ")",
                                               "judge_agreement": " (agreement and Cohen's kappa of safety judges)",
                                               "output_checks": " (empty, repetitive, non-language completions)"}[name])
-    return 0
+    return report_unscored(rows, manifest.get("incomplete_scores", {}))
+
+
+def report_unscored(rows: list[dict], incomplete: dict[str, str]) -> int:
+    """Partial scores warn; a metric with no scored sample at all is an error (exit 1): its row holds no number."""
+    for label, reason in incomplete.items():
+        print(f"warning: {label}: {reason}; left out of n, and scored again by the next run", file=sys.stderr)
+    empty = sorted({r["metric"] for r in rows if not r["n"]})
+    for metric in empty:
+        print(f"error: {metric}: no scored sample in {sum(1 for r in rows if r['metric'] == metric and not r['n'])} "
+              "rows (see the warnings above); fix the judge and run the same command again", file=sys.stderr)
+    return 1 if empty else 0
 
 
 def check_ray(retries: int, training_processes: int) -> None:

@@ -181,7 +181,7 @@ class GenerationConfig(DtypeOption, AttentionOption):
     def key_fields(self) -> dict:
         """What changes the completions. The backend is part of it (engines differ in arithmetic); `auto`
         is resolved by the engine before planning, so a cache key always names the engine that produced the text."""
-        fields = to_dict(self)
+        fields = to_dict(self, for_key=True)
         for name in self.TRANSPORT:
             fields.pop(name)
         if self.backend == "hf" and self.dtype != "float32":

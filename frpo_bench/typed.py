@@ -17,11 +17,13 @@ import yaml
 from frpo_bench.errors import ConfigError
 
 
-def opt(default: Any = dataclasses.MISSING, help: str = "", omit_if_default: bool = False, **kw: Any) -> Any:
+def opt(default: Any = dataclasses.MISSING, help: str = "", omit_if_default: bool = False, in_key: bool = True,
+        **kw: Any) -> Any:
     """A dataclass field with help text; mutable defaults are copied per instance. `omit_if_default`
     leaves the field out of to_dict while it holds its default: a field added later then does not
-    change the cache keys of configs that do not use it."""
-    metadata = {"help": help, "omit_if_default": omit_if_default}
+    change the cache keys of configs that do not use it. `in_key=False`: a field that names where
+    something is, not what it is (a file's path, whose content enters the key another way)."""
+    metadata = {"help": help, "omit_if_default": omit_if_default, "in_key": in_key}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
@@ -123,21 +125,22 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def to_dict(obj: Any) -> Any:
-    """Plain-JSON form of a config (for keys and manifests)."""
+def to_dict(obj: Any, for_key: bool = False) -> Any:
+    """Plain-JSON form of a config (for manifests; `for_key`: for cache keys, without `in_key=False` fields)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == _default(f))}
+        return {f.name: to_dict(getattr(obj, f.name), for_key) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_if_default") and getattr(obj, f.name) == _default(f))
+                and not (for_key and f.metadata.get("in_key") is False)}
     if isinstance(obj, list):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, for_key) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, for_key) for k, v in obj.items()}
     return obj
 
 
 def key_fields_except(obj: Any, transport: tuple[str, ...]) -> dict:
     """to_dict of a config without its transport-only fields (what may enter a cache key)."""
-    return {k: v for k, v in to_dict(obj).items() if k not in transport}
+    return {k: v for k, v in to_dict(obj, for_key=True).items() if k not in transport}
 
 
 def apply_override(data: dict, assignment: str) -> None:
@@ -216,7 +219,7 @@ class Options:
     def key_fields(self) -> dict:
         """What changes the component's output, for the cache key: every field unless overridden to drop
         transport-only ones (batch sizes, endpoints, concurrency)."""
-        return to_dict(self)
+        return to_dict(self, for_key=True)
 
     def data_refs(self) -> list:
         """The DataRefs the component reads (resolved before compute; their content ids enter the key)."""

@@ -1,6 +1,7 @@
 """The rubric judge against a misbehaving OpenAI-compatible endpoint on 127.0.0.1 (a real HTTP server the
 OpenAI client talks to): 5xx, 429 with Retry-After, a body that is not JSON, verdicts that do not parse, and
 an endpoint that never answers."""
+import csv
 import json
 import threading
 import time
@@ -116,3 +117,28 @@ def test_unparsable_verdicts_are_never_cached_and_a_good_judge_replaces_them(fak
     assert [r["score"] for r in fixed.records] == [0.875] * 3 and "incomplete" not in fixed.meta
     cached = score(fake_judge, shared_data, tmp_path)
     assert cached.meta["tally"]["cache_hits"] == 3 and cached.meta["tally"]["requests"] == 0
+
+
+@pytest.mark.slow
+def test_a_run_whose_judge_answers_never_parse_ends_with_a_clear_message_and_a_complete_report(
+        fake_judge, shared_data, tmp_path, capsys):
+    from frpo_bench.cli import main
+    fake_judge.plan = ["garbled"]
+    template = shared_data / "strongreject" / "judge_templates.json"
+    args = ["run", "smoke", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "run"),
+            "--set", "leaderboard.capability_metric=null",
+            "--set", "evaluations=[{evaluator: refusal, prompts: {dataset: demo_harmful, split: eval, n: 4}, "
+                     "metric: harmful_refusal}, {evaluator: strongreject_rubric, metric: strongreject, prompts: "
+                     f"{{dataset: demo_harmful, split: eval, n: 4}}, options: {{base_url: '{fake_judge.base_url}', "
+                     f"judge_model: judge, template: '{template}'}}}}]"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "strongreject" in captured.err and "no scored sample" in captured.err and "did not parse" in captured.err
+    run = tmp_path / "run"
+    assert (run / "report.html").is_file() and (run / "leaderboard.csv").is_file()
+    fake_judge.plan = ["ok"]  # the judge fixed: its answers are asked again, not read from a cache
+    assert main(args) == 0
+    with open(run / "leaderboard.csv", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["metric"] == "strongreject"]
+    assert rows and all(float(r["mean"]) == 0.875 and int(r["n"]) == 4 for r in rows)

@@ -4,6 +4,7 @@ killed worker's stage retried, a failing stage reported with its log while the o
 and a defense trained on two processes of one node in a placement group."""
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,13 +23,22 @@ ADDRESS = f"127.0.0.1:{PORT}"
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """Two nodes with token authentication on and one token for both, so a stale ~/.ray/auth_token (which makes
+    `ray start --head` turn authentication on by itself) cannot split them; stopped whatever happens."""
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    saved = {name: os.environ.get(name) for name in token}
+    os.environ.update(token)  # for the nodes and for every frpo-bench process the tests start
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([RAY, "stop", "-f"], env=env, capture_output=True)
-    subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", PORT, "--include-dashboard=false",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True)
-    subprocess.run([RAY, "start", "--address", ADDRESS, "--num-cpus", "1"], env=env, check=True, capture_output=True)
-    yield ADDRESS
-    subprocess.run([RAY, "stop", "-f"], env=env, capture_output=True)
+    try:
+        subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", PORT, "--include-dashboard=false",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        subprocess.run([RAY, "start", "--address", ADDRESS, "--num-cpus", "1"], env=env, check=True, capture_output=True)
+        yield ADDRESS
+    finally:
+        subprocess.run([RAY, "stop", "-f"], env=env, capture_output=True)
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
 
 
 def frpo(*args, store, out, wait=True):
@@ -119,3 +129,20 @@ def test_a_defense_trains_on_two_processes_of_one_node_in_a_placement_group(ray_
     assert json.loads((path / "train_log.json").read_text())["processes"] == 2  # trained by both processes
     rows = (tmp_path / "ray-run" / "leaderboard.csv").read_text()
     assert ",rr,harmful_lora," in rows
+
+
+def test_a_local_ray_cluster_leaves_no_token_behind(tmp_path):
+    """`--executor ray` without an address starts its own cluster with token authentication, its token in
+    memory: no ~/.ray/auth_token is left to turn authentication on for clusters started later by hand."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", HF_HOME=os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface")))
+    command = [sys.executable, "-m", "frpo_bench", "run", "smoke", "--store", str(tmp_path / "store"),
+               "--out", str(tmp_path / "run"), "--executor", "ray", "--set", "attacks=[]",
+               "--set", "leaderboard.capability_metric=null",
+               "--set", "evaluations=[{evaluator: refusal, prompts: {dataset: demo_harmful, split: eval, n: 8}, metric: r}]"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "leaderboard.csv").is_file()
+    assert not (home / ".ray" / "auth_token").exists()

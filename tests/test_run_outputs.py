@@ -154,7 +154,7 @@ def test_report_renders_hostile_completions_as_text_and_runs_no_script(smoke_run
         '<script id="report-data" type="application/json">')
     data = json.loads(page_html[start:page_html.index("</script>", start)])
     cell = next(iter(data["samples"]))
-    items = data["samples"][cell][0]["items"]
+    items = [item for group in data["samples"][cell] for item in group["items"]]  # the drill shows every group
     for i, item in enumerate(items):
         item["prompt"], item["response"] = HOSTILE[i % len(HOSTILE)], HOSTILE[(i + 1) % len(HOSTILE)]
     data["leaderboard"][0]["judge"] = HOSTILE[0]

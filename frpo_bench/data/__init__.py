@@ -7,7 +7,8 @@ Row shapes, by `kind`:
 
 Where files are looked for, in order: $FRPO_BENCH_DATA/<folder>/<file>, the download
 cache, then the pinned URL (skipped when HF_HUB_OFFLINE or FRPO_BENCH_OFFLINE is set).
-Every file is checked against its sha256, so a number always names the exact data.
+Every file is checked against its sha256, so a number always names the exact data. A DataRef with
+`file:` reads a user's own file instead (data/local.py), identified by its sha256.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from frpo_bench.errors import ConfigError
 from frpo_bench.files import sha256_file
 
 DATA_ENV = "FRPO_BENCH_DATA"
+_LOCAL: dict[str, DatasetSpec] = {}  # name -> a user's file read in this process (spec_for), for lookups by name
 
 
 def _registry() -> dict[str, DatasetSpec]:
@@ -31,7 +33,22 @@ def _registry() -> dict[str, DatasetSpec]:
 
 
 def get(name: str) -> DatasetSpec:
-    return _registry()[name]
+    return _LOCAL[name] if name in _LOCAL else _registry()[name]
+
+
+def spec_for(ref) -> DatasetSpec:
+    """The dataset a DataRef reads: a registered one, or its own file (read, checked and hashed here)."""
+    if not ref.file:
+        return get(ref.dataset)
+    from frpo_bench.data.local import local_spec
+    try:
+        stat = os.stat(ref.file)
+    except OSError:
+        raise ConfigError("prompt file", ref.file, "does not exist", "give the path of a file on this machine") from None
+    spec = local_spec(ref.file, stat.st_size, stat.st_mtime_ns, ref.kind, tuple(sorted(ref.columns.items())),
+                      ref.harmful, ref.dataset)
+    _LOCAL[spec.name] = spec  # (one name, two files in one recipe: preflight stops it)
+    return spec
 
 
 def names() -> list[str]:
@@ -102,9 +119,7 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
 def hub_files(spec: DatasetSpec) -> dict[str, Path]:
     """The parquet files of a Hub dataset at its pinned revision: $FRPO_BENCH_DATA/<folder>/*.parquet if
     there, else the Hub (through its local cache, so once downloaded it reads offline too)."""
-    override = os.environ.get(DATA_ENV)
-    folder = Path(override) / spec.folder if override else None
-    local = sorted(folder.glob("*.parquet")) if folder is not None else []
+    local = local_hub_files(spec)
     if local:
         return {p.name: p for p in local}
     try:
@@ -123,6 +138,31 @@ def hub_files(spec: DatasetSpec) -> dict[str, Path]:
     return {p.name: p for p in files}
 
 
+def content_of(ref) -> str:
+    """What a DataRef's rows are made of, for cache keys: its dataset's content id; for a Hub dataset read
+    from local parquet files ($FRPO_BENCH_DATA/<folder>/), their sha256 too, since a local copy can differ."""
+    spec = spec_for(ref)
+    local = local_hub_files(spec) if spec.hub else []
+    if not local:
+        return spec.content_id
+    states = tuple((path, path.stat().st_size, path.stat().st_mtime_ns) for path in local)
+    return f"{spec.content_id}:local:{files_digest(states)[:16]}"
+
+
+@functools.lru_cache(maxsize=None)
+def files_digest(states: tuple[tuple[Path, int, int], ...]) -> str:
+    """sha256 over files, once per file state (path, size, mtime)."""
+    digest = hashlib.sha256()
+    for path, _, _ in states:
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def local_hub_files(spec: DatasetSpec) -> list[Path]:
+    override = os.environ.get(DATA_ENV)
+    return sorted((Path(override) / spec.folder).glob("*.parquet")) if override else []
+
+
 def load_rows(name: str, split: str, n: int | None = None, seed: int = 0, skip: int = 0) -> list[dict]:
     """Rows of a dataset split; with n (or skip), rows skip..skip+n of a shuffle seeded by (seed, name)."""
     return select_rows(name, split, n, seed, skip)[0]
@@ -131,11 +171,24 @@ def load_rows(name: str, split: str, n: int | None = None, seed: int = 0, skip: 
 def select_rows(name: str, split: str, n: int | None = None, seed: int = 0,
                 skip: int = 0) -> tuple[list[dict], list[int]]:
     """The rows `load_rows` gives, and the position of each in the split's own order."""
+    return spec_rows(get(name), split, n, seed, skip)
+
+
+def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0,
+              skip: int = 0) -> tuple[list[dict], list[int]]:
     import importlib
-    spec = get(name)
-    files = hub_files(spec) if spec.hub else {f.name: locate(spec, f) for f in spec.files}
-    module, func = spec.parser.split(":")
-    rows = list(getattr(importlib.import_module(module), func)(files, split))
+    name = spec.name
+    if "rows" in spec.meta:  # a user's file, read once when its spec was made
+        rows = [dict(r) for r in spec.meta["rows"]]
+    else:
+        files = hub_files(spec) if spec.hub else {f.name: locate(spec, f) for f in spec.files}
+        module, func = spec.parser.split(":")
+        try:
+            rows = list(getattr(importlib.import_module(module), func)(files, split))
+        except Exception as err:  # noqa: BLE001 - a damaged local copy (empty, not parquet, a missing column)
+            raise ConfigError(f"dataset {name}", ", ".join(str(p) for p in files.values()),
+                              f"could not be read as {name} ({err.__class__.__name__}: {str(err)[:160]})",
+                              f"replace them with the dataset's own files ({spec.source})") from None
     positions = list(range(len(rows)))
     if n is not None or skip:
         random.Random(f"{seed}:{name}:{split}").shuffle(positions)  # the permutation shuffling the rows would make
@@ -145,12 +198,12 @@ def select_rows(name: str, split: str, n: int | None = None, seed: int = 0,
 
 def ref_rows(ref) -> list[dict]:
     """The rows a DataRef selects."""
-    return load_rows(ref.dataset, ref.split, ref.n, skip=ref.skip)
+    return ref_selection(ref)[0]
 
 
 def ref_selection(ref) -> tuple[list[dict], list[int]]:
     """The rows a DataRef selects, and their positions in the split."""
-    return select_rows(ref.dataset, ref.split, ref.n, skip=ref.skip)
+    return spec_rows(spec_for(ref), ref.split, ref.n, skip=ref.skip)
 
 
 def preflight(refs) -> dict[str, str]:
@@ -158,18 +211,22 @@ def preflight(refs) -> dict[str, str]:
     returns name -> content id."""
     found = {}
     for ref in refs:
-        spec = get(ref.dataset)
+        spec = spec_for(ref)
         for pinned in spec.files:
             locate(spec, pinned)
         if spec.hub:
             hub_files(spec)
-        count = split_size(ref.dataset, ref.split)
+        count = len(spec.meta["rows"]) if "rows" in spec.meta else split_size(ref.dataset, ref.split)
         if ref.skip >= count or (ref.n is not None and ref.skip + ref.n > count):
             asked = f"rows {ref.skip}..{ref.skip + ref.n if ref.n is not None else count}"
             raise ConfigError(f"dataset {ref.dataset}", f"split {ref.split}, n {ref.n}, skip {ref.skip}",
                               f"asks for {asked} of a split with {count} rows (a result on fewer prompts than "
                               "asked would be mislabelled)", f"use n + skip <= {count}")
-        found[spec.name] = spec.content_id
+        content = content_of(ref)
+        if found.get(spec.name, content) != content:
+            raise ConfigError("dataset", spec.name, "names two different files, or one file mapped two ways",
+                              "give each its own name with dataset: <name>")
+        found[spec.name] = content
     return found
 
 

@@ -33,7 +33,10 @@ class DatasetSpec:
     @property
     def content_id(self) -> str:
         """Identity of the bytes this dataset reads (part of stage keys): pinned file hashes, a Hub
-        repo at its revision, or, for generated sets, a hash of every row they generate."""
+        repo at its revision, a user's file by its sha256 and column mapping, or, for generated sets, a hash
+        of every row they generate."""
+        if "content" in self.meta:
+            return self.meta["content"]
         if self.hub:
             return f"hf:{self.hub}@{self.revision}"
         if self.files:

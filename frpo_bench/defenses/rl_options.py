@@ -115,7 +115,7 @@ class RLOptions(Bf16Option, Options):
 
     def key_fields(self) -> dict:
         """Every field, but the judges of a reward not in use stay out, and the key's variable name is transport."""
-        fields = to_dict(self)
+        fields = to_dict(self, for_key=True)
         fields.pop("moderation_api_key_env")
         if self.safety_reward != "strongreject_moderation":
             for name in ("strongreject", "moderation", "moderation_model", "moderation_base_url"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from frpo_bench.config import Recipe
 from frpo_bench.errors import ConfigError
 from frpo_bench.engine.plan import build_plan, build_summary, component_options, resolve_installed, stages_to_build
-from frpo_bench.engine.stages import BY_NAME
+from frpo_bench.engine.stages import BY_NAME, Stage
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic, write_text_atomic
 from frpo_bench.models.device import use_device
@@ -38,7 +38,37 @@ def preflight(recipe: Recipe) -> dict[str, str]:
     model_preflight(recipe.model)
     for path, options in component_options(recipe):
         options.preflight(path)
-    return data_preflight(all_data_refs(recipe))
+    found = data_preflight(all_data_refs(recipe))
+    check_prompt_lengths(recipe)
+    return found
+
+
+def check_prompt_lengths(recipe: Recipe) -> None:
+    """A prompt of the user's own file that leaves no room for the answer fails here, not as an allocation
+    of terabytes mid-run. (Registered datasets are known to fit.)"""
+    from frpo_bench import registry
+    from frpo_bench.data import ref_selection
+    from frpo_bench.data.prompts import user_text
+    from frpo_bench.models.context import fits, tokenizer_and_context
+    refs = [(i, e.prompts) for i, e in enumerate(recipe.evaluations)
+            if e.prompts.file and registry.load("evaluator", e.evaluator).needs_completions]
+    found = tokenizer_and_context(recipe.model) if refs else None
+    if found is None or found[1] is None:
+        return
+    tokenizer, context = found
+    gen = recipe.generation
+    if gen.backend == "vllm" and gen.vllm_max_model_len:
+        context = min(context, gen.vllm_max_model_len)
+    room = context - gen.max_new_tokens
+    for i, ref in refs:
+        rows, positions = ref_selection(ref)
+        for row, position in zip(rows, positions):
+            if not fits(tokenizer, user_text(row), gen.system_prompt, room):
+                raise ConfigError(f"evaluations[{i}].prompts.file", ref.file,
+                                  f"row {position + 1} is longer than the model takes: {recipe.model.id} reads "
+                                  f"{context} tokens, {gen.max_new_tokens} of them kept for the answer, so a prompt "
+                                  f"(in its chat template) may have {room}",
+                                  "shorten or drop that row, or lower generation.max_new_tokens")
 
 
 def plan_report(recipe: Recipe, store: Store) -> str:
@@ -57,7 +87,9 @@ def plan_report(recipe: Recipe, store: Store) -> str:
     for name in sorted({r.dataset for r in all_data_refs(recipe)}):
         spec = get(name)
         try:
-            if spec.hub:
+            if "file" in spec.meta:
+                where = f"{spec.meta['file']} ({spec.revision}, {len(spec.meta['rows'])} rows)"
+            elif spec.hub:
                 where = ", ".join(str(p) for p in hub_files(spec).values())
             else:
                 where = ", ".join(str(locate(spec, f)) for f in spec.files) or "generated (embedded demo data)"
@@ -246,6 +278,13 @@ class Executor:
     accelerate_config: str | None = None
 
 
+def incomplete_scores(stages: list[Stage], dirs: dict[str, Path]) -> dict[str, str]:
+    """score stage label -> why its result is partial (e.g. judge answers that did not parse)."""
+    from frpo_bench.engine.store import INCOMPLETE
+    return {s.label: (dirs[s.key] / INCOMPLETE).read_text().strip() for s in stages
+            if s.kind == "score" and (dirs[s.key] / INCOMPLETE).is_file()}
+
+
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
                executor: Executor = Executor()) -> tuple[Path, list[dict], float]:
     from frpo_bench.results import outputs
@@ -290,6 +329,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
         "store": str(store.root), "stages": {s.key: {"kind": s.kind, "label": s.label, "dir": str(dirs[s.key])}
                                              for s in stages},
         "outputs": {name: str(path) for name, path in browsable.items()},
+        "incomplete_scores": incomplete_scores(stages, dirs),
         "wall_seconds": seconds, "build_seconds_by_stage_kind": seconds_by_kind(stages, store),
         "build_seconds_by_stage_kind_and_device": seconds_by_kind(stages, store, by_device=True)})
     return csv_path, rows, seconds

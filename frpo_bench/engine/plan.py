@@ -38,9 +38,9 @@ class Cell:
 
 
 def data_fields(refs) -> list[dict]:
-    from frpo_bench.data import get
+    from frpo_bench.data import content_of
     # skip enters the key only when set, so keys of refs without it stay as they were
-    return [{"dataset": r.dataset, "split": r.split, "n": r.n, "content": get(r.dataset).content_id,
+    return [{"dataset": r.dataset, "split": r.split, "n": r.n, "content": content_of(r),
              **({"skip": r.skip} if r.skip else {})} for r in refs]
 
 

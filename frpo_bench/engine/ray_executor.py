@@ -21,7 +21,7 @@ from pathlib import Path
 from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.runner import Execution, build, release_generation_engines, release_resident_models
 from frpo_bench.engine.store import Store
-from frpo_bench.errors import StageError
+from frpo_bench.errors import ConfigError, StageError
 
 FORWARDED_ENV = ("FRPO_BENCH_DATA", "FRPO_BENCH_OFFLINE", "FRPO_BENCH_AUTO_DTYPE", "HF_HUB_OFFLINE", "HF_HOME",
                  "TOKENIZERS_PARALLELISM")  # settings, never keys: API keys must be set on the nodes themselves
@@ -33,6 +33,16 @@ class Outcome:
     stage: Stage
     record: dict | None = None  # where and when it ran (None: it failed or was skipped)
     error: str = ""
+
+
+def local_cluster_auth() -> dict[str, str]:
+    """Token authentication for a cluster this run starts itself, with a token held in this process's
+    environment only. Left to itself, Ray 2.60 writes ~/.ray/auth_token, and from then on a `ray start --head`
+    on this machine turns token authentication on while `ray start --address` does not: workers cannot join."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return {}  # the user chose
+    import secrets
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 def log_path(store: Store, stage: Stage) -> Path:
@@ -134,7 +144,14 @@ def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe
     from frpo_bench.engine.stages import BY_NAME
     address, retries, processes = executor.ray_address, executor.retries, executor.training_processes
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
+    if address is None:
+        os.environ.update(local_cluster_auth())
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
+    except ray.exceptions.AuthenticationError:
+        raise ConfigError("--ray-address", address, "refused this machine's Ray token (the cluster has token "
+                          "authentication on)", "give this machine the cluster's token: RAY_AUTH_MODE=token and "
+                          "RAY_AUTH_TOKEN set, or its ~/.ray/auth_token (README: a Ray cluster)") from None
     gpu_cluster = ray.cluster_resources().get("GPU", 0) > 0
     remote, remote_launched = ray.remote(run_stage), ray.remote(launched_stage)
     built = store.present(stages)

@@ -92,11 +92,11 @@ def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> No
 
 
 def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
-    from frpo_bench.data import get, ref_selection
+    from frpo_bench.data import content_of, ref_selection, spec_for
     from frpo_bench.evaluators.base import ScoreInputs
     ev = stage.payload["evaluation"]
     evaluator = registry.load("evaluator", ev.evaluator)()
-    spec = get(ev.prompts.dataset)
+    spec = spec_for(ev.prompts)
     rows, positions = ref_selection(ev.prompts)
     completions, generation = None, {}
     if evaluator.needs_completions:
@@ -114,7 +114,8 @@ def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
         for record in result.records:
             fh.write(json.dumps(record) + "\n")
     meta = {**result.meta, "evaluator": ev.evaluator, "version": evaluator.version, "dataset": spec.name,
-            "split": ev.prompts.split, "dataset_revision": spec.revision if spec.files else spec.content_id,
+            "split": ev.prompts.split,
+            "dataset_revision": spec.revision if spec.files or "file" in spec.meta else content_of(ev.prompts),
             "dataset_source": spec.source}
     write_json_atomic(out / "result.json", {"metrics": metrics, "meta": meta})
     if meta.get("incomplete"):  # the store lets this run read it, and no later run reuse it

@@ -14,6 +14,9 @@ CHATML = (
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
+CONTEXT = 2048  # tokens
+
+
 def _corpus() -> list[str]:
     from frpo_bench.data import demo
     texts = []
@@ -46,7 +49,7 @@ def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64
     tokenizer = build_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         max_position_embeddings=CONTEXT, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)

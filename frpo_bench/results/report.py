@@ -6,6 +6,7 @@ when a capability metric is named, each safety metric against capability, one co
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from frpo_bench.results.schema import Row, format_value, short_revision
@@ -45,12 +46,20 @@ def plot_all(rows: list[Row], out_dir: Path, capability_metric: str | None = Non
     import matplotlib
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in rows if _finite(r["mean"])]  # a metric no sample was scored on has nothing to draw
     paths = [plot_metric_vs_lr(rows, metric, out_dir) for metric in dict.fromkeys(r["metric"] for r in rows)]
     if capability_metric:
         paths += [plot_safety_vs_capability(rows, metric, capability_metric, out_dir)
                   for metric in dict.fromkeys(r["metric"] for r in rows)
                   if metric != capability_metric and not metric.startswith(capability_metric + ":")]
     return [p for p in paths if p]
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _defenses(rows):

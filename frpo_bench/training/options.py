@@ -65,7 +65,7 @@ class FinetuneConfig(Bf16Option, Options):
             raise ConfigError(f"{path}.data", self.data, "is empty", "list at least one dataset to train on")
 
     def key_fields(self) -> dict:
-        fields = to_dict(self)
+        fields = to_dict(self, for_key=True)
         fields.pop("micro_batch_size")  # transport only: same effective batch, same result
         return fields
 
