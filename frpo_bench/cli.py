@@ -297,6 +297,8 @@ def os_error_message(err: OSError) -> str:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"no space left on the device{where}. Nothing half-written was kept; free space there, or give "
                 "--store/--out (or $FRPO_BENCH_CACHE) on a larger disk, then run the same command again")
+    if isinstance(err, ConnectionError) or not err.filename:
+        return f"{err.strerror or err}. Check that what it connects to runs and is reachable, then run the same command again"
     return f"{err.strerror or err}{where}. Fix the path or its permissions and run the same command again"
 
 

@@ -137,17 +137,20 @@ def launched_stage(stage: Stage, store_root: str, run_id: str, command: list[str
 
 def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe_raw: dict, report=print) -> Execution:
     """Run every stage not yet in the store on the Ray cluster at `executor.ray_address` (None: a local one)."""
+    address, retries, processes = executor.ray_address, executor.retries, executor.training_processes
+    auth = local_cluster_auth() if address is None else {}
+    os.environ.update(auth)
     import ray
+    if auth:  # Ray reads the mode when first imported, which may have been earlier in this process
+        from ray._raylet import Config
+        Config.initialize("")
     import yaml
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
     from frpo_bench.engine.stages import BY_NAME
-    address, retries, processes = executor.ray_address, executor.retries, executor.training_processes
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    if address is None:
-        os.environ.update(local_cluster_auth())
-    try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
+    try:  # address "local": a cluster of this run's own, never one that happens to run on this machine
+        ray.init(address=address or "local", ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env})
     except ray.exceptions.AuthenticationError:
         raise ConfigError("--ray-address", address, "refused this machine's Ray token (the cluster has token "
                           "authentication on)", "give this machine the cluster's token: RAY_AUTH_MODE=token and "
