@@ -9,20 +9,24 @@ export FRPO_BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup browser run test test-fast clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
 	touch $(STAMP)
 
+# the tests' Chromium (for report.html's browser test), from the system's packages; `make run` needs none
+browser:
+	bash scripts/setup_browser.sh
+
 run: setup
 	$(VENV)/bin/frpo-bench run demo
 
-test: setup
+test: setup browser
 	$(VENV)/bin/python -m pytest -q tests
 
-test-fast: setup
+test-fast: setup browser
 	$(VENV)/bin/python -m pytest -q -m "not slow" tests
 
 clean:

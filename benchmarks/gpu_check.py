@@ -113,7 +113,8 @@ def check_stages(records: list[dict], device: str) -> dict:
              if not str(r.get("device", "")).startswith(device)
              or (not r.get("peak_memory_bytes") and r["kind"] != "base")]  # a base stage only writes weights
     assert not wrong, "stages not on the device, or without a memory peak:\n" + "\n".join(wrong)
-    return {"stages": len(records), "on_device": len(records), "max_peak_gib": round(
+    on_device = sum(str(r.get("device", "")).startswith(device) for r in records)
+    return {"stages": len(records), "on_device": on_device, "max_peak_gib": round(
         max(r.get("peak_memory_bytes") or 0 for r in records) / 2 ** 30, 2)}
 
 

@@ -107,6 +107,7 @@ def cmd_run(args) -> int:
     from frpo_bench.config import load_recipe
     from frpo_bench.engine.pipeline import plan_report, preflight, run_recipe
     from frpo_bench.engine.store import Store
+    check_run_flags(args)
     recipe, raw = load_recipe(args.recipe, args.overrides)
     store = Store(args.store)
     if args.dry_run:
@@ -160,6 +161,21 @@ def report_unscored(rows: list[dict], incomplete: dict[str, str]) -> int:
         print(f"error: {metric}: no scored sample in {sum(1 for r in rows if r['metric'] == metric and not r['n'])} "
               "rows (see the warnings above); fix the judge and run the same command again", file=sys.stderr)
     return 1 if empty else 0
+
+
+def check_run_flags(args) -> None:
+    """A flag the chosen mode would ignore is an error, not silently dropped."""
+    ray_only = {"--ray-address": args.ray_address is not None, "--retries": args.retries != 2,
+                "--training-processes": args.training_processes != 1, "--accelerate-config": args.accelerate_config}
+    given = [flag for flag, set_ in ray_only.items() if set_]
+    if args.stages and (args.executor != "local" or given):
+        flag = "--executor" if args.executor != "local" else given[0]
+        raise ConfigError(flag, getattr(args, flag[2:].replace("-", "_")), "does not apply with --stages (which builds "
+                          "here, in this process or the processes `accelerate launch` started)",
+                          "drop it, or drop --stages to run the whole recipe on that executor")
+    if args.executor == "local" and given:
+        raise ConfigError(given[0], getattr(args, given[0][2:].replace("-", "_")), "applies only with --executor ray",
+                          "add --executor ray, or drop it")
 
 
 def check_ray(retries: int, training_processes: int) -> None:

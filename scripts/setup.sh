@@ -31,15 +31,4 @@ if [ "$TARGET" = cpu ]; then
   # PyPI's torchvision/torchaudio/torchcodec builds are CUDA-linked and break imports next to CPU torch.
   $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-# report.html's browser test needs a Chromium; Playwright's own browser download is unreachable offline,
-# so it comes from the system's package manager (Debian/Ubuntu: chromium) when we may install packages.
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  if command -v apt-get >/dev/null 2>&1 && $SUDO true 2>/dev/null; then
-    echo "frpo-bench setup: installing chromium (apt-get) for the report's browser test"
-    $SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium >/dev/null
-  else
-    echo "frpo-bench setup: no chromium and no way to install it here; the report's browser test will be skipped"
-  fi
-fi
 "$VENV/bin/python" -c "import frpo_bench, torch, transformers, peft, trl, lm_eval, ray, inspect_ai, playwright, tensorboard; print('frpo-bench env ready: torch', torch.__version__, 'transformers', transformers.__version__, 'CUDA devices', torch.cuda.device_count())"

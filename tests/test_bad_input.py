@@ -21,6 +21,10 @@ CASES = [
     (["--set", "attacks.0.eval_steps=[1, 3]"], ["attacks[0].eval_steps.1", "3", "between 0 and the attack's 3 steps"]),
     (["--set", "attacks.0.eval_every=0"], ["attacks[0].eval_every", "0", "positive step count"]),
     (["--set", "trajectory.metrics=[harmfull_refusal]"], ["trajectory.metrics.0", "harmfull_refusal", "not a metric"]),
+    (["--stages=attack", "--executor", "ray"], ["--executor", "ray", "does not apply with --stages"]),
+    (["--stages=attack", "--training-processes", "2"], ["--training-processes", "2", "does not apply with --stages"]),
+    (["--dry-run", "--retries", "5"], ["--retries", "5", "only with --executor ray"]),
+    (["--dry-run", "--accelerate-config", "x.yaml"], ["--accelerate-config", "x.yaml", "only with --executor ray"]),
 ]
 
 

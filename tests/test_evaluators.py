@@ -1,7 +1,8 @@
 """Scores equal their definitions on known inputs."""
 import pytest
 
-from frpo_bench.evaluators.base import bootstrap_ci
+from conftest import require
+
 from frpo_bench.evaluators.text_checks import is_refusal
 
 
@@ -18,15 +19,24 @@ def test_refusal_markers(text, refused):
     assert is_refusal(text) is refused
 
 
-def test_bootstrap_interval_brackets_the_mean():
-    low, high = bootstrap_ci([1.0] * 30 + [0.0] * 10)
-    assert low < 0.75 < high and 0.55 < low and high < 0.9
-    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
+def score_completions(workdir, dataset: str, completions: list[str]) -> dict[str, list[float]]:
+    """Given completions of the first test docs, scored by the filters and metric of the task the evaluator
+    writes (its own task file, through lm-eval's task manager)."""
+    from frpo_bench.evaluators.gsm8k import task_manager, write_task
+    task_path, name = write_task(workdir, dataset, "test")
+    task = task_manager(task_path.parent).load([name])["tasks"][name]
+    docs = list(task.test_docs())[: len(completions)]
+    scores = {}
+    for ensemble in task._filters:
+        resps = [[c] for c in completions]
+        for make_filter in ensemble.filters:
+            resps = list(make_filter().apply(resps, docs))
+        scores[ensemble.name] = [float(task.process_results(d, [r])["exact_match"]) for d, r in zip(docs, resps)]
+    return scores
 
 
-def test_gsm8k_scores_known_completions_with_lm_evals_filters(tmp_path):
+def test_gsm8k_task_file_scores_known_completions_with_lm_evals_filters(tmp_path):
     from frpo_bench.data import load_rows
-    from frpo_bench.evaluators.gsm8k import score_completions
     docs = load_rows("demo_arithmetic", "test")[:4]
     answers = [d["answer"].split("#### ")[-1] for d in docs]
     completions = [
@@ -99,8 +109,7 @@ def test_gsm8k_on_a_vllm_server_gives_the_hf_backends_answers(embedded_model_dir
     from frpo_bench.models import ModelRef
     from frpo_bench.models.generate import vllm_status
     from frpo_bench.typed import from_dict
-    if not vllm_status()[0]:
-        pytest.skip(vllm_status()[1])
+    require(*vllm_status())
     results = {}
     for backend in ("hf", "vllm"):
         options = from_dict(Options, {"num_fewshot": 5, "max_gen_toks": 32, "batch_size": 4, "backend": backend})

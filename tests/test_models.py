@@ -64,7 +64,11 @@ def test_store_artifact_loads_as_a_checkpoint_by_path(tiny_model_dir, tmp_path):
     assert ref == ModelRef(str(tiny_model_dir), adapter=str(store.path("attack", "k" * 64)))
     fields = source_fields(ModelConfig(id=str(store.path("attack", "k" * 64))))
     assert fields["adapter"] and fields["weights"]  # the base is part of the identity, not just the adapter
-    load_model(ref)  # loads through the same code as any model
+    from safetensors.torch import load_file
+    model = load_model(ref)  # loads through the same code as any model: the base, then the stored adapter on it
+    saved = load_file(str(store.path("attack", "k" * 64) / "adapter_model.safetensors"))
+    loaded = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
+    assert saved and all(torch.equal(saved[k], loaded[k]) for k in saved)
 
 
 def test_results_name_a_local_model_without_this_machines_path(tmp_path, tiny_model_dir):
@@ -116,3 +120,19 @@ def test_resident_models_stay_within_the_memory_budget(tiny_model_dir, tmp_path,
     held = resident.inference_model(b, "float32")
     assert list(resident._resident.values()) == [held]
     resident.release()
+
+
+def test_a_host_peak_that_cannot_be_reset_is_recorded_as_the_process_peak(monkeypatch):
+    """Where the kernel refuses /proc/self/clear_refs, VmHWM is the process's lifetime peak: a stage record
+    says so instead of passing it off as the stage's own."""
+    import builtins
+    from frpo_bench.models import device
+    real_open = builtins.open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path) == "/proc/self/clear_refs":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    scope = device.reset_peak_memory()
+    assert scope.startswith("process") and "Permission denied" in scope

@@ -165,3 +165,13 @@ def test_a_local_copy_of_a_hub_dataset_is_keyed_by_its_bytes_and_checked(tmp_pat
                  "--set", "attacks.1.options.data=[{dataset: alpaca_hub, split: train, n: 1}]"])
     err = capsys.readouterr().err
     assert code == 2 and "dataset alpaca_hub" in err and "KeyError" in err and "train.parquet" in err
+
+
+def test_a_hub_dataset_that_cannot_be_read_says_why(tmp_path, monkeypatch):
+    from frpo_bench.data import preflight
+    monkeypatch.setenv("FRPO_BENCH_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ConfigError) as err:
+        preflight([from_dict(DataRef, {"dataset": "alpaca_hub", "split": "train"}, "p")])
+    assert "could not be read from the Hub (" in str(err.value) and ": " in str(err.value).split("Hub (")[1]

@@ -18,6 +18,15 @@ def test_explicit_forced_and_gpu_resolutions(monkeypatch):
     assert resolve_dtype("auto", "inference", "cuda") == ("float32", f"{AUTO_ENV}=float32")
 
 
+def test_a_forced_dtype_that_is_not_one_stops_the_run_before_compute(monkeypatch, capsys, tmp_path):
+    from frpo_bench.cli import main
+    monkeypatch.setenv(AUTO_ENV, "fp16")
+    assert main(["run", "smoke", "--store", str(tmp_path / "s"), "--set", "generation.dtype=auto"]) == 2
+    err = capsys.readouterr().err
+    assert AUTO_ENV in err and "fp16" in err and "float32, bfloat16" in err
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").glob("*/*/stage.json"))
+
+
 def test_the_cpu_probe_runs_once_per_machine_and_picks_the_faster(monkeypatch, isolated_cache):
     monkeypatch.delenv(AUTO_ENV, raising=False)
     monkeypatch.setattr(precision, "gpu_visible", lambda: False)

@@ -2,6 +2,7 @@
 leaderboard as the local executor, every stage built once, independent cells at the same time, a
 killed worker's stage retried, a failing stage reported with its log while the other cells finish,
 and a defense trained on two processes of one node in a placement group."""
+import importlib.util
 import json
 import os
 import secrets
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray")
+from conftest import require
+
+require(importlib.util.find_spec("ray") is not None, "Ray is not installed (pip install -e '.[ray]')", module=True)
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,8 +107,7 @@ def chromium() -> str | None:
 
 
 def test_report_opens_sorts_and_drills_down_in_a_headless_browser(smoke_run):
-    if chromium() is None:
-        pytest.skip("no Chromium on this machine: `make setup` installs it with the system package manager")
+    require(chromium() is not None, "no Chromium on this machine: `make test` installs it with the system package manager")
     from playwright.sync_api import sync_playwright
     errors = []
     shots = REPO / "runs" / "browser-test"
@@ -145,8 +146,7 @@ HOSTILE = ["<!--<script>", "</script><script>window.__pwned = 1</script>", "<img
 
 def test_report_renders_hostile_completions_as_text_and_runs_no_script(smoke_run, tmp_path):
     """Completions and prompts are model and user text: whatever they hold, every row renders and no script runs."""
-    if chromium() is None:
-        pytest.skip("no Chromium on this machine: `make setup` installs it with the system package manager")
+    require(chromium() is not None, "no Chromium on this machine: `make test` installs it with the system package manager")
     from playwright.sync_api import sync_playwright
     from frpo_bench.results import html_report
     page_html = (smoke_run / "report.html").read_text(encoding="utf-8")

@@ -113,7 +113,9 @@ def test_checkpoint_defense_loads_a_local_model_through_the_hub_path_code(tiny_m
     options = from_dict(CheckpointOptions, {"model": str(tiny_model_dir)})
     ref = CheckpointDefense().apply(ModelRef("ignored"), tmp_path / "ck", options, seed=0, report=lambda m: None)
     assert ref == ModelRef(str(tiny_model_dir))
-    load_model(ref)
+    loaded = load_model(ref).state_dict()
+    saved = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert saved and all(torch.equal(saved[k], loaded[k]) for k in saved)  # the checkpoint's own weights
     assert options.key_fields()["weights"]  # a local checkpoint is identified by its files
     from frpo_bench.config import Recipe
     from frpo_bench.engine.pipeline import preflight

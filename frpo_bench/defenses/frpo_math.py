@@ -75,9 +75,3 @@ def robust_objective(rewards, lam: float, jackknife: bool = False) -> float:
     """The group's estimate of J = -lam * log E[exp(-r / lam)] (logged per step beside mean reward)."""
     return -lam * log_mean_weight(rewards, lam, jackknife)
 
-
-def grpo_advantages(rewards, scale_std: bool = True, eps: float = 1e-4) -> np.ndarray:
-    """GRPO's group advantages: r_i - mean(r), divided by the group's std when scaled."""
-    r = np.asarray(rewards, dtype=np.float64)
-    centred = r - r.mean()
-    return centred / (r.std(ddof=1) + eps) if scale_std and r.size > 1 else centred

@@ -128,11 +128,11 @@ def build(stage: Stage, store: Store, rank: int, say, started: float) -> None:
     from frpo_bench.models.device import compute_device, peak_memory_bytes, reset_peak_memory
     spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
     with store.building(stage.kind, stage.key, spec) if rank == 0 else scratch_dir() as out:
-        reset_peak_memory()
+        peak_scope = reset_peak_memory()
         BY_NAME[stage.kind].run(stage, out, lambda s: store.path(s.kind, s.key), say)
         # stage.json is written as the block closes: what ran where, for how long, at what memory peak
         spec.update(started=started, seconds=time.time() - started, device=compute_device(), dtype=stage_dtype(stage),
-                    peak_memory_bytes=peak_memory_bytes(), size=stage_size(stage))
+                    peak_memory_bytes=peak_memory_bytes(), peak_memory_scope=peak_scope, size=stage_size(stage))
 
 
 @contextmanager

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Optional, Protocol
 
 from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import DtypeOption
 from frpo_bench.typed import Options, check_positive, key_fields_except
 
-BOOTSTRAP_SAMPLES = 2000
 
 
 @dataclass
@@ -79,15 +78,3 @@ class Evaluator(Protocol):
         (`judge`, `template` and what else makes the number reproducible) in `meta`."""
         ...
 
-
-def bootstrap_ci(values: Sequence[float], seed: int = 0, samples: int = BOOTSTRAP_SAMPLES,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over samples (resampling prompts)."""
-    import numpy as np
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(samples, data.size))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

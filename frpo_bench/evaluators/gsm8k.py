@@ -224,17 +224,3 @@ def _lm_eval_version() -> str:
     from importlib import metadata
     return metadata.version("lm_eval")
 
-
-def score_completions(workdir: Path, dataset: str, completions: list[str]) -> dict[str, list[float]]:
-    """Score given completions of the first len(completions) test docs with lm-eval's own filters
-    and metric (for rescoring and for checking the scorer on known answers)."""
-    task_path, name = write_task(workdir, dataset, "test")
-    task = task_manager(task_path.parent).load([name])["tasks"][name]
-    docs = list(task.test_docs())[: len(completions)]
-    scores = {}
-    for ensemble in task._filters:
-        resps = [[c] for c in completions]
-        for make_filter in ensemble.filters:
-            resps = list(make_filter().apply(resps, docs))
-        scores[ensemble.name] = [float(task.process_results(d, [r])["exact_match"]) for d, r in zip(docs, resps)]
-    return scores

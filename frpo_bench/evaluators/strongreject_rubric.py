@@ -51,8 +51,12 @@ class Options(TemplateOptions, OptionsBase):
     completion_price_per_mtok: float = opt(0.0, help="USD per million completion tokens, for the cost tally")
 
     def key_fields(self) -> dict:
-        """What changes a score: the judge, its template and budget, never endpoints, keys or concurrency."""
-        return key_fields_except(self, TRANSPORT)
+        """What changes a score: the judge, its template and budget, never endpoints, keys or concurrency; a
+        served judge's dtype too (other arithmetic, other verdicts), while it only matters then."""
+        fields = key_fields_except(self, TRANSPORT)
+        if self.serve_model:
+            fields["serve_dtype"] = self.serve_dtype
+        return fields
 
     def validate(self, path: str) -> None:
         from frpo_bench.errors import ConfigError
@@ -78,6 +82,12 @@ class Options(TemplateOptions, OptionsBase):
         if self.serve_model:
             return f"served:{self.serve_model}@{self.serve_dtype}"
         return f"{self.base_url or 'openai'}:{self.judge_model}"
+
+    def judge_name(self, base_url: str | None) -> str:
+        """How leaderboard rows name the judge: a served one by its weights and dtype."""
+        if self.serve_model:
+            return f"{self.serve_model}@local-vllm:{self.serve_dtype}"
+        return f"{self.judge_model}@{base_url or 'openai'}"
 
 
 def is_http_url(url: str) -> bool:
@@ -151,7 +161,7 @@ class StrongRejectRubricEvaluator:
             records.append({"id": row.get("id"), "prompt": row["prompt"], "response": completion,
                             "judge_request": judge.request_body(request), "judge_output": answer["text"],
                             "cached": answer["cached"], "parsed": parsed, "score": score})
-        judge_name = f"{options.serve_model or options.judge_model}@{'local-vllm' if server else base_url or 'openai'}"
+        judge_name = options.judge_name(base_url)
         meta = {"judge": judge_name, "template": template["sha256"], "template_source": template["source"],
                 "n_unparsed": int(sum(unparsed)), "tally": judge.tally.to_json(options.prompt_price_per_mtok,
                                                                             options.completion_price_per_mtok)}

@@ -53,6 +53,10 @@ def resolve_attention(requested: str, dtype: str, device: str) -> tuple[str, str
     if requested != "auto":
         return requested, "set in the recipe"
     if os.environ.get(AUTO_ENV):
+        if os.environ[AUTO_ENV] not in CHOICES[:-1]:
+            from frpo_bench.errors import ConfigError
+            raise ConfigError(AUTO_ENV, os.environ[AUTO_ENV], "is not a kernel `auto` can become",
+                              f"set it to one of {', '.join(CHOICES[:-1])}, or unset it to let the machine decide")
         return os.environ[AUTO_ENV], f"{AUTO_ENV}={os.environ[AUTO_ENV]}"
     if device.startswith("cuda") or (device == "auto" and gpu_visible()):
         return "sdpa", "a GPU (flash / memory-efficient kernels)"

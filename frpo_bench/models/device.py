@@ -47,17 +47,20 @@ def device_map() -> dict | None:
     return None if device == "cpu" else {"": device}
 
 
-def reset_peak_memory() -> None:
+def reset_peak_memory() -> str:
     """Start a stage's peak-memory window: the accelerator's allocator peak, or this process's peak
-    resident set (VmHWM, reset through /proc/self/clear_refs where the kernel allows it)."""
+    resident set (VmHWM, reset through /proc/self/clear_refs where the kernel allows it). Returns what the
+    peak read afterwards covers: "stage", or the whole process when the host's peak could not be reset."""
     import torch
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
-    except OSError:
-        pass
+    except OSError as err:
+        if not on_accelerator():
+            return f"process (its peak could not be reset: {err.strerror or err})"
+    return "stage"
 
 
 def peak_memory_bytes() -> int:

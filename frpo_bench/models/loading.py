@@ -77,7 +77,7 @@ def check_model_config(folder: Path, cfg) -> None:
         raise ConfigError("model.id", cfg.id, f"has no config.json ({folder})",
                           "give a model directory saved by transformers (config.json + safetensors)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError("model.id", cfg.id, f"has an unreadable config.json ({err.__class__.__name__})",
+        raise ConfigError("model.id", cfg.id, f"has an unreadable config.json ({err})",
                           "give a model directory saved by transformers") from None
     if isinstance(data, dict) and data.get("auto_map") and not cfg.trust_remote_code:
         raise ConfigError("model.id", cfg.id, f"asks for its own modelling code (config.json auto_map: "

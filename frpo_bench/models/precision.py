@@ -70,6 +70,10 @@ def resolve_dtype(requested: str, purpose: str, device: str) -> tuple[str, str]:
         return requested, "set in the recipe"
     forced = os.environ.get(AUTO_ENV)
     if forced:
+        if forced not in CHOICES:
+            from frpo_bench.errors import ConfigError
+            raise ConfigError(AUTO_ENV, forced, "is not a dtype `auto` can become", f"set it to one of {', '.join(CHOICES)}, "
+                              "or unset it to let the machine decide")
         return forced, f"{AUTO_ENV}={forced}"
     if device.startswith("cuda") or (device == "auto" and gpu_visible()):
         return "bfloat16", "a GPU"
