@@ -63,16 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Re-aggregate RUN_DIR/results.jsonl into leaderboard.csv and print it.")
     board.add_argument("run_dir", type=Path, help="a run directory written by `frpo-bench run`")
     check = sub.add_parser("check", help="regression gate: compare a leaderboard (or a new checkpoint) with a baseline",
-                           description="Exit 1 with a diff table when any metric moved the wrong way beyond its "
-                                       "tolerance (or, without one, beyond the baseline's 95% interval); 0 otherwise; "
-                                       "2 for unusable input (a missing cell or metric, different judges or data).")
-    check.add_argument("--baseline", type=Path, required=True, help="reference leaderboard.csv")
+                           description="Exit 1 with a diff table when any metric moved the wrong way by more than "
+                                       "its tolerance and a one-sided test at --alpha says it is not sampling noise "
+                                       "(per prompt, paired, where the runs' results.jsonl lie beside their CSVs); "
+                                       "0 otherwise; 2 for unusable input (a missing cell or metric, different "
+                                       "judges or data).")
+    check.add_argument("--baseline", type=Path, required=True,
+                       help="reference leaderboard.csv (with its run's results.jsonl beside it, or NAME.results.jsonl "
+                            "beside NAME.csv, the gate tests per prompt)")
     source = check.add_mutually_exclusive_group(required=True)
     source.add_argument("--current", type=Path, help="leaderboard.csv to gate")
     source.add_argument("--checkpoint", help="model to evaluate first (local dir, LoRA adapter dir or Hub id)")
     check.add_argument("--recipe", default="gate", help="recipe run on --checkpoint (default: the quick packaged 'gate')")
     check.add_argument("--tolerance", action="append", default=[], metavar="METRIC=DELTA",
-                       help="allowed move in the wrong direction for METRIC; repeatable")
+                       help="the smallest move in the wrong direction that matters for METRIC (default 0); repeatable")
+    check.add_argument("--alpha", type=float, default=0.05,
+                       help="level of the one-sided test a move must pass to fail the gate: a rerun of the same "
+                            "model fails a metric at most this often")
     check.add_argument("--allow-new-metrics", action="store_true",
                        help="let the current leaderboard have metrics the baseline lacks (they are not gated); "
                             "without it they are an error")
@@ -272,7 +279,7 @@ def cmd_check(args) -> int:
         recipe, raw = load_recipe(args.recipe, [*args.overrides, f"model.id={args.checkpoint}"])
         out = args.out or Path("runs") / f"check-{recipe.name}"
         current, _, _ = run_recipe(recipe, raw, Store(args.store), out)
-    code, report = check_files(args.baseline, current, args.tolerance, args.allow_new_metrics)
+    code, report = check_files(args.baseline, current, args.tolerance, args.allow_new_metrics, args.alpha)
     print(report)
     return code
 

@@ -95,17 +95,20 @@ def test_gate_passes_on_improvement(boards, capsys):
 
 def test_gate_passes_within_tolerance_and_fails_beyond(boards, capsys):
     base, current = boards
-    moved = current({("none", "", "harmful_refusal"): 0.70})
-    assert main(["check", "--baseline", base, "--current", moved, "--tolerance", "harmful_refusal=0.1"]) == 0
+    moved = current({("none", "", "harmful_refusal"): 0.0})
+    assert main(["check", "--baseline", base, "--current", moved, "--tolerance", "harmful_refusal=0.8"]) == 0
     assert main(["check", "--baseline", base, "--current", moved, "--tolerance", "harmful_refusal=0.01"]) == 1
     out = capsys.readouterr().out
-    assert "REGRESSED" in out and "1 of 6 metrics regressed" in out and "-0.0500" in out
+    assert "REGRESSED" in out and "1 of 6 metrics regressed" in out and "+0.7500" in out
 
 
-def test_gate_uses_the_interval_without_tolerance(boards, capsys):
-    base, current = boards
-    assert main(["check", "--baseline", base, "--current", current({("none", "", "harmful_refusal"): 0.40})]) == 0
-    assert main(["check", "--baseline", base, "--current", current({("none", "", "harmful_refusal"): 0.30})]) == 1
+def test_gate_fails_only_a_move_its_test_calls_significant(boards, capsys):
+    base, current = boards  # harmful_refusal 0.75 over 2 seeds x 4 prompts: a wide interval
+    assert main(["check", "--baseline", base, "--current", current({("none", "", "harmful_refusal"): 0.60})]) == 0
+    assert "z (means and intervals)" in capsys.readouterr().out
+    assert main(["check", "--baseline", base, "--current", current({("none", "", "harmful_refusal"): 0.0})]) == 1
+    assert main(["check", "--baseline", base, "--current", current({("none", "", "harmful_refusal"): 0.0}),
+                 "--alpha", "0.7"]) == 2  # a one-sided level above 0.5 would fail improvements
 
 
 def test_gate_errors_on_missing_cell_or_metric(boards, capsys):

@@ -1,18 +1,24 @@
 """`frpo-bench check`: a regression gate between two leaderboards (exit 1 on a regression).
 
-Rows are matched on (base, defense, attack, attack_lr, metric). A metric regresses when it
-moved in its wrong direction (known per row: `higher_is_better`) by more than its tolerance,
-if one is given for it, and otherwise when the current mean falls outside the baseline's
-95% interval on the wrong side. A baseline row with no current counterpart, or a pair whose
-evaluator, judge, template, dataset or revision differ, is an error (exit 2), never a pass.
+Rows are matched on (base, defense, attack, attack_lr, metric). A metric regresses when it moved in
+its wrong direction (known per row: `higher_is_better`) by more than its tolerance (default 0: any
+move) and a one-sided test at level `alpha` (default 0.05) says the move is not sampling noise, so a
+rerun of the same checkpoint fails the gate at most `alpha` of the time per metric. The test uses the
+per-prompt scores when both leaderboards have their run's results.jsonl beside them: paired by prompt
+when both scored the same prompts with the same seeds (exact McNemar for 0/1 outcomes, a sign-flip
+test otherwise), a permutation test if not; from the CSV alone, a normal test on the two means and
+their intervals. A baseline row with no current counterpart, or a pair whose evaluator, judge,
+template, dataset or revision differ, is an error (exit 2), never a pass.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from frpo_bench.errors import ConfigError
+from frpo_bench.results import significance as sig
 from frpo_bench.results.schema import PROVENANCE, Row, read_csv, render_table, row_key
 
 MUST_AGREE = ("higher_is_better", *PROVENANCE)
@@ -22,10 +28,12 @@ MUST_AGREE = ("higher_is_better", *PROVENANCE)
 class Verdict:
     key: tuple
     baseline: float
-    low: float
-    high: float
     current: float
-    allowed: str
+    worse_by: float  # the move in the metric's wrong direction (negative: it improved)
+    interval: tuple[float, float]  # 95% interval of worse_by
+    p: float  # one-sided p-value of "worse by more than the tolerance"
+    test: str
+    tolerance: float
     status: str  # ok | improved | REGRESSED
 
     @property
@@ -66,8 +74,8 @@ def usable_rows(rows: list[Row], field: str) -> dict[tuple, Row]:
     return by_key
 
 
-def compare(baseline: list[Row], current: list[Row], tolerances: dict[str, float],
-            allow_new_metrics: bool = False) -> list[Verdict]:
+def compare(baseline: list[Row], current: list[Row], tolerances: dict[str, float], allow_new_metrics: bool = False,
+            alpha: float = 0.05, samples: tuple[dict, dict] = ({}, {})) -> list[Verdict]:
     usable_rows(baseline, "--baseline")
     by_key = usable_rows(current, "--current")
     missing = [k for k in map(row_key, baseline) if k not in by_key]
@@ -91,38 +99,83 @@ def compare(baseline: list[Row], current: list[Row], tolerances: dict[str, float
             if row[field] != cur[field]:
                 raise ConfigError(f"{field} of {'/'.join(key)}", cur[field], f"differs from the baseline's {row[field]!r}",
                                   "compare numbers produced by the same judge, template and data only")
-        verdicts.append(judge_row(row, cur, tolerances.get(row["metric"])))
+        verdicts.append(judge_row(row, cur, tolerances.get(row["metric"], 0.0), alpha,
+                                  samples[0].get(key), samples[1].get(key)))
     return verdicts
 
 
-def judge_row(row: Row, cur: Row, tolerance: float | None) -> Verdict:
+def judge_row(row: Row, cur: Row, tolerance: float, alpha: float = 0.05,
+              base_seeds: dict | None = None, cur_seeds: dict | None = None) -> Verdict:
     higher = row["higher_is_better"]
-    base, low, high, now = row["mean"], row["ci95_low"], row["ci95_high"], cur["mean"]
-    worse_by = (base - now) if higher else (now - base)
-    if tolerance is not None:
-        allowed = f"tolerance {tolerance:g}"
-        regressed = worse_by > tolerance + 1e-12
-    else:
-        allowed = f"ci95 [{low:.4f}, {high:.4f}]"
-        regressed = now < low if higher else now > high
+    worse_by = (row["mean"] - cur["mean"]) if higher else (cur["mean"] - row["mean"])
+    p, interval, test = move_test(row, cur, worse_by, tolerance, base_seeds, cur_seeds)
+    regressed = worse_by > tolerance + 1e-12 and p < alpha
     status = "REGRESSED" if regressed else ("improved" if worse_by < 0 else "ok")
-    return Verdict(row_key(row), base, low, high, now, allowed, status)
+    return Verdict(row_key(row), row["mean"], cur["mean"], worse_by, interval, p, test, tolerance, status)
+
+
+def move_test(row: Row, cur: Row, worse_by: float, tolerance: float, base_seeds: dict | None,
+              cur_seeds: dict | None) -> tuple[float, tuple, str]:
+    """(p, 95% interval of the move, test name): on per-prompt scores where both sides have them."""
+    sign = -1.0 if row["higher_is_better"] else 1.0  # oriented: positive = worse
+    if not base_seeds or not cur_seeds:
+        se_base = sig.standard_error(row["mean"], row["ci95_low"], row["ci95_high"], row["n"])
+        se_cur = sig.standard_error(cur["mean"], cur["ci95_low"], cur["ci95_high"], cur["n"])
+        p, interval = sig.aggregate_z(worse_by, tolerance, se_base, se_cur)
+        return p, interval, "z (means and intervals)"
+    paired = sorted(base_seeds) == sorted(cur_seeds) and all(
+        len(base_seeds[s]) == len(cur_seeds[s]) for s in base_seeds)
+    base = [v for s in sorted(base_seeds) for v in base_seeds[s]]
+    now = [v for s in sorted(cur_seeds) for v in cur_seeds[s]]
+    if paired:
+        moves = [sign * (c - b) for b, c in zip(base, now)]
+        if sig.is_binary(base, now) and tolerance == 0:
+            return sig.mcnemar(base, now, row["higher_is_better"]), sig.paired_interval(moves), "McNemar (paired, exact)"
+        return sig.paired_sign_flip(moves, tolerance), sig.paired_interval(moves), "sign flip (paired)"
+    oriented = ([sign * v for v in base], [sign * v for v in now])
+    return (sig.two_sample_permutation(*oriented, tolerance), sig.unpaired_interval(*oriented),
+            "permutation (unpaired)")
+
+
+def per_sample_beside(csv_path: Path) -> dict[tuple, dict]:
+    """row key -> {seed: per-prompt scores} from the run's results.jsonl beside its leaderboard.csv (for a
+    copy named NAME.csv: NAME.results.jsonl); {} when there is none. Final models only, one per score."""
+    path = Path(csv_path)
+    found = [p for p in (path.with_name("results.jsonl") if path.name == "leaderboard.csv" else None,
+                         path.with_name(f"{path.stem}.results.jsonl")) if p is not None and p.is_file()]
+    if not found:
+        return {}
+    out: dict[tuple, dict] = {}
+    seen: set[str] = set()  # identical stages under several seeds (greedy, unattacked) count once, as in the row
+    with open(found[0], encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            if not record.get("intermediate") and record["score_key"] + record["metric"] not in seen:
+                seen.add(record["score_key"] + record["metric"])
+                out.setdefault(row_key(record), {})[record["seed"]] = record["per_sample"]
+    return out
 
 
 def diff_table(verdicts: list[Verdict]) -> str:
-    header = ["base", "defense", "attack", "lr", "metric", "baseline", "current", "delta", "allowed", "status"]
+    header = ["base", "defense", "attack", "lr", "metric", "baseline", "current", "worse by", "95% CI", "p",
+              "test", "tolerance", "status"]
     return render_table(header, [[*v.key[:3], v.key[3] or "-", v.key[4], f"{v.baseline:.4f}", f"{v.current:.4f}",
-                                  f"{v.delta:+.4f}", v.allowed, v.status] for v in verdicts])
+                                  f"{v.worse_by:+.4f}", f"[{v.interval[0]:+.4f}, {v.interval[1]:+.4f}]",
+                                  f"{v.p:.4f}", v.test, f"{v.tolerance:g}", v.status] for v in verdicts])
 
 
 def check_files(baseline: Path, current: Path, tolerance_items: list[str],
-                allow_new_metrics: bool = False) -> tuple[int, str]:
+                allow_new_metrics: bool = False, alpha: float = 0.05) -> tuple[int, str]:
     for name, path in (("--baseline", baseline), ("--current", current)):
         if not Path(path).is_file():
             raise ConfigError(name, str(path), "is not a file", "give a leaderboard.csv written by frpo-bench")
+    if not 0 < alpha < 0.5:
+        raise ConfigError("--alpha", alpha, "must be between 0 and 0.5", "e.g. --alpha 0.05 (one-sided)")
     verdicts = compare(read_csv(baseline, "--baseline"), read_csv(current, "--current"),
-                       parse_tolerances(tolerance_items), allow_new_metrics)
+                       parse_tolerances(tolerance_items), allow_new_metrics, alpha,
+                       (per_sample_beside(baseline), per_sample_beside(current)))
     regressed = [v for v in verdicts if v.status == "REGRESSED"]
     summary = (f"{len(regressed)} of {len(verdicts)} metrics regressed" if regressed
                else f"all {len(verdicts)} metrics within bounds")
-    return (1 if regressed else 0), diff_table(verdicts) + "\n\n" + summary
+    return (1 if regressed else 0), (diff_table(verdicts) + "\n\n" + summary + f" (one-sided tests at alpha {alpha:g}: "
+                                     "a metric fails when it is worse by more than its tolerance and p < alpha)")
