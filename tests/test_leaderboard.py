@@ -190,3 +190,20 @@ def test_gate_reads_a_leaderboard_saved_with_a_byte_order_mark(tmp_path, capsys)
     assert with_bom.read_bytes().startswith(b"\xef\xbb\xbfschema_version")
     assert read_csv(with_bom) == read_csv(original)
     assert main(["check", "--baseline", str(with_bom), "--current", str(original)]) == 0
+
+
+def test_headline_table_is_one_row_per_model_and_one_column_per_metric():
+    from frpo_bench.results import headline
+    rows = leaderboard.aggregate(RECORDS)
+    worst = summary.worst_cases(rows, "math", 0.9)
+    text = headline.to_markdown(rows, worst, "math", 0.9)
+    table = [line for line in text.splitlines() if line.startswith("| aligned")]
+    assert "| base | defense | attack | lr | harmful_refusal ↑ | math ↑ |" in text
+    assert table[:3] == ["| aligned | none | none | - | 0.7500<br>[0.3750, 1.0000] | 0.7500<br>[0.2500, 1.0000] |",
+                         "| aligned | none | lora | 0.0001 | 0.5000<br>[0.0000, 1.0000] | 0.7500<br>[0.2500, 1.0000] |",
+                         "| aligned | none | lora | 0.001 | 0.3750<br>[0.0000, 0.7500] | 0.0000<br>[0.0000, 0.0000] |"]
+    # per defense: the worst attack destroyed math, so the bounded worst is the other one, at 100% of its math
+    assert table[3:] == ["| aligned | none | harmful_refusal ↑ | 0.7500 | 0.3750 | lora 0.001 | 0.5000 | lora 0.0001 | 100% |"]
+    data = headline.page_data(rows, worst, "math")
+    assert [m["name"] for m in data["metrics"]] == ["harmful_refusal", "math"] and len(data["cells"]) == 3
+    assert data["cells"][2]["math"] == 0.0 and data["cells"][2]["harmful_refusal ci"] == [0.0, 0.75]

@@ -1,6 +1,7 @@
 """The files a run leaves for other tools, read back with those tools: lm-eval-shaped results and
 samples (against a real lm-eval run's own files), the Inspect log (inspect_ai's reader), and
 report.html (a real headless Chromium)."""
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -118,6 +119,16 @@ def test_report_opens_sorts_and_drills_down_in_a_headless_browser(smoke_run):
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((smoke_run / "report.html").as_uri())
+        # the page opens on the headline: one row per model, one column per metric, its interval under the mean
+        rows = list(csv.DictReader(open(smoke_run / "leaderboard.csv", encoding="utf-8")))
+        headline = page.locator("#headline-table table")
+        assert headline.locator("tbody tr").count() == len({(r["base"], r["defense"], r["attack"], r["attack_lr"])
+                                                             for r in rows})
+        heads = headline.locator("th").all_inner_texts()
+        assert {f"{r['metric']} {'↑' if r['higher_is_better'] == 'true' else '↓'}" for r in rows} <= {h.strip(" ▲▼") for h in heads}
+        first = headline.locator("tbody tr").first.locator("td").nth(4).inner_text()
+        assert "\n[" in first and first.endswith("]")  # mean, then the interval on its own line
+        assert page.locator("#robustness-table table tbody tr").count() >= 1
         table = page.locator("#leaderboard-table table")
         assert table.locator("tbody tr").count() == len((smoke_run / "leaderboard.csv").read_text().splitlines()) - 1
 

@@ -315,7 +315,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
     found_versions, sha = versions(), git_sha()
     context = {"date": started, "finished": time.time(), "timestamp": lm_eval_timestamp(started), "git_sha": sha,
                "versions": found_versions, "device": recipe.device, "generation": to_dict(recipe.generation),
-               "recipe": raw["raw"], "datasets": dataset_ids}
+               "recipe": raw["raw"], "datasets": dataset_ids, "leaderboard": to_dict(recipe.leaderboard)}
     browsable = outputs.write_browsable(out, records, samples, settings, context, rows)
     if recipe.report_to:
         from frpo_bench.training.tracking import log_leaderboard
