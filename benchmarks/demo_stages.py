@@ -41,7 +41,8 @@ def main() -> None:
     print("\n| stage kind | " + " | ".join(args.backends) + " |\n|---|" + "---|" * len(args.backends))
     for kind in (*NAMES, "wall_this_run"):
         print(f"| {kind} | " + " | ".join(f"{table[b].get(kind, 0):.0f} s" for b in args.backends) + " |")
-    write_json_atomic(args.out, {"recipe": args.recipe, "seconds_by_kind": table})
+    from frpo_bench.perf import machine_info
+    write_json_atomic(args.out, {"machine": machine_info(), "recipe": args.recipe, "seconds_by_kind": table})
 
 
 if __name__ == "__main__":

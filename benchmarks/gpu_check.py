@@ -232,6 +232,8 @@ def main() -> None:
         if device == "cuda" and not args.quick:
             results["paper_scale"] = paper_scale_probe(tmp)
     args.out.mkdir(parents=True, exist_ok=True)
+    from frpo_bench.perf import machine_info
+    results["machine"] = machine_info()
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
     from frpo_bench.results.schema import render_table
     rows = [[section, name, str(value)] for section, values in results.items()

@@ -18,7 +18,7 @@ from pathlib import Path
 from frpo_bench.training.sft import finetune
 from frpo_bench.config import ModelConfig
 from frpo_bench.training.options import FinetuneConfig
-from frpo_bench.perf import matmul_peak, parameter_count
+from frpo_bench.perf import machine_info, matmul_peak, parameter_count
 from common import base_model
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic
@@ -65,7 +65,8 @@ def main() -> None:
     for r in results:
         print(f"| {r['mode']} | {r['dtype']} | {r['tokens_per_s']:.0f} | {r['seconds'] / r['steps']:.1f} | "
               f"{100 * r['fraction_of_peak']:.1f}% |")
-    write_json_atomic(args.out, {"model": args.model, "parameters": params, "peak_flops": peaks, "results": results})
+    write_json_atomic(args.out, {"machine": machine_info(), "model": args.model, "parameters": params,
+                                 "max_length": args.max_length, "peak_flops": peaks, "results": results})
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(plan, optional=False)
     plan.add_argument("--estimate", action="store_true", help="print the cost model's estimate of the whole plan")
     plan.add_argument("--gpu", default="h100", choices=sorted(estimate.MACHINES),
-                      help="the device the estimate is for (cpu: the 2-core development machine)")
+                      help="the device the estimate is for (cpu: this machine, its matmul peaks measured now)")
     ls = sub.add_parser("ls", help="list registered defenses, attacks, evaluators, datasets and recipes",
                         description="List every registered component.")
     ls.add_argument("--options", action="store_true", help="also print every recipe field and component option with its help")

