@@ -5,7 +5,8 @@
 Training stages do not depend on the generation backend, so the first pass builds them and the
 second reuses them; every stage's own build time is read from its stage.json, so the table shows
 what each stage kind costs with each backend. Scoring by lm-eval does not use the generation
-backend either and is shared too.
+backend either and is shared too. Recorded beside them: the machine, its matmul peaks, and the first
+ETA a run prints on an empty store (the cost model on those peaks), to set against the stages' total.
 """
 from __future__ import annotations
 
@@ -30,19 +31,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/demo_stages.json"))
     args = parser.parse_args()
     store = Store(args.store)
-    table = {}
+    from frpo_bench.engine.eta import CostPrior
+    from frpo_bench.engine.plan import resolve_installed
+    from frpo_bench.perf import machine_info
+    table, machine = {}, machine_info()
     for backend in args.backends:
         recipe, raw = load_recipe(args.recipe, [f"generation.backend={backend}"])
+        resolve_installed(recipe)
         _, stages = build_plan(recipe)
+        prior = CostPrior(stages, "cpu")
+        first_eta = sum(prior(s) for s in stages)  # what the first ETA says on an empty store
+        machine["peak_flops"] = {"float32": prior.machine().fp32_flops, "bfloat16": prior.machine().bf16_flops}
         _, _, wall = run_recipe(recipe, raw, store, Path("runs") / f"stages-{args.recipe}-{backend}")
-        table[backend] = {**seconds_by_kind(stages, store), "wall_this_run": round(wall, 1),
+        by_kind = seconds_by_kind(stages, store)
+        table[backend] = {**by_kind, "wall_this_run": round(wall, 1), "first_eta_s": round(first_eta, 1),
+                          "stages_total_s": round(sum(v for k, v in by_kind.items() if k in NAMES), 1),
                           "generate_stages": sum(s.kind == "generate" for s in stages)}
         print(json.dumps({backend: table[backend]}), flush=True)
     print("\n| stage kind | " + " | ".join(args.backends) + " |\n|---|" + "---|" * len(args.backends))
     for kind in (*NAMES, "wall_this_run"):
         print(f"| {kind} | " + " | ".join(f"{table[b].get(kind, 0):.0f} s" for b in args.backends) + " |")
-    from frpo_bench.perf import machine_info
-    write_json_atomic(args.out, {"machine": machine_info(), "recipe": args.recipe, "seconds_by_kind": table})
+    write_json_atomic(args.out, {"machine": machine, "recipe": args.recipe, "seconds_by_kind": table})
 
 
 if __name__ == "__main__":

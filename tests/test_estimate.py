@@ -1,5 +1,6 @@
 """The cost model behind `plan --estimate` reproduces the figures it was calibrated on within 25%, and
 `plan paper --estimate` prints hours, GPU-hours and peak memory per sort of stage."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def gpu_figures() -> list[tuple]:
 
 def cpu_machine(data: dict) -> Machine:
     """The machine a CPU result was measured on, by the matmul peaks it measured itself."""
-    return Machine("measured", data["peak_flops"]["bfloat16"], data["peak_flops"]["float32"], 0, 0, 1, False)
+    return dataclasses.replace(CPU, name="measured", bf16_flops=data["peak_flops"]["bfloat16"],
+                               fp32_flops=data["peak_flops"]["float32"])
 
 
 def cpu_figures() -> list[tuple]:
@@ -125,3 +127,24 @@ def test_the_gpu_check_runs_end_to_end_in_its_quick_mode(tmp_path):
     assert result["smoke"]["stages"] == result["smoke"]["on_device"] == 24
     assert result["rl_step"]["timed_steps_each"] >= 1 and result["rl_step"]["frpo_over_grpo"] > 0
     assert result["generation"]["speedup"] > 0 and result["judge"]["judge_prompts_per_s"] > 0
+
+
+def test_the_first_eta_of_the_demo_is_within_1_5x_of_its_measured_stages(monkeypatch):
+    """The ETA a run prints on an empty store is the cost model on this machine's measured peaks; against each
+    committed demo run that recorded its machine's peaks, it must land within 1.5x of the stages' own seconds."""
+    from frpo_bench.config import load_recipe
+    from frpo_bench.engine.estimate import stage_estimate
+    from frpo_bench.engine.plan import build_plan, resolve_installed
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("demo_stages*.json"))]
+    runs = [r for r in runs if "peak_flops" in r.get("machine", {})]
+    assert runs, "no committed demo run with its machine's peaks"
+    for run in runs:
+        monkeypatch.setenv("FRPO_BENCH_AUTO_DTYPE", run["resolved"]["dtype"])
+        monkeypatch.setenv("FRPO_BENCH_AUTO_ATTENTION", run["resolved"]["attention"])
+        recipe = load_recipe(run["recipe"], ["generation.backend=hf"])[0]
+        resolve_installed(recipe)
+        stages = build_plan(recipe)[1]
+        machine = cpu_machine({"peak_flops": run["machine"]["peak_flops"]})
+        eta = sum(stage_estimate(s, SMOL, machine).seconds for s in stages)
+        measured = run["seconds_by_kind"]["hf"]["stages_total_s"]
+        assert measured / 1.5 <= eta <= 1.5 * measured, (eta, measured)

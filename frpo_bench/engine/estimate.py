@@ -72,8 +72,10 @@ TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 0.2}  # seconds per optimizer step
 GPU_DECODE_STEP = (0.00665, 0.00275)  # seconds per decode step of one batch: fixed + per billion parameters
 CPU_DECODE_STEP = 0.064  # seconds per decode step of one batch (Python, HF generate's bookkeeping)
 CPU_DECODE_MFU = {"float32": 0.193, "bfloat16": 0.65}  # of the dtype's measured matmul peak, the batch's FLOPs
-LOAD_FIXED, LM_EVAL_START = 3.0, 10.0
-FORWARD_MFU = 0.3  # gradient-free forwards over whole sequences (prefill-like)
+LOAD_FIXED = {"gpu": 3.0, "cpu": 1.0}  # seconds to start a model besides reading its weights (GPU: CUDA set-up)
+LM_EVAL_START = 2.0  # lm-eval in-process on weights already loaded: its task set-up
+FORWARD_MFU = {"gpu": 0.3, "cpu": 0.9}  # gradient-free forwards over whole sequences (prefill-like); CPU: the demo's KL
+EMBEDDED_CONVERT_SECONDS_PER_PARAM = 1.85e-7  # de-quantizing the packaged GGUF (25 s for SmolLM2-135M, 2-core Xeon)
 ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM = 1.35e5  # with gradient checkpointing, bf16 (from the 18.6 GiB peak)
 
 KNOWN_PARAMETERS = {  # for Hub models whose config is not on this machine
@@ -137,11 +139,13 @@ def generate_seconds(params: float, sequences: int, new_tokens: int, batch: int,
 
 def forward_seconds(params: float, tokens: float, machine: Machine) -> float:
     """A forward pass without gradients over `tokens` (reference models, reward models, judges' prefill)."""
-    return 2 * params * tokens / ((machine.bf16_flops if machine.is_gpu else machine.fp32_flops) * FORWARD_MFU)
+    if machine.is_gpu:
+        return 2 * params * tokens / (machine.bf16_flops * FORWARD_MFU["gpu"])
+    return 2 * params * tokens / (machine.fp32_flops * FORWARD_MFU["cpu"])
 
 
 def load_seconds(params: float, machine: Machine) -> float:
-    return LOAD_FIXED + 2 * params / machine.load_rate
+    return LOAD_FIXED["gpu" if machine.is_gpu else "cpu"] + 2 * params / machine.load_rate
 
 
 def train_peak_bytes(params: float, tokens_in_flight: float, full: bool) -> float:
@@ -156,10 +160,10 @@ def inference_peak_bytes(params: float, sequences: int, length: int) -> float:
 # --- stages ---------------------------------------------------------------------------------------
 
 SEQUENCE_FILL = 0.5  # training sequences fill about half their max_length (they are cut there, padded per batch)
-PROMPT_TOKENS = 128  # a prompt, chat-templated
+PROMPT_TOKENS = 64  # a short request, chat-templated (the demo's: ~55 with SmolLM2's template)
 JUDGE_PROMPT_TOKENS = 700  # a judge's template around prompt and response
 API_SECONDS_PER_REQUEST = 4.0
-TEXT_CHECK_SECONDS = 0.5
+TEXT_CHECK_SECONDS = 0.05
 DEFAULT_ROWS = 500  # when a prompt set's size cannot be read here
 
 
@@ -215,8 +219,11 @@ def rr_estimate(options: dict, params: float, machine: Machine) -> Estimate:
     return Estimate("harden", 2 * load_seconds(params, machine) + options["steps"] * step, peak)
 
 
-def score_estimate(fields: dict, options: dict, params: float, machine: Machine) -> Estimate:
-    """`options`: the evaluation's options with their transport fields (batch sizes, concurrency)."""
+def score_estimate(fields: dict, options: dict, params: float, machine: Machine, completion_tokens: int = 256,
+                   two_models: bool = True) -> Estimate:
+    """`options`: the evaluation's options with their transport fields (batch sizes, concurrency);
+    `completion_tokens`: the completions' length (what KL reads after the prompt); `two_models`: KL has a
+    model before the attack to compare with (an unattacked model's KL is 0 without compute)."""
     evaluator, n = fields["evaluator"], prompt_count(fields["prompts"])
     if evaluator == "gsm8k":
         seconds = (LM_EVAL_START + load_seconds(params, machine)
@@ -224,9 +231,11 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine)
                                       machine, options.get("dtype", "bfloat16")))
         return Estimate("score", seconds, inference_peak_bytes(params, options.get("batch_size", 8), 1024))
     if evaluator == "kl_to_start":  # the model and the one before the attack read every completion (prefill)
-        return Estimate("score", 2 * load_seconds(params, machine)
-                        + 2 * forward_seconds(params, n * JUDGE_PROMPT_TOKENS, machine),
-                        2 * inference_peak_bytes(params, options.get("batch_size", 8), JUDGE_PROMPT_TOKENS))
+        if not two_models:
+            return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
+        tokens = n * (PROMPT_TOKENS + completion_tokens)  # both models stay resident across a cell: one load
+        return Estimate("score", load_seconds(params, machine) + 2 * forward_seconds(params, tokens, machine),
+                        2 * inference_peak_bytes(params, options.get("batch_size", 8), PROMPT_TOKENS + completion_tokens))
     judge = options.get("judge_model") or options.get("classifier") or options.get("reward_model")
     if evaluator == "strongreject_rubric":
         return Estimate("score", n * API_SECONDS_PER_REQUEST / max(options.get("max_concurrency", 8), 1), 0, 0)
@@ -241,7 +250,8 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine)
 def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
     fields, payload = stage.fields, stage.payload
     if stage.kind == "base":
-        return Estimate("base", load_seconds(params, machine), 2 * params)
+        convert = EMBEDDED_CONVERT_SECONDS_PER_PARAM * params if fields.get("kind") == "embedded" else 0.0
+        return Estimate("base", load_seconds(params, machine) + convert, 2 * params)
     if stage.kind == "align":
         return sft_estimate("align", fields, payload["cfg"].micro_batch_size, params, machine)
     if stage.kind == "attack":
@@ -270,7 +280,10 @@ def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
                                                                    machine, gen["dtype"])
         return Estimate("generate", seconds, inference_peak_bytes(params, batch, PROMPT_TOKENS + gen["max_new_tokens"]))
     from frpo_bench.typed import to_dict
-    return score_estimate(fields, to_dict(payload["evaluation"].options), params, machine)
+    source = stage.parents[0] if stage.parents else None
+    completion = source.fields["generation"]["max_new_tokens"] if source is not None and source.kind == "generate" else 256
+    return score_estimate(fields, to_dict(payload["evaluation"].options), params, machine, completion,
+                          "start" in stage.uses)
 
 
 def estimate_plan(stages, model_id: str, machine: Machine) -> tuple[list[Estimate], float]:

@@ -1,7 +1,8 @@
 """Expected seconds of a stage from the store's own history: every finished stage records its kind,
 device, seconds and size (stage.json), so a new stage of the same sort on the same device is
-estimated by the median seconds per unit of size of those records, times its own size. The stage
-table's priors (one 2-core CPU's) serve only where the store has no record."""
+estimated by the median seconds per unit of size of those records, times its own size. Where the store
+has no record, the cost model (engine/estimate.py) on this machine's own measured matmul peaks gives the
+prior (`CostPrior`); the stage table's constants only where even that cannot say."""
 from __future__ import annotations
 
 import json
@@ -61,6 +62,37 @@ class History:
         return statistics.median(rates) * units(stage_size(stage)) if rates else None
 
 
-def expected_seconds(stage: Stage, history: History, device: str) -> float:
+class CostPrior:
+    """A stage's seconds before any is measured: the cost model for this plan's model on this machine (a CPU
+    by its matmul peaks, measured once; a GPU by its spec sheet)."""
+
+    def __init__(self, stages: list[Stage], device: str):
+        from frpo_bench.engine import estimate
+        base = next((s for s in stages if s.kind == "base"), None)
+        self.params = estimate.model_parameters(base.fields["id"]) if base else None
+        self.device, self._machine = device, None
+
+    def machine(self):
+        if self._machine is None:
+            from frpo_bench.engine import estimate
+            if self.device.startswith("cuda"):
+                import torch
+                name = torch.cuda.get_device_name(int(self.device.split(":")[1]) if ":" in self.device else 0)
+                self._machine = estimate.MACHINES["h200" if "H200" in name else "a100-80g" if "A100" in name else "h100"]
+            else:
+                self._machine = estimate.this_cpu()
+        return self._machine
+
+    def __call__(self, stage: Stage) -> float:
+        from frpo_bench.engine import estimate
+        if self.params is None:
+            return prior_seconds(stage)
+        try:
+            return estimate.stage_estimate(stage, self.params, self.machine()).seconds
+        except (KeyError, TypeError, ValueError):  # a stage the cost model does not know
+            return prior_seconds(stage)
+
+
+def expected_seconds(stage: Stage, history: History, device: str, prior=prior_seconds) -> float:
     measured = history.estimate(stage, device)
-    return prior_seconds(stage) if measured is None else measured
+    return prior(stage) if measured is None else measured

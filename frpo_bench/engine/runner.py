@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
-from frpo_bench.engine.eta import History, expected_seconds
-from frpo_bench.engine.stages import BY_NAME, stage_dtype, stage_size
+from frpo_bench.engine.eta import CostPrior, History, expected_seconds
+from frpo_bench.engine.stages import BY_NAME, prior_seconds, stage_dtype, stage_size
 from frpo_bench.engine.store import INCOMPLETE, Store
 from frpo_bench.errors import StageError
 
@@ -21,16 +21,16 @@ class Progress:
     """Prints one line per stage with its position, the cell it belongs to, and an ETA."""
 
     def __init__(self, stages: list[Stage], stream=None, quiet: bool = False, history: History | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", prior=prior_seconds):
         self.stream, self.total, self.done, self.quiet = stream or sys.stderr, len(stages), 0, quiet
         self.remaining = list(stages)
-        self.history, self.device = history or History(), device
+        self.history, self.device, self.prior = history or History(), device, prior
         self.start = time.time()
 
     def estimate(self, stage: Stage) -> float:
         """From the store's records and this run's (per unit of size, same sort of stage, same device);
-        the stage table's prior where there is none."""
-        return expected_seconds(stage, self.history, self.device)
+        the prior (the cost model on this machine) where there is none."""
+        return expected_seconds(stage, self.history, self.device, self.prior)
 
     def eta(self) -> str:
         seconds = sum(self.estimate(s) for s in self.remaining)
@@ -69,7 +69,8 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
     corrupt = {s.key for s in stages if f"{s.kind}/{s.key[:20]}" in store.corrupt}
     todo = stages_to_build(stages, built_keys, corrupt)
     device = compute_device() if todo else "cpu"
-    progress = Progress(todo, quiet=rank > 0, history=History.of_store(store.root) if todo else None, device=device)
+    progress = Progress(todo, quiet=rank > 0, history=History.of_store(store.root) if todo else None, device=device,
+                        prior=CostPrior(stages, device) if todo else prior_seconds)
     for name, problem in sorted(store.corrupt.items()):
         progress.say(f"store: {name} is corrupt ({problem}): it is not used, and is built again")
     store.corrupt.clear()
