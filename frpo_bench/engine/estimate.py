@@ -24,7 +24,8 @@ tokens in batches of 16) 4.93 s; a Mistral-7B-shaped model sampling 128 x 256 to
 forward+backward over 128 x 352 tokens (micro-batches of 16, gradient checkpointing) 7.2 s at 18.6 GiB.
 generation.json (a 2-core AVX2 CPU, batch 64) and generation_hf_xeon_avx512bf16.json (a 2-core Xeon,
 batch 16): SmolLM2 HF generation of 64 prompts x 128 tokens, each on that machine's own measured matmul
-peaks; training*.json: LoRA and full fine-tuning throughput the same way.
+peaks; training*.json: LoRA and full fine-tuning throughput the same way; demo_stages_*.json with its
+machine's peaks: every stage of `demo` (a fresh run's first ETA is this model on this machine's peaks).
 """
 from __future__ import annotations
 
