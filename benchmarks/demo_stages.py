@@ -34,7 +34,7 @@ def main() -> None:
     from frpo_bench.engine.eta import CostPrior
     from frpo_bench.engine.plan import resolve_installed
     from frpo_bench.perf import machine_info
-    table, machine = {}, machine_info()
+    table, floors, machine = {}, {}, machine_info()
     for backend in args.backends:
         recipe, raw = load_recipe(args.recipe, [f"generation.backend={backend}"])
         resolve_installed(recipe)
@@ -44,6 +44,7 @@ def main() -> None:
         machine["peak_flops"] = {"float32": prior.machine().fp32_flops, "bfloat16": prior.machine().bf16_flops}
         _, _, wall = run_recipe(recipe, raw, store, Path("runs") / f"stages-{args.recipe}-{backend}")
         by_kind = seconds_by_kind(stages, store)
+        floors[backend] = compute_floor(stages, store, machine["peak_flops"])
         table[backend] = {**by_kind, "wall_this_run": round(wall, 1), "first_eta_s": round(first_eta, 1),
                           "stages_total_s": round(sum(v for k, v in by_kind.items() if k in NAMES), 1),
                           "generate_stages": sum(s.kind == "generate" for s in stages)}
@@ -51,7 +52,32 @@ def main() -> None:
     print("\n| stage kind | " + " | ".join(args.backends) + " |\n|---|" + "---|" * len(args.backends))
     for kind in (*NAMES, "wall_this_run"):
         print(f"| {kind} | " + " | ".join(f"{table[b].get(kind, 0):.0f} s" for b in args.backends) + " |")
-    write_json_atomic(args.out, {"machine": machine, "recipe": args.recipe, "seconds_by_kind": table})
+    print("\n| stage kind | seconds | matmul TFLOP | floor at the matmul peak | seconds / floor |\n|---|---|---|---|---|")
+    for kind, row in floors[args.backends[0]].items():
+        print(f"| {kind} | {row['seconds']:.0f} | {row['tflop']:.1f} | {row['floor_s']:.1f} s | "
+              + (f"{row['ratio']:.1f}x |" if row["ratio"] else "- |"))
+    write_json_atomic(args.out, {"machine": machine, "recipe": args.recipe, "seconds_by_kind": table,
+                                 "compute_floor": floors})
+
+
+def compute_floor(stages, store: Store, peaks: dict) -> dict:
+    """Per stage kind: the seconds it took, the matmul FLOPs it cannot avoid (engine/estimate.stage_flops) and
+    those FLOPs at this machine's measured peak for their dtype: how far each kind runs from its floor."""
+    from frpo_bench.engine.estimate import model_parameters, stage_flops
+    base = next(s for s in stages if s.kind == "base")
+    params = model_parameters(base.fields["id"])
+    out: dict[str, dict] = {}
+    for stage in stages:
+        record = store.path(stage.kind, stage.key) / "stage.json"
+        flops, dtype = stage_flops(stage, params)
+        row = out.setdefault(stage.kind, {"seconds": 0.0, "tflop": 0.0, "floor_s": 0.0})
+        row["seconds"] += json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
+        row["tflop"] += flops / 1e12
+        row["floor_s"] += flops / peaks[dtype]
+    for row in out.values():
+        row["ratio"] = round(row["seconds"] / row["floor_s"], 2) if row["floor_s"] else None
+        row.update(seconds=round(row["seconds"], 1), tflop=round(row["tflop"], 2), floor_s=round(row["floor_s"], 1))
+    return out
 
 
 if __name__ == "__main__":

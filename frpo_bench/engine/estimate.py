@@ -287,6 +287,27 @@ def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
                           "start" in stage.uses)
 
 
+def stage_flops(stage, params: float) -> tuple[float, str]:
+    """(matmul FLOPs, dtype) a stage cannot do without: its compute floor. Training 6 N per token (full) or
+    4 N (LoRA), generation and model scoring 2 N per token read or written; 0 for records and text checks."""
+    fields = stage.fields
+    options = fields.get("options") if isinstance(fields.get("options"), dict) else {}
+    if stage.kind in ("align", "attack") and "steps" in fields:
+        tokens = fields["steps"] * fields["batch_size"] * fields["max_length"] * SEQUENCE_FILL
+        return (4 if fields.get("lora") else 6) * params * tokens, "bfloat16" if fields.get("bf16") else "float32"
+    if stage.kind == "generate":
+        gen = fields["generation"]
+        return 2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + gen["max_new_tokens"]), gen["dtype"]
+    if stage.kind == "score" and fields["evaluator"] == "gsm8k":
+        shots = options.get("num_fewshot", 5)
+        return (2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS * (shots + 1) + options.get("max_gen_toks", 256)),
+                options.get("dtype", "float32"))
+    if stage.kind == "score" and fields["evaluator"] == "kl_to_start" and "start" in stage.uses:
+        completion = stage.parents[0].fields["generation"]["max_new_tokens"]
+        return 2 * 2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + completion), options.get("dtype", "float32")
+    return 0.0, "float32"
+
+
 def estimate_plan(stages, model_id: str, machine: Machine) -> tuple[list[Estimate], float]:
     params = model_parameters(model_id)
     if params is None:
