@@ -148,3 +148,20 @@ def test_the_first_eta_of_the_demo_is_within_1_5x_of_its_measured_stages(monkeyp
         eta = sum(stage_estimate(s, SMOL, machine).seconds for s in stages)
         measured = run["seconds_by_kind"]["hf"]["stages_total_s"]
         assert measured / 1.5 <= eta <= 1.5 * measured, (eta, measured)
+
+
+def test_stage_flops_are_their_definition():
+    """The compute floor counts 4 N (LoRA) or 6 N (full) FLOPs per trained token and 2 N per generated or read one."""
+    from frpo_bench.config import load_recipe
+    from frpo_bench.engine.estimate import PROMPT_TOKENS, SEQUENCE_FILL, stage_flops
+    from frpo_bench.engine.plan import build_plan
+    stages = build_plan(load_recipe("smoke")[0])[1]
+    lora = next(s for s in stages if s.kind == "attack" and s.fields.get("lora"))
+    full = next(s for s in stages if s.kind == "attack" and not s.fields.get("lora"))
+    gen = next(s for s in stages if s.kind == "generate")
+    tokens = lambda s: s.fields["steps"] * s.fields["batch_size"] * s.fields["max_length"] * SEQUENCE_FILL  # noqa: E731
+    assert stage_flops(lora, 1e6) == (4e6 * tokens(lora), "float32")
+    assert stage_flops(full, 1e6) == (6e6 * tokens(full), "float32")
+    n, new = gen.fields["prompts"]["n"], gen.fields["generation"]["max_new_tokens"]
+    assert stage_flops(gen, 1e6) == (2e6 * n * (PROMPT_TOKENS + new), "float32")
+    assert stage_flops(next(s for s in stages if s.kind == "base"), 1e6) == (0.0, "float32")
