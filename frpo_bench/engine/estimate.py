@@ -19,8 +19,8 @@ Assumptions (printed by `frpo-bench plan --help`):
 
 Calibration: the constants below are fitted to the committed measurements in benchmarks/results/, and
 tests/test_estimate.py reads its targets from those files (within 25%), so a new result moves the model or
-fails the test. gpu_check_h200.json (one H200): a generate stage of SmolLM2 (load, then 64 prompts x 64
-tokens in batches of 16) 4.93 s; a Mistral-7B-shaped model sampling 128 x 256 tokens in 6.8 s; a LoRA r64
+fails the test. gpu_check_h200.json (one H200): the harness's HF generation of SmolLM2 (64 prompts x 64
+tokens in batches of 16, the model already resident) 4.93 s; a Mistral-7B-shaped model sampling 128 x 256 tokens in 6.8 s; a LoRA r64
 forward+backward over 128 x 352 tokens (micro-batches of 16, gradient checkpointing) 7.2 s at 18.6 GiB.
 generation.json (a 2-core AVX2 CPU, batch 64) and generation_hf_xeon_avx512bf16.json (a 2-core Xeon,
 batch 16): SmolLM2 HF generation of 64 prompts x 128 tokens, each on that machine's own measured matmul
@@ -70,7 +70,7 @@ def this_cpu() -> Machine:
 # Fitted constants (see the module docstring for the figures they reproduce)
 TRAIN_MFU = {"gpu": 0.285, "float32": 0.44, "bfloat16": 0.55}  # GPU (bf16) and CPU per dtype, of the matmul peak
 TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 0.2}  # seconds per optimizer step
-GPU_DECODE_STEP = (0.00665, 0.00275)  # seconds per decode step of one batch: fixed + per billion parameters
+GPU_DECODE_STEP = (0.01912, 0.001027)  # seconds per decode step of one batch: fixed + per billion parameters
 CPU_DECODE_STEP = 0.064  # seconds per decode step of one batch (Python, HF generate's bookkeeping)
 CPU_DECODE_MFU = {"float32": 0.193, "bfloat16": 0.65}  # of the dtype's measured matmul peak, the batch's FLOPs
 LOAD_FIXED = {"gpu": 3.0, "cpu": 1.0}  # seconds to start a model besides reading its weights (GPU: CUDA set-up)
