@@ -132,14 +132,28 @@ def generation_speedup(model_dir: Path, prompts: int, tokens: int) -> dict:
     from frpo_bench.models.device import use_device
     from frpo_bench.models.generate_hf import HFGenerator
     from frpo_bench.typed import from_dict
+    from frpo_bench.models.loading import chat_prompt, load_tokenizer
+    from frpo_bench.models.resident import inference_model, release as release_resident_models
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from generation_overhead import plain_generate
     cfg = from_dict(GenerationConfig, {"dtype": "bfloat16", "max_new_tokens": tokens, "batch_size": 16})
     texts = [f"Write a short note about topic number {i}." for i in range(prompts)]
+    ref = ModelRef(str(model_dir))
     seconds = {}
     for device in ("auto", "cpu"):
+        release_resident_models()  # the resident model of the other device must not be reused
         use_device(device)
-        seconds[device] = timed(lambda: HFGenerator().generate(ModelRef(str(model_dir)), texts, cfg))
+        model = inference_model(ref, "bfloat16", merge_dtype="float32")
+        model.generation_config.min_new_tokens = tokens  # random weights: every call decodes every step
+        seconds[device] = timed(lambda: HFGenerator().generate(ref, texts, cfg))
+        if device == "auto":  # the same weights, shape and batches through a plain generate() loop
+            tokenizer = load_tokenizer(ref, padding_side="left")
+            templated = [chat_prompt(tokenizer, t, None) for t in texts]
+            seconds["plain"] = timed(lambda: plain_generate(model, tokenizer, templated, 16, tokens))
+    release_resident_models()
     use_device("auto")
-    return {"harness_hf_s": round(seconds["auto"], 2), "host_only_s": round(seconds["cpu"], 2),
+    return {"harness_hf_s": round(seconds["auto"], 2), "plain_generate_s": round(seconds["plain"], 2),
+            "harness_over_plain": round(seconds["auto"] / seconds["plain"], 2), "host_only_s": round(seconds["cpu"], 2),
             "speedup": round(seconds["cpu"] / seconds["auto"], 2)}
 
 

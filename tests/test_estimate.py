@@ -127,6 +127,8 @@ def test_the_gpu_check_runs_end_to_end_in_its_quick_mode(tmp_path):
     assert result["smoke"]["stages"] == result["smoke"]["on_device"] == 24
     assert result["rl_step"]["timed_steps_each"] >= 1 and result["rl_step"]["frpo_over_grpo"] > 0
     assert result["generation"]["speedup"] > 0 and result["judge"]["judge_prompts_per_s"] > 0
+    assert result["generation"]["plain_generate_s"] > 0 and result["generation"]["harness_over_plain"] > 0
+    assert result["machine"]["cores"] >= 1 and result["machine"]["versions"]["torch"]
 
 
 def test_the_first_eta_of_the_demo_is_within_1_5x_of_its_measured_stages(monkeypatch):
