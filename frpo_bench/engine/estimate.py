@@ -321,7 +321,7 @@ def estimate_report(stages, model_id: str, machine_name: str) -> str:
     from frpo_bench.results.schema import render_table
     machine = this_cpu() if machine_name == "cpu" else MACHINES[machine_name]
     estimates, params = estimate_plan(stages, model_id, machine)
-    from frpo_bench.engine.eta import sort_of
+    from frpo_bench.engine.stages import sort_of
     by_kind: dict[str, list[Estimate]] = {}
     for stage, e in zip(stages, estimates):
         by_kind.setdefault(" ".join(str(x) for x in sort_of(stage.kind, stage.fields)), []).append(e)

@@ -9,19 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
-from frpo_bench.engine.stages import Stage, prior_seconds, stage_size
-
-
-def sort_of(kind: str, fields: dict) -> tuple:
-    """Stages whose cost per unit of size is comparable: the same kind and evaluator, defense type or
-    LoRA-versus-full training."""
-    if kind == "score":
-        return kind, fields.get("evaluator")
-    if kind == "harden":
-        return kind, fields.get("type")
-    if kind in ("align", "attack"):
-        return kind, "lora" if fields.get("lora") else "full"
-    return (kind,)
+from frpo_bench.engine.stages import Stage, prior_seconds, sort_of, stage_size
 
 
 def units(size: dict) -> float:

@@ -184,6 +184,18 @@ def stage_size(stage: Stage) -> dict:
     return {}
 
 
+def sort_of(kind: str, fields: dict) -> tuple:
+    """Stages whose cost per unit of size is comparable: the same kind and evaluator, defense type or
+    LoRA-versus-full training."""
+    if kind == "score":
+        return kind, fields.get("evaluator")
+    if kind == "harden":
+        return kind, fields.get("type")
+    if kind in ("align", "attack"):
+        return kind, "lora" if fields.get("lora") else "full"
+    return (kind,)
+
+
 def prompt_count(prompts: dict) -> int | None:
     """How many rows a prompt set's key fields select: n, or the split's size less skip (None where the
     data cannot be read here)."""
