@@ -105,3 +105,11 @@ def test_a_regression_of_a_quarter_of_the_refusals_is_caught(paired):
         seeds = ({0: list(a)}, {0: list(b)}) if paired else (None, None)
         caught += judge_row(*rows_of(a, b), 0.0, 0.05, *seeds).status == "REGRESSED"
     assert caught / 200 >= 0.8
+
+
+def test_a_rerun_under_another_seed_is_paired_by_prompt(tmp_path, capsys):
+    """The prompts of a row come from its data reference, not the run's seed: seed 0 against seed 1 pairs."""
+    baseline = board(tmp_path / "b", record([1] * 32, seed=0))
+    assert gate(baseline, board(tmp_path / "c", record([1] * 27 + [0] * 5, seed=1))) == 1
+    out = capsys.readouterr().out
+    assert "McNemar (paired, exact)" in out and "0.0312" in out

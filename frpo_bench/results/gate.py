@@ -5,7 +5,7 @@ its wrong direction (known per row: `higher_is_better`) by more than its toleran
 move) and a one-sided test at level `alpha` (default 0.05) says the move is not sampling noise, so a
 rerun of the same checkpoint fails the gate at most `alpha` of the time per metric. The test uses the
 per-prompt scores when both leaderboards have their run's results.jsonl beside them: paired by prompt
-when both scored the same prompts with the same seeds (exact McNemar for 0/1 outcomes, a sign-flip
+when both scored as many prompts under as many seeds (exact McNemar for 0/1 outcomes, a sign-flip
 test otherwise), a permutation test if not; from the CSV alone, a normal test on the two means and
 their intervals. A baseline row with no current counterpart, or a pair whose evaluator, judge,
 template, dataset or revision differ, is an error (exit 2), never a pass.
@@ -123,10 +123,12 @@ def move_test(row: Row, cur: Row, worse_by: float, tolerance: float, base_seeds:
         se_cur = sig.standard_error(cur["mean"], cur["ci95_low"], cur["ci95_high"], cur["n"])
         p, interval = sig.aggregate_z(worse_by, tolerance, se_base, se_cur)
         return p, interval, "z (means and intervals)"
-    paired = sorted(base_seeds) == sorted(cur_seeds) and all(
-        len(base_seeds[s]) == len(cur_seeds[s]) for s in base_seeds)
-    base = [v for s in sorted(base_seeds) for v in base_seeds[s]]
-    now = [v for s in sorted(cur_seeds) for v in cur_seeds[s]]
+    # a row's prompts are chosen by its data reference, never by the run's seed: seeds pair in order (a rerun
+    # under other seeds scores the same prompts), as long as both sides hold as many seeds of as many prompts
+    base_runs, cur_runs = [base_seeds[s] for s in sorted(base_seeds)], [cur_seeds[s] for s in sorted(cur_seeds)]
+    paired = len(base_runs) == len(cur_runs) and all(len(b) == len(c) for b, c in zip(base_runs, cur_runs))
+    base = [v for run in base_runs for v in run]
+    now = [v for run in cur_runs for v in run]
     if paired:
         moves = [sign * (c - b) for b, c in zip(base, now)]
         if sig.is_binary(base, now) and tolerance == 0:
