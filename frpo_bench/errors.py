@@ -12,6 +12,12 @@ class ConfigError(Exception):
         super().__init__(f"{field}: {problem} (got {value!r}). Fix: {fix}")
 
 
+def error_summary(err: BaseException) -> str:
+    """An exception as its class and the first line of its message (where the cause is usually named)."""
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    return f"{err.__class__.__name__}: {first}" if first else err.__class__.__name__
+
+
 class StageError(RuntimeError):
     """A stage failed mid-run; finished stages stay cached, the failed one leaves no artifact."""
 

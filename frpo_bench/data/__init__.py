@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from frpo_bench.data.spec import DatasetSpec, PinnedFile
-from frpo_bench.errors import ConfigError
+from frpo_bench.errors import ConfigError, error_summary
 from frpo_bench.files import sha256_file
 
 DATA_ENV = "FRPO_BENCH_DATA"
@@ -70,12 +70,6 @@ def check_ref(ref, path: str) -> None:
                           f"use one of {', '.join(spec.splits)}")
 
 
-def describe(err: BaseException) -> str:
-    """An exception as its class and the first line of its message (where the cause is usually named)."""
-    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-    return f"{err.__class__.__name__}: {first}" if first else err.__class__.__name__
-
-
 def offline() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "FRPO_BENCH_OFFLINE"))
 
@@ -115,7 +109,7 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
             tmp.unlink()
             problem = "downloaded with a different sha256"
         except OSError as err:
-            problem = f"could not be downloaded ({describe(err)})"
+            problem = f"could not be downloaded ({error_summary(err)})"
     raise ConfigError(f"dataset {spec.name}", pinned.name, f"{problem}; looked in {', '.join(looked)} and {pinned.url}",
                       f"set {DATA_ENV} to a folder holding {spec.folder}/{pinned.name} (sha256 {pinned.sha256[:12]}...), "
                       "or run once with network access")
@@ -136,7 +130,7 @@ def hub_snapshot(spec: DatasetSpec) -> dict[str, Path]:
                                       allow_patterns=["*.parquet", "**/*.parquet"]))
     except Exception as err:  # noqa: BLE001 - offline, unknown revision, no access: one clear error
         raise ConfigError(f"dataset {spec.name}", f"{spec.hub}@{spec.revision}",
-                          f"could not be read from the Hub ({describe(err)})",
+                          f"could not be read from the Hub ({error_summary(err)})",
                           f"run once with network access (the Hub cache then serves it offline), or put its parquet "
                           f"files in {DATA_ENV}/{spec.folder}/") from None
     files = sorted(root.rglob("*.parquet"))
@@ -195,7 +189,7 @@ def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0
             rows = list(getattr(importlib.import_module(module), func)(files, split))
         except Exception as err:  # noqa: BLE001 - a damaged local copy (empty, not parquet, a missing column)
             raise ConfigError(f"dataset {name}", ", ".join(str(p) for p in files.values()),
-                              f"could not be read as {name} ({describe(err)})",
+                              f"could not be read as {name} ({error_summary(err)})",
                               f"replace them with the dataset's own files ({spec.source})") from None
     positions = list(range(len(rows)))
     if n is not None or skip:

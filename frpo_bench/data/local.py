@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from frpo_bench.data.spec import DatasetSpec
-from frpo_bench.errors import ConfigError
+from frpo_bench.errors import ConfigError, error_summary
 from frpo_bench.files import sha256_file
 
 FORMATS = (".jsonl", ".csv", ".parquet")
@@ -78,8 +78,7 @@ def read_rows(path: str, kind: str, columns: dict[str, str]) -> list[dict]:
 
 
 def read_file_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise ConfigError("prompt file", str(path), "does not exist", "give the path of a file on this machine")
+    """The file's records as dicts (its existence was checked by data.spec_for, which alone calls local_spec)."""
     if path.suffix.lower() == ".parquet":
         return read_parquet(path)
     text = decode(path)
@@ -116,5 +115,5 @@ def read_parquet(path: Path) -> list[dict]:
     try:
         return pq.read_table(path).to_pylist()
     except Exception as err:  # noqa: BLE001 - any unreadable parquet is one clear error
-        raise ConfigError("prompt file", str(path), f"is not a readable parquet file ({err.__class__.__name__}: "
-                          f"{str(err)[:120]})", "write it with pandas.DataFrame.to_parquet, or give JSONL or CSV") from None
+        raise ConfigError("prompt file", str(path), f"is not a readable parquet file ({error_summary(err)})",
+                          "write it with pandas.DataFrame.to_parquet, or give JSONL or CSV") from None
