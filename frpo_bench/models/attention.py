@@ -12,13 +12,12 @@ cached completions always name it. `FRPO_BENCH_AUTO_ATTENTION=sdpa|eager` pins w
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 from frpo_bench.files import write_json_atomic
-from frpo_bench.models.precision import gpu_visible, probe_path
+from frpo_bench.models.precision import forced_choice, gpu_visible, probe_path
 
 EAGER_MARGIN = 0.7  # eager must take under 70% of SDPA's time (fp32 here: 80%, and whole generation equal)
 CHOICES = ("sdpa", "eager", "auto")
@@ -52,12 +51,9 @@ def resolve_attention(requested: str, dtype: str, device: str) -> tuple[str, str
     """(kernel, why) for `requested` (auto | sdpa | eager) at the resolved generation `dtype`."""
     if requested != "auto":
         return requested, "set in the recipe"
-    if os.environ.get(AUTO_ENV):
-        if os.environ[AUTO_ENV] not in CHOICES[:-1]:
-            from frpo_bench.errors import ConfigError
-            raise ConfigError(AUTO_ENV, os.environ[AUTO_ENV], "is not a kernel `auto` can become",
-                              f"set it to one of {', '.join(CHOICES[:-1])}, or unset it to let the machine decide")
-        return os.environ[AUTO_ENV], f"{AUTO_ENV}={os.environ[AUTO_ENV]}"
+    forced = forced_choice(AUTO_ENV, CHOICES[:-1], "kernel")
+    if forced:
+        return forced, f"{AUTO_ENV}={forced}"
     if device.startswith("cuda") or (device == "auto" and gpu_visible()):
         return "sdpa", "a GPU (flash / memory-efficient kernels)"
     path = attention_probe_path()

@@ -2,10 +2,9 @@
 read without its weights (the embedded model's GGUF header, a local or cached config)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-from frpo_bench.models import EMBEDDED, model_kind
+from frpo_bench.models import model_kind
 
 
 def tokenizer_and_context(cfg):
@@ -18,8 +17,8 @@ def tokenizer_and_context(cfg):
         return build_tokenizer(), CONTEXT
     try:
         if kind == "embedded":
-            package, gguf_name, _ = EMBEDDED[cfg.id]
-            folder = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
+            from frpo_bench.models.loading import embedded_gguf
+            folder, gguf_name = embedded_gguf(cfg.id)
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
             config = AutoConfig.from_pretrained(folder, gguf_file=gguf_name)
         else:
@@ -40,7 +39,6 @@ def prompt_tokens(tokenizer, text: str, system: str | None) -> int:
         from frpo_bench.models.loading import chat_prompt
         text = chat_prompt(tokenizer, text, system)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
 
 
 def fits(tokenizer, text: str, system: str | None, room: int) -> bool:

@@ -116,13 +116,18 @@ def materialize(cfg, out: Path) -> ModelRef:
     return ModelRef(path, trust_remote_code=cfg.trust_remote_code)
 
 
+def embedded_gguf(name: str) -> tuple[Path, str]:
+    """(folder, file name) of an embedded model's GGUF inside its installed package."""
+    package, gguf_name, _ = EMBEDDED[name]
+    return Path(next(iter(importlib.util.find_spec(package).submodule_search_locations))), gguf_name
+
+
 def convert_embedded(name: str, out: Path) -> None:
     """De-quantize the packaged GGUF once into a safetensors folder (loads in <1 s afterwards)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    package, gguf_name, _ = EMBEDDED[name]
-    folder = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
+    folder, gguf_name = embedded_gguf(name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
     with memoized_gguf_name_maps():
         quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=torch.float32)

@@ -63,17 +63,23 @@ def cpu_probe() -> dict:
     return result
 
 
+def forced_choice(env: str, choices, what: str) -> str | None:
+    """What an environment variable forces `auto` to become (None: unset), checked against `choices`."""
+    forced = os.environ.get(env)
+    if forced and forced not in choices:
+        from frpo_bench.errors import ConfigError
+        raise ConfigError(env, forced, f"is not a {what} `auto` can become",
+                          f"set it to one of {', '.join(choices)}, or unset it to let the machine decide")
+    return forced or None
+
+
 def resolve_dtype(requested: str, purpose: str, device: str) -> tuple[str, str]:
     """(dtype, why) for a requested dtype; `auto` resolved for `purpose` (inference | training) on the
     recipe's `device` (auto | cpu | cuda[:N])."""
     if requested != "auto":
         return requested, "set in the recipe"
-    forced = os.environ.get(AUTO_ENV)
+    forced = forced_choice(AUTO_ENV, CHOICES, "dtype")
     if forced:
-        if forced not in CHOICES:
-            from frpo_bench.errors import ConfigError
-            raise ConfigError(AUTO_ENV, forced, "is not a dtype `auto` can become", f"set it to one of {', '.join(CHOICES)}, "
-                              "or unset it to let the machine decide")
         return forced, f"{AUTO_ENV}={forced}"
     if device.startswith("cuda") or (device == "auto" and gpu_visible()):
         return "bfloat16", "a GPU"
