@@ -63,9 +63,8 @@ def main() -> None:
 def compute_floor(stages, store: Store, peaks: dict) -> dict:
     """Per stage kind: the seconds it took, the matmul FLOPs it cannot avoid (engine/estimate.stage_flops) and
     those FLOPs at this machine's measured peak for their dtype: how far each kind runs from its floor."""
-    from frpo_bench.engine.estimate import model_parameters, stage_flops
-    base = next(s for s in stages if s.kind == "base")
-    params = model_parameters(base.fields["id"])
+    from frpo_bench.engine.estimate import plan_parameters, stage_flops
+    params = plan_parameters(stages)
     out: dict[str, dict] = {}
     for stage in stages:
         record = store.path(stage.kind, stage.key) / "stage.json"

@@ -181,9 +181,26 @@ def prompt_count(prompts: dict) -> int:
     return selected(prompts) or DEFAULT_ROWS
 
 
+def sft_tokens(fields: dict) -> float:
+    """Tokens a supervised fine-tuning stage trains on (sequences fill about half their max_length)."""
+    return fields["steps"] * fields["batch_size"] * fields["max_length"] * SEQUENCE_FILL
+
+
+def completion_tokens(stage) -> int:
+    """The length of the completions a score stage reads: its generate parent's max_new_tokens (256 if none)."""
+    source = stage.parents[0] if stage.parents else None
+    return source.fields["generation"]["max_new_tokens"] if source is not None and source.kind == "generate" else 256
+
+
+def plan_parameters(stages) -> float | None:
+    """Parameters of a plan's model, from its base stage (None: no base stage, or a size unknown here)."""
+    base = next((s for s in stages if s.kind == "base"), None)
+    return model_parameters(base.fields["id"]) if base else None
+
+
 def sft_estimate(kind: str, fields: dict, micro_batch: int, params: float, machine: Machine) -> Estimate:
     lora = fields.get("lora") is not None
-    tokens = fields["steps"] * fields["batch_size"] * fields["max_length"] * SEQUENCE_FILL
+    tokens = sft_tokens(fields)
     seconds = 2 * load_seconds(params, machine) + train_seconds(params, tokens, fields["steps"], machine,
                                                                fields.get("bf16", False), lora)
     return Estimate(kind, seconds, train_peak_bytes(params, micro_batch * fields["max_length"], not lora))
@@ -281,9 +298,7 @@ def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
                                                                    machine, gen["dtype"])
         return Estimate("generate", seconds, inference_peak_bytes(params, batch, PROMPT_TOKENS + gen["max_new_tokens"]))
     from frpo_bench.typed import to_dict
-    source = stage.parents[0] if stage.parents else None
-    completion = source.fields["generation"]["max_new_tokens"] if source is not None and source.kind == "generate" else 256
-    return score_estimate(fields, to_dict(payload["evaluation"].options), params, machine, completion,
+    return score_estimate(fields, to_dict(payload["evaluation"].options), params, machine, completion_tokens(stage),
                           "start" in stage.uses)
 
 
@@ -293,8 +308,7 @@ def stage_flops(stage, params: float) -> tuple[float, str]:
     fields = stage.fields
     options = fields.get("options") if isinstance(fields.get("options"), dict) else {}
     if stage.kind in ("align", "attack") and "steps" in fields:
-        tokens = fields["steps"] * fields["batch_size"] * fields["max_length"] * SEQUENCE_FILL
-        return (4 if fields.get("lora") else 6) * params * tokens, "bfloat16" if fields.get("bf16") else "float32"
+        return (4 if fields.get("lora") else 6) * params * sft_tokens(fields), "bfloat16" if fields.get("bf16") else "float32"
     if stage.kind == "generate":
         gen = fields["generation"]
         return 2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + gen["max_new_tokens"]), gen["dtype"]
@@ -303,8 +317,8 @@ def stage_flops(stage, params: float) -> tuple[float, str]:
         return (2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS * (shots + 1) + options.get("max_gen_toks", 256)),
                 options.get("dtype", "float32"))
     if stage.kind == "score" and fields["evaluator"] == "kl_to_start" and "start" in stage.uses:
-        completion = stage.parents[0].fields["generation"]["max_new_tokens"]
-        return 2 * 2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + completion), options.get("dtype", "float32")
+        tokens = prompt_count(fields["prompts"]) * (PROMPT_TOKENS + completion_tokens(stage))
+        return 2 * 2 * params * tokens, options.get("dtype", "float32")
     return 0.0, "float32"
 
 

@@ -55,9 +55,8 @@ class CostPrior:
     by its matmul peaks, measured once; a GPU by its spec sheet)."""
 
     def __init__(self, stages: list[Stage], device: str):
-        from frpo_bench.engine import estimate
-        base = next((s for s in stages if s.kind == "base"), None)
-        self.params = estimate.model_parameters(base.fields["id"]) if base else None
+        from frpo_bench.engine.estimate import plan_parameters
+        self.params = plan_parameters(stages)
         self.device, self._machine = device, None
 
     def machine(self):
