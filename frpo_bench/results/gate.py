@@ -19,6 +19,7 @@ from pathlib import Path
 
 from frpo_bench.errors import ConfigError
 from frpo_bench.results import significance as sig
+from frpo_bench.results.paired import match_seeds, paired_bootstrap
 from frpo_bench.results.schema import PROVENANCE, Row, read_csv, render_table, row_key
 
 MUST_AGREE = ("higher_is_better", *PROVENANCE)
@@ -35,10 +36,6 @@ class Verdict:
     test: str
     tolerance: float
     status: str  # ok | improved | REGRESSED
-
-    @property
-    def delta(self) -> float:
-        return self.current - self.baseline
 
 
 def parse_tolerances(items: list[str]) -> dict[str, float]:
@@ -123,17 +120,20 @@ def move_test(row: Row, cur: Row, worse_by: float, tolerance: float, base_seeds:
         se_cur = sig.standard_error(cur["mean"], cur["ci95_low"], cur["ci95_high"], cur["n"])
         p, interval = sig.aggregate_z(worse_by, tolerance, se_base, se_cur)
         return p, interval, "z (means and intervals)"
-    # a row's prompts are chosen by its data reference, never by the run's seed: seeds pair in order (a rerun
-    # under other seeds scores the same prompts), as long as both sides hold as many seeds of as many prompts
-    base_runs, cur_runs = [base_seeds[s] for s in sorted(base_seeds)], [cur_seeds[s] for s in sorted(cur_seeds)]
-    paired = len(base_runs) == len(cur_runs) and all(len(b) == len(c) for b, c in zip(base_runs, cur_runs))
-    base = [v for run in base_runs for v in run]
-    now = [v for run in cur_runs for v in run]
-    if paired:
+    # a row's prompts are chosen by its data reference, never by the run's seed: seeds match as the leaderboard's
+    # paired differences match them (by value, by order when the runs share none), so a rerun under other seeds
+    # pairs, as long as every seed of both sides is matched and scored as many prompts
+    matched = match_seeds(cur_seeds, base_seeds)
+    if len(matched) == len(base_seeds) == len(cur_seeds) and all(len(c) == len(b) for c, b in matched):
+        base, now = [v for _, b in matched for v in b], [v for c, _ in matched for v in c]
         moves = [sign * (c - b) for b, c in zip(base, now)]
+        _, low, high = paired_bootstrap([[sign * v for v in c] for c, _ in matched],
+                                        [[sign * v for v in b] for _, b in matched])
         if sig.is_binary(base, now) and tolerance == 0:
-            return sig.mcnemar(base, now, row["higher_is_better"]), sig.paired_interval(moves), "McNemar (paired, exact)"
-        return sig.paired_sign_flip(moves, tolerance), sig.paired_interval(moves), "sign flip (paired)"
+            return sig.mcnemar(base, now, row["higher_is_better"]), (low, high), "McNemar (paired, exact)"
+        return sig.paired_sign_flip(moves, tolerance), (low, high), "sign flip (paired)"
+    base = [v for s in sorted(base_seeds) for v in base_seeds[s]]
+    now = [v for s in sorted(cur_seeds) for v in cur_seeds[s]]
     oriented = ([sign * v for v in base], [sign * v for v in now])
     return (sig.two_sample_permutation(*oriented, tolerance), sig.unpaired_interval(*oriented),
             "permutation (unpaired)")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import math
 
-from frpo_bench.results.schema import Row, format_value
-
-CELL = ("base", "defense", "attack", "attack_lr")
+from frpo_bench.results.schema import CELL_KEY, Row, format_value, row_key
 
 
 def arrow(higher_is_better: bool) -> str:
@@ -20,7 +18,7 @@ def wide(rows: list[Row]) -> tuple[list[dict], list[dict]]:
     metrics = {r["metric"]: r["higher_is_better"] for r in rows}
     cells: dict[tuple, dict] = {}
     for r in rows:
-        cells.setdefault(tuple(r[k] for k in CELL), dict(zip(CELL, (r[k] for k in CELL))))[r["metric"]] = r
+        cells.setdefault(tuple(r[k] for k in CELL_KEY), dict(zip(CELL_KEY, (r[k] for k in CELL_KEY))))[r["metric"]] = r
     return [{"name": m, "higher_is_better": h} for m, h in metrics.items()], list(cells.values())
 
 
@@ -31,7 +29,7 @@ def is_capability(metric: str, capability: str | None) -> bool:
 def robustness(rows: list[Row], summaries: list[dict], capability: str | None) -> list[dict]:
     """Per defense and safety metric: unattacked, worst (by which attack), bounded worst (by which) and the
     capability kept at the bounded worst, as a share of the defense's unattacked capability."""
-    by_cell = {(*(r[k] for k in CELL), r["metric"]): r for r in rows}
+    by_cell = {row_key(r): r for r in rows}
     out = []
     for s in summaries:
         if is_capability(s["metric"], capability):
@@ -88,7 +86,7 @@ def page_data(rows: list[Row], summaries: list[dict], capability: str | None) ->
     metrics, cells = wide(rows)
     flat = []
     for cell in cells:
-        item = {k: cell[k] for k in CELL}
+        item = {k: cell[k] for k in CELL_KEY}
         for m in metrics:
             r = cell.get(m["name"])
             item[m["name"]] = r["mean"] if r else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from frpo_bench.results.headline import arrow
 from frpo_bench.results.schema import Row, format_value, short_revision
 
 
@@ -17,8 +18,7 @@ def to_markdown(rows: list[Row], summaries: list[dict] | None = None, difference
              "|---|---|---|---|---|---|---|---|---|---|"]
     notes = {r["defense"]: r["notes"] for r in rows if r.get("notes")}
     for r in rows:
-        arrow = "↑" if r["higher_is_better"] else "↓"
-        lines.append(f"| {r['base']} | {r['defense']}{' *' if r['defense'] in notes else ''} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow} | "
+        lines.append(f"| {r['base']} | {r['defense']}{' *' if r['defense'] in notes else ''} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow(r['higher_is_better'])} | "
                      f"{format_value(r['mean'])} | [{format_value(r['ci95_low'])}, {format_value(r['ci95_high'])}] | "
                      f"{r['n']} ({r['n_seeds']}) | {r['judge']} | {r['dataset']}/{r['split']}@{short_revision(r['dataset_revision'])} |")
     text = "\n".join(lines) + "\n"

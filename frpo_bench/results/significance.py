@@ -1,8 +1,9 @@
 """One-sided tests of "the current model is worse than the baseline by more than a tolerance", for the gate.
 
-Each function takes `worse` values oriented so that positive means a move in the metric's wrong direction,
-and returns (p-value, 95% interval of the mean move). Paired tests need the same prompts on both sides;
-unpaired ones compare two samples; the aggregate test uses only means and intervals (a leaderboard.csv).
+Values are oriented so that positive means a move in the metric's wrong direction. Each test gives its
+one-sided p-value: paired tests need the same prompts on both sides, unpaired ones compare two samples,
+the aggregate test (which also gives the move's interval) uses only means and intervals (a leaderboard.csv).
+An unpaired move's interval is `unpaired_interval`; a paired one's, the leaderboard's paired bootstrap.
 """
 from __future__ import annotations
 
@@ -53,12 +54,6 @@ def two_sample_permutation(baseline_worse, current_worse, tolerance: float) -> f
     shuffled = np.random.default_rng(SEED).permuted(np.tile(pooled, (RESAMPLES, 1)), axis=1)
     moves = shuffled[:, a.size:].mean(axis=1) - shuffled[:, : a.size].mean(axis=1)
     return float((1 + np.sum(moves >= observed - 1e-12)) / (RESAMPLES + 1))
-
-
-def paired_interval(worse) -> tuple[float, float]:
-    d = np.asarray(worse, dtype=float)
-    means = d[np.random.default_rng(SEED).integers(0, d.size, size=(RESAMPLES, d.size))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def unpaired_interval(baseline_worse, current_worse) -> tuple[float, float]:
