@@ -70,6 +70,18 @@ def test_trajectory_rows_from_constructed_records():
         ("a", 0, 0.75, 4, 2), ("a", 5, 0.5, 2, 2), ("a", 10, 0.25, 4, 2)]
     assert all(r["ci95_low"] <= r["mean"] <= r["ci95_high"] for r in rows)
 
+    # the headline puts attack a's inside step before its final model; b, without one, has no step row
+    from frpo_bench.results import headline, leaderboard
+    from frpo_bench.results.outputs import final_records
+    board = leaderboard.aggregate(final_records(records))
+    metrics, cells = headline.wide(board, rows)
+    assert [(c["attack"], c["step"], c["safety"]["mean"]) for c in cells] == [
+        ("none", "", 0.75), ("a", 5, 0.5), ("a", "", 0.25), ("b", "", 0.0)]
+    text = headline.to_markdown(board, [], None, 0.9, rows)
+    assert "| base | defense | attack | lr | step | safety ↑ |" in text
+    assert [line.split(" | ")[4] for line in text.splitlines() if line.startswith("| - |")] == ["-", "5", "final", "final"]
+    assert "| step |" not in headline.to_markdown(board, [], None, 0.9)  # no trajectory, no step column
+
 
 @pytest.mark.slow
 def test_smoke_trajectory_checkpoints_are_cached_stages(tmp_path, isolated_cache, capsys):
@@ -100,6 +112,7 @@ def test_smoke_trajectory_checkpoints_are_cached_stages(tmp_path, isolated_cache
     assert not {r["attack"] for r in rows if r["metric"] != "train_loss"} - {"harmful_lora"}
     assert (out / "plots" / "trajectory_harmful_refusal.png").is_file()
     assert (out / "plots" / "trajectory_harmful_refusal_vs_kl_harmful.png").is_file()
+    assert "| base | defense | attack | lr | step |" in (out / "leaderboard.md").read_text()
     with open(out / "leaderboard.csv") as fh:  # the leaderboard keeps final models only
         assert {(r["attack"], r["n"]) for r in csv.DictReader(fh) if r["metric"] == "kl_harmful"} == {
             ("none", "8"), ("harmful_lora", "8"), ("benign_full", "8")}

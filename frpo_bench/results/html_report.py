@@ -68,7 +68,7 @@ def page_data(run_dir: Path, rows: list[dict], records: list[dict], samples: dic
                  "git_sha": context.get("git_sha", "")[:12], "device": context.get("device", ""),
                  "versions": context.get("versions", {}), "datasets": context.get("datasets", {}),
                  "recipe_raw": context.get("recipe", {})},
-        "headline": headline_data(rows, context.get("leaderboard", {})),
+        "headline": headline_data(rows, records, context.get("leaderboard", {})),
         "leaderboard": [{**r, "cell": cell_id(r), "dataset_revision": short_revision(r["dataset_revision"])} for r in rows],
         "tables": {**{name: read_csv_rows(run_dir / f"{name}.csv") for name in TABLES},
                    "agreement": agreeing, "disagreement": disagreements, "checks": checks},
@@ -78,10 +78,11 @@ def page_data(run_dir: Path, rows: list[dict], records: list[dict], samples: dic
     }
 
 
-def headline_data(rows: list[dict], settings: dict) -> dict:
-    from frpo_bench.results import headline, summary
+def headline_data(rows: list[dict], records: list[dict], settings: dict) -> dict:
+    from frpo_bench.results import headline, summary, trajectory
     capability, retention = settings.get("capability_metric"), settings.get("retention", 0.9)
-    return headline.page_data(rows, summary.worst_cases(rows, capability, retention), capability)
+    return headline.page_data(rows, summary.worst_cases(rows, capability, retention), capability,
+                              trajectory.aggregate(records))
 
 
 def without_nan(value):

@@ -67,8 +67,9 @@ def table(rows: list[Row]) -> str:
 
 
 def write(run_dir: Path, records: list[dict], capability_metric: str | None,
-          retention: float) -> tuple[Path, list[Row]]:
-    """leaderboard.csv, leaderboard.md, summary.csv, paired.csv and plots/*.png, each written atomically."""
+          retention: float, trajectory_rows: list[dict] = ()) -> tuple[Path, list[Row]]:
+    """leaderboard.csv, leaderboard.md, summary.csv, paired.csv and plots/*.png, each written atomically;
+    the headline of leaderboard.md also shows `trajectory_rows`' points inside each attack."""
     from frpo_bench.results import headline, paired, report, summary
     rows = aggregate(records)
     worst = summary.worst_cases(rows, capability_metric, retention)
@@ -77,7 +78,7 @@ def write(run_dir: Path, records: list[dict], capability_metric: str | None,
     write_text_atomic(path, to_csv(rows))
     write_text_atomic(run_dir / "summary.csv", summary.to_csv(worst))
     write_text_atomic(run_dir / "paired.csv", paired.paired_csv(differences))
-    write_text_atomic(run_dir / "leaderboard.md", headline.to_markdown(rows, worst, capability_metric, retention)
+    write_text_atomic(run_dir / "leaderboard.md", headline.to_markdown(rows, worst, capability_metric, retention, trajectory_rows)
                       + "**All rows** (one per cell and metric, with n, judge and data)\n\n"
                       + report.to_markdown(rows, worst, differences))
     report.plot_all(rows, run_dir / "plots", capability_metric)

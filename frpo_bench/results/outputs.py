@@ -18,8 +18,9 @@ def final_records(records: list[dict]) -> list[dict]:
 
 def write(run_dir: Path, records: list[dict], capability_metric: str | None,
           retention: float) -> tuple[Path, list[Row], list[dict]]:
-    path, rows = leaderboard.write(run_dir, final_records(records), capability_metric, retention)
-    return path, rows, trajectory.write(run_dir, records)
+    points = trajectory.write(run_dir, records)
+    path, rows = leaderboard.write(run_dir, final_records(records), capability_metric, retention, points)
+    return path, rows, points
 
 
 def write_browsable(run_dir: Path, records: list[dict], samples: dict[str, list[dict]], settings: dict[str, dict],
