@@ -8,19 +8,28 @@ import time
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides bf16 vs fp32 speed on a CPU
 
 
-def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul in `dtype_name` on all threads torch uses (best of `repeats`)."""
+def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5, enough_seconds: float = 0.05) -> float:
+    """FLOP/s of a square matmul in `dtype_name` on all threads torch uses (best of `repeats`). The side grows
+    from 256 until one product takes `enough_seconds` or reaches `size`: a dtype this CPU only emulates (bf16
+    without AVX512-BF16 runs ~100x slower) is measured in a second instead of minutes."""
     import torch
     from frpo_bench.models.loading import torch_dtype
-    a = torch.randn(size, size).to(torch_dtype(dtype_name))
-    b = torch.randn(size, size).to(torch_dtype(dtype_name))
-    a @ b  # warm-up
+    side = min(256, size)
+    while True:
+        a = torch.randn(side, side).to(torch_dtype(dtype_name))
+        b = torch.randn(side, side).to(torch_dtype(dtype_name))
+        a @ b  # warm-up
+        start = time.perf_counter()
+        a @ b
+        if time.perf_counter() - start >= enough_seconds or side >= size:
+            break
+        side *= 2
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best
+    return 2 * side ** 3 / best
 
 
 def parameter_count(model_dir: str) -> int:

@@ -211,8 +211,9 @@ def rl_estimate(options: dict, params: float, machine: Machine) -> Estimate:
     length = options["max_completion_length"]
     tokens = sequences * (PROMPT_TOKENS + length)
     lora = options.get("lora") is not None
-    step = (generate_seconds(params, sequences, length, sequences, machine)
-            + train_seconds(params, tokens, 1, machine, True, lora))
+    bf16 = machine.is_gpu or bool(options.get("bf16"))  # a CPU where bf16 measured slower trains and samples in fp32
+    step = (generate_seconds(params, sequences, length, sequences, machine, "bfloat16" if bf16 else "float32")
+            + train_seconds(params, tokens, 1, machine, bf16, lora))
     if options.get("beta", 0) > 0:  # the reference model's log-probs: one forward
         step += forward_seconds(params, tokens, machine)
     if options.get("helpfulness_reward") == "reward_model":
