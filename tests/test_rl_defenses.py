@@ -121,6 +121,22 @@ def test_sampling_copy_holds_the_merged_policy_in_bf16_and_leaves_the_policy_alo
                                          (layer.base_layer.weight + layer.get_delta_weight("default")).to(torch.bfloat16))
 
 
+def test_sampling_copy_follows_the_runs_bf16_choice_and_its_key_says_so(tiny_model_dir):
+    """Where bf16 measured slower (auto -> false), the copy is fp32: bf16 matmuls on a CPU without native bf16
+    ran 45x slower than fp32 here. The fp32 copy is another rollout distribution, so another key; the bf16
+    copy's key stays what it was."""
+    from transformers import AutoModelForCausalLM
+    from frpo_bench.training.sampling_copy import SamplingCopy
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    copy = SamplingCopy("float32").refresh(policy)
+    assert next(copy.parameters()).dtype == torch.float32
+    assert all(torch.equal(copy.state_dict()[k], v) for k, v in policy.state_dict().items())
+    on, off = frpo_options(sampling_copy=True, bf16=True), frpo_options(sampling_copy=True, bf16=False)
+    assert (on.sampling_copy_dtype(), off.sampling_copy_dtype()) == ("bfloat16", "float32")
+    assert "sampling_copy_dtype" not in on.key_fields() and off.key_fields()["sampling_copy_dtype"] == "float32"
+    assert "sampling_copy_dtype" not in frpo_options(bf16=False).key_fields()  # no copy, nothing to say
+
+
 def test_frpo_samples_from_the_copy_when_asked(refusing_tiny, tmp_path, monkeypatch):
     from frpo_bench.training import sampling_copy
     refreshed = []

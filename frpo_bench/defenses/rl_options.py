@@ -68,10 +68,11 @@ class RLOptions(Bf16Option, Options):
     bf16: Union[bool, str] = opt(False, help="bf16 autocast: true, false, or auto (true on a GPU, on a CPU whichever "
                                              "a probe measures faster there)")
     use_vllm: bool = opt(False, help="sample with vLLM (GPU); HF generate otherwise")
-    sampling_copy: bool = opt(False, omit_if_default=True, help="HF sampling from a bf16 copy of the policy with its "
-                                                                "LoRA merged, refreshed every step (2.2x faster "
-                                                                "sampling on a CPU, off-policy only by bf16 rounding); "
-                                                                "false samples from the training policy itself")
+    sampling_copy: bool = opt(False, omit_if_default=True, help="HF sampling from a copy of the policy with its LoRA "
+                                                                "merged, refreshed every step, in bf16 where bf16 is "
+                                                                "on (2.2x faster sampling on an AVX512-BF16 CPU, "
+                                                                "off-policy only by bf16 rounding), else fp32; false "
+                                                                "samples from the training policy itself")
 
     def __post_init__(self) -> None:
         self.strongreject = self.strongreject or StrongRejectOptions()
@@ -117,6 +118,8 @@ class RLOptions(Bf16Option, Options):
         """Every field, but the judges of a reward not in use stay out, and the key's variable name is transport."""
         fields = to_dict(self, for_key=True)
         fields.pop("moderation_api_key_env")
+        if self.sampling_copy and self.sampling_copy_dtype() != "bfloat16":  # the copy was bf16 only, before
+            fields["sampling_copy_dtype"] = self.sampling_copy_dtype()
         if self.safety_reward != "strongreject_moderation":
             for name in ("strongreject", "moderation", "moderation_model", "moderation_base_url"):
                 fields.pop(name)
@@ -126,6 +129,10 @@ class RLOptions(Bf16Option, Options):
                 fields.pop("moderation_model")
                 fields.pop("moderation_base_url")
         return fields
+
+    def sampling_copy_dtype(self) -> str:
+        """The sampling copy's dtype: bf16 with bf16 autocast on (auto resolves before keys are made), else fp32."""
+        return "bfloat16" if self.bf16 is True else "float32"
 
     def resolve_installed(self, path: str, device: str) -> dict[str, str]:
         """bf16 auto, and the reward's own judge's dtype auto when that reward is used."""

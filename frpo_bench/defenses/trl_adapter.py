@@ -86,13 +86,13 @@ def _trainer_class():
         """GRPOTrainer whose per-group advantages come from a pure function."""
 
         def __init__(self, *args, group_advantages: Optional[GroupAdvantages] = None,
-                     group_statistics: Optional[dict[str, GroupStatistic]] = None, sampling_copy: bool = False,
-                     **kwargs):
+                     group_statistics: Optional[dict[str, GroupStatistic]] = None,
+                     sampling_copy: Optional[str] = None, **kwargs):
             from frpo_bench.training.sampling_copy import SamplingCopy
             self._group_advantages = group_advantages
             self._group_statistics = group_statistics or {}
             self._last_rewards = None
-            self._sampler = SamplingCopy() if sampling_copy else None
+            self._sampler = SamplingCopy(sampling_copy) if sampling_copy else None
             super().__init__(*args, **kwargs)
 
         def _generate_single_turn(self, *args, **kwargs):
@@ -169,7 +169,8 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
     trainer = _trainer_class()(
         model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options, tokenizer)),
         processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()],
-        group_advantages=group_advantages, group_statistics=group_statistics, sampling_copy=options.sampling_copy)
+        group_advantages=group_advantages, group_statistics=group_statistics,
+        sampling_copy=options.sampling_copy_dtype() if options.sampling_copy else None)
     trainer.remove_callback(PrinterCallback)
     start = time.time()
     trainer.train()
