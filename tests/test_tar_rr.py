@@ -100,8 +100,9 @@ def test_rr_reroutes_harmful_keeps_retain_and_leaves_base(tiny_model_dir, tmp_pa
     retain = [h["retain_loss"] for h in history]
     if variant.get("retain_distance") == "relative_l2":
         # measured against each token's own norm: the random tiny model's benign states move by up to
-        # ~2x their norm while rerouting dominates, then the growing retain weight pulls them back
-        assert max(retain) < 3.0 and sum(retain[-5:]) / 5 < 0.6 * max(retain)
+        # 2-3.3x their norm while rerouting dominates (peak 3.23 on a 2-core AVX2 EPYC, under 3 on a Xeon:
+        # fp32 training differs by CPU), then the growing retain weight pulls them back
+        assert max(retain) < 4.0 and sum(retain[-5:]) / 5 < 0.6 * max(retain)
     else:
         assert max(retain) < scale
     after = load_file(str(tiny_model_dir / "model.safetensors"))
