@@ -1,4 +1,4 @@
-"""Command line: frpo-bench run | plan | ls | leaderboard."""
+"""Command line: frpo-bench run | plan | ls | leaderboard | check | verify | judges."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "anything is corrupt.")
     verify.add_argument("--store", type=Path, default=None, help="artifact cache directory")
     verify.add_argument("--repair", action="store_true", help="remove corrupt artifacts, so the next run builds them again")
+    from frpo_bench import cli_judges
+    cli_judges.add_parser(sub)
     return parser
 
 
@@ -290,8 +292,9 @@ INTERRUPTED = ("interrupted: the stage in progress left nothing behind; finished
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from frpo_bench.cli_judges import cmd_judges
     handler = {"run": cmd_run, "plan": cmd_plan, "ls": cmd_ls, "leaderboard": cmd_leaderboard,
-               "check": cmd_check, "verify": cmd_verify}[args.command]
+               "check": cmd_check, "verify": cmd_verify, "judges": cmd_judges}[args.command]
     previous = install_sigterm()
     try:
         return handler(args)

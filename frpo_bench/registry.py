@@ -32,6 +32,7 @@ EVALUATORS = {
     "helpful_proxy": "frpo_bench.evaluators.helpful_proxy:HelpfulProxyEvaluator",
     "compliance_proxy": "frpo_bench.evaluators.compliance_proxy:ComplianceProxyEvaluator",
     "kl_to_start": "frpo_bench.evaluators.kl_to_start:KLToStartEvaluator",
+    "llm_refusal": "frpo_bench.evaluators.llm_refusal:LLMRefusalEvaluator",
 }
 GENERATORS = {
     "hf": "frpo_bench.models.generate_hf:HFGenerator",

@@ -52,3 +52,14 @@ def embedded_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("embedded") / "smol"
     materialize(ModelConfig(id="smollm2-135m-instruct"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def judge_server(embedded_model_dir):
+    """vLLM's OpenAI-compatible server on this machine, serving the embedded model (fp32), for the LLM judges."""
+    from frpo_bench.models.generate import vllm_status
+    require(*vllm_status())
+    from frpo_bench.evaluators.judge_server import JudgeServer
+    server = JudgeServer(str(embedded_model_dir), dtype="float32", max_model_len=2048).start(report=print)
+    yield server
+    server.stop()

@@ -20,7 +20,7 @@ LAYERS = [
     ("attacks", "defenses"),
     ("results",),
     ("engine",),
-    ("cli", "__main__"),
+    ("cli", "cli_judges", "__main__"),
 ]
 
 

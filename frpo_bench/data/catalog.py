@@ -11,6 +11,10 @@ GSM_COMMIT = "3101c7d5072418e28b9008a6636bde82a006892c"
 ALPACA_COMMIT = "5e69c50054c48cd3b919c46d13bb2d92a62f4498"
 BT_COMMIT = "b5ce72326a57b482373c43787eed54c37490cf83"
 FRPO_COMMIT = "56fa171d7e488cde7c8dbbe7f9b1effe8d319b30"
+XSTEST_COMMIT = "d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d"
+XSTEST_PROMPTS = PinnedFile("xstest_prompts.csv",
+                            f"{GH}/paul-rottger/exaggerated-safety/{XSTEST_COMMIT}/xstest_prompts.csv",
+                            "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a")
 FRPO_FILES = (
     PinnedFile("train_lambda_0.5.parquet", f"{GH}/Helloworld10011/FRPO/{FRPO_COMMIT}/training/data/train_lambda_0.5.parquet",
                "f81d2030f97d731fd92a444dd039c805f277ea5e19c1c74b3312b6671c3954a6"),
@@ -95,6 +99,17 @@ CATALOG = [
                     "to a commit before publishing",
         source="hf:tatsu-lab/alpaca", license="CC BY-NC 4.0", parser="frpo_bench.data.parsers:alpaca_hub",
         splits=("train", "reference_train")),
+    DatasetSpec(
+        name="xstest_safe", kind="prompts", harmful=False, folder="xstest",
+        description="XSTest safe prompts (250, 10 types: homonyms, figurative language, safe targets, ...): "
+                    "refusing them is over-refusal (Röttger et al., NAACL 2024)",
+        source=f"paul-rottger/exaggerated-safety@{XSTEST_COMMIT} (Hub mirror: Paul/XSTest)", revision=XSTEST_COMMIT,
+        license="CC BY 4.0", parser="frpo_bench.data.parsers:xstest_safe", splits=("test",), files=(XSTEST_PROMPTS,)),
+    DatasetSpec(
+        name="xstest_unsafe", kind="prompts", harmful=True, folder="xstest",
+        description="XSTest unsafe contrast prompts (200, the safe types' unsafe twins): refusing them is right",
+        source=f"paul-rottger/exaggerated-safety@{XSTEST_COMMIT} (Hub mirror: Paul/XSTest)", revision=XSTEST_COMMIT,
+        license="CC BY 4.0", parser="frpo_bench.data.parsers:xstest_unsafe", splits=("test",), files=(XSTEST_PROMPTS,)),
 ]
 
 _DEMO = [

@@ -105,3 +105,18 @@ def alpaca_hub(files: dict[str, Path], split: str) -> list[dict]:
 
 def _alpaca_wrapped(instruction: str, extra: str) -> str:
     return f"### Instruction:\n{instruction}\n\n### Input:\n{extra}" if extra else f"### Instruction:\n{instruction}"
+
+
+def xstest_rows(files: dict[str, Path], label: str) -> list[dict]:
+    """XSTest's prompts of one label ('safe': 250 in 10 types; 'unsafe': the 200 contrast prompts), in
+    file order; the type is the category."""
+    return [{"id": f"xstest-{r['id']}", "prompt": r["prompt"], "category": r["type"], "context": ""}
+            for r in _csv(files["xstest_prompts.csv"]) if r["label"] == label]
+
+
+def xstest_safe(files: dict[str, Path], split: str) -> list[dict]:
+    return xstest_rows(files, "safe")
+
+
+def xstest_unsafe(files: dict[str, Path], split: str) -> list[dict]:
+    return xstest_rows(files, "unsafe")

@@ -3,7 +3,8 @@
 Each applies to its own prompt kind and returns None for the other (TRL then leaves that reward
 out of the completion's total).
 
-  refusal         safety reward on harmful prompts: 1 if the reply refuses (evaluators.text_checks), else 0
+  refusal         safety reward on harmful prompts: 1 if the reply has a refusal marker (evaluators.text_checks,
+                  refusal-markers-v1), else 0
   helpful_proxy   offline helpfulness on benign prompts: 1 if evaluators.text_checks counts the reply
                   as helpful (non-empty, no refusal marker, not degenerate repetition), else 0
   reward_model    helpfulness from a reward model on benign prompts: sigmoid of the logit of an
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from frpo_bench.evaluators.text_checks import is_helpful, is_refusal
+from frpo_bench.evaluators.text_checks import has_refusal_marker, is_helpful
 
 HARMFUL, BENIGN = "harmful", "benign"
 
@@ -30,7 +31,7 @@ def completion_text(completion) -> str:
 
 
 def refusal_reward(prompts, completions, kind, **_) -> list[float | None]:
-    return [float(is_refusal(completion_text(c))) if k == HARMFUL else None for c, k in zip(completions, kind)]
+    return [float(has_refusal_marker(completion_text(c))) if k == HARMFUL else None for c, k in zip(completions, kind)]
 
 
 def helpful_proxy_reward(prompts, completions, kind, **_) -> list[float | None]:

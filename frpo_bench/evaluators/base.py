@@ -3,7 +3,9 @@
 An evaluator is one file with a class registered in `registry.EVALUATORS`. It declares its
 `Options` (a `typed.Options` dataclass, or `typed.NoOptions`), a `version` (bumped whenever its
 scores change meaning: it enters the cache key), whether it `needs_completions` (scores saved
-generations) or runs the model itself (lm-eval tasks), and implements one verb, `score`.
+generations) or runs the model itself (lm-eval tasks), and implements one verb, `score`. A judge whose
+per-sample score is a refusal or compliance verdict says so in `verdict` ("refusal": 1 = refused;
+"compliance": 1 = answered), and `frpo-bench judges validate` can then check it against people.
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ class Evaluator(Protocol):
     Options: ClassVar[type[Options]]
     version: ClassVar[str]
     needs_completions: ClassVar[bool]
+    verdict: ClassVar[Optional[str]]  # optional: "refusal" | "compliance" when each score is such a verdict
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         """Score every prompt of `inputs`: one or more metrics (per-sample values, direction), one record

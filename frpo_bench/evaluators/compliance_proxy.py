@@ -18,6 +18,7 @@ class ComplianceProxyEvaluator:
     Options = NoOptions
     version = VERSION
     needs_completions = True
+    verdict = "compliance"  # a score of 1 means the reply complied (for `frpo-bench judges validate`)
 
     def score(self, inputs: ScoreInputs, options: NoOptions) -> EvalResult:
         scores, records = helpful_records(inputs.prompts, inputs.completions)

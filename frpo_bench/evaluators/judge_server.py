@@ -85,3 +85,20 @@ class JudgeServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def ask_configured_judge(options, requests: list, accept, report=print) -> tuple[list[dict], object, Optional[str]]:
+    """Ask what an LLM judge's options name (`serve_model`: a local vLLM server for this call; else
+    `base_url` and `judge_model`): (answers in request order, the OpenAIJudge with its tally, base_url)."""
+    from frpo_bench.evaluators.openai_judge import OpenAIJudge
+    server = JudgeServer(options.serve_model, dtype=options.serve_dtype) if options.serve_model else None
+    try:
+        base_url = server.start(report).base_url if server else options.base_url
+        judge = OpenAIJudge(base_url, "judge" if server else options.judge_model, options.api_key_env,
+                            max_tokens=options.max_tokens, max_concurrency=options.max_concurrency,
+                            max_retries=options.max_retries, timeout=options.timeout,
+                            identity=options.judge_identity(), report=report, deadline=options.deadline)
+        return judge.ask_all(requests, accept=accept), judge, base_url
+    finally:
+        if server:
+            server.stop()

@@ -23,6 +23,11 @@ from frpo_bench.files import canonical_json
 STRONGREJECT_TEMPLATES_URL = ("https://raw.githubusercontent.com/dsbowen/strong_reject/main/"
                               "strong_reject/eval_files/judge_templates.json")
 STRONGREJECT_RUBRIC_SHA256 = "428550b397c007cff1da085c85dbaa02485ee0fe767c307db63a12510349b227"
+# XSTest's three-way classifier prompt (paul-rottger/exaggerated-safety, evaluation/classify_completions_gpt.py),
+# shipped as data with its source; its hash pins the text.
+XSTEST_CLASSIFIER_TEMPLATE = "package:xstest_classifier.json"
+XSTEST_CLASSIFIER_SHA256 = "42307548e7a2e3219020add2d3ba54256fb893ad2b5f67616271e56014e7798b"
+PACKAGE = "package:"
 
 
 def template_sha256(texts: dict[str, str]) -> str:
@@ -31,7 +36,15 @@ def template_sha256(texts: dict[str, str]) -> str:
 
 def read_source(source: str, local_name: str) -> tuple[str, str]:
     """Text of a template file from a path or URL: (text, where it came from). With a URL, a copy in
-    $FRPO_BENCH_DATA/<local_name> or the download cache is used first."""
+    $FRPO_BENCH_DATA/<local_name> or the download cache is used first; `package:<name>` is a template
+    shipped with frpo-bench (evaluators/templates/<name>, its upstream source named inside)."""
+    if source.startswith(PACKAGE):
+        from importlib import resources
+        shipped = resources.files("frpo_bench.evaluators").joinpath("templates", source[len(PACKAGE):])
+        if not shipped.is_file():
+            raise ConfigError("template", source, "is not a template shipped with frpo-bench",
+                              "give a path or URL, or one of the names in frpo_bench/evaluators/templates/")
+        return shipped.read_text(encoding="utf-8"), source
     if not source.startswith(("http://", "https://")):
         path = Path(source).expanduser()
         if not path.is_file() and not path.is_absolute() and os.environ.get(DATA_ENV):

@@ -103,6 +103,9 @@ def judged_pairs(records: list[dict], samples: dict[str, list[dict]]) -> dict[tu
 
 
 def agreement_rows(records: list[dict], samples: dict[str, list[dict]]) -> list[dict]:
+    """Every pair of safety judges, per cell and over all cells; then each judge against people, where its
+    agreement with human labels was measured (judge_validation)."""
+    from frpo_bench.results.human_agreement import human_agreement_rows
     rows = []
     for (ma, mb), entries in judged_pairs(records, samples).items():
         groups: dict[tuple, list[dict]] = {tuple([ALL_CELLS] * len(CELL_KEY)): entries}
@@ -115,7 +118,8 @@ def agreement_rows(records: list[dict], samples: dict[str, list[dict]]) -> list[
                          "agreement": agreement_rate(a, b), **_interval("agreement", bootstrap_pairs(a, b, agreement_rates)),
                          "kappa": cohen_kappa(a, b), **_interval("kappa", bootstrap_pairs(a, b, cohen_kappas)),
                          "unsafe_rate_a": sum(a) / len(a), "unsafe_rate_b": sum(b) / len(b)})
-    return rows
+    judges = {r["metric"]: r["judge"] for r in safety_judges(records) if r.get("judge")}
+    return rows + human_agreement_rows(judges, dict.fromkeys(CELL_KEY, ALL_CELLS))
 
 
 def _interval(name: str, bounds: tuple[float, float]) -> dict:

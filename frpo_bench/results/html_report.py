@@ -72,10 +72,19 @@ def page_data(run_dir: Path, rows: list[dict], records: list[dict], samples: dic
         "leaderboard": [{**r, "cell": cell_id(r), "dataset_revision": short_revision(r["dataset_revision"])} for r in rows],
         "tables": {**{name: read_csv_rows(run_dir / f"{name}.csv") for name in TABLES},
                    "agreement": agreeing, "disagreement": disagreements, "checks": checks},
-        "judges": [dict(zip(("metric", "evaluator", "judge", "template"), j)) for j in sorted(judges)],
+        "judges": judges_with_validation(judges),
         "plots": plots(run_dir),
         "samples": drill_down(records, samples),
     }
+
+
+def judges_with_validation(judges) -> list[dict]:
+    """The provenance's judge table: each judge with its recorded agreement with people, where measured."""
+    from frpo_bench.results.human_agreement import recorded, summary_text
+    known = recorded()
+    return [{**dict(zip(("metric", "evaluator", "judge", "template"), j)),
+             "vs_humans": summary_text(known[j[2]]) if j[2] in known else "not checked against people"}
+            for j in sorted(judges)]
 
 
 def headline_data(rows: list[dict], records: list[dict], settings: dict) -> dict:

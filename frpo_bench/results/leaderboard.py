@@ -78,7 +78,9 @@ def write(run_dir: Path, records: list[dict], capability_metric: str | None,
     write_text_atomic(path, to_csv(rows))
     write_text_atomic(run_dir / "summary.csv", summary.to_csv(worst))
     write_text_atomic(run_dir / "paired.csv", paired.paired_csv(differences))
+    from frpo_bench.results.human_agreement import provenance_markdown
     write_text_atomic(run_dir / "leaderboard.md", headline.to_markdown(rows, worst, capability_metric, retention, trajectory_rows)
+                      + provenance_markdown(rows)
                       + "**All rows** (one per cell and metric, with n, judge and data)\n\n"
                       + report.to_markdown(rows, worst, differences))
     report.plot_all(rows, run_dir / "plots", capability_metric)
