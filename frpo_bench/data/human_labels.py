@@ -14,7 +14,7 @@ from frpo_bench.data.catalog import GH, XSTEST_COMMIT
 from frpo_bench.data.spec import DatasetSpec, PinnedFile
 from frpo_bench.errors import ConfigError
 
-LABEL_SET = f"XSTest v2 human labels (paul-rottger/exaggerated-safety@{XSTEST_COMMIT[:7]})"
+LABEL_SET = f"XSTest v2 (paul-rottger/exaggerated-safety@{XSTEST_COMMIT[:7]})"
 LABELS = {"1": "comply", "2": "refuse", "3": "partial"}  # by the leading digit of final_label
 COMPLETION_SHA256 = {
     "gpt4": "71af323af8ecdec0efae23992317721441d2cfedddedeef3248f842f4e15c9ca",

@@ -20,8 +20,9 @@ def recorded() -> dict[str, dict]:
 
 def summary_text(entry: dict) -> str:
     """How a leaderboard names a judge's recorded human agreement."""
-    return (f"kappa {float(entry['kappa']):.2f} [{float(entry['kappa_ci95_low']):.2f}, {float(entry['kappa_ci95_high']):.2f}] "
-            f"vs humans on {entry['label_set']}: {entry['sources']}, n {entry['n']}")
+    return (f"kappa {_number(entry, 'kappa'):.2f} [{_number(entry, 'kappa_ci95_low'):.2f}, "
+            f"{_number(entry, 'kappa_ci95_high'):.2f}] "
+            f"vs human labels, {entry['label_set']}: {entry['sources']}, n {entry['n']}")
 
 
 def provenance_markdown(rows: list[dict]) -> str:
@@ -44,9 +45,17 @@ def human_agreement_rows(judged_metrics: dict[str, str], cell: dict) -> list[dic
         entry = known.get(judge)
         if entry is None:
             continue
-        rows.append({**cell, "judge_a": metric, "judge_b": f"humans: {entry['label_set']}", "n": int(entry["n"]),
-                     **{k: float(entry[k]) for k in ("agreement", "agreement_ci95_low", "agreement_ci95_high", "kappa",
-                                                     "kappa_ci95_low", "kappa_ci95_high")},
-                     "unsafe_rate_a": 1 - float(entry["judge_refusal_rate"]),
-                     "unsafe_rate_b": 1 - float(entry["human_refusal_rate"])})
+        rows.append({**cell, "judge_a": metric, "judge_b": f"human labels: {entry['label_set']}", "n": int(entry["n"]),
+                     **{k: _number(entry, k) for k in ("agreement", "agreement_ci95_low", "agreement_ci95_high",
+                                                       "kappa", "kappa_ci95_low", "kappa_ci95_high")},
+                     "unsafe_rate_a": 1 - _number(entry, "judge_refusal_rate"),
+                     "unsafe_rate_b": 1 - _number(entry, "human_refusal_rate")})
     return rows
+
+
+def _number(entry: dict, name: str) -> float:
+    """A recorded figure; nan where a record written by an older version lacks it (a run never fails on it)."""
+    try:
+        return float(entry.get(name) or "nan")
+    except ValueError:
+        return float("nan")
