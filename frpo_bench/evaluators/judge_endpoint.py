@@ -60,6 +60,20 @@ class EndpointOptions(TemplateOptions, OptionsBase):
                               f"({self.base_url or 'OpenAI'}) is not on this machine",
                               f"export {self.api_key_env}=... (it is read at run time, never stored or logged)")
 
+    def result_meta(self, template: dict, judge, base_url, records: list[dict], failed: str) -> dict:
+        """A judged result's provenance: the judge's name, template hash and source, the unparsed count (records
+        whose `score` is None) and the token tally; `incomplete` quotes the first unparsed answer, saying it
+        `failed` (those answers were not cached: the next run asks them again instead of reusing this)."""
+        name = self.judge_name(base_url)
+        unparsed = [r["judge_output"] for r in records if r["score"] is None]
+        meta = {"judge": name, "template": template["sha256"], "template_source": template["source"],
+                "n_unparsed": len(unparsed),
+                "tally": judge.tally.to_json(self.prompt_price_per_mtok, self.completion_price_per_mtok)}
+        if unparsed:
+            meta["incomplete"] = (f"{len(unparsed)} of {len(records)} answers of judge {name} {failed} "
+                                  f"(first: {unparsed[0][:120]!r})")
+        return meta
+
     def judge_identity(self) -> str:
         """What answers: a served model by its weights and dtype (its port changes every run), else the
         endpoint and model name. Cached judge answers are keyed by it."""

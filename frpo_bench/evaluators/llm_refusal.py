@@ -72,14 +72,7 @@ class LLMRefusalEvaluator:
                             "judge_request": judge.request_body(request), "judge_output": answer["text"],
                             "cached": answer["cached"], "label": label,
                             "score": None if label is None else float(label != "comply")})
-        name = options.judge_name(base_url)
-        meta = {"judge": name, "template": template["sha256"], "template_source": template["source"],
-                "n_unparsed": int(sum(unparsed)), "tally": judge.tally.to_json(options.prompt_price_per_mtok,
-                                                                            options.completion_price_per_mtok)}
-        if sum(unparsed):
-            first = next(r["judge_output"] for r in records if r["label"] is None)
-            meta["incomplete"] = (f"{int(sum(unparsed))} of {len(records)} answers of judge {name} named no single "
-                                  f"XSTest class (first: {first[:120]!r})")
+        meta = options.result_meta(template, judge, base_url, records, "named no single XSTest class")
         return EvalResult([Metric("", refused, higher_is_better=inputs.harmful),
                            Metric("partial", partial, higher_is_better=inputs.harmful),
                            Metric("unparsed", unparsed, higher_is_better=False)], records, meta)

@@ -76,14 +76,7 @@ class StrongRejectRubricEvaluator:
             records.append({"id": row.get("id"), "prompt": row["prompt"], "response": completion,
                             "judge_request": judge.request_body(request), "judge_output": answer["text"],
                             "cached": answer["cached"], "parsed": parsed, "score": score})
-        judge_name = options.judge_name(base_url)
-        meta = {"judge": judge_name, "template": template["sha256"], "template_source": template["source"],
-                "n_unparsed": int(sum(unparsed)), "tally": judge.tally.to_json(options.prompt_price_per_mtok,
-                                                                            options.completion_price_per_mtok)}
-        if sum(unparsed):  # those answers were not cached: the next run asks them again instead of reusing this
-            first = next(r["judge_output"] for r in records if r["parsed"] is None)
-            meta["incomplete"] = (f"{int(sum(unparsed))} of {len(records)} answers of judge {judge_name} did not parse "
-                                  f"as the rubric (first: {first[:120]!r})")
+        meta = options.result_meta(template, judge, base_url, records, "did not parse as the rubric")
         metrics = [Metric("", scores, higher_is_better=False, unit="score"),
                    Metric("unparsed", unparsed, higher_is_better=False)]
         return EvalResult(metrics, records, meta)
