@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"])
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/demo_stages.json"))
+    parser.add_argument("--share-of", default=None, metavar="DATASET",
+                        help="also report the seconds of the stages that read prompts of datasets whose name "
+                             "contains this (e.g. xstest) against the rest: what those rows add to the run")
     args = parser.parse_args()
     store = Store(args.store)
     from frpo_bench.engine.eta import CostPrior
@@ -48,6 +51,8 @@ def main() -> None:
         table[backend] = {**by_kind, "wall_this_run": round(wall, 1), "first_eta_s": round(first_eta, 1),
                           "stages_total_s": round(sum(v for k, v in by_kind.items() if k in NAMES), 1),
                           "generate_stages": sum(s.kind == "generate" for s in stages)}
+        if args.share_of:
+            table[backend]["share_of"] = dataset_share(stages, store, args.share_of)
         print(json.dumps({backend: table[backend]}), flush=True)
     print("\n| stage kind | " + " | ".join(args.backends) + " |\n|---|" + "---|" * len(args.backends))
     for kind in (*NAMES, "wall_this_run"):
@@ -60,6 +65,22 @@ def main() -> None:
                                  "compute_floor": floors})
 
 
+def stage_seconds(stage, store: Store) -> float:
+    record = store.path(stage.kind, stage.key) / "stage.json"
+    return json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
+
+
+def dataset_share(stages, store: Store, name: str) -> dict:
+    """Seconds of the stages whose prompts come from a dataset named like `name`, against all others'."""
+    def reads(stage) -> bool:
+        prompts = stage.fields.get("prompts")
+        return name in json.dumps(prompts, default=str) if prompts is not None else False
+    mine = sum(stage_seconds(s, store) for s in stages if reads(s))
+    rest = sum(stage_seconds(s, store) for s in stages if not reads(s))
+    return {"dataset": name, "stages": sum(map(reads, stages)), "seconds": round(mine, 1),
+            "seconds_rest": round(rest, 1), "added_fraction": round(mine / rest, 4) if rest else None}
+
+
 def compute_floor(stages, store: Store, peaks: dict) -> dict:
     """Per stage kind: the seconds it took, the matmul FLOPs it cannot avoid (engine/estimate.stage_flops) and
     those FLOPs at this machine's measured peak for their dtype: how far each kind runs from its floor."""
@@ -67,10 +88,9 @@ def compute_floor(stages, store: Store, peaks: dict) -> dict:
     params = plan_parameters(stages)
     out: dict[str, dict] = {}
     for stage in stages:
-        record = store.path(stage.kind, stage.key) / "stage.json"
         flops, dtype = stage_flops(stage, params)
         row = out.setdefault(stage.kind, {"seconds": 0.0, "tflop": 0.0, "floor_s": 0.0})
-        row["seconds"] += json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
+        row["seconds"] += stage_seconds(stage, store)
         row["tflop"] += flops / 1e12
         row["floor_s"] += flops / peaks[dtype]
     for row in out.values():

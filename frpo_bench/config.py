@@ -13,6 +13,7 @@ from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import DTYPES, DtypeOption
 from frpo_bench.models.attention import AttentionOption
+from frpo_bench.search_options import SearchConfig, check_space
 from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
                               to_dict, yaml_problem)
@@ -63,18 +64,29 @@ class AttackConfig:
                                     "steps along the attack (a trajectory; the recipe's `trajectory` says which "
                                     "metrics on how many prompts); step 0 and the final model are always points")
     eval_steps: list[int] = opt([], omit_if_default=True, help="or: the optimizer steps to evaluate at, e.g. [25, 50, 75]")
+    search: Optional[SearchConfig] = opt(None, omit_if_default=True, help="an Optuna search over this attack's "
+                                         "settings on every defended model (leaderboard rows `search:<name>`); "
+                                         "`lrs` may then be empty (no grid cells)")
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
         check_safe_name(self.name, f"{path}.name")
         check_name("attack", self.type, f"{path}.type")
-        if not self.lrs:
-            raise ConfigError(f"{path}.lrs", self.lrs, "is empty", "list at least one learning rate")
+        if not self.lrs and self.search is None:
+            raise ConfigError(f"{path}.lrs", self.lrs, "is empty", "list at least one learning rate (or add a search)")
         for i, lr in enumerate(self.lrs):
             check_positive_value(lr, f"{path}.lrs.{i}")
         self.options = _typed_options(options_class("attack", self.type), self.options, f"{path}.options")
         if self.eval_every is not None or self.eval_steps:
             self._check_trajectory(path, self.options.planned_steps())
+        if self.search is not None:
+            if self.options.planned_steps() is None and self.search.pruner.type != "none":
+                raise ConfigError(f"{path}.search.pruner.type", self.search.pruner.type, f"needs optimizer steps to "
+                                  f"stop at, and attack type '{self.type}' has none", "use type: none")
+            check_space(self.search, self.options, f"{path}.search")
+            if "lr" not in self.search.space and not self.lrs:
+                raise ConfigError(f"{path}.search.space", sorted(self.search.space), "has no lr, and lrs is empty",
+                                  "add lr to the space, or give lrs (the search then uses the first)")
 
     def _check_trajectory(self, path: str, total: Optional[int]) -> None:
         if total is None:
@@ -267,10 +279,36 @@ class Recipe:
             if name not in [e.metric for e in self.evaluations]:
                 raise ConfigError(f"trajectory.metrics.{i}", name, "is not a metric of this recipe",
                                   f"use some of {[e.metric for e in self.evaluations]}")
+        self._check_searches()
         metric = self.leaderboard.capability_metric
         if metric and metric not in [e.metric for e in self.evaluations]:
             raise ConfigError("leaderboard.capability_metric", metric, "is not a metric of this recipe",
                               f"use one of {[e.metric for e in self.evaluations]}")
+
+
+    def _check_searches(self) -> None:
+        """A search's objective is a metric scored on prompts with rows held out after them (its re-run's)."""
+        metrics = {e.metric: e for e in self.evaluations}
+        traced = self.trajectory.metrics or list(metrics)
+        for i, attack in enumerate(self.attacks):
+            search = attack.search
+            if search is None:
+                continue
+            if search.objective not in metrics:
+                raise ConfigError(f"attacks[{i}].search.objective", search.objective, "is not a metric of this recipe",
+                                  f"use one of {list(metrics)}")
+            if search.pruner.type != "none" and search.objective not in traced:
+                raise ConfigError(f"attacks[{i}].search.objective", search.objective, "is not scored along attacks "
+                                  "(trajectory.metrics), so the pruner has nothing at its rungs",
+                                  "add it to trajectory.metrics, or set search.pruner.type: none")
+            for j, e in enumerate(self.evaluations):
+                if e.prompts.n is None:
+                    raise ConfigError(f"evaluations[{j}].prompts.n", None, "is unset, so no prompts are left for "
+                                      f"the re-run of attacks[{i}]'s search on prompts it never saw",
+                                      "give n (the re-run scores the next n rows)")
+            if set(search.reeval_seeds) & set(self.seeds + [s for d in self.defenses for s in d.seeds or []]):
+                raise ConfigError(f"attacks[{i}].search.reeval_seeds", search.reeval_seeds, "share a seed with the "
+                                  "search's (the recipe's and the defenses' seeds)", "use other seeds, e.g. [1000, 1001]")
 
 
 def _typed_options(cls: type[Options], options: Any, path: str) -> Options:

@@ -8,7 +8,7 @@ The engine reads the options only through `key_fields()`, `data_refs()`, `prefli
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol, Sequence
+from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options
@@ -20,10 +20,11 @@ class Attack(Protocol):
     Options: ClassVar[type[Options]]
 
     def apply(self, model: ModelRef, out: Path, options: Options, lr: float, seed: int,
-              report: Report = print, checkpoint_steps: Sequence[int] = ()) -> ModelRef:
+              report: Report = print, checkpoint_steps: Sequence[int] = (), stop_at: Optional[int] = None) -> ModelRef:
         """Attack `model` at learning rate `lr` into the empty directory `out` and return the attacked model
         (full weights or an adapter inside `out`). Deterministic given `seed`. For a trajectory, the model
         after each optimizer step in `checkpoint_steps` is kept too, its record written with
         `models.artifact.write_model(out, ref, models.artifact.checkpoint_record(step))` (only attacks whose options
-        give `planned_steps()` are asked)."""
+        give `planned_steps()` are asked). With `stop_at` (a search's rung), training stops after that step of
+        the same planned run (same schedule), and the model then is the one returned."""
         ...

@@ -15,6 +15,7 @@ class FinetuneAttack:
     Options = FinetuneConfig
 
     def apply(self, model: ModelRef, out: Path, options: FinetuneConfig, lr: float, seed: int, report=print,
-              checkpoint_steps=()) -> ModelRef:
+              checkpoint_steps=(), stop_at=None) -> ModelRef:
         from frpo_bench.training.sft import finetune
-        return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps)
+        return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps,
+                        stop_at=stop_at)

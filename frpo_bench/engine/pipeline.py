@@ -164,6 +164,33 @@ def run_stages(recipe: Recipe, store: Store, kinds: list[str], only: str | None 
     return selected
 
 
+def executing(recipe: Recipe, raw: dict, store: Store, executor: Executor):
+    """stages -> Execution, on the chosen executor."""
+    from frpo_bench.engine.runner import execute
+    if executor.name != "ray":
+        return lambda stages: execute(stages, store)
+    from frpo_bench.engine.ray_executor import execute_ray
+    return lambda stages: execute_ray(stages, store, recipe.device, executor, raw["raw"],
+                                      report=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def run_searches_into(recipe: Recipe, cells: list, stages: list, dirs: dict, run) -> tuple[list, list, list]:
+    """Run every attack's search (engine/search.py) after the grid; returns the cells with the searches'
+    re-runs added, every stage used, and the searches' outcomes. `dirs` gains every stage's directory."""
+    from frpo_bench.engine.plan import Planner
+    from frpo_bench.engine.search import run_searches, with_ancestors
+    used = {s.key: s for s in stages}
+
+    def build(chosen: list) -> dict:
+        needed = with_ancestors(chosen)
+        dirs.update(run(needed).dirs)
+        used.update((s.key, s) for s in needed)
+        return dirs
+    outcomes = run_searches(Planner(recipe), cells, dirs, build,
+                            report=lambda message: print(message, file=sys.stderr, flush=True))
+    return cells + [c for o in outcomes for c in o.cells], list(used.values()), outcomes
+
+
 def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
     """One record per (cell, metric): the seed-level result, with its per-sample scores."""
     from frpo_bench.data import get
@@ -282,19 +309,21 @@ def incomplete_scores(stages: list[Stage], dirs: dict[str, Path]) -> dict[str, s
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
                executor: Executor = Executor()) -> tuple[Path, list[dict], float]:
     from frpo_bench.results import outputs
-    from frpo_bench.engine.runner import execute, seconds_by_kind
+    from frpo_bench.engine.runner import seconds_by_kind
     started = time.time()
     check_output_dir(out)
     resolved, dataset_ids = prepare(recipe, store)
     cells, stages = build_plan(recipe)
-    if executor.name == "ray":
-        from frpo_bench.engine.ray_executor import execute_ray
-        execution = execute_ray(stages, store, recipe.device, executor, raw["raw"],
-                                report=lambda message: print(message, file=sys.stderr, flush=True))
-    else:
-        execution = execute(stages, store)
+    run = executing(recipe, raw, store, executor)
+    execution = run(stages)
     dirs = execution.dirs
+    searches = []
+    if any(a.search for a in recipe.attacks):
+        cells, stages, searches = run_searches_into(recipe, cells, stages, dirs, run)
     records = cell_results(cells, dirs, recipe)
+    if searches:
+        from frpo_bench.results.search_table import annotate
+        annotate(records, searches)
     gone = {c.model.key for c in cells if c.model.kind == "attack" and not store.has("attack", c.model.key)}
     if gone:  # deleted after scoring (not needed to rebuild any result); their loss curves were in them
         print(f"note: {len(gone)} attacks' folders are not in the store (deleted after scoring), so their loss "
@@ -305,6 +334,9 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
         write_json_atomic(out / "timeline.json", sorted(execution.timeline, key=lambda r: r["started"]))
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     csv_path, rows, _ = outputs.write(out, records, recipe.leaderboard.capability_metric, recipe.leaderboard.retention)
+    if searches:
+        from frpo_bench.results import search_table
+        search_table.write(out, searches)
     samples, settings = score_evidence(records, stages, dirs)
     found_versions, sha = versions(), git_sha()
     context = {"date": started, "finished": time.time(), "timestamp": lm_eval_timestamp(started), "git_sha": sha,

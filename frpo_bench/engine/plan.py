@@ -35,6 +35,7 @@ class Cell:
     start: Optional[Stage] = None  # the model the attack started from (the defended model); None: this one
     step: Optional[int] = None  # an intermediate point of the attack (a trajectory), else None: the final model
     steps: Optional[int] = None  # the attack's optimizer steps (the step of its final model)
+    evaluations: Optional[list] = None  # what scores this cell when not the recipe's rule (a search's trials)
 
 
 def data_fields(refs) -> list[dict]:
@@ -80,13 +81,17 @@ class Planner:
                            defense.options)
         return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)
 
-    def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int) -> Stage:
+    def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int,
+               stop_at: Optional[int] = None) -> Stage:
         """The attack's options sit flat beside its type (the key form of the days when every attack was SFT);
-        the steps it keeps for a trajectory enter its key only when there are some."""
+        the steps it keeps for a trajectory enter its key only when there are some. `stop_at`: the same run
+        stopped after that step (a search's rung), which keeps no checkpoints."""
         fields = with_data({"type": attack.type, **attack.options.key_fields(), "lr": lr, "seed": seed}, attack.options)
-        if attack.checkpoint_steps():
+        if stop_at is not None:
+            fields["stop_at"] = stop_at
+        elif attack.checkpoint_steps():
             fields["checkpoints"] = attack.checkpoint_steps()
-        label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}"
+        label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}" + (f" until step {stop_at}" if stop_at else "")
         return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed)
 
     def checkpoints(self, cell: Cell, attack) -> list[Cell]:
@@ -97,9 +102,14 @@ class Planner:
 
     def evaluations(self, cell: Cell) -> list:
         """A final model gets every evaluation; a trajectory point the recipe's trajectory metrics, on the
-        first `trajectory.n` prompts of each set."""
+        first `trajectory.n` prompts of each set (a cell may name its own)."""
+        if cell.evaluations is not None:
+            return cell.evaluations
         if cell.step is None:
             return self.recipe.evaluations
+        return self.point_evaluations()
+
+    def point_evaluations(self) -> list:
         chosen = self.recipe.trajectory
         picked = [ev for ev in self.recipe.evaluations if not chosen.metrics or ev.metric in chosen.metrics]
         return [replace(ev, prompts=prefix(ev.prompts, ev.trajectory_n or chosen.n)) for ev in picked]

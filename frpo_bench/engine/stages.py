@@ -66,9 +66,10 @@ def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
 
 
 def checkpoint_kwargs(stage: Stage) -> dict:
-    """Only a trajectory's attack is asked for checkpoints (attacks without trajectories need not know of them)."""
-    steps = stage.fields.get("checkpoints")
-    return {"checkpoint_steps": steps} if steps else {}
+    """Only a trajectory's attack is asked for checkpoints, and only a search's rung to stop early (attacks
+    without trajectories or searches need not know of them)."""
+    steps, stop = stage.fields.get("checkpoints"), stage.fields.get("stop_at")
+    return {**({"checkpoint_steps": steps} if steps else {}), **({"stop_at": stop} if stop else {})}
 
 
 def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:

@@ -29,13 +29,16 @@ def training_rows(cfg) -> list[dict]:
 
 
 def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool = False,
-             report: Callable[[str], None] = print, checkpoint_steps: Sequence[int] = ()) -> ModelRef:
+             report: Callable[[str], None] = print, checkpoint_steps: Sequence[int] = (),
+             stop_at: int | None = None) -> ModelRef:
     """Fine-tune `model` on cfg.data; returns full weights in `out`, or a LoRA adapter there.
 
     With `merge`, a LoRA is merged and full weights are saved (the aligned base is a plain model).
     A model that is itself base + adapter is merged first, so the new training starts from it.
     After each step in `checkpoint_steps` the model so far is saved under out/checkpoints/step-N and its
     record written at `checkpoint_record(N)` (saving reads the weights only: the run goes on unchanged).
+    With `stop_at`, training ends after that step of the cfg.steps-step run (its schedule unchanged), so the
+    model returned is that run's model at `stop_at` (a search's early-stopped trial).
     """
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
@@ -67,6 +70,11 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
             write_model(out, ref, checkpoint_record(state.global_step))
             report(f"kept the model after step {state.global_step}")
 
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if stop_at is not None and state.global_step >= stop_at:
+                control.should_training_stop = True
+
     class Progress(TrainerCallback):
         def __init__(self):
             self.start = time.time()
@@ -85,7 +93,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
 
     args = training_arguments(cfg, out, lr, seed)
     trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
-                      callbacks=[Progress(), Checkpoints()])
+                      callbacks=[Progress(), Checkpoints(), StopAt()])
     trainer.remove_callback(PrinterCallback)  # our Progress line replaces its raw dict dumps
     start = time.time()
     trainer.train()
@@ -95,7 +103,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     if cfg.lora is not None and merge:
         lm = lm.merge_and_unload()
     lm.save_pretrained(out, safe_serialization=True)
-    log = {"seconds": seconds, "tokens": n_tokens[0], "tokens_per_second": n_tokens[0] / max(seconds, 1e-9),
+    log = {"seconds": seconds, "steps": trainer.state.global_step, "planned_steps": cfg.steps, "tokens": n_tokens[0], "tokens_per_second": n_tokens[0] / max(seconds, 1e-9),
            "examples": len(features), "history": trainer.state.log_history}
     (out / "train_log.json").write_text(json.dumps(log, indent=2))
     import shutil

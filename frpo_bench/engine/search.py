@@ -1,0 +1,294 @@
+"""An attack's settings searched by Optuna on each defended model, every trial made of ordinary stages.
+
+A trial's setting (learning rate and any of the attack's options) becomes the attack stage the grid would
+build for it (same key), scored by the grid's score stages for the objective and the capability metric. With
+a pruner, the trial is first trained to each rung (the same planned run stopped after that step: same
+schedule, its own key) and scored there on the trajectory's prompts; Optuna decides whether it goes on. A
+trial whose capability falls under `retention` x the defended model's is infeasible (Optuna's constraint) and
+is never the reported worst case. The best feasible setting is then re-run with seeds the search never used and
+scored on the rows after the search's prompts: those re-runs are the leaderboard's `search:<attack>` rows.
+
+The study is replayed from the store on every run: the same seed asks the same settings, and the trials
+already built come back from the store, so a killed search resumes without retraining. Its journal (Optuna's
+JournalStorage) is written beside the run's outputs for Optuna's own tools.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from frpo_bench.engine.plan import Cell, Planner
+from frpo_bench.engine.stages import Stage
+from frpo_bench.errors import ConfigError
+from frpo_bench.search_options import LR, SearchConfig, apply_setting
+
+SEARCH_PREFIX = "search:"
+RunStages = Callable[[list[Stage]], dict[str, Path]]  # build what is missing, return every stage's directory
+
+
+@dataclass
+class TrialRecord:
+    attack: str
+    defense: str
+    seed: int
+    number: int
+    setting: dict
+    state: str = "running"  # complete | pruned | invalid
+    objective: Optional[float] = None
+    capability: Optional[float] = None
+    bound: Optional[float] = None  # retention x the defended model's capability
+    feasible: Optional[bool] = None
+    pruned_at: Optional[int] = None
+    rungs: list = field(default_factory=list)  # [step, objective on the trajectory's prompts]
+    steps_planned: int = 0
+    steps_trained: int = 0  # every rung's run counts: a rung is trained from step 0
+    seconds: float = 0.0  # the recorded build time of every stage the trial used
+    stage_keys: list = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class SearchOutcome:
+    attack: str
+    defense: str
+    seed: int
+    search: SearchConfig
+    trials: list[TrialRecord]
+    best: Optional[TrialRecord]
+    defended_capability: Optional[float]
+    cells: list[Cell]  # the best setting's re-runs on held-out prompts (leaderboard rows)
+    journal: str = ""  # Optuna's journal of the study (JSON lines)
+    best_lr: Optional[float] = None  # the learning rate of the re-runs (the leaderboard rows' attack_lr)
+
+    def budget_note(self) -> str:
+        steps = sum(t.steps_trained for t in self.trials)
+        found = ", ".join(f"{k}={format_value(v)}" for k, v in self.best.setting.items()) if self.best else "none"
+        return (f"searched: {len(self.trials)} trials ({sum(t.state == 'pruned' for t in self.trials)} pruned), "
+                f"{steps} attack steps; best feasible: {found}; re-run with seeds {self.search.reeval_seeds} "
+                f"on held-out prompts")
+
+
+def format_value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else json.dumps(value, sort_keys=True)
+
+
+def metric_value(dirs: dict[str, Path], stage: Stage, metric: str) -> float:
+    result = json.loads((dirs[stage.key] / "result.json").read_text())
+    for m in result["metrics"]:
+        if m["metric"] == metric:
+            return float(m["value"])
+    raise KeyError(f"{metric} not in {dirs[stage.key]}")
+
+
+def stage_seconds(dirs: dict[str, Path], stage: Stage) -> float:
+    record = dirs[stage.key] / "stage.json"
+    return json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
+
+
+def held_out(evaluations: list) -> list:
+    """Every evaluation on the rows right after the ones it scored: prompts the search never saw."""
+    return [replace(e, prompts=replace(e.prompts, skip=e.prompts.skip + e.prompts.n)) for e in evaluations]
+
+
+def make_study(search: SearchConfig, name: str, storage):
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if search.sampler == "tpe":  # TPE reads each trial's constraint (Trial.set_constraint: <= 0 is feasible)
+        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.startup_trials)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=search.seed)
+    kind, p = search.pruner.type, search.pruner
+    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_steps, reduction_factor=p.reduction_factor)
+              if kind == "successive_halving" else
+              optuna.pruners.HyperbandPruner(min_resource=p.min_steps, reduction_factor=p.reduction_factor)
+              if kind == "hyperband" else optuna.pruners.NopPruner())
+    return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                               direction=search.direction)
+
+
+class Search:
+    """One study: an attack's search on one defended model (defense, seed)."""
+
+    def __init__(self, planner: Planner, attack, defended: Cell, run: RunStages, report=print):
+        self.planner, self.attack, self.defended, self.run, self.report = planner, attack, defended, run, report
+        self.search: SearchConfig = attack.search
+        self.evaluations = {e.metric: e for e in planner.recipe.evaluations}
+        self.capability = planner.recipe.leaderboard.capability_metric
+        self.retention = planner.recipe.leaderboard.retention
+        self.label = f"{attack.name} on {defended.defense} seed={defended.seed}"
+
+    def final_evaluations(self) -> list:
+        return [self.evaluations[m] for m in dict.fromkeys([self.search.objective, self.capability]) if m]
+
+    def trial_attack(self, setting: dict):
+        """The attack config of one setting: its options with the setting's values, the grid's trajectory steps
+        that fit (so the stage is the grid's own for the same setting), no search."""
+        options = apply_setting(self.attack.options, setting, f"attacks[{self.attack.name}].search")
+        steps = options.planned_steps()
+        kept = [s for s in self.attack.checkpoint_steps() if steps is None or s < steps]
+        return replace(self.attack, options=options, lrs=[self.lr(setting)], eval_every=None, eval_steps=kept,
+                       search=None)
+
+    def lr(self, setting: dict) -> float:
+        """The setting's learning rate, or the attack's first when lr is not searched."""
+        return setting[LR] if LR in setting else self.attack.lrs[0]
+
+    def cell(self, attack, lr: float, seed: int, stop_at: Optional[int], evaluations: list,
+             label: Optional[str] = None) -> Cell:
+        d = self.defended
+        model = self.planner.attack(d.model, d.defense, attack, lr, seed, stop_at=stop_at)
+        cell = Cell(d.base, d.defense, label or attack.name, lr, seed, model, start=d.model, step=stop_at,
+                    steps=attack.options.planned_steps(), evaluations=evaluations)
+        self.planner.scores(cell, seed)
+        return cell
+
+    def spend(self, trial: TrialRecord, cell: Cell, dirs: dict[str, Path], steps: int) -> None:
+        trial.steps_trained += steps
+        for stage in [cell.model, *cell.scores.values(), *(s.parents[0] for s in cell.scores.values())]:
+            if stage.key not in trial.stage_keys:
+                trial.stage_keys.append(stage.key)
+                trial.seconds += stage_seconds(dirs, stage)
+
+    def run_study(self, name: str) -> tuple[list[TrialRecord], str]:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        import tempfile
+        search, seed = self.search, self.defended.seed or 0
+        with tempfile.TemporaryDirectory() as scratch:
+            journal = Path(scratch) / "study.journal"
+            study = make_study(search, name, JournalStorage(JournalFileBackend(str(journal))))
+            trials: list[TrialRecord] = []
+            started = time.time()
+            while len(trials) < search.trials and not self.budget_spent(trials):
+                batch = [study.ask() for _ in range(min(search.parallel, search.trials - len(trials)))]
+                records = [TrialRecord(self.attack.name, self.defended.defense, seed, t.number,
+                                       {n: d.suggest(t, n) for n, d in search.space.items()}) for t in batch]
+                self.run_batch(study, batch, records, seed)
+                trials += records
+                done = time.time() - started
+                eta = done / len(trials) * (search.trials - len(trials))
+                self.report(f"search {self.label}: {len(trials)}/{search.trials} trials, "
+                            f"{sum(t.steps_trained for t in trials)} attack steps ({done:.0f}s, ETA {eta:.0f}s)")
+            return trials, journal.read_text()
+
+    def budget_spent(self, trials: list[TrialRecord]) -> bool:
+        cap = self.search.max_attack_steps
+        return cap is not None and sum(t.steps_trained for t in trials) >= cap
+
+    def run_batch(self, study, batch, records: list[TrialRecord], seed: int) -> None:
+        """Rung by rung in lockstep, told to Optuna in trial order: the study does not depend on which trial
+        of the batch finished first (nor on the executor)."""
+        import optuna
+        attacks = {}
+        for trial, record in zip(batch, records):
+            try:
+                attacks[record.number] = self.trial_attack(record.setting)
+            except ConfigError as err:  # a combination no single bound showed (e.g. a batch the micro-batch
+                record.state, record.note = "invalid", str(err)  # does not divide): Optuna learns to avoid it
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        live = [(t, r) for t, r in zip(batch, records) if r.number in attacks]
+        for r in live:
+            r[1].steps_planned = attacks[r[1].number].options.planned_steps() or 0
+        rung_evals = [e for e in self.planner.point_evaluations() if e.metric == self.search.objective]
+        depth = 0
+        while live:
+            at_rung = [(t, r) for t, r in live if depth < len(self.search.pruner.rungs(r.steps_planned))]
+            if not at_rung:
+                break
+            cells = {r.number: self.cell(attacks[r.number], self.lr(r.setting), seed,
+                                         self.search.pruner.rungs(r.steps_planned)[depth], rung_evals)
+                     for _, r in at_rung}
+            dirs = self.run([s for c in cells.values() for s in c.scores.values()])
+            for trial, record in at_rung:
+                cell = cells[record.number]
+                value = metric_value(dirs, cell.scores[self.search.objective], self.search.objective)
+                self.spend(record, cell, dirs, cell.step)
+                record.rungs.append([cell.step, value])
+                trial.report(value, cell.step)
+                if trial.should_prune():
+                    record.state, record.pruned_at = "pruned", cell.step
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            live = [(t, r) for t, r in live if r.state == "running"]
+            depth += 1
+        self.finish(study, live, attacks, seed)
+
+    def finish(self, study, live, attacks, seed: int) -> None:
+        cells = {r.number: self.cell(attacks[r.number], self.lr(r.setting), seed, None, self.final_evaluations())
+                 for _, r in live}
+        dirs = self.run([s for c in cells.values() for s in c.scores.values()]) if cells else {}
+        for trial, record in live:
+            cell = cells[record.number]
+            self.spend(record, cell, dirs, record.steps_planned)
+            record.objective = metric_value(dirs, cell.scores[self.search.objective], self.search.objective)
+            record.state = "complete"
+            if self.capability:
+                record.capability = metric_value(dirs, cell.scores[self.capability], self.capability)
+                record.bound = self.retention * self.defended_capability
+                record.feasible = record.capability >= record.bound
+                trial.set_constraint("capability", record.bound - record.capability)
+            else:
+                record.feasible = True
+            study.tell(trial, record.objective)
+
+    def execute(self, dirs: dict[str, Path]) -> SearchOutcome:
+        d = self.defended
+        self.defended_capability = (metric_value(dirs, d.scores[self.capability], self.capability)
+                                    if self.capability else None)
+        name = f"{self.attack.name}-{d.defense}-seed{d.seed}-study{self.search.seed}"
+        trials, journal = self.run_study(name)
+        best = best_feasible(trials, self.search.direction)
+        cells = []
+        if best is not None:
+            attack = replace(self.trial_attack(best.setting), eval_steps=[])
+            cells = [self.cell(attack, self.lr(best.setting), s, None, held_out(self.planner.recipe.evaluations),
+                               label=SEARCH_PREFIX + self.attack.name) for s in self.search.reeval_seeds]
+            self.run([s for c in cells for s in c.scores.values()])
+        else:
+            self.report(f"search {self.label}: no feasible trial, so no worst case to re-run")
+        return SearchOutcome(self.attack.name, d.defense, d.seed or 0, self.search, trials, best,
+                             self.defended_capability, cells, journal, self.lr(best.setting) if best else None)
+
+
+def best_feasible(trials: list[TrialRecord], direction: str) -> Optional[TrialRecord]:
+    """The attacker's best among complete trials that kept capability (an infeasible one never counts);
+    ties go to the earlier trial."""
+    feasible = [t for t in trials if t.state == "complete" and t.feasible]
+    sign = 1 if direction == "minimize" else -1
+    return min(feasible, key=lambda t: (sign * t.objective, t.number), default=None)
+
+
+def defended_cells(cells: list[Cell]) -> list[Cell]:
+    """The unattacked defended models a search starts from (not the raw base beside an aligned one)."""
+    return [c for c in cells if c.attack == "none" and c.step is None and c.base != "raw"]
+
+
+def run_searches(planner: Planner, cells: list[Cell], dirs: dict[str, Path], run: RunStages,
+                 report=print) -> list[SearchOutcome]:
+    outcomes = []
+    for attack in planner.recipe.attacks:
+        if attack.search is None:
+            continue
+        for defended in defended_cells(cells):
+            outcomes.append(Search(planner, attack, defended, run, report).execute(dirs))
+    return outcomes
+
+
+def with_ancestors(stages: list[Stage]) -> list[Stage]:
+    """`stages` and everything they descend from, parents first (what the executors take)."""
+    ordered, seen = [], set()
+
+    def visit(stage: Stage) -> None:
+        if stage.key in seen:
+            return
+        for parent in stage.parents:
+            visit(parent)
+        seen.add(stage.key)
+        ordered.append(stage)
+    for stage in stages:
+        visit(stage)
+    return ordered
+

@@ -1,0 +1,125 @@
+"""A search's outputs: the trial table (every trial: setting, objective, constraint, pruning, cost, stage keys),
+the best-so-far plot against attack compute, a leaderboard.md section, Optuna's journals, and the budget and
+setting behind each `search:<attack>` leaderboard row (its notes)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from frpo_bench.files import write_text_atomic
+
+COLUMNS = ["attack", "defense", "seed", "trial", "state", "setting", "objective_metric", "objective", "capability",
+           "capability_bound", "feasible", "pruned_at", "rungs", "steps_planned", "steps_trained", "seconds",
+           "stage_keys", "note"]
+
+
+def annotate(records: list[dict], outcomes: list) -> None:
+    """A search row's notes say what the search spent and found (the budget is the same for every defense)."""
+    notes = {(f"search:{o.attack}", o.defense, f"{o.best_lr:g}"): o.budget_note() for o in outcomes if o.best}
+    for record in records:
+        note = notes.get((record["attack"], record["defense"], record["attack_lr"]))
+        if note:
+            record["notes"] = "; ".join(n for n in (record.get("notes"), note) if n)
+
+
+def trial_rows(outcomes: list) -> list[dict]:
+    rows = []
+    for o in outcomes:
+        for t in o.trials:
+            rows.append({"attack": t.attack, "defense": t.defense, "seed": t.seed, "trial": t.number, "state": t.state,
+                         "setting": json.dumps(t.setting, sort_keys=True), "objective_metric": o.search.objective,
+                         "objective": fmt(t.objective), "capability": fmt(t.capability),
+                         "capability_bound": fmt(t.bound), "feasible": "" if t.feasible is None else str(t.feasible).lower(),
+                         "pruned_at": "" if t.pruned_at is None else t.pruned_at, "rungs": json.dumps(t.rungs),
+                         "steps_planned": t.steps_planned, "steps_trained": t.steps_trained,
+                         "seconds": f"{t.seconds:.1f}", "stage_keys": " ".join(t.stage_keys), "note": t.note})
+    return rows
+
+
+def fmt(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def best_so_far(outcome) -> list[tuple[int, float]]:
+    """(cumulative attack steps, best feasible objective so far) after each trial that improved it."""
+    sign = 1 if outcome.search.direction == "minimize" else -1
+    spent, best, points = 0, None, []
+    for t in sorted(outcome.trials, key=lambda t: t.number):
+        spent += t.steps_trained
+        if t.state == "complete" and t.feasible and (best is None or sign * t.objective < sign * best):
+            best = t.objective
+        if best is not None:
+            points.append((spent, best))
+    return points
+
+
+def plot(outcomes: list, path: Path) -> Path | None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    attacks = list(dict.fromkeys(o.attack for o in outcomes))
+    if not attacks:
+        return None
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 3.4), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        for o in (o for o in outcomes if o.attack == attack):
+            points = best_so_far(o)
+            if points:
+                ax.step([p[0] for p in points], [p[1] for p in points], where="post", marker="o",
+                        label=f"{o.defense} seed {o.seed}")
+        mine = next(o for o in outcomes if o.attack == attack)
+        ax.set_title(f"search: {attack}", fontsize=9)
+        ax.set_xlabel("attack optimizer steps spent")
+        ax.set_ylabel(f"best feasible {mine.search.objective}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(outcomes: list) -> str:
+    lines = ["", "## Searched attacks", "",
+             "Each defended model gets the same budget; the row `search:<attack>` in the tables above is the best "
+             "feasible setting re-run with new seeds on held-out prompts (search_trials.csv has every trial, "
+             "plots/search_best_so_far.png the best against compute).", "",
+             "| attack | defense | seed | trials | pruned | infeasible | attack steps | best setting | "
+             "searched objective | capability (bound) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for o in outcomes:
+        best = o.best
+        setting = ", ".join(f"{k}={json.dumps(v)}" for k, v in best.setting.items()) if best else "none feasible"
+        lines.append(f"| {o.attack} | {o.defense} | {o.seed} | {len(o.trials)} | "
+                     f"{sum(t.state == 'pruned' for t in o.trials)} | {sum(t.feasible is False for t in o.trials)} | "
+                     f"{sum(t.steps_trained for t in o.trials)} | {setting} | "
+                     f"{fmt(best.objective) if best else '-'} ({o.search.objective}, optimistic) | "
+                     f"{fmt(best.capability) if best else '-'} ({fmt(best.bound) if best else '-'}) |")
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dir: Path, outcomes: list) -> dict[str, Path]:
+    """search_trials.csv, plots/search_best_so_far.png, search/<study>.journal, and the section at the end of
+    leaderboard.md."""
+    paths = {"search_trials": run_dir / "search_trials.csv"}
+    write_text_atomic(paths["search_trials"], to_csv(trial_rows(outcomes)))
+    for o in outcomes:
+        journal = run_dir / "search" / f"{o.attack}-{o.defense}-seed{o.seed}.journal"
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(journal, o.journal)
+    picture = plot(outcomes, run_dir / "plots" / "search_best_so_far.png")
+    if picture:
+        paths["search_plot"] = picture
+    board = run_dir / "leaderboard.md"
+    if board.is_file():
+        write_text_atomic(board, board.read_text() + markdown(outcomes))
+    return paths
