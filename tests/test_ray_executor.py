@@ -44,8 +44,8 @@ def ray_cluster():
             os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
 
 
-def frpo(*args, store, out, wait=True):
-    command = [sys.executable, "-m", "frpo_bench", "run", "smoke", "--store", str(store), "--out", str(out), *args]
+def frpo(*args, store, out, wait=True, recipe="smoke"):
+    command = [sys.executable, "-m", "frpo_bench", "run", recipe, "--store", str(store), "--out", str(out), *args]
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -132,6 +132,22 @@ def test_a_defense_trains_on_two_processes_of_one_node_in_a_placement_group(ray_
     assert json.loads((path / "train_log.json").read_text())["processes"] == 2  # trained by both processes
     rows = (tmp_path / "ray-run" / "leaderboard.csv").read_text()
     assert ",rr,harmful_lora," in rows
+
+
+def test_a_search_on_ray_gives_the_local_study(ray_cluster, tmp_path):
+    """Trials asked two at a time run in parallel on the cluster; told in trial order, the study is the same."""
+    from test_search import search_recipe, trial_table
+    recipe = str(search_recipe(tmp_path, trials=4, parallel=2))
+    local = frpo(store=tmp_path / "local", out=tmp_path / "local-run", recipe=recipe)
+    assert local.returncode == 0, local.stderr[-2000:]
+    done = frpo("--executor", "ray", "--ray-address", ray_cluster, store=tmp_path / "shared", out=tmp_path / "ray-run",
+                recipe=recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert trial_table(tmp_path / "ray-run") == trial_table(tmp_path / "local-run")
+    assert (tmp_path / "ray-run" / "leaderboard.csv").read_bytes() == (tmp_path / "local-run" / "leaderboard.csv").read_bytes()
+    attacks = [r for r in records(tmp_path / "shared") if r["kind"] == "attack"]
+    local_pids = {r["built_by"]["pid"] for r in records(tmp_path / "local") if r["kind"] == "attack"}
+    assert len(local_pids) == 1 and len({r["built_by"]["pid"] for r in attacks}) > 1  # the trials ran on Ray workers
 
 
 def test_a_local_ray_cluster_leaves_no_token_behind(tmp_path):

@@ -171,3 +171,18 @@ def samples(manifest: dict, key: str) -> list[dict]:
     stage = manifest["stages"].get(key)
     path = Path(stage["dir"]) / "samples.jsonl" if stage else None
     return [json.loads(line) for line in path.read_text().splitlines()] if path and path.is_file() else []
+
+
+def test_search_rows_pair_across_defenses_whatever_setting_each_found():
+    from frpo_bench.results.paired import SEARCHED, paired_differences
+    base = {"recipe": "r", "base": "aligned", "metric": "harmful_refusal", "higher_is_better": True}
+    records = [{**base, "defense": "none", "attack": "search:lora", "attack_lr": "0.001", "seed": 1000,
+                "per_sample": [0.0, 0.0, 1.0, 0.0]},
+               {**base, "defense": "frpo", "attack": "search:lora", "attack_lr": "0.0003", "seed": 1000,
+                "per_sample": [1.0, 0.0, 1.0, 1.0]},
+               {**base, "defense": "none", "attack": "grid", "attack_lr": "0.001", "seed": 0, "per_sample": [1.0]},
+               {**base, "defense": "frpo", "attack": "grid", "attack_lr": "0.0003", "seed": 0, "per_sample": [0.0]}]
+    rows = paired_differences(records)
+    (searched,) = [r for r in rows if r["attack"] == "search:lora"]
+    assert searched["attack_lr"] == SEARCHED and searched["diff"] == pytest.approx(-0.5)  # none - frpo
+    assert not [r for r in rows if r["attack"] == "grid"]  # grid cells pair only at the same learning rate

@@ -96,6 +96,8 @@ def plan_report(recipe: Recipe, store: Store) -> str:
             where = f"MISSING: {err.problem}; set {DATA_ENV} or go online"
         lines.append(f"  data {name}: {where}")
     lines.append("\n" + build_summary(stages, todo, built))
+    from frpo_bench.engine.search import search_plan_lines
+    lines += search_plan_lines(recipe, cells)
     return "\n".join(lines)
 
 
@@ -172,23 +174,6 @@ def executing(recipe: Recipe, raw: dict, store: Store, executor: Executor):
     from frpo_bench.engine.ray_executor import execute_ray
     return lambda stages: execute_ray(stages, store, recipe.device, executor, raw["raw"],
                                       report=lambda message: print(message, file=sys.stderr, flush=True))
-
-
-def run_searches_into(recipe: Recipe, cells: list, stages: list, dirs: dict, run) -> tuple[list, list, list]:
-    """Run every attack's search (engine/search.py) after the grid; returns the cells with the searches'
-    re-runs added, every stage used, and the searches' outcomes. `dirs` gains every stage's directory."""
-    from frpo_bench.engine.plan import Planner
-    from frpo_bench.engine.search import run_searches, with_ancestors
-    used = {s.key: s for s in stages}
-
-    def build(chosen: list) -> dict:
-        needed = with_ancestors(chosen)
-        dirs.update(run(needed).dirs)
-        used.update((s.key, s) for s in needed)
-        return dirs
-    outcomes = run_searches(Planner(recipe), cells, dirs, build,
-                            report=lambda message: print(message, file=sys.stderr, flush=True))
-    return cells + [c for o in outcomes for c in o.cells], list(used.values()), outcomes
 
 
 def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
@@ -319,6 +304,7 @@ def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
     dirs = execution.dirs
     searches = []
     if any(a.search for a in recipe.attacks):
+        from frpo_bench.engine.search import run_searches_into
         cells, stages, searches = run_searches_into(recipe, cells, stages, dirs, run)
     records = cell_results(cells, dirs, recipe)
     if searches:

@@ -15,6 +15,7 @@ JournalStorage) is written beside the run's outputs for Optuna's own tools.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,7 +154,6 @@ class Search:
                 trial.seconds += stage_seconds(dirs, stage)
 
     def run_study(self, name: str) -> tuple[list[TrialRecord], str]:
-        import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
         import tempfile
@@ -292,3 +292,33 @@ def with_ancestors(stages: list[Stage]) -> list[Stage]:
         visit(stage)
     return ordered
 
+
+def run_searches_into(recipe, cells: list, stages: list, dirs: dict, run) -> tuple[list, list, list]:
+    """Run every attack's search (engine/search.py) after the grid; returns the cells with the searches'
+    re-runs added, every stage used, and the searches' outcomes. `dirs` gains every stage's directory."""
+    used = {s.key: s for s in stages}
+
+    def build(chosen: list) -> dict:
+        needed = with_ancestors(chosen)
+        dirs.update(run(needed).dirs)
+        used.update((s.key, s) for s in needed)
+        return dirs
+    outcomes = run_searches(Planner(recipe), cells, dirs, build,
+                            report=lambda message: print(message, file=sys.stderr, flush=True))
+    return cells + [c for o in outcomes for c in o.cells], list(used.values()), outcomes
+
+
+def search_plan_lines(recipe, cells: list) -> list[str]:
+    """What each search will spend: its stages are decided by the study as it runs, so they are not listed."""
+    defended = defended_cells(cells)
+    lines = []
+    for i, attack in enumerate(recipe.attacks):
+        s = attack.search
+        if s is None:
+            continue
+        cap = f", at most {s.max_attack_steps} attack steps" if s.max_attack_steps else ""
+        lines.append(f"search attacks[{i}] {attack.name}: {s.trials} trials{cap} on each of {len(defended)} defended "
+                     f"models ({s.sampler}, pruner {s.pruner.type}, objective {s.direction} {s.objective}), then the "
+                     f"best feasible setting re-run with seeds {s.reeval_seeds} on held-out prompts; its stages are "
+                     "decided as the study runs")
+    return [""] + lines if lines else []

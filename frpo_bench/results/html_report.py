@@ -17,7 +17,7 @@ from frpo_bench.results.agreement import is_safety_judge, judge_output, unsafe_p
 from frpo_bench.results.per_sample import judged_items
 from frpo_bench.results.schema import CELL_KEY, short_revision
 
-TABLES = ("summary", "paired", "trajectory")  # CSVs of the run shown as they are
+TABLES = ("summary", "paired", "trajectory", "search_trials")  # CSVs of the run shown as they are (when written)
 
 
 def cell_id(record: dict) -> str:

@@ -16,6 +16,7 @@ import itertools
 from frpo_bench.results.bootstrap import percentile_interval, two_level_means
 from frpo_bench.results.schema import SCHEMA_VERSION, to_csv
 
+SEARCHED = "searched"  # the attack_lr of a searched attack's pairs
 COLUMNS = ["schema_version", "recipe", "base", "attack", "attack_lr", "metric", "higher_is_better", "defense_a",
            "defense_b", "mean_a", "mean_b", "diff", "ci95_low", "ci95_high", "n_seeds", "n_prompts"]
 
@@ -46,7 +47,8 @@ def paired_differences(records: list[dict]) -> list[dict]:
     cells: dict[tuple, dict[str, dict]] = {}
     meta: dict[tuple, dict] = {}
     for r in records:
-        key = (r["base"], r["attack"], r["attack_lr"], r["metric"])
+        # a searched attack's rows pair across learning rates: each defense's own best setting
+        key = (r["base"], r["attack"], SEARCHED if r["attack"].startswith("search:") else r["attack_lr"], r["metric"])
         cells.setdefault(key, {}).setdefault(r["defense"], {})[r["seed"]] = r["per_sample"]
         meta.setdefault(key, r)
     rows = []
