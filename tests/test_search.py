@@ -114,6 +114,37 @@ def test_a_rung_is_the_same_run_stopped_early(tiny_model_dir, tmp_path):
     assert [(g["steps"], g["planned_steps"]) for g in logs] == [(4, 4), (2, 4)]
 
 
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_a_rung_resumed_from_the_last_one_trains_to_the_same_weights(tiny_model_dir, tmp_path, lora):
+    """Each rung resumes the previous rung's trainer state, training only its own steps, and ends where the
+    run from step 0 does; the final run resumes from the last rung."""
+    from safetensors.torch import load_file
+    from frpo_bench.data.ref import DataRef
+    from frpo_bench.models import ModelRef
+    from frpo_bench.training.options import FinetuneConfig, LoraConfig
+    from frpo_bench.training.sft import WarmStart, finetune
+    cfg = FinetuneConfig(data=[DataRef("demo_compliance", "train", n=12)], lora=LoraConfig(r=4, alpha=8) if lora else None,
+                         steps=6, batch_size=4, micro_batch_size=2, max_length=64, lr_scheduler="linear",
+                         warmup_ratio=0.2)
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    base, quiet = ModelRef(str(tiny_model_dir)), (lambda m: None)
+    finetune(base, tmp_path / "straight", cfg, lr=1e-2, seed=0, checkpoint_steps=[2, 4], report=quiet)
+    states = [tmp_path / "warm" / f"step-{n}" for n in (2, 4)]
+    finetune(base, tmp_path / "rung2", cfg, lr=1e-2, seed=0, stop_at=2, warm=WarmStart(keep=states[0]), report=quiet)
+    finetune(base, tmp_path / "rung4", cfg, lr=1e-2, seed=0, stop_at=4, warm=WarmStart(states[1], states[0]),
+             report=quiet)
+    finetune(base, tmp_path / "final", cfg, lr=1e-2, seed=0, warm=WarmStart(resume=states[1]), report=quiet)
+    for resumed, straight in (("rung2", "checkpoints/step-2"), ("rung4", "checkpoints/step-4"), ("final", ".")):
+        a, b = load_file(tmp_path / resumed / weights), load_file(tmp_path / "straight" / straight / weights)
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), resumed
+    logs = {d: json.loads((tmp_path / d / "train_log.json").read_text()) for d in ("rung2", "rung4", "final")}
+    assert [(logs[d]["resumed_from_step"], logs[d]["steps"]) for d in logs] == [(0, 2), (2, 4), (4, 6)]
+    straight = json.loads((tmp_path / "straight" / "train_log.json").read_text())
+    assert [h["step"] for h in logs["final"]["history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]  # the whole curve
+    assert sum(logs[d]["tokens"] for d in logs) == straight["tokens"]  # each trained only its own steps
+    assert all(s.joinpath("trainer_state.json").is_file() for s in states)
+
+
 def trial_table(run: Path) -> list[dict]:
     with open(run / "search_trials.csv") as fh:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
@@ -142,12 +173,14 @@ def test_a_study_is_reproducible_resumable_prunes_and_reruns_on_unseen_seeds_and
     pruned = [t for t in trials if t["state"] == "pruned"]
     complete = [t for t in trials if t["state"] == "complete"]
     assert pruned and complete
-    for t in pruned:  # a pruned trial trained only up to its rung, and its stage records say so
-        assert int(t["pruned_at"]) < int(t["steps_planned"]) and int(t["steps_trained"]) < 2 * int(t["steps_planned"])
+    for t in pruned:  # a pruned trial trained only up to its rung, each rung resuming the last, as its records say
+        assert int(t["pruned_at"]) < int(t["steps_planned"]) and int(t["steps_trained"]) == int(t["pruned_at"])
         logs = [json.loads((store_a / "attack" / key[:20] / "train_log.json").read_text())
                 for key in t["stage_keys"].split() if (store_a / "attack" / key[:20] / "train_log.json").is_file()]
         assert logs and max(g["steps"] for g in logs) == int(t["pruned_at"])
         assert all(g["planned_steps"] == int(t["steps_planned"]) > g["steps"] for g in logs)
+    assert all(int(t["steps_trained"]) == int(t["steps_planned"]) for t in complete)  # the last stop resumed too
+    assert not any((store_a / ".warm").glob("*"))  # the trainer states went with their trials
 
     with open(tmp_path / "a-run" / "results.jsonl") as fh:
         records = [json.loads(line) for line in fh]

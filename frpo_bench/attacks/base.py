@@ -20,11 +20,15 @@ class Attack(Protocol):
     Options: ClassVar[type[Options]]
 
     def apply(self, model: ModelRef, out: Path, options: Options, lr: float, seed: int,
-              report: Report = print, checkpoint_steps: Sequence[int] = (), stop_at: Optional[int] = None) -> ModelRef:
+              report: Report = print, checkpoint_steps: Sequence[int] = (), stop_at: Optional[int] = None,
+              warm=None) -> ModelRef:
         """Attack `model` at learning rate `lr` into the empty directory `out` and return the attacked model
         (full weights or an adapter inside `out`). Deterministic given `seed`. For a trajectory, the model
         after each optimizer step in `checkpoint_steps` is kept too, its record written with
         `models.artifact.write_model(out, ref, models.artifact.checkpoint_record(step))` (only attacks whose options
         give `planned_steps()` are asked). With `stop_at` (a search's rung), training stops after that step of
-        the same planned run (same schedule), and the model then is the one returned."""
+        the same planned run (same schedule), and the model then is the one returned. `warm`
+        (training.sft.WarmStart, given with `stop_at` or to the run after one) says where to keep the trainer state
+        at the stop and which earlier stop's state to resume from; an attack that cannot resume trains from step 0
+        (the result must be the same either way)."""
         ...

@@ -15,7 +15,7 @@ class FinetuneAttack:
     Options = FinetuneConfig
 
     def apply(self, model: ModelRef, out: Path, options: FinetuneConfig, lr: float, seed: int, report=print,
-              checkpoint_steps=(), stop_at=None) -> ModelRef:
-        from frpo_bench.training.sft import finetune
+              checkpoint_steps=(), stop_at=None, warm=None) -> ModelRef:
+        from frpo_bench.training.sft import WarmStart, finetune
         return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps,
-                        stop_at=stop_at)
+                        stop_at=stop_at, warm=warm or WarmStart())

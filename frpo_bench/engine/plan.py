@@ -82,17 +82,18 @@ class Planner:
         return self.stage("harden", f"{defense.name} seed={seed}", fields, [start], defense=defense, seed=seed)
 
     def attack(self, defended: Stage, defense_name: str, attack, lr: float, seed: int,
-               stop_at: Optional[int] = None) -> Stage:
+               stop_at: Optional[int] = None, warm_from: Optional[Stage] = None) -> Stage:
         """The attack's options sit flat beside its type (the key form of the days when every attack was SFT);
         the steps it keeps for a trajectory enter its key only when there are some. `stop_at`: the same run
-        stopped after that step (a search's rung), which keeps no checkpoints."""
+        stopped after that step (a search's rung), which keeps no checkpoints. `warm_from`: an earlier stop of the
+        same run whose trainer state, when still kept, this one resumes from (same weights, so not in the key)."""
         fields = with_data({"type": attack.type, **attack.options.key_fields(), "lr": lr, "seed": seed}, attack.options)
         if stop_at is not None:
             fields["stop_at"] = stop_at
         elif attack.checkpoint_steps():
             fields["checkpoints"] = attack.checkpoint_steps()
         label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}" + (f" until step {stop_at}" if stop_at else "")
-        return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed)
+        return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed, warm_from=warm_from)
 
     def checkpoints(self, cell: Cell, attack) -> list[Cell]:
         """The trajectory's intermediate points of an attack cell: one model stage per kept step."""

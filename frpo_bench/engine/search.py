@@ -3,7 +3,8 @@
 A trial's setting (learning rate and any of the attack's options) becomes the attack stage the grid would
 build for it (same key), scored by the grid's score stages for the objective and the capability metric. With
 a pruner, the trial is first trained to each rung (the same planned run stopped after that step: same
-schedule, its own key) and scored there on the trajectory's prompts; Optuna decides whether it goes on. A
+schedule, its own key) and scored there on the trajectory's prompts; Optuna decides whether it goes on. The
+next stop of the same run resumes from the last rung's trainer state (training.sft.WarmStart). A
 trial whose capability falls under `retention` x the defended model's is infeasible (Optuna's constraint) and
 is never the reported worst case. The best feasible setting is then re-run with seeds the search never used and
 scored on the rows after the search's prompts: those re-runs are the leaderboard's `search:<attack>` rows.
@@ -15,6 +16,7 @@ JournalStorage) is written beside the run's outputs for Optuna's own tools.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -23,6 +25,7 @@ from typing import Callable, Optional
 
 from frpo_bench.engine.plan import Cell, Planner
 from frpo_bench.engine.stages import Stage
+from frpo_bench.engine.store import warm_state_dir
 from frpo_bench.errors import ConfigError
 from frpo_bench.search_options import LR, SearchConfig, apply_setting
 
@@ -45,7 +48,7 @@ class TrialRecord:
     pruned_at: Optional[int] = None
     rungs: list = field(default_factory=list)  # [step, objective on the trajectory's prompts]
     steps_planned: int = 0
-    steps_trained: int = 0  # every rung's run counts: a rung is trained from step 0
+    steps_trained: int = 0  # what its stages' builds trained (a rung resumed from the last trains only its own)
     seconds: float = 0.0  # the recorded build time of every stage the trial used
     stage_keys: list = field(default_factory=list)
     note: str = ""
@@ -70,6 +73,13 @@ class SearchOutcome:
         return (f"searched: {len(self.trials)} trials ({sum(t.state == 'pruned' for t in self.trials)} pruned), "
                 f"{steps} attack steps; best feasible: {found}; re-run with seeds {self.search.reeval_seeds} "
                 f"on held-out prompts")
+
+
+def trained_steps(attack_dir: Path, steps: int) -> int:
+    """The optimizer steps an attack stage's build took: `steps` less those of the earlier stop it resumed
+    from (its train_log says; an attack without one trained them all)."""
+    log = attack_dir / "train_log.json"
+    return steps - json.loads(log.read_text()).get("resumed_from_step", 0) if log.is_file() else steps
 
 
 def format_value(value) -> str:
@@ -120,6 +130,7 @@ class Search:
         self.capability = planner.recipe.leaderboard.capability_metric
         self.retention = planner.recipe.leaderboard.retention
         self.label = f"{attack.name} on {defended.defense} seed={defended.seed}"
+        self.dirs: dict[str, Path] = {}  # every stage the study built or found, to its directory
 
     def final_evaluations(self) -> list:
         return [self.evaluations[m] for m in dict.fromkeys([self.search.objective, self.capability]) if m]
@@ -138,16 +149,16 @@ class Search:
         return setting[LR] if LR in setting else self.attack.lrs[0]
 
     def cell(self, attack, lr: float, seed: int, stop_at: Optional[int], evaluations: list,
-             label: Optional[str] = None) -> Cell:
+             label: Optional[str] = None, warm_from: Optional[Stage] = None) -> Cell:
         d = self.defended
-        model = self.planner.attack(d.model, d.defense, attack, lr, seed, stop_at=stop_at)
+        model = self.planner.attack(d.model, d.defense, attack, lr, seed, stop_at=stop_at, warm_from=warm_from)
         cell = Cell(d.base, d.defense, label or attack.name, lr, seed, model, start=d.model, step=stop_at,
                     steps=attack.options.planned_steps(), evaluations=evaluations)
         self.planner.scores(cell, seed)
         return cell
 
     def spend(self, trial: TrialRecord, cell: Cell, dirs: dict[str, Path], steps: int) -> None:
-        trial.steps_trained += steps
+        trial.steps_trained += trained_steps(dirs[cell.model.key], steps)
         for stage in [cell.model, *cell.scores.values(), *(s.parents[0] for s in cell.scores.values())]:
             if stage.key not in trial.stage_keys:
                 trial.stage_keys.append(stage.key)
@@ -194,15 +205,29 @@ class Search:
         for r in live:
             r[1].steps_planned = attacks[r[1].number].options.planned_steps() or 0
         rung_evals = [e for e in self.planner.point_evaluations() if e.metric == self.search.objective]
+        last, rungs = {}, []  # a trial's last rung: the next stop of its run resumes from that rung's state
+        try:
+            self.climb(study, live, attacks, rung_evals, last, rungs, seed)
+        finally:
+            for stage in rungs:
+                if stage.key in self.dirs:  # the states are a cache: a killed study just retrains from step 0
+                    shutil.rmtree(warm_state_dir(self.dirs[stage.key]), ignore_errors=True)
+
+    def climb(self, study, live, attacks, rung_evals, last: dict, rungs: list, seed: int) -> None:
+        import optuna
         depth = 0
         while live:
             at_rung = [(t, r) for t, r in live if depth < len(self.search.pruner.rungs(r.steps_planned))]
             if not at_rung:
                 break
             cells = {r.number: self.cell(attacks[r.number], self.lr(r.setting), seed,
-                                         self.search.pruner.rungs(r.steps_planned)[depth], rung_evals)
+                                         self.search.pruner.rungs(r.steps_planned)[depth], rung_evals,
+                                         warm_from=last.get(r.number))
                      for _, r in at_rung}
             dirs = self.run([s for c in cells.values() for s in c.scores.values()])
+            self.dirs.update(dirs)
+            last.update((n, c.model) for n, c in cells.items())
+            rungs.extend(c.model for c in cells.values())
             for trial, record in at_rung:
                 cell = cells[record.number]
                 value = metric_value(dirs, cell.scores[self.search.objective], self.search.objective)
@@ -214,10 +239,11 @@ class Search:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             live = [(t, r) for t, r in live if r.state == "running"]
             depth += 1
-        self.finish(study, live, attacks, seed)
+        self.finish(study, live, attacks, seed, last)
 
-    def finish(self, study, live, attacks, seed: int) -> None:
-        cells = {r.number: self.cell(attacks[r.number], self.lr(r.setting), seed, None, self.final_evaluations())
+    def finish(self, study, live, attacks, seed: int, last: dict) -> None:
+        cells = {r.number: self.cell(attacks[r.number], self.lr(r.setting), seed, None, self.final_evaluations(),
+                                     warm_from=last.get(r.number))
                  for _, r in live}
         dirs = self.run([s for c in cells.values() for s in c.scores.values()]) if cells else {}
         for trial, record in live:

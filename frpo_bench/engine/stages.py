@@ -11,7 +11,7 @@ from typing import Callable
 
 from frpo_bench import registry
 from frpo_bench.data.prompts import user_text
-from frpo_bench.engine.store import INCOMPLETE
+from frpo_bench.engine.store import INCOMPLETE, warm_state_dir
 from frpo_bench.files import write_json_atomic
 from frpo_bench.models.artifact import read_model, write_model
 from frpo_bench.training.tracking import reporting
@@ -62,14 +62,20 @@ def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
     defended = read_model(path_of(stage.parents[0]))
     with reporting(stage.payload.get("report_to", []), out):
         write_model(out, impl.apply(defended, out, attack.options, lr=stage.payload["lr"], seed=stage.payload["seed"],
-                                    report=report, **checkpoint_kwargs(stage)))
+                                    report=report, **checkpoint_kwargs(stage, path_of)))
 
 
-def checkpoint_kwargs(stage: Stage) -> dict:
-    """Only a trajectory's attack is asked for checkpoints, and only a search's rung to stop early (attacks
-    without trajectories or searches need not know of them)."""
-    steps, stop = stage.fields.get("checkpoints"), stage.fields.get("stop_at")
-    return {**({"checkpoint_steps": steps} if steps else {}), **({"stop_at": stop} if stop else {})}
+def checkpoint_kwargs(stage: Stage, path_of: PathOf) -> dict:
+    """Only a trajectory's attack is asked for checkpoints, and only a search's rung to stop early and keep its
+    trainer state for the next rung of the same run, which resumes from it (attacks without trajectories or
+    searches need not know of them)."""
+    steps, stop, warm_from = stage.fields.get("checkpoints"), stage.fields.get("stop_at"), stage.payload.get("warm_from")
+    kwargs = {**({"checkpoint_steps": steps} if steps else {}), **({"stop_at": stop} if stop else {})}
+    if stop or warm_from:
+        from frpo_bench.training.sft import WarmStart
+        kwargs["warm"] = WarmStart(keep=warm_state_dir(path_of(stage)) if stop else None,
+                                   resume=warm_state_dir(path_of(warm_from)) if warm_from else None)
+    return kwargs
 
 
 def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:

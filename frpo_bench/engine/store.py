@@ -26,6 +26,7 @@ from frpo_bench.files import MARKER, canonical_json, default_cache_dir, sha256_f
 KEY_VERSION = 1  # bump when a stage's output format or meaning changes
 RECORD = "stage.json"  # what the stage is, how it ran, and its files' sizes and hashes
 INCOMPLETE = "INCOMPLETE"  # a result this run may use but no later run may reuse (its reason inside)
+WARM = ".warm"  # trainer states of runs stopped early, for the same run's next stop to resume from
 VERIFY_HASH_BYTES = 16 << 20  # files up to this size are hashed on every look; larger ones by verify(deep=True)
 
 
@@ -170,6 +171,12 @@ class Store:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def warm_state_dir(artifact: Path) -> Path:
+    """Where a stage stopped early keeps its trainer state for a longer run of the same plan: beside the
+    artifacts, not in one (a cache: deleting it costs retraining, never a result)."""
+    return artifact.parent.parent / WARM / f"{artifact.parent.name}-{artifact.name}"
 
 
 def file_list(folder: Path) -> dict[str, list]:

@@ -7,15 +7,42 @@ and batches group similar lengths.
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from frpo_bench.models import ModelRef
 from frpo_bench.models.artifact import CHECKPOINTS, checkpoint_record, write_model
 from frpo_bench.models.device import on_accelerator
 from frpo_bench.models.loading import load_for_training
 from frpo_bench.training.batches import pad_batch, peft_config, tokenize_pairs
+
+
+EPOCH_RNG = "epoch_rng.pt"
+
+
+def resumed_step(state: Path) -> int:
+    return json.loads((state / "trainer_state.json").read_text())["global_step"]
+
+
+def torch_load(path: Path):
+    import torch
+    return torch.load(path, weights_only=True)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where a run stopped early keeps its trainer state (`keep`: weights, optimizer, schedule, RNG), and the
+    state a longer run of the same plan resumes from (`resume`, used when it is there): the resumed run
+    trains only the steps after it, to the same weights as a run from step 0."""
+
+    keep: Optional[Path] = None
+    resume: Optional[Path] = None
+
+    def resumable(self) -> Optional[Path]:
+        return self.resume if self.resume is not None and (self.resume / "trainer_state.json").is_file() else None
 
 
 def training_rows(cfg) -> list[dict]:
@@ -30,7 +57,7 @@ def training_rows(cfg) -> list[dict]:
 
 def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool = False,
              report: Callable[[str], None] = print, checkpoint_steps: Sequence[int] = (),
-             stop_at: int | None = None) -> ModelRef:
+             stop_at: int | None = None, warm: WarmStart = WarmStart()) -> ModelRef:
     """Fine-tune `model` on cfg.data; returns full weights in `out`, or a LoRA adapter there.
 
     With `merge`, a LoRA is merged and full weights are saved (the aligned base is a plain model).
@@ -38,7 +65,8 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     After each step in `checkpoint_steps` the model so far is saved under out/checkpoints/step-N and its
     record written at `checkpoint_record(N)` (saving reads the weights only: the run goes on unchanged).
     With `stop_at`, training ends after that step of the cfg.steps-step run (its schedule unchanged), so the
-    model returned is that run's model at `stop_at` (a search's early-stopped trial).
+    model returned is that run's model at `stop_at` (a search's early-stopped trial); `warm` keeps its state
+    for, or resumes from, another stop of the same run.
     """
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
@@ -53,7 +81,6 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     if not features:
         raise ValueError(f"no training pair keeps a response token within max_length={cfg.max_length} "
                          "(every prompt fills it): raise max_length")
-    n_tokens = [0]
     wanted, trust = set(checkpoint_steps), model.trust_remote_code
 
     class Checkpoints(TrainerCallback):
@@ -74,6 +101,26 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         def on_step_end(self, args, state, control, **kw):
             if stop_at is not None and state.global_step >= stop_at:
                 control.should_training_stop = True
+                control.should_save = warm.keep is not None  # the Trainer saves its full state under out/trainer
+
+    resume = warm.resumable()
+    if resume and min(wanted, default=cfg.steps + 1) <= resumed_step(resume):
+        resume = None  # a checkpoint the run must keep lies before the saved state: train from step 0
+
+    class EpochOrder(TrainerCallback):
+        """The Trainer draws an epoch's order from torch's global generator as the epoch begins, and a resumed
+        run skips into the epoch with the generator as seeded: it gets the generator of that epoch's start back."""
+        def __init__(self):
+            saved = resume / EPOCH_RNG if resume else None
+            self.restore = torch_load(saved) if saved and saved.is_file() else None
+            self.at_begin = None
+
+        def on_epoch_begin(self, args, state, control, **kw):
+            import torch
+            if self.restore is not None:
+                torch.set_rng_state(self.restore)
+                self.restore = None
+            self.at_begin = torch.get_rng_state()
 
     class Progress(TrainerCallback):
         def __init__(self):
@@ -87,31 +134,44 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
                 report(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f} ({elapsed:.0f}s, ETA {eta:.0f}s)")
 
     def collate(batch):
-        padded = pad_batch(batch, tokenizer.pad_token_id)
-        n_tokens[0] += int(padded["attention_mask"].sum())
-        return padded
+        return pad_batch(batch, tokenizer.pad_token_id)
 
     args = training_arguments(cfg, out, lr, seed)
     trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
-                      callbacks=[Progress(), Checkpoints(), StopAt()])
+                      callbacks=[Progress(), Checkpoints(), StopAt(), epoch_order := EpochOrder()])
     trainer.remove_callback(PrinterCallback)  # our Progress line replaces its raw dict dumps
     start = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.time() - start
     lm = trainer.model
     lm.config.use_cache = True  # saved for inference
     if cfg.lora is not None and merge:
         lm = lm.merge_and_unload()
     lm.save_pretrained(out, safe_serialization=True)
-    log = {"seconds": seconds, "steps": trainer.state.global_step, "planned_steps": cfg.steps, "tokens": n_tokens[0], "tokens_per_second": n_tokens[0] / max(seconds, 1e-9),
+    resumed = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
+    tokens = trainer.state.num_input_tokens_seen - resumed.get("num_input_tokens_seen", 0)  # this run's own steps
+    log = {"seconds": seconds, "steps": trainer.state.global_step, "planned_steps": cfg.steps,
+           "resumed_from_step": resumed.get("global_step", 0), "tokens": tokens, "tokens_per_second": tokens / max(seconds, 1e-9),
            "examples": len(features), "history": trainer.state.log_history}
     (out / "train_log.json").write_text(json.dumps(log, indent=2))
-    import shutil
+    keep_state(out / "trainer" / f"checkpoint-{trainer.state.global_step}", warm.keep, epoch_order.at_begin)
     shutil.rmtree(out / "trainer", ignore_errors=True)
     if cfg.lora is not None and not merge:
         return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)
     tokenizer.save_pretrained(out)
     return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
+
+
+def keep_state(saved: Path, keep: Optional[Path], epoch_rng) -> None:
+    """Move the Trainer's saved state to `keep` (outside the artifact: it is a cache the next stop may use),
+    with the generator as the current epoch began."""
+    if keep is None or not saved.is_dir():
+        return
+    import torch
+    torch.save(epoch_rng, saved / EPOCH_RNG)
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.move(str(saved), str(keep))
 
 
 def training_arguments(cfg, out: Path, lr: float, seed: int):
@@ -124,7 +184,7 @@ def training_arguments(cfg, out: Path, lr: float, seed: int):
         gradient_accumulation_steps=cfg.batch_size // cfg.micro_batch_size, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not on_accelerator(),
-        train_sampling_strategy="group_by_length", logging_steps=1,  # every step's loss: the attack's loss curve
+        train_sampling_strategy="group_by_length", logging_steps=1, include_num_input_tokens_seen="non_padding",  # every step's loss: the attack's loss curve
         save_strategy="no", report_to=report_to(), remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
 
 
