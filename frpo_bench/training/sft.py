@@ -23,10 +23,6 @@ from frpo_bench.training.batches import pad_batch, peft_config, tokenize_pairs
 EPOCH_RNG = "epoch_rng.pt"
 
 
-def resumed_step(state: Path) -> int:
-    return json.loads((state / "trainer_state.json").read_text())["global_step"]
-
-
 def torch_load(path: Path):
     import torch
     return torch.load(path, weights_only=True)
@@ -104,8 +100,9 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
                 control.should_save = warm.keep is not None  # the Trainer saves its full state under out/trainer
 
     resume = warm.resumable()
-    if resume and min(wanted, default=cfg.steps + 1) <= resumed_step(resume):
-        resume = None  # a checkpoint the run must keep lies before the saved state: train from step 0
+    resumed = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
+    if resume and min(wanted, default=cfg.steps + 1) <= resumed["global_step"]:
+        resume, resumed = None, {}  # a checkpoint the run must keep lies before the saved state: from step 0
 
     class EpochOrder(TrainerCallback):
         """The Trainer draws an epoch's order from torch's global generator as the epoch begins, and a resumed
@@ -148,7 +145,6 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     if cfg.lora is not None and merge:
         lm = lm.merge_and_unload()
     lm.save_pretrained(out, safe_serialization=True)
-    resumed = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
     tokens = trainer.state.num_input_tokens_seen - resumed.get("num_input_tokens_seen", 0)  # this run's own steps
     log = {"seconds": seconds, "steps": trainer.state.global_step, "planned_steps": cfg.steps,
            "resumed_from_step": resumed.get("global_step", 0), "tokens": tokens, "tokens_per_second": tokens / max(seconds, 1e-9),
