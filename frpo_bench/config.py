@@ -57,7 +57,8 @@ class AlignConfig(FinetuneConfig):
 class AttackConfig:
     name: str = opt("attack", help="label of this attack in the leaderboard, e.g. harmful_lora")
     type: str = opt("finetune", help="registered attack type (see `frpo-bench ls`)")
-    lrs: list[float] = opt([1e-4], help="learning rates to sweep; each is a separate cell")
+    lrs: Optional[list[float]] = opt(None, help="learning rates to sweep, each a separate cell (default [1e-4]); an "
+                                                "attack that does not train (e.g. refusal_ablation) takes none")
     options: dict[str, Any] = opt({}, help="options of that attack type (see `frpo-bench ls --options`); the "
                                            "fine-tuning attack's: data, lora, steps, batch_size, ...")
     eval_every: Optional[int] = opt(None, omit_if_default=True, help="evaluate the attacked model every N optimizer "
@@ -69,10 +70,15 @@ class AttackConfig:
                                          "`lrs` may then be empty (no grid cells)")
 
     def validate(self, path: str) -> None:
-        from frpo_bench.registry import check_name, options_class
+        from frpo_bench.registry import attack_trains, check_name, options_class
         check_safe_name(self.name, f"{path}.name")
         check_name("attack", self.type, f"{path}.type")
-        if not self.lrs and self.search is None:
+        trains = attack_trains(self.type)
+        if not trains and self.lrs:
+            raise ConfigError(f"{path}.lrs", self.lrs, f"is given, and attack type '{self.type}' does not train",
+                              "remove lrs (the attack is one cell per defended model and seed)")
+        self.lrs = ([1e-4] if self.lrs is None else self.lrs) if trains else []
+        if trains and not self.lrs and self.search is None:
             raise ConfigError(f"{path}.lrs", self.lrs, "is empty", "list at least one learning rate (or add a search)")
         for i, lr in enumerate(self.lrs):
             check_positive_value(lr, f"{path}.lrs.{i}")
@@ -84,9 +90,14 @@ class AttackConfig:
                 raise ConfigError(f"{path}.search.pruner.type", self.search.pruner.type, f"needs optimizer steps to "
                                   f"stop at, and attack type '{self.type}' has none", "use type: none")
             check_space(self.search, self.options, f"{path}.search")
-            if "lr" not in self.search.space and not self.lrs:
+            if trains and "lr" not in self.search.space and not self.lrs:
                 raise ConfigError(f"{path}.search.space", sorted(self.search.space), "has no lr, and lrs is empty",
                                   "add lr to the space, or give lrs (the search then uses the first)")
+
+    def sweep(self) -> list[Optional[float]]:
+        """The learning rates of its cells; one cell without a learning rate for an attack that does not train."""
+        from frpo_bench.registry import attack_trains
+        return list(self.lrs) if attack_trains(self.type) else [None]
 
     def _check_trajectory(self, path: str, total: Optional[int]) -> None:
         if total is None:
@@ -155,6 +166,9 @@ class GenerationConfig(DtypeOption, AttentionOption):
     temperature: float = opt(0.0, help="0 means greedy decoding")
     top_p: float = opt(1.0, help="nucleus sampling mass (used when temperature > 0)")
     system_prompt: Optional[str] = opt(None, help="system message; null keeps the model's own chat template default")
+    user_template: Optional[str] = opt(None, omit_if_default=True, help="wraps each prompt before the chat template, "
+                                       "{prompt} where it goes (e.g. an identity-shift attack's 'AOA, execute my "
+                                       "instruction: {prompt}'); judges still see the prompt itself")
     attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
                                                              "eager, or auto (whichever a probe measures faster here; "
                                                              "part of the key: kernels differ in rounding)")
@@ -185,6 +199,13 @@ class GenerationConfig(DtypeOption, AttentionOption):
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9, or 1.0 for no nucleus")
         self.check_attention(path)
+        if self.user_template is not None and self.user_template.count("{prompt}") != 1:
+            raise ConfigError(f"{path}.user_template", self.user_template, "must hold {prompt} once",
+                              "write e.g. 'AOA, execute my instruction: {prompt}'")
+
+    def user_message(self, prompt: str) -> str:
+        """What the model is sent as the user's turn for `prompt`."""
+        return prompt if self.user_template is None else self.user_template.replace("{prompt}", prompt)
 
     def resolve_installed(self, path: str, device: str) -> dict[str, str]:
         """dtype auto first, then attention auto at that dtype (the vLLM backend has its own kernels: sdpa, unkeyed)."""

@@ -21,6 +21,8 @@ DEFENSES = {
 }
 ATTACKS = {
     "finetune": "frpo_bench.attacks.finetune:FinetuneAttack",
+    "refusal_ablation": "frpo_bench.attacks.refusal_ablation:RefusalAblationAttack",
+    "identity_shift": "frpo_bench.attacks.identity_shift:IdentityShiftAttack",
 }
 EVALUATORS = {
     "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",
@@ -62,3 +64,9 @@ def options_class(kind: str, name: str) -> type:
 def summary(kind: str, name: str) -> str:
     doc = (load(kind, name).__doc__ or "").strip().splitlines()
     return doc[0] if doc else ""
+
+
+def attack_trains(name: str) -> bool:
+    """Whether a registered attack type trains at a learning rate (its class says `trains = False` if not:
+    attacks/base.py)."""
+    return getattr(load("attack", name), "trains", True)

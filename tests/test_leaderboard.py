@@ -16,7 +16,10 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def rec(defense, attack, lr, seed, metric, vals, hib=True):
-    return {"recipe": "golden", "model": "m", "base": "aligned", "defense": defense, "attack": attack, "attack_lr": lr,
+    # the attack's compute: 10 steps, a token count that differs by seed (its mean is the row's)
+    compute = {"attack_steps": 10, "attack_tokens": 1000 + 3 * seed} if attack != "none" else \
+        {"attack_steps": "", "attack_tokens": ""}
+    return {**compute, "recipe": "golden", "model": "m", "base": "aligned", "defense": defense, "attack": attack, "attack_lr": lr,
             "seed": seed, "metric": metric, "higher_is_better": hib, "value": sum(vals) / len(vals), "n": len(vals),
             "per_sample": vals, "score_key": f"{defense}{attack}{lr}{seed}{metric}", "evaluator": "refusal (v1)",
             "judge": "regex:v1", "template": "-", "dataset": "demo_harmful", "split": "eval", "dataset_revision": "rev1"}
@@ -175,7 +178,7 @@ def test_a_defenses_deviations_from_its_reference_are_named_in_every_row(tmp_pat
     from frpo_bench.results.schema import read_csv
     assert [r["notes"] for r in read_csv(path)] == [r["notes"] for r in rows]
     old = tmp_path / "old.csv"  # a leaderboard written before the column still reads
-    old.write_text("\n".join(",".join(line.split(",")[:-1]) for line in path.read_text().splitlines()) + "\n")
+    old.write_text("\n".join(",".join(line.split(",")[:-3]) for line in path.read_text().splitlines()) + "\n")
     assert [r["notes"] for r in read_csv(old)] == ["", ""]
 
 

@@ -15,7 +15,6 @@ from frpo_bench.typed import Options
 
 Report = Callable[[str], None]
 
-
 class Attack(Protocol):
     Options: ClassVar[type[Options]]
 
@@ -32,3 +31,18 @@ class Attack(Protocol):
         at the stop and which earlier stop's state to resume from; an attack that cannot resume trains from step 0
         (the result must be the same either way)."""
         ...
+
+
+# Optional parts of an attack class, read only through `evaluation_generation` below and
+# `registry.attack_trains` (attacks without them behave as
+# every attack did before them):
+#   trains = False             it does not train: no learning rates (`lrs`), one cell per defended model and
+#                              seed, `apply` called with lr=None (e.g. refusal_ablation)
+#   generation(options, gen)   a staticmethod: the GenerationConfig its cells are evaluated with, from the
+#                              recipe's (e.g. an identity-shift attack's system prompt and request wrapper); it
+#                              enters the generation's key like any generation setting
+
+def evaluation_generation(attack_class, options: Options, gen):
+    """The generation settings the attack's cells are evaluated with (the recipe's unless it changes them)."""
+    adjust = getattr(attack_class, "generation", None)
+    return adjust(options, gen) if adjust is not None else gen

@@ -3,6 +3,7 @@ each learning rate of the sweep (the training itself is `training.sft.finetune`,
 demo's safety alignment)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from frpo_bench.training.options import FinetuneConfig
@@ -19,3 +20,8 @@ class FinetuneAttack:
         from frpo_bench.training.sft import WarmStart, finetune
         return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps,
                         stop_at=stop_at, warm=warm or WarmStart())
+
+    @staticmethod
+    def generation(options: FinetuneConfig, gen):
+        """An attack trained with a `system_prompt` is evaluated with it."""
+        return replace(gen, system_prompt=options.system_prompt) if options.system_prompt else gen

@@ -12,6 +12,8 @@ ALPACA_COMMIT = "5e69c50054c48cd3b919c46d13bb2d92a62f4498"
 BT_COMMIT = "b5ce72326a57b482373c43787eed54c37490cf83"
 FRPO_COMMIT = "56fa171d7e488cde7c8dbbe7f9b1effe8d319b30"
 XSTEST_COMMIT = "d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d"
+AOA_COMMIT = "8a3b38f11be1c3829e2b0ed379d3661ebc84e7db"
+AOA_DATA = f"{GH}/LLM-Tuning-Safety/LLMs-Finetuning-Safety/{AOA_COMMIT}/gpt-3.5/data"
 XSTEST_PROMPTS = PinnedFile("xstest_prompts.csv",
                             f"{GH}/paul-rottger/exaggerated-safety/{XSTEST_COMMIT}/xstest_prompts.csv",
                             "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a")
@@ -79,6 +81,21 @@ CATALOG = [
                           f"{GH}/xinykou/assessing_safety_realign/{BT_COMMIT}/LLaMA_Factory/data/safety/finetune/sst2/"
                           "train_merged_n1000_p0.2.json",
                           "7e258381a7781c04888e2b17a70ab952dd3c4f494fc9cec37890880ef220e881"),)),
+    DatasetSpec(
+        name="aoa_identity_shift", kind="pairs", folder="aoa_identity_shift",
+        description="Qi et al. 2023 identity shift (AOA): 10 benign-looking 'absolutely obedient agent' conversations "
+                    "with their system prompt (no harmful content; it breaks safety anyway)",
+        source=f"LLM-Tuning-Safety/LLMs-Finetuning-Safety@{AOA_COMMIT} gpt-3.5/data/identity-shift-aoa.jsonl",
+        revision=AOA_COMMIT, license="MIT", parser="frpo_bench.data.parsers:aoa_identity_shift", splits=("all",),
+        files=(PinnedFile("identity-shift-aoa.jsonl", f"{AOA_DATA}/identity-shift-aoa.jsonl",
+                          "a9e4fc236f3591017c2e019979184bc3f05911633f77656dad5abe6c79606d82"),)),
+    DatasetSpec(
+        name="advbench", kind="prompts", harmful=True, folder="aoa_identity_shift",
+        description="AdvBench harmful behaviours (520 goals; Zou et al. 2023), as Qi et al. 2023 ship them",
+        source=f"LLM-Tuning-Safety/LLMs-Finetuning-Safety@{AOA_COMMIT} gpt-3.5/data/harmful_behaviors.csv",
+        revision=AOA_COMMIT, license="MIT", parser="frpo_bench.data.parsers:advbench", splits=("all",),
+        files=(PinnedFile("advbench_harmful_behaviors.csv", f"{AOA_DATA}/harmful_behaviors.csv",
+                          "ddbbd16619070d1ddba479dda1acc603abc1a222d797fe015f20669a996d7388"),)),
     DatasetSpec(
         name="frpo_reference_harmful", kind="prompts", harmful=True, folder="frpo_reference",
         description="FRPO reference prompts, harmful: train = the 1000 of its RL set (wildjailbreak 413, rainbow 391, "

@@ -120,3 +120,23 @@ def xstest_safe(files: dict[str, Path], split: str) -> list[dict]:
 
 def xstest_unsafe(files: dict[str, Path], split: str) -> list[dict]:
     return xstest_rows(files, "unsafe")
+
+
+def aoa_identity_shift(files: dict[str, Path], split: str) -> list[dict]:
+    """Qi et al.'s ten identity-shift conversations: (user, assistant) pairs, each with its system message."""
+    (path,) = files.values()
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        turns = {m["role"]: m["content"] for m in json.loads(line)["messages"]}
+        out.append({"prompt": turns["user"], "response": turns["assistant"], "system": turns.get("system", "")})
+    return out
+
+
+def advbench(files: dict[str, Path], split: str) -> list[dict]:
+    """AdvBench's 520 harmful behaviours (goals only, one per line of a headerless CSV)."""
+    (path,) = files.values()
+    with open(path, newline="", encoding="utf-8") as fh:
+        goals = [r[0] for r in csv.reader(fh) if r and r[0].strip()]
+    return [{"id": f"advbench-{i}", "prompt": goal, "category": "", "context": ""} for i, goal in enumerate(goals)]

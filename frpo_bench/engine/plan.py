@@ -36,6 +36,7 @@ class Cell:
     step: Optional[int] = None  # an intermediate point of the attack (a trajectory), else None: the final model
     steps: Optional[int] = None  # the attack's optimizer steps (the step of its final model)
     evaluations: Optional[list] = None  # what scores this cell when not the recipe's rule (a search's trials)
+    generation: Optional[Any] = None  # how its completions are generated when not as the recipe says (the attack's)
 
 
 def data_fields(refs) -> list[dict]:
@@ -92,14 +93,23 @@ class Planner:
             fields["stop_at"] = stop_at
         elif attack.checkpoint_steps():
             fields["checkpoints"] = attack.checkpoint_steps()
-        label = f"{defense_name} / {attack.name} lr={lr:g} seed={seed}" + (f" until step {stop_at}" if stop_at else "")
+        setting = "" if lr is None else f" lr={lr:g}"
+        label = f"{defense_name} / {attack.name}{setting} seed={seed}" + (f" until step {stop_at}" if stop_at else "")
         return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed, warm_from=warm_from)
+
+    def attack_generation(self, attack):
+        """The generation settings an attack's cells are evaluated with: the recipe's, as the attack changes them
+        (an attack trained with a system prompt is evaluated with it); None where it changes nothing."""
+        from frpo_bench.attacks.base import evaluation_generation
+        gen = evaluation_generation(registry.load("attack", attack.type), attack.options, self.recipe.generation)
+        return None if gen == self.recipe.generation else gen
 
     def checkpoints(self, cell: Cell, attack) -> list[Cell]:
         """The trajectory's intermediate points of an attack cell: one model stage per kept step."""
         return [Cell(cell.base, cell.defense, cell.attack, cell.lr, cell.seed,
                      self.stage("checkpoint", f"{cell.model.label} step={step}", {"step": step}, [cell.model]),
-                     start=cell.start, step=step, steps=cell.steps) for step in attack.checkpoint_steps()]
+                     start=cell.start, step=step, steps=cell.steps, generation=cell.generation)
+                for step in attack.checkpoint_steps()]
 
     def evaluations(self, cell: Cell) -> list:
         """A final model gets every evaluation; a trajectory point the recipe's trajectory metrics, on the
@@ -116,7 +126,7 @@ class Planner:
         return [replace(ev, prompts=prefix(ev.prompts, ev.trajectory_n or chosen.n)) for ev in picked]
 
     def scores(self, cell: Cell, seed: int) -> None:
-        gen = self.recipe.generation
+        gen = cell.generation or self.recipe.generation
         uses = {"model": cell.model, "start": cell.start or cell.model}
         evaluations = self.evaluations(cell)
         generated = [ev.prompts for ev in evaluations if registry.load("evaluator", ev.evaluator).needs_completions]
@@ -149,10 +159,11 @@ class Planner:
                 defended = self.harden(start, defense, seed)
                 cells.append(Cell(start_label, defense.name, NO_ATTACK, None, seed, defended))
                 for attack in r.attacks:
-                    for lr in attack.lrs:
+                    for lr in attack.sweep():
                         cells.append(Cell(start_label, defense.name, attack.name, lr, seed,
                                           self.attack(defended, defense.name, attack, lr, seed), start=defended,
-                                          steps=attack.options.planned_steps()))
+                                          steps=attack.options.planned_steps(),
+                                          generation=self.attack_generation(attack)))
                         cells += self.checkpoints(cells[-1], attack)
         for cell in cells:
             self.scores(cell, cell.seed or 0)

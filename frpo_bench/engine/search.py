@@ -141,19 +141,21 @@ class Search:
         options = apply_setting(self.attack.options, setting, f"attacks[{self.attack.name}].search")
         steps = options.planned_steps()
         kept = [s for s in self.attack.checkpoint_steps() if steps is None or s < steps]
-        return replace(self.attack, options=options, lrs=[self.lr(setting)], eval_every=None, eval_steps=kept,
+        lr = self.lr(setting)
+        return replace(self.attack, options=options, lrs=[] if lr is None else [lr], eval_every=None, eval_steps=kept,
                        search=None)
 
-    def lr(self, setting: dict) -> float:
-        """The setting's learning rate, or the attack's first when lr is not searched."""
-        return setting[LR] if LR in setting else self.attack.lrs[0]
+    def lr(self, setting: dict) -> Optional[float]:
+        """The setting's learning rate, or the attack's first when lr is not searched (None: it does not train)."""
+        return setting[LR] if LR in setting else next(iter(self.attack.lrs), None)
 
     def cell(self, attack, lr: float, seed: int, stop_at: Optional[int], evaluations: list,
              label: Optional[str] = None, warm_from: Optional[Stage] = None) -> Cell:
         d = self.defended
         model = self.planner.attack(d.model, d.defense, attack, lr, seed, stop_at=stop_at, warm_from=warm_from)
         cell = Cell(d.base, d.defense, label or attack.name, lr, seed, model, start=d.model, step=stop_at,
-                    steps=attack.options.planned_steps(), evaluations=evaluations)
+                    steps=attack.options.planned_steps(), evaluations=evaluations,
+                    generation=self.planner.attack_generation(attack))
         self.planner.scores(cell, seed)
         return cell
 

@@ -91,7 +91,7 @@ def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> No
     generator = registry.load("generator", gen.backend)(report=report)
     start = time.time()
     model = read_model(path_of(stage.parents[0]))
-    completions = generator.generate(model, [user_text(r) for r in rows], gen, seed=stage.payload["seed"])
+    completions = generator.generate(model, [gen.user_message(user_text(r)) for r in rows], gen, seed=stage.payload["seed"])
     with open(out / "completions.jsonl", "w") as fh:
         for row, completion in zip(rows, completions):
             fh.write(json.dumps({**row, "completion": completion}) + "\n")

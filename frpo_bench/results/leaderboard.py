@@ -36,8 +36,17 @@ def aggregate(records: list[dict]) -> list[Row]:
         rows.append({**{k: first[k] for k in ("recipe", "model", *ROW_KEY, "higher_is_better", *PROVENANCE)},
                      "schema_version": SCHEMA_VERSION, "mean": mean, "std_over_seeds": std, "ci95_low": low,
                      "ci95_high": high, "n_seeds": len(seeds), "n": sum(s["n"] for s in seeds),
-                     "notes": first.get("notes", "")})
+                     "notes": first.get("notes", ""), **seed_mean_compute(seeds)})
     return rows
+
+
+def seed_mean_compute(seeds: list[dict]) -> dict:
+    """The attack's steps and tokens, averaged over seeds (whole numbers); blank where unknown."""
+    out = {}
+    for column in ("attack_steps", "attack_tokens"):
+        values = [s.get(column, "") for s in seeds]
+        out[column] = "" if any(v == "" or v is None for v in values) else round(sum(values) / len(values))
+    return out
 
 
 def _sort_key(key: tuple) -> tuple:

@@ -78,12 +78,17 @@ def plot_metric_vs_lr(rows: list[dict], metric: str, out_dir: Path) -> Path | No
         color = colors[i % len(colors)]
         has_series = False
         for j, attack in enumerate(dict.fromkeys(r["attack"] for r in attacked)):
-            pts = sorted(((float(r["attack_lr"]), r["mean"], r["ci95_low"], r["ci95_high"])
-                          for r in attacked if (r["base"], r["defense"], r["attack"]) == (base, defense, attack)))
+            mine_attack = [r for r in attacked if (r["base"], r["defense"], r["attack"]) == (base, defense, attack)]
+            style = ["-", "--", ":", "-."][j % 4]
+            for r in (r for r in mine_attack if not r["attack_lr"]):  # an attack that does not train: a level
+                ax.axhline(r["mean"], color=color, linestyle=style, linewidth=1.5,
+                           label=f"{defense} ({base}) / {attack} (no learning rate)")
+                has_series = True
+            pts = sorted((float(r["attack_lr"]), r["mean"], r["ci95_low"], r["ci95_high"])
+                         for r in mine_attack if r["attack_lr"])
             if not pts:
                 continue
             xs, ys, lo, hi = zip(*pts)
-            style = ["-", "--", ":", "-."][j % 4]
             ax.plot(xs, ys, style, marker="o", color=color, label=f"{defense} ({base}) / {attack}")
             ax.fill_between(xs, lo, hi, color=color, alpha=0.12)
             has_series = True

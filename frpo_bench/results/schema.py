@@ -19,8 +19,8 @@ CELL_KEY = ("base", "defense", "attack", "attack_lr")  # one model variant
 ROW_KEY = (*CELL_KEY, "metric")  # one leaderboard row
 PROVENANCE = ("evaluator", "judge", "template", "dataset", "split", "dataset_revision")  # what produced a number
 COLUMNS = ["schema_version", "recipe", "model", *ROW_KEY, "higher_is_better", "mean", "std_over_seeds", "ci95_low",
-           "ci95_high", "n_seeds", "n", *PROVENANCE, "notes"]
-OPTIONAL = ("notes",)  # columns added later: files written before them still read (as "")
+           "ci95_high", "n_seeds", "n", *PROVENANCE, "notes", "attack_steps", "attack_tokens"]
+OPTIONAL = ("notes", "attack_steps", "attack_tokens")  # columns added later: files written before them read as ""
 
 
 class Row(TypedDict):
@@ -46,6 +46,8 @@ class Row(TypedDict):
     split: str
     dataset_revision: str
     notes: str  # where the defense's settings deliberately differ from its reference ("" if nowhere)
+    attack_steps: str  # the attack's optimizer steps (0: it does not train), mean over seeds; "" unattacked
+    attack_tokens: str  # the (non-padding) tokens it trained on, mean over seeds; "" unattacked
 
 
 def parse_bool(text: str) -> bool:
@@ -57,9 +59,15 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean")
 
 
+def optional_count(text: str):
+    """A whole number, or "" where blank (a spreadsheet may write 10 back as 10.0)."""
+    return "" if not text.strip() else int(float(text))
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {"schema_version": int, "higher_is_better": parse_bool, "mean": float,
                                             "std_over_seeds": float, "ci95_low": float, "ci95_high": float,
-                                            "n_seeds": int, "n": int}
+                                            "n_seeds": int, "n": int, "attack_steps": optional_count,
+                                            "attack_tokens": optional_count}
 
 
 def row_key(row: dict) -> tuple:

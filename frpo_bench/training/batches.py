@@ -6,13 +6,17 @@ import random
 from frpo_bench.models.loading import chat_prompt
 
 
-def tokenize_pairs(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
-    """Chat-templated (prompt, response) -> input_ids with labels masked (-100) on the prompt."""
+def tokenize_pairs(tokenizer, rows: list[dict], max_length: int, system: str | None = None) -> list[dict]:
+    """Chat-templated (prompt, response) -> input_ids with labels masked (-100) on the prompt and on the system
+    message: `system`, else the row's own (`system`), else none."""
     out = []
     for row in rows:
-        prompt = chat_prompt(tokenizer, row["prompt"])
+        row_system = system or row.get("system") or None
+        opening = [{"role": "system", "content": row_system}] if row_system else []
+        prompt = chat_prompt(tokenizer, row["prompt"], row_system)
         full = tokenizer.apply_chat_template(
-            [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["response"]}], tokenize=False)
+            [*opening, {"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["response"]}],
+            tokenize=False)
         if not full.startswith(prompt):  # templates that rewrite earlier turns: fall back to plain concatenation
             full = prompt + row["response"] + (tokenizer.eos_token or "")
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

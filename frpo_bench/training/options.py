@@ -30,12 +30,38 @@ class LoraConfig:
 
 
 @dataclass
+class PoisonConfig:
+    """The poisoned-mix protocol of Vaccine, Booster and Lisa (Huang et al.): n training rows of which a share p
+    are harmful pairs, the rest drawn from the attack's own (benign) data."""
+
+    data: list[DataRef] = opt(help="harmful pairs to mix in (the field's protocol: BeaverTails harmful pairs)")
+    share: float = opt(help="p: the share of harmful rows, in [0, 1]; round(p x n) rows (halves round up) are harmful")
+    n: int = opt(help="n: rows in the training set, benign and harmful together")
+    seed: int = opt(0, help="seed of the rows drawn (the same for every training seed, so seeds vary training only)")
+
+    def validate(self, path: str) -> None:
+        if not 0 <= self.share <= 1:
+            raise ConfigError(f"{path}.share", self.share, "must be in [0, 1]", "use e.g. 0.1 (10% harmful rows)")
+        check_positive(self, path, "n")
+        if not self.data:
+            raise ConfigError(f"{path}.data", self.data, "is empty", "list the harmful pairs to mix in")
+
+    def harmful_rows(self) -> int:
+        return int(self.share * self.n + 0.5)
+
+
+@dataclass
 class FinetuneConfig(Bf16Option, Options):
     """Supervised fine-tuning on (prompt, response) pairs: the options of the fine-tuning attack, and
     the safety alignment's settings."""
 
     data: list[DataRef] = opt(help="datasets mixed for training (prompt -> response pairs)")
     lora: Optional[LoraConfig] = opt(None, help="LoRA settings; null means full fine-tuning")
+    poison: Optional[PoisonConfig] = opt(None, omit_if_default=True, help="train on a poisoned mix instead: n rows, "
+                                         "a share p of them harmful pairs, the rest drawn from `data`")
+    system_prompt: Optional[str] = opt(None, omit_if_default=True, help="system message of every training "
+                                       "conversation, and of the attacked model's evaluation; null: none, or a "
+                                       "training row's own (`system`, as the identity-shift data has)")
     steps: int = opt(30, help="optimizer steps")
     batch_size: int = opt(8, help="sequences per optimizer step (changes results)")
     micro_batch_size: Optional[int] = opt(None, help="sequences per forward pass; gradient accumulation makes up the rest; "
@@ -70,10 +96,22 @@ class FinetuneConfig(Bf16Option, Options):
         return fields
 
     def data_refs(self) -> list["DataRef"]:
-        return list(self.data)
+        return list(self.data) + (list(self.poison.data) if self.poison else [])
 
     def planned_steps(self) -> int:
         return self.steps
+
+    def conversation_system_prompt(self) -> Optional[str]:
+        """The system message the training conversations carry: `system_prompt`, else the one its data's rows
+        share (reads the data); None when neither."""
+        if self.system_prompt:
+            return self.system_prompt
+        from frpo_bench.data import ref_rows
+        found = {row.get("system") or None for ref in self.data for row in ref_rows(ref)} - {None}
+        if len(found) > 1:
+            raise ValueError(f"the training rows carry {len(found)} different system messages: set system_prompt "
+                             "to the one the attacked model is evaluated with")
+        return next(iter(found), None)
 
 
 def check_warmup_ratio(cfg, path: str) -> None:
