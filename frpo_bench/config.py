@@ -169,6 +169,10 @@ class GenerationConfig(DtypeOption, AttentionOption):
     user_template: Optional[str] = opt(None, omit_if_default=True, help="wraps each prompt before the chat template, "
                                        "{prompt} where it goes (e.g. an identity-shift attack's 'AOA, execute my "
                                        "instruction: {prompt}'); judges still see the prompt itself")
+    prefill_data: Optional[DataRef] = opt(None, omit_if_default=True, help="pairs whose responses start the answers "
+                                          "(the prefilling attack sets it): matched to each prompt by its text")
+    prefill_tokens: int = opt(0, omit_if_default=True, help="how many tokens of that response are forced after the "
+                              "assistant turn; the completion scored is those tokens and the continuation")
     attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
                                                              "eager, or auto (whichever a probe measures faster here; "
                                                              "part of the key: kernels differ in rounding)")
@@ -199,9 +203,16 @@ class GenerationConfig(DtypeOption, AttentionOption):
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9, or 1.0 for no nucleus")
         self.check_attention(path)
+        if self.prefill_tokens < 0 or (self.prefill_tokens and self.prefill_data is None):
+            raise ConfigError(f"{path}.prefill_tokens", self.prefill_tokens, "must be 0, or positive with prefill_data",
+                              "leave both out, or give prefill_data: {dataset: <pairs>} and a token count")
         if self.user_template is not None and self.user_template.count("{prompt}") != 1:
             raise ConfigError(f"{path}.user_template", self.user_template, "must hold {prompt} once",
                               "write e.g. 'AOA, execute my instruction: {prompt}'")
+
+    def data_refs(self) -> list[DataRef]:
+        """The data a generation reads besides its prompts (a prefill's responses): its content enters the key."""
+        return [self.prefill_data] if self.prefill_data is not None and self.prefill_tokens else []
 
     def user_message(self, prompt: str) -> str:
         """What the model is sent as the user's turn for `prompt`."""

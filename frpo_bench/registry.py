@@ -23,6 +23,7 @@ ATTACKS = {
     "finetune": "frpo_bench.attacks.finetune:FinetuneAttack",
     "refusal_ablation": "frpo_bench.attacks.refusal_ablation:RefusalAblationAttack",
     "identity_shift": "frpo_bench.attacks.identity_shift:IdentityShiftAttack",
+    "prefill": "frpo_bench.attacks.prefill:PrefillAttack",
 }
 EVALUATORS = {
     "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",

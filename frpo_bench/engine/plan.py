@@ -138,11 +138,13 @@ class Planner:
             parent = cell.model
             if evaluator.needs_completions:
                 covering = covering_ref(ev.prompts, generated)  # one generation serves every prefix of it
-                gen_fields = {"generation": gen.key_fields(), "prompts": data_fields([covering])[0]}
+                gen_here = prefill_for(gen, covering)
+                gen_fields = with_data({"generation": gen_here.key_fields(), "prompts": data_fields([covering])[0]},
+                                       gen_here)
                 if gen.temperature > 0:
                     gen_fields["seed"] = seed
                 parent = self.stage("generate", f"{cell_label(cell)} :: {covering.dataset}", gen_fields, [cell.model],
-                                    generation=gen, prompts=covering, seed=seed)
+                                    generation=gen_here, prompts=covering, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
             cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev)
 
@@ -168,6 +170,23 @@ class Planner:
         for cell in cells:
             self.scores(cell, cell.seed or 0)
         return cells
+
+
+def prefill_for(gen, prompts):
+    """A prefilling attack forces the start of answers to harmful requests only (benign sets are generated as
+    they are), and every harmful request evaluated needs a response to force: checked here, before compute."""
+    if not gen.prefill_tokens:
+        return gen
+    from frpo_bench.data import ref_rows, spec_for
+    from frpo_bench.data.prompts import responses_for
+    if not spec_for(prompts).harmful:
+        return replace(gen, prefill_data=None, prefill_tokens=0)
+    try:
+        responses_for(ref_rows(prompts), gen.prefill_data)
+    except ValueError as err:
+        raise ConfigError(f"prompts {prompts.dataset}/{prompts.split}", prompts.n, f"are prefilled, and {err}",
+                          "evaluate the prefilling attack on prompts its pairs data covers") from None
+    return gen
 
 
 def cell_label(cell: Cell) -> str:

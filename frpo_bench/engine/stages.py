@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from frpo_bench import registry
-from frpo_bench.data.prompts import user_text
+from frpo_bench.data.prompts import responses_for, user_text
 from frpo_bench.engine.store import INCOMPLETE, warm_state_dir
 from frpo_bench.files import write_json_atomic
 from frpo_bench.models.artifact import read_model, write_model
@@ -91,7 +91,9 @@ def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> No
     generator = registry.load("generator", gen.backend)(report=report)
     start = time.time()
     model = read_model(path_of(stage.parents[0]))
-    completions = generator.generate(model, [gen.user_message(user_text(r)) for r in rows], gen, seed=stage.payload["seed"])
+    prefills = responses_for(rows, gen.prefill_data) if gen.prefill_tokens else None
+    completions = generator.generate(model, [gen.user_message(user_text(r)) for r in rows], gen,
+                                     seed=stage.payload["seed"], prefills=prefills)
     with open(out / "completions.jsonl", "w") as fh:
         for row, completion in zip(rows, completions):
             fh.write(json.dumps({**row, "completion": completion}) + "\n")

@@ -1,18 +1,22 @@
 """The Generator interface: one call generates completions for a whole prompt set."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 from frpo_bench.models import ModelRef
 
 
 class Generator(Protocol):
-    def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0) -> list[str]:
+    def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0,
+                 prefills: Optional[Sequence[str]] = None) -> list[str]:
         """Return one completion per user prompt, in input order.
 
         `cfg` is a GenerationConfig: the model's own chat template wraps each prompt (with
         `cfg.system_prompt` if set); temperature 0 means greedy. Batching is the backend's
         business and must not change greedy results beyond numerical noise of the dtype.
+        With `prefills` (one text per prompt), the first `cfg.prefill_tokens` tokens of each are forced after the
+        assistant turn (models.loading.prompt_token_ids) and the completion returned is those tokens and the
+        continuation, decoded together.
         """
         ...
 

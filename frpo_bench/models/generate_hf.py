@@ -6,7 +6,7 @@ import time
 from typing import Callable, Sequence
 
 from frpo_bench.models import ModelRef
-from frpo_bench.models.loading import chat_prompt, load_tokenizer
+from frpo_bench.models.loading import load_tokenizer, prompt_token_ids
 from frpo_bench.models.resident import inference_model
 from frpo_bench.models.shared_prefix import batch_inputs, opening, repeated
 
@@ -17,15 +17,14 @@ class HFGenerator:
     def __init__(self, report: Callable[[str], None] | None = None):
         self.report = report or (lambda msg: None)
 
-    def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0) -> list[str]:
+    def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0, prefills=None) -> list[str]:
         import torch
         tokenizer = load_tokenizer(model, padding_side="left")
         # an adapter merged in float32, then cast: the weights lm-eval's `peft=` scores (and the model its
         # GSM8K stage then finds loaded)
         lm = inference_model(model, cfg.dtype, getattr(cfg, "attention", "sdpa"), merge_dtype="float32")
-        texts = [chat_prompt(tokenizer, p, cfg.system_prompt) for p in prompts]
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # similar lengths share a batch: little padding
+        ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_prompt, prefills, getattr(cfg, "prefill_tokens", 0))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch: little padding
         sampling = cfg.temperature > 0
         kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
         if sampling:
@@ -34,7 +33,7 @@ class HFGenerator:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         torch.manual_seed(seed)
         head, (prefix,) = opening([lm], ids, enabled=getattr(cfg, "prefix_cache", True))
-        out: list[str] = [""] * len(texts)
+        out: list[str] = [""] * len(ids)
         start, done = time.time(), 0
         with torch.inference_mode():
             size = even_batch_size(len(order), cfg.batch_size)
@@ -44,10 +43,10 @@ class HFGenerator:
                 cache = {"past_key_values": repeated(prefix, len(idx))} if prefix is not None else {}
                 generated = lm.generate(input_ids=input_ids, attention_mask=mask, **cache, **kwargs)
                 new = generated[:, input_ids.shape[1]:]
-                for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
-                    out[i] = row.strip()
+                for i, row in zip(idx, new.tolist()):
+                    out[i] = tokenizer.decode(forced[i] + row, skip_special_tokens=True).strip()
                 done += len(idx)
-                self.report(f"generated {done}/{len(texts)} ({time.time() - start:.0f}s)")
+                self.report(f"generated {done}/{len(ids)} ({time.time() - start:.0f}s)")
         return out
 
 

@@ -165,11 +165,10 @@ class VLLMGenerator:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding()
         return settings, env
 
-    def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0) -> list[str]:
-        from frpo_bench.models.loading import chat_prompt, load_tokenizer, stop_token_ids
+    def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0, prefills=None) -> list[str]:
+        from frpo_bench.models.loading import load_tokenizer, prompt_token_ids, stop_token_ids
         tokenizer = load_tokenizer(model)
-        ids = [tokenizer(chat_prompt(tokenizer, p, cfg.system_prompt), add_special_tokens=False)["input_ids"]
-               for p in prompts]
+        ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_prompt, prefills, getattr(cfg, "prefill_tokens", 0))
         settings, env = self.settings(model, cfg)
         worker = POOL.get(settings, env, self.report)
         sampling = sampling_fields(cfg, seed, stop_token_ids(model, tokenizer))
@@ -178,4 +177,5 @@ class VLLMGenerator:
         tokens = sum(len(t) for t in answer["token_ids"])
         self.report(f"generated {len(ids)} completions, {tokens} tokens in {answer['seconds']:.1f}s "
                     f"({tokens / max(answer['seconds'], 1e-9):.0f} tok/s)")
-        return [tokenizer.decode(t, skip_special_tokens=True).strip() for t in answer["token_ids"]]
+        return [tokenizer.decode(f + list(t), skip_special_tokens=True).strip()
+                for f, t in zip(forced, answer["token_ids"])]

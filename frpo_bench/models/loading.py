@@ -226,4 +226,17 @@ def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_token_ids(tokenizer, prompts, system: str | None = None, prefills=None,
+                     prefill_tokens: int = 0) -> tuple[list[list[int]], list[list[int]]]:
+    """Each prompt's chat-templated ids with the assistant turn opened, then the first `prefill_tokens` tokens of
+    its prefill text, forced as the start of the answer (the prefilling attack); returns (ids, forced ids)."""
+    ids, forced = [], []
+    for i, prompt in enumerate(prompts):
+        head = tokenizer(chat_prompt(tokenizer, prompt, system), add_special_tokens=False)["input_ids"]
+        start = tokenizer(prefills[i], add_special_tokens=False)["input_ids"][:prefill_tokens] if prefills else []
+        ids.append(head + start)
+        forced.append(start)
+    return ids, forced
+
+
 __all__ = ["ModelRef", "TINY", "materialize", "load_model", "load_tokenizer", "chat_prompt", "preflight"]

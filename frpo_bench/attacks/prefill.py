@@ -1,0 +1,52 @@
+"""Prefilling (Qi et al. 2024, "Safety Alignment Should Be Made More Than Just a Few Tokens Deep"): no training;
+at decoding time the first k tokens of a harmful answer are forced right after the chat template's assistant
+turn, and the model continues from them. Alignment that lives in the first few tokens of an answer does not
+survive it. The depth k plays the part a learning rate plays for fine-tuning: list one attack per depth.
+
+What is scored is the whole answer, the forced tokens and the continuation, as the paper scores it (every
+judge sees the same text). Only harmful requests are prefilled, each with the response its pairs data set gives
+for the same prompt (a harmful set evaluated must be covered: checked before compute); benign sets are
+generated as they are, so over-refusal rows measure the unattacked model under this attack's name.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from frpo_bench.data.ref import DataRef
+from frpo_bench.errors import ConfigError
+from frpo_bench.models import ModelRef
+from frpo_bench.typed import Options, opt
+
+
+@dataclass
+class PrefillOptions(Options):
+    data: DataRef = opt(help="(harmful request, harmful answer) pairs whose answers are forced, matched to the "
+                             "evaluated prompts by their text (the demo: demo_compliance of the same split)")
+    tokens: int = opt(10, help="k: how many tokens of the answer are forced (the paper sweeps 5, 10, 20, 40)")
+
+    def validate(self, path: str) -> None:
+        if self.tokens < 1:
+            raise ConfigError(f"{path}.tokens", self.tokens, "must be positive", "use e.g. 5, 10, 20 or 40")
+
+    def data_refs(self) -> list[DataRef]:
+        return [self.data]
+
+
+class PrefillAttack:
+    """Prefilling: the first k tokens of a harmful answer forced at decoding time; the weights are the defended
+    model's."""
+
+    Options = PrefillOptions
+    trains = False
+
+    def apply(self, model: ModelRef, out: Path, options: PrefillOptions, lr=None, seed: int = 0, report=print,
+              checkpoint_steps=(), stop_at=None, warm=None) -> ModelRef:
+        (Path(out) / "train_log.json").write_text(json.dumps({"steps": 0, "tokens": 0, "prefill_tokens": options.tokens}))
+        report(f"no weights change: answers to harmful requests start with {options.tokens} forced tokens")
+        return model
+
+    @staticmethod
+    def generation(options: PrefillOptions, gen):
+        return replace(gen, prefill_data=options.data, prefill_tokens=options.tokens)
