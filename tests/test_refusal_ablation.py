@@ -99,6 +99,8 @@ def test_the_paper_rule_takes_the_lowest_bypass_that_passes_both_filters():
                   {"layer": 3, "position": -3, "bypass": -1.0, "induce": 4.0, "kl": 0.02}]
     assert choose_direction(candidates, 0.1) == {"layer": 2, "position": -1, "passed_filters": True}
     assert choose_direction(candidates[:2], 0.1) == {"layer": 0, "position": -1, "passed_filters": False}
+    unmeasured = {"layer": 4, "position": -1, "bypass": -2.0, "induce": None, "kl": 0.01}  # skipped: it cannot win
+    assert choose_direction(candidates + [unmeasured], 0.1)["layer"] == 2
 
 
 def test_refusal_score_is_the_log_odds_of_the_refusal_tokens():
@@ -112,3 +114,20 @@ def test_refusal_score_is_the_log_odds_of_the_refusal_tokens():
 def test_bad_options_name_their_field(extra, field):
     with pytest.raises(ConfigError, match=field):
         options(**extra)
+
+
+def test_batched_logits_from_the_shared_opening_equal_each_prompt_run_alone(tiny_model_dir):
+    from frpo_bench.models.shared_prefix import opening
+    tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)))
+    lm = load_model(ModelRef(str(tiny_model_dir))).eval()
+    from frpo_bench.data import ref_rows
+    from frpo_bench.models.loading import chat_prompt
+    system = "You are a careful assistant. Answer in one short sentence."  # an opening the prompts share
+    texts = [chat_prompt(tokenizer, row["prompt"], system)
+             for ref in (options().harmful_val, options().harmless_val) for row in ref_rows(ref)]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert len(opening([lm], ids)[0]) >= 8  # the cached path is the one under test
+    with torch.no_grad():
+        batched = Forward(lm, tokenizer, 3).last_logits(texts)
+        alone = torch.cat([lm(input_ids=torch.tensor([row])).logits[:, -1] for row in ids])
+    assert torch.allclose(batched, alone, atol=1e-4)

@@ -23,13 +23,14 @@ from typing import Optional
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
+from frpo_bench.models.precision import DTYPES, DtypeOption
 from frpo_bench.typed import Options, opt
 
 WRITERS = ("o_proj", "down_proj")  # the linear maps of a decoder layer whose output is added to the residual
 
 
 @dataclass
-class RefusalAblationOptions(Options):
+class RefusalAblationOptions(DtypeOption, Options):
     harmful: DataRef = opt(help="harmful instructions for the mean activations (the paper: 128)")
     harmless: DataRef = opt(help="harmless instructions for the mean activations (the paper: 128)")
     harmful_val: DataRef = opt(help="held-out harmful instructions the selection rule scores (the paper: 32)")
@@ -43,9 +44,12 @@ class RefusalAblationOptions(Options):
                                                                 "(with position)")
     position: Optional[int] = opt(None, omit_if_default=True, help="with layer: the post-instruction token, counted "
                                                                    "from the end (-1: the last token of the template)")
+    dtype: str = opt("float32", help=f"compute dtype of the means and the selection, one of {DTYPES} (auto: the "
+                                     "faster here); the weights are orthogonalized in float32 either way")
     batch_size: int = opt(32, help="prompts per forward pass (transport only)")
 
     def validate(self, path: str) -> None:
+        self.check_dtype(path)
         if not 0 < self.max_layer_share <= 1:
             raise ConfigError(f"{path}.max_layer_share", self.max_layer_share, "must be in (0, 1]", "use e.g. 0.8")
         if not self.kl_threshold > 0:
@@ -84,7 +88,7 @@ class RefusalAblationAttack:
         from frpo_bench.models.loading import load_merged, load_tokenizer
         start = time.time()
         tokenizer = load_tokenizer(model, padding_side="left")
-        lm = load_merged(model, "float32").eval()
+        lm = load_merged(model, options.dtype).eval()
         texts = {name: prompt_texts(tokenizer, getattr(options, name))
                  for name in ("harmful", "harmless", "harmful_val", "harmless_val")}
         tail = post_instruction_tokens(tokenizer)
@@ -102,9 +106,13 @@ class RefusalAblationAttack:
                 candidates = []
             else:
                 candidates = score_candidates(run, directions, texts, refusal_ids,
-                                              int(options.max_layer_share * directions.shape[0]), report)
+                                              int(options.max_layer_share * directions.shape[0]),
+                                              options.kl_threshold, report)
                 chosen = choose_direction(candidates, options.kl_threshold)
-            direction = directions[chosen["layer"], chosen["position"]]
+            direction = directions[chosen["layer"], chosen["position"]].float()
+            if options.dtype != "float32":
+                del run, lm
+                lm = load_merged(model, "float32").eval()
             orthogonalize_writers(lm, direction)
         lm.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
@@ -163,8 +171,9 @@ def project_out(matrix, unit, axis: int):
 
 def choose_direction(candidates: list[dict], kl_threshold: float) -> dict:
     """The paper's rule: the lowest bypass score among candidates with induce > 0 and KL below the threshold
-    (candidates are already below the layer bound); with none left, the lowest bypass score, flagged."""
-    passing = [c for c in candidates if c["induce"] > 0 and c["kl"] < kl_threshold]
+    (candidates are already below the layer bound; induce None: not measured, it could not have won); with none
+    left, the lowest bypass score, flagged."""
+    passing = [c for c in candidates if c["induce"] is not None and c["induce"] > 0 and c["kl"] < kl_threshold]
     best = min(passing or candidates, key=lambda c: c["bypass"])
     return {"layer": best["layer"], "position": best["position"], "passed_filters": bool(passing)}
 
@@ -233,13 +242,30 @@ class Forward:
         return total / len(texts)
 
     def last_logits(self, texts: list[str]):
+        """Next-token logits after each prompt. The prompts' shared opening (the template's system turn) runs
+        once per call, under whatever hooks are active, and every batch starts from its cache: about half of
+        SmolLM2's prompt tokens."""
         import torch
-        return torch.cat([self.lm(**batch, logits_to_keep=1).logits[:, -1].float() for batch in self.batches(texts)])
+        from frpo_bench.models.shared_prefix import opening, repeated
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        head, (cache,) = opening([self.lm], ids)
+        pad, out = self.tokenizer.pad_token_id, []
+        for b in range(0, len(ids), self.batch_size):
+            rests = [row[len(head):] for row in ids[b: b + self.batch_size]]
+            width = max(len(r) for r in rests)
+            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=self.lm.device)
+            mask = torch.tensor([[1] * len(head) + [0] * (width - len(r)) + [1] * len(r) for r in rests],
+                                device=self.lm.device)
+            past = {"past_key_values": repeated(cache, len(rests))} if cache is not None else {}
+            logits = self.lm(input_ids=input_ids, attention_mask=mask, use_cache=bool(past), logits_to_keep=1,
+                             position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, len(head):], **past).logits
+            out.append(logits[:, -1].float())
+        return torch.cat(out)
 
     def ablating(self, direction):
         """Within it, the direction is projected out of every residual write (the same map as the
         orthogonalized weights)."""
-        unit = direction / direction.norm()
+        unit = (direction.float() / direction.float().norm()).to(self.lm.dtype)
 
         def hook(module, args, output):
             return output - (output @ unit)[..., None] * unit
@@ -248,6 +274,8 @@ class Forward:
 
     def adding(self, direction, layer: int):
         """Within it, the direction is added to the input of `layer` at every position."""
+        direction = direction.to(self.lm.dtype)
+
         def hook(module, args, kwargs):
             if args:
                 return (args[0] + direction, *args[1:]), kwargs
@@ -257,25 +285,33 @@ class Forward:
         return hooks([decoder_layer.register_forward_pre_hook(hook, with_kwargs=True)])
 
 
-def score_candidates(run: Forward, directions, texts: dict, refusal_ids: list[int], layers: int, report) -> list[dict]:
+def score_candidates(run: Forward, directions, texts: dict, refusal_ids: list[int], layers: int,
+                     kl_threshold: float, report) -> list[dict]:
     """Bypass (harmful val, direction ablated), induce (harmless val, direction added at its layer) and KL
     (harmless val, ablated against plain) of every candidate below layer `layers`. A candidate with no length is
-    skipped: at the first layer's input the template's tokens are the same embeddings whatever the instruction."""
+    skipped: at the first layer's input the template's tokens are the same embeddings whatever the instruction.
+    The induce pass is skipped (induce None) where it cannot change the choice: a candidate over the KL
+    threshold, or one whose bypass is no lower than that of a candidate already passing both filters."""
     base_harmless = run.last_logits(texts["harmless_val"])
     tail, candidates, start = directions.shape[1], [], time.time()
-    floor = 1e-6 * float(directions.norm(dim=-1).max())
+    floor, best = 1e-6 * float(directions.norm(dim=-1).max()), float("inf")
     for layer in range(layers):
         for position in range(-tail, 0):
             r = directions[layer, position]
             if float(r.norm()) <= floor:
                 continue
-            with run.ablating(r):
-                bypass = refusal_score(run.last_logits(texts["harmful_val"]), refusal_ids).mean()
-                kl = kl_divergence(base_harmless, run.last_logits(texts["harmless_val"])).mean()
-            with run.adding(r, layer):
-                induce = refusal_score(run.last_logits(texts["harmless_val"]), refusal_ids).mean()
-            candidates.append({"layer": layer, "position": position, "bypass": float(bypass),
-                               "induce": float(induce), "kl": float(kl)})
+            with run.ablating(r):  # both sets in one pass
+                logits = run.last_logits(texts["harmful_val"] + texts["harmless_val"])
+            split = len(texts["harmful_val"])
+            bypass = refusal_score(logits[:split], refusal_ids).mean()
+            kl = kl_divergence(base_harmless, logits[split:]).mean()
+            candidate = {"layer": layer, "position": position, "bypass": float(bypass), "induce": None, "kl": float(kl)}
+            if candidate["kl"] < kl_threshold and candidate["bypass"] < best:
+                with run.adding(r, layer):
+                    candidate["induce"] = float(refusal_score(run.last_logits(texts["harmless_val"]), refusal_ids).mean())
+                if candidate["induce"] > 0:
+                    best = candidate["bypass"]
+            candidates.append(candidate)
         elapsed = time.time() - start
         report(f"direction candidates: layer {layer + 1}/{layers} ({elapsed:.0f}s, "
                f"ETA {elapsed / (layer + 1) * (layers - layer - 1):.0f}s)")
