@@ -97,8 +97,9 @@ def test_the_paper_rule_takes_the_lowest_bypass_that_passes_both_filters():
                   {"layer": 1, "position": -2, "bypass": -8.0, "induce": 2.0, "kl": 0.5},  # moves harmless too much
                   {"layer": 2, "position": -1, "bypass": -3.0, "induce": 1.0, "kl": 0.05},
                   {"layer": 3, "position": -3, "bypass": -1.0, "induce": 4.0, "kl": 0.02}]
-    assert choose_direction(candidates, 0.1) == {"layer": 2, "position": -1, "passed_filters": True}
-    assert choose_direction(candidates[:2], 0.1) == {"layer": 0, "position": -1, "passed_filters": False}
+    assert choose_direction(candidates, 0.1) == {"layer": 2, "position": -1, "filters": "kl+induce"}
+    assert choose_direction(candidates[:2], 0.1) == {"layer": 0, "position": -1, "filters": "kl"}
+    assert choose_direction(candidates[1:2], 0.1) == {"layer": 1, "position": -2, "filters": "none"}
     unmeasured = {"layer": 4, "position": -1, "bypass": -2.0, "induce": None, "kl": 0.01}  # skipped: it cannot win
     assert choose_direction(candidates + [unmeasured], 0.1)["layer"] == 2
 

@@ -122,8 +122,9 @@ class RefusalAblationAttack:
                   "steps": 0, "tokens": 0}
         (Path(out) / "train_log.json").write_text(json.dumps(record, indent=2))
         report(f"ablated the direction of layer {chosen['layer']}, position {chosen['position']}"
-               + ("" if chosen.get("passed_filters", True) else " (no candidate passed the paper's filters: the "
-                  "lowest bypass score was taken)"))
+               + {"kl+induce": "", "kl": " (no candidate induced refusal: the lowest bypass under the KL bound)",
+                  "none": " (no candidate kept KL under the bound: the lowest bypass of all)"}[chosen.get("filters",
+                                                                                                         "kl+induce")])
         return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
 
 
@@ -171,11 +172,14 @@ def project_out(matrix, unit, axis: int):
 
 def choose_direction(candidates: list[dict], kl_threshold: float) -> dict:
     """The paper's rule: the lowest bypass score among candidates with induce > 0 and KL below the threshold
-    (candidates are already below the layer bound; induce None: not measured, it could not have won); with none
-    left, the lowest bypass score, flagged."""
-    passing = [c for c in candidates if c["induce"] is not None and c["induce"] > 0 and c["kl"] < kl_threshold]
-    best = min(passing or candidates, key=lambda c: c["bypass"])
-    return {"layer": best["layer"], "position": best["position"], "passed_filters": bool(passing)}
+    (candidates are already below the layer bound; induce None: not measured, it could not have won). Where none
+    passes both, the lowest bypass among those under the KL bound (a small model may not refuse harmless requests
+    whatever is added), else among all; `filters` says which rule chose."""
+    small_kl = [c for c in candidates if c["kl"] < kl_threshold]
+    both = [c for c in small_kl if c["induce"] is not None and c["induce"] > 0]
+    filters, pool = ("kl+induce", both) if both else ("kl", small_kl) if small_kl else ("none", candidates)
+    best = min(pool, key=lambda c: c["bypass"])
+    return {"layer": best["layer"], "position": best["position"], "filters": filters}
 
 
 def residual_writers(lm) -> list:
