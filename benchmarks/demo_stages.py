@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--share-of", default=None, metavar="DATASET",
                         help="also report the seconds of the stages that read prompts of datasets whose name "
                              "contains this (e.g. xstest) against the rest: what those rows add to the run")
+    parser.add_argument("--contended", default=None, metavar="WHY",
+                        help="the machine ran other work meanwhile: the seconds are not this machine's alone (recorded "
+                             "with WHY; such a run checks shares, never the first ETA)")
     args = parser.parse_args()
     store = Store(args.store)
     from frpo_bench.engine.eta import CostPrior
@@ -41,6 +44,7 @@ def main() -> None:
     for backend in args.backends:
         recipe, raw = load_recipe(args.recipe, [f"generation.backend={backend}"])
         resolve_installed(recipe)
+        resolved = {"dtype": recipe.generation.dtype, "attention": recipe.generation.attention}
         _, stages = build_plan(recipe)
         prior = CostPrior(stages, "cpu")
         first_eta = sum(prior(s) for s in stages)  # what the first ETA says on an empty store
@@ -62,7 +66,8 @@ def main() -> None:
         print(f"| {kind} | {row['seconds']:.0f} | {row['tflop']:.1f} | {row['floor_s']:.1f} s | "
               + (f"{row['ratio']:.1f}x |" if row["ratio"] else "- |"))
     write_json_atomic(args.out, {"machine": machine, "recipe": args.recipe, "seconds_by_kind": table,
-                                 "compute_floor": floors})
+                                 "compute_floor": floors, "resolved": resolved,
+                                 **({"contended": True, "note": args.contended} if args.contended else {})})
 
 
 def stage_seconds(stage, store: Store) -> float:
