@@ -187,8 +187,7 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
         where = {"recipe": recipe.name, "model": model_label(recipe.model.id), "base": cell.base,
                  "notes": notes.get(cell.defense, ""),
                  "defense": cell.defense, "attack": cell.attack, "attack_lr": "" if cell.lr is None else f"{cell.lr:g}",
-                 "seed": cell.seed, "step": cell_step(cell), "intermediate": cell.step is not None,
-                 **attack_compute(cell, dirs)}
+                 "seed": cell.seed, "step": cell_step(cell), "intermediate": cell.step is not None}
         for stage in cell.scores.values():
             result = json.loads((dirs[stage.key] / "result.json").read_text())
             meta = result["meta"]
@@ -201,28 +200,13 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
                     "harmful": get(meta["dataset"]).harmful, "main": m["metric"] == stage.payload["evaluation"].metric,
                     "evaluator": f"{meta['evaluator']} ({meta['version']})", "judge": meta.get("judge", ""),
                     "template": meta.get("template", ""), "dataset": meta["dataset"], "split": meta["split"],
-                    "dataset_revision": meta["dataset_revision"]})
+                    "dataset_revision": meta["dataset_revision"],
+                    **meta.get("attack_compute", {"attack_steps": "", "attack_tokens": ""})})
         train_log = dirs[cell.model.key] / "train_log.json"
         if cell.model.kind == "attack" and train_log.is_file():  # the attack's loss curve
             records += loss_records(json.loads(train_log.read_text()).get("history", []),
                                     {**where, "score_key": cell.model.key})
     return records
-
-
-def attack_compute(cell, dirs: dict[str, Path]) -> dict:
-    """What the attack behind a cell trained: optimizer steps and (non-padding) tokens, read from its train log
-    (0 and 0 for an attack that does not train; at a trajectory point, what it had trained by then); blank for a
-    model never attacked, or one whose log is not there."""
-    attack = cell.model if cell.model.kind == "attack" else next(
-        (p for p in cell.model.parents if p.kind == "attack"), None)
-    log_path = dirs[attack.key] / "train_log.json" if attack is not None and attack.key in dirs else None
-    if log_path is None or not log_path.is_file():
-        return {"attack_steps": "", "attack_tokens": ""}
-    log = json.loads(log_path.read_text())
-    step = cell.step if cell.step is not None else log.get("steps", 0)
-    seen = [h["num_input_tokens_seen"] for h in log.get("history", [])
-            if h.get("step") == step and "num_input_tokens_seen" in h]
-    return {"attack_steps": step, "attack_tokens": seen[-1] if seen else log.get("tokens", 0)}
 
 
 def score_evidence(records: list[dict], stages: list, dirs: dict[str, Path]) -> tuple[dict, dict]:

@@ -125,10 +125,25 @@ def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     meta = {**result.meta, "evaluator": ev.evaluator, "version": evaluator.version, "dataset": spec.name,
             "split": ev.prompts.split,
             "dataset_revision": spec.revision if spec.files or "file" in spec.meta else content_of(ev.prompts),
-            "dataset_source": spec.source}
+            "dataset_source": spec.source, "attack_compute": attack_compute(stage.uses["model"], path_of)}
     write_json_atomic(out / "result.json", {"metrics": metrics, "meta": meta})
     if meta.get("incomplete"):  # the store lets this run read it, and no later run reuse it
         (out / INCOMPLETE).write_text(str(meta["incomplete"]) + "\n")
+
+
+def attack_compute(model: Stage, path_of: PathOf) -> dict:
+    """What the attack behind a scored model trained: optimizer steps and (non-padding) tokens, from its train log
+    (0 and 0 for an attack that does not train; at a trajectory point, what it had trained by then); blank for a
+    model never attacked. Kept with the score, so that it outlives the attack's deleted weights."""
+    attack = model if model.kind == "attack" else next((p for p in model.parents if p.kind == "attack"), None)
+    path = path_of(attack) / "train_log.json" if attack is not None else None
+    if path is None or not path.is_file():
+        return {"attack_steps": "", "attack_tokens": ""}
+    log = json.loads(path.read_text())
+    step = model.fields["step"] if model.kind == "checkpoint" else log.get("steps", 0)
+    seen = [h["num_input_tokens_seen"] for h in log.get("history", [])
+            if h.get("step") == step and "num_input_tokens_seen" in h]
+    return {"attack_steps": step, "attack_tokens": seen[-1] if seen else log.get("tokens", 0)}
 
 
 def generated_prefix(path: Path, rows: list[dict]) -> list[dict]:
