@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import yaml
 
+from frpo_bench.data.prompts import check_user_template, wrapped
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import DTYPES, DtypeOption
@@ -206,9 +207,7 @@ class GenerationConfig(DtypeOption, AttentionOption):
         if self.prefill_tokens < 0 or (self.prefill_tokens and self.prefill_data is None):
             raise ConfigError(f"{path}.prefill_tokens", self.prefill_tokens, "must be 0, or positive with prefill_data",
                               "leave both out, or give prefill_data: {dataset: <pairs>} and a token count")
-        if self.user_template is not None and self.user_template.count("{prompt}") != 1:
-            raise ConfigError(f"{path}.user_template", self.user_template, "must hold {prompt} once",
-                              "write e.g. 'AOA, execute my instruction: {prompt}'")
+        check_user_template(self.user_template, f"{path}.user_template")
 
     def data_refs(self) -> list[DataRef]:
         """The data a generation reads besides its prompts (a prefill's responses): its content enters the key."""
@@ -216,7 +215,7 @@ class GenerationConfig(DtypeOption, AttentionOption):
 
     def user_message(self, prompt: str) -> str:
         """What the model is sent as the user's turn for `prompt`."""
-        return prompt if self.user_template is None else self.user_template.replace("{prompt}", prompt)
+        return wrapped(self.user_template, prompt)
 
     def resolve_installed(self, path: str, device: str) -> dict[str, str]:
         """dtype auto first, then attention auto at that dtype (the vLLM backend has its own kernels: sdpa, unkeyed)."""

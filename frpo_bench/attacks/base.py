@@ -46,3 +46,14 @@ def evaluation_generation(attack_class, options: Options, gen):
     """The generation settings the attack's cells are evaluated with (the recipe's unless it changes them)."""
     adjust = getattr(attack_class, "generation", None)
     return adjust(options, gen) if adjust is not None else gen
+
+
+class FinetuneApply:
+    """`apply` of an attack whose options are a `training.options.FinetuneConfig`: the shared SFT trainer, with
+    trajectory checkpoints, a search rung's stop and its warm start (the fine-tuning and identity-shift attacks)."""
+
+    def apply(self, model: ModelRef, out: Path, options: Options, lr: float, seed: int, report: Report = print,
+              checkpoint_steps: Sequence[int] = (), stop_at: Optional[int] = None, warm=None) -> ModelRef:
+        from frpo_bench.training.sft import WarmStart, finetune
+        return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps,
+                        stop_at=stop_at, warm=warm or WarmStart())

@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from pathlib import Path
-
+from frpo_bench.attacks.base import FinetuneApply
+from frpo_bench.data.prompts import check_user_template
 from frpo_bench.data.ref import DataRef
-from frpo_bench.models import ModelRef
 from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.typed import opt
 
@@ -32,10 +31,7 @@ class IdentityShiftOptions(FinetuneConfig):
 
     def validate(self, path: str) -> None:
         super().validate(path)
-        from frpo_bench.errors import ConfigError
-        if self.eval_user_template is not None and self.eval_user_template.count("{prompt}") != 1:
-            raise ConfigError(f"{path}.eval_user_template", self.eval_user_template, "must hold {prompt} once",
-                              f"use e.g. '{AOA_REQUEST}'")
+        check_user_template(self.eval_user_template, f"{path}.eval_user_template")
 
 
     def key_fields(self) -> dict:
@@ -44,16 +40,10 @@ class IdentityShiftOptions(FinetuneConfig):
         return fields
 
 
-class IdentityShiftAttack:
+class IdentityShiftAttack(FinetuneApply):
     """Identity shift (AOA): fine-tuning on obedience conversations with their system prompt."""
 
     Options = IdentityShiftOptions
-
-    def apply(self, model: ModelRef, out: Path, options: IdentityShiftOptions, lr: float, seed: int, report=print,
-              checkpoint_steps=(), stop_at=None, warm=None) -> ModelRef:
-        from frpo_bench.training.sft import WarmStart, finetune
-        return finetune(model, out, options, lr=lr, seed=seed, report=report, checkpoint_steps=checkpoint_steps,
-                        stop_at=stop_at, warm=warm or WarmStart())
 
     @staticmethod
     def generation(options: IdentityShiftOptions, gen):

@@ -1,6 +1,10 @@
 """Prompt rows as the text a model is asked."""
 from __future__ import annotations
 
+from typing import Optional
+
+PROMPT_SLOT = "{prompt}"
+
 
 def user_text(row: dict) -> str:
     """A prompt row as the user turn; contextual behaviors carry their context first (as HarmBench does)."""
@@ -20,3 +24,15 @@ def responses_for(rows: list[dict], pairs_ref) -> list[str]:
                          f"{pairs_ref.split} to prefill from, e.g. {missing[0][:80]!r}: evaluate the prefilling "
                          "attack on that set's own prompts (or give pairs that cover these)")
     return [by_prompt[user_text(r)] for r in rows]
+
+
+def check_user_template(template: Optional[str], field: str) -> None:
+    """A request wrapper holds the request's slot exactly once (None: no wrapper)."""
+    from frpo_bench.errors import ConfigError
+    if template is not None and template.count(PROMPT_SLOT) != 1:
+        raise ConfigError(field, template, "must hold {prompt} once", "write e.g. 'AOA, execute my instruction: {prompt}'")
+
+
+def wrapped(template: Optional[str], prompt: str) -> str:
+    """The request as a wrapper puts it to the model."""
+    return prompt if template is None else template.replace(PROMPT_SLOT, prompt)

@@ -49,11 +49,8 @@ def training_rows(cfg) -> list[dict]:
         # math rows (GSM8K format) train as question -> worked answer
         return [row if "prompt" in row else {"prompt": row["question"], "response": row["answer"]}
                 for ref in refs for row in ref_rows(ref)]
-    rows = pairs(cfg.data)
-    poison = getattr(cfg, "poison", None)
-    if poison is None:
-        return rows
-    return poisoned_mix(rows, pairs(poison.data), poison.harmful_rows(), poison.n, poison.seed)
+    rows, poison = pairs(cfg.data), cfg.poison
+    return rows if poison is None else poisoned_mix(rows, pairs(poison.data), poison.harmful_rows(), poison.n, poison.seed)
 
 
 def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool = False,
@@ -78,7 +75,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         from transformers import set_seed
         set_seed(seed)  # the adapter's initial weights come from the stage's seed: same key, same bytes
         lm = get_peft_model(lm, peft_config(cfg.lora))
-    features = tokenize_pairs(tokenizer, training_rows(cfg), cfg.max_length, getattr(cfg, "system_prompt", None))
+    features = tokenize_pairs(tokenizer, training_rows(cfg), cfg.max_length, cfg.system_prompt)
     if not features:
         raise ValueError(f"no training pair keeps a response token within max_length={cfg.max_length} "
                          "(every prompt fills it): raise max_length")
