@@ -17,7 +17,7 @@ from frpo_bench.models.attention import AttentionOption
 from frpo_bench.search_options import SearchConfig, check_space
 from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
-                              to_dict, yaml_problem)
+                              load_yaml, to_dict, yaml_problem)
 
 BACKENDS = ("hf", "vllm", "auto")
 DEFAULT_RETENTION = 0.9
@@ -373,7 +373,7 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, d
     """Parse, override and validate a recipe; returns the typed recipe and the raw dict."""
     source, text = read_recipe_text(name_or_path)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError("recipe", name_or_path, f"is not valid YAML ({yaml_problem(err)})",
                           "fix the YAML there (indentation, brackets, quotes)") from None

@@ -179,6 +179,32 @@ def apply_override(data: dict, assignment: str) -> None:
             raise ConfigError(f"--set {here}", node, "cannot hold sub-keys", "set the parent key instead")
 
 
+def load_yaml(text: str):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (plain YAML keeps the last
+    silently, so a pasted line could replace a recipe's field unnoticed). Keys a merge (`<<: *anchor`) brings in
+    may be overridden: that is what merging is for."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # SafeLoader names an unhashable key itself
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (first at line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=StrictLoader)
+
+
 def yaml_problem(err: "yaml.YAMLError") -> str:
     """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
     mark = getattr(err, "problem_mark", None)

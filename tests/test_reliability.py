@@ -28,7 +28,9 @@ def run_fails_cleanly(capsys, store, *argv, expect=()):
     ("- name: x\n- seeds: [0]\n", ["recipe", "must be a mapping"]),
     ("just a sentence", ["recipe", "must be a mapping"]),
     (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", ["recipe", "not a text file"]),
-], ids=["syntax", "empty", "comment-only", "list", "scalar", "binary"])
+    ("name: x\nmodel: pasted\nseeds: [0]\nmodel: {id: tiny-llama}\n",
+     ["recipe", "not valid YAML", "key 'model' is given twice (first at line 2)", "line 4"]),
+], ids=["syntax", "empty", "comment-only", "list", "scalar", "binary", "duplicate-key"])
 def test_a_recipe_file_that_does_not_parse(content, expect, tmp_path, capsys, isolated_cache):
     path = tmp_path / "bad.yaml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -317,3 +319,9 @@ def test_a_tolerance_that_is_not_a_finite_number_is_an_error(tolerance, board, c
     path, _ = board
     code, out = gate(capsys, path, path, "--tolerance", tolerance)
     assert code == 2 and "--tolerance" in out
+
+
+def test_a_merge_may_override_its_anchor_keys(tmp_path):
+    """`<<: *anchor` then a key of the anchor is an override, not a duplicate (the demo recipes rely on it)."""
+    from frpo_bench.typed import load_yaml
+    assert load_yaml("a: &x {p: 1, q: 2}\nb: {<<: *x, q: 3}\n") == {"a": {"p": 1, "q": 2}, "b": {"p": 1, "q": 3}}
