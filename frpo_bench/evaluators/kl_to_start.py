@@ -65,6 +65,16 @@ def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(type(model).forward).parameters
 
 
+def generation_contexts(tokenizer, rows: list[dict], generation: dict) -> list[str]:
+    """Each completion's context as it was generated: the generation's system prompt and its request wrapper
+    (an identity-shift attack's "AOA, execute my instruction: ..."), so both models are scored where the
+    completions came from."""
+    from frpo_bench.data.prompts import user_text, wrapped
+    from frpo_bench.models.loading import chat_prompt
+    return [chat_prompt(tokenizer, wrapped(generation.get("user_template"), user_text(row)), generation.get("system_prompt"))
+            for row in rows]
+
+
 def encode(tokenizer, prompts: list[str], completions: list[str]) -> list[tuple[list[int], int]]:
     """Token ids of chat prompt + completion, and where the completion starts."""
     out = []
@@ -126,12 +136,11 @@ class KLToStartEvaluator:
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.data.prompts import user_text
-        from frpo_bench.models.loading import chat_prompt, load_tokenizer
+        from frpo_bench.models.loading import load_tokenizer
         from frpo_bench.models.resident import inference_model
         start = inputs.start_model or inputs.model
         tokenizer = load_tokenizer(inputs.model, padding_side="right")
-        prompts = [chat_prompt(tokenizer, user_text(row), inputs.generation.get("system_prompt")) for row in inputs.prompts]
-        encoded = encode(tokenizer, prompts, inputs.completions)
+        encoded = encode(tokenizer, generation_contexts(tokenizer, inputs.prompts, inputs.generation), inputs.completions)
         if start == inputs.model:  # the unattacked model: no drift, nothing to compute
             values = [0.0] * len(encoded)
         else:
