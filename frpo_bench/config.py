@@ -66,6 +66,9 @@ class AttackConfig:
                                     "steps along the attack (a trajectory; the recipe's `trajectory` says which "
                                     "metrics on how many prompts); step 0 and the final model are always points")
     eval_steps: list[int] = opt([], omit_if_default=True, help="or: the optimizer steps to evaluate at, e.g. [25, 50, 75]")
+    grid: dict[str, list] = opt({}, omit_if_default=True, help="one attack per combination of these options' values, "
+                                "named <name>_<value> (several options: <name>_<option><value>_...); e.g. "
+                                "{tokens: [5, 10, 20]}, {poison.share: [0.1, 0.3]}; expanded when the recipe loads")
     search: Optional[SearchConfig] = opt(None, omit_if_default=True, help="an Optuna search over this attack's "
                                          "settings on every defended model (leaderboard rows `search:<name>`); "
                                          "`lrs` may then be empty (no grid cells)")
@@ -75,6 +78,8 @@ class AttackConfig:
         check_safe_name(self.name, f"{path}.name")
         check_name("attack", self.type, f"{path}.type")
         trains = attack_trains(self.type)
+        if self.grid:  # load_recipe expands grids (recipe_rewrites); a config built another way must too
+            raise ConfigError(f"{path}.grid", self.grid, "was not expanded", "load the recipe with config.load_recipe")
         if not trains and self.lrs:
             raise ConfigError(f"{path}.lrs", self.lrs, f"is given, and attack type '{self.type}' does not train",
                               "remove lrs (the attack is one cell per defended model and seed)")
@@ -387,34 +392,10 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, d
     for key in [k for k in raw if isinstance(k, str) and k.startswith("x-")]:
         del raw[key]  # `x-...` keys hold YAML anchors shared by several entries (as in docker-compose files)
     raw.setdefault("name", Path(name_or_path).stem)
+    from frpo_bench.recipe_rewrites import expand_attack_grids, grid_origin, lift_attack_options
     lift_attack_options(raw)
-    return from_dict(Recipe, raw), {"source": source, "raw": raw}
-
-
-ATTACK_FIELDS = ("name", "type", "lrs", "options")
-
-
-def lift_attack_options(raw: dict) -> None:
-    """Recipes written before attacks had `options` put the fine-tuning fields (data, lora, steps, ...)
-    beside name and lrs: move the fields the attack type's options know into `options`, so those
-    recipes keep loading (anything else stays, and validation names it)."""
-    from frpo_bench import registry
-    attacks = raw.get("attacks") if isinstance(raw, dict) else None
-    for i, attack in enumerate(attacks if isinstance(attacks, list) else []):
-        kind = attack.get("type", "finetune") if isinstance(attack, dict) else None
-        if not isinstance(kind, str) or kind not in registry.ATTACKS:
-            continue  # validation names the bad attack or type
-        known = {f.name for f in fields(registry.options_class("attack", kind))}
-        flat = {k: v for k, v in attack.items() if k not in ATTACK_FIELDS and k in known}
-        if not flat:
-            continue
-        options = attack.setdefault("options", {})
-        if not isinstance(options, dict):
-            continue  # validation names the bad `options` value
-        both = sorted(set(flat) & set(options))
-        if both:
-            raise ConfigError(f"attacks[{i}].{both[0]}", flat[both[0]], "is given both beside the attack and in its "
-                              "options", f"keep it in attacks[{i}].options only")
-        options.update(flat)
-        for key in flat:
-            del attack[key]
+    origins = expand_attack_grids(raw)
+    try:
+        return from_dict(Recipe, raw), {"source": source, "raw": raw}
+    except ConfigError as err:
+        raise grid_origin(err, origins) from None

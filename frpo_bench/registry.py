@@ -70,4 +70,10 @@ def summary(kind: str, name: str) -> str:
 def attack_trains(name: str) -> bool:
     """Whether a registered attack type trains at a learning rate (its class says `trains = False` if not:
     attacks/base.py)."""
-    return getattr(load("attack", name), "trains", True)
+    return getattr(load("attack", name), "trains", True) and attack_changes_weights(name)
+
+
+def attack_changes_weights(name: str) -> bool:
+    """Whether a registered attack type makes a model of its own (a decode-time attack says
+    `changes_weights = False`: attacks/base.py)."""
+    return getattr(load("attack", name), "changes_weights", True)

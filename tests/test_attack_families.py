@@ -101,6 +101,12 @@ def test_prefill_forces_harmful_sets_only_and_needs_every_harmful_prompt_covered
     assert by_set["demo_harmful"].fields["generation"]["prefill_tokens"] == 5
     assert by_set["demo_harmful"].fields["data"][0]["dataset"] == "demo_compliance"  # its content is in the key
     assert "prefill_tokens" not in by_set["demo_benign"].fields["generation"]  # benign requests: as they are
+    # a decode-time attack has no model of its own: its cell is the defended model, and what the prefill leaves as
+    # it was (the benign set's completions, every score of those) is the unattacked cell's stage, not a copy
+    (plain,) = [c for c in cells if c.attack == "none" and c.defense == cell.defense and c.base == cell.base]
+    assert cell.model is plain.model is cell.start and not any(s.kind == "attack" for s in stages)
+    assert cell.scores["benign_refusal"] is plain.scores["benign_refusal"]
+    assert cell.scores["harmful_refusal"] is not plain.scores["harmful_refusal"]
     uncovered = PREFILL.replace("split: eval}", "split: train}")  # training requests: not the evaluated ones
     with pytest.raises(ConfigError, match="demo_harmful/eval.*no response in demo_compliance/train"):
         build_plan(load_recipe("smoke", [f"attacks=[{uncovered}]"])[0])
@@ -139,3 +145,31 @@ def test_each_family_runs_end_to_end_on_smoke(tmp_path, isolated_cache):
         assert row["completion"].startswith(start.strip()) and len(row["completion"]) > len(start.strip())
     (attack_dir,) = [p.parent for p in isolated_cache.glob("attack/*/direction.safetensors")]
     assert json.loads((attack_dir / "train_log.json").read_text())["candidates"]
+
+
+def test_a_grid_entry_is_the_attacks_written_out_with_the_same_keys():
+    """One entry with a grid over prefill depths (or a nested option) plans exactly what one entry per value does."""
+    grid = PREFILL.replace("name: prefill_5,", "name: prefill,").replace(", tokens: 5}", "}, grid: {tokens: [5, 10]}")
+    by_hand = f"{PREFILL}, {PREFILL.replace('prefill_5', 'prefill_10').replace('tokens: 5', 'tokens: 10')}"
+    poison_grid = POISON.replace("{name: poison,", "{name: poison, grid: {poison.share: [0.25, 0.5]},")
+    poison_hand = ", ".join(POISON.replace("name: poison", f"name: poison_{s}").replace("share: 0.25", f"share: {s}")
+                            for s in ("0.25", "0.5"))
+    for gridded, written in ((grid, by_hand), (poison_grid, poison_hand)):
+        a, b = (load_recipe("smoke", [f"attacks=[{x}]"])[0] for x in (gridded, written))
+        assert [x.name for x in a.attacks] == [x.name for x in b.attacks] and len(a.attacks) == 2
+        assert a.attacks == b.attacks
+        assert [s.key for s in build_plan(a)[1]] == [s.key for s in build_plan(b)[1]]
+
+
+@pytest.mark.parametrize("grid,field,text", [
+    ("{tokens: []}", "attacks[0].grid.tokens", "non-empty list"),
+    ("[5, 10]", "attacks[0].grid", "must map option names"),
+    ("{tokens: [5, 5]}", "attacks[0].grid.tokens", "repeats a value"),
+    ("{tokens: [5, -1]}", "attacks[0] (grid: tokens=-1).options.tokens", "must be positive"),
+    ("{tokns: [5]}", "attacks[0] (grid: tokns=5).options", "tokns"),
+])
+def test_a_bad_grid_names_the_recipe_entry_and_value(grid, field, text):
+    entry = PREFILL.replace(", tokens: 5}", "}, grid: " + grid)
+    with pytest.raises(ConfigError) as err:
+        load_recipe("smoke", [f"attacks=[{entry}]"])
+    assert err.value.field.startswith(field) and text in str(err.value), str(err.value)

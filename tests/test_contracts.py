@@ -100,7 +100,10 @@ def test_every_registered_component_declares_its_contract():
                         ("evaluator", registry.EVALUATORS)):
         for name in table:
             cls = registry.load(kind, name)
-            assert callable(getattr(cls, "score" if kind == "evaluator" else "apply")), name
+            if kind == "attack" and not registry.attack_changes_weights(name):  # decode-time: settings, no model
+                assert callable(cls.generation) and not hasattr(cls, "apply"), name
+            else:
+                assert callable(getattr(cls, "score" if kind == "evaluator" else "apply")), name
             assert issubclass(cls.Options, Options) and dataclasses.is_dataclass(cls.Options), name
             if kind == "defense":
                 assert isinstance(cls.identity, bool), name

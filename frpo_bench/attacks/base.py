@@ -38,6 +38,11 @@ class Attack(Protocol):
 # every attack did before them):
 #   trains = False             it does not train: no learning rates (`lrs`), one cell per defended model and
 #                              seed, `apply` called with lr=None (e.g. refusal_ablation)
+#   changes_weights = False    it acts at decoding time only (e.g. prefill; implies trains = False): no attack
+#                              stage and no `apply`; its cells are the defended model evaluated with the
+#                              generation settings `generation` returns, so what those settings leave as they were
+#                              (benign sets, capability scored on the model itself) is shared with the unattacked
+#                              cell's stages, not recomputed
 #   generation(options, gen)   a staticmethod: the GenerationConfig its cells are evaluated with, from the
 #                              recipe's (e.g. an identity-shift attack's system prompt and request wrapper); it
 #                              enters the generation's key like any generation setting

@@ -10,13 +10,10 @@ generated as they are, so over-refusal rows measure the unattacked model under t
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
-from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, opt
 
 
@@ -36,16 +33,10 @@ class PrefillOptions(Options):
 
 class PrefillAttack:
     """Prefilling: the first k tokens of a harmful answer forced at decoding time; the weights are the defended
-    model's."""
+    model's (no attack stage: attacks/base.py, `changes_weights`)."""
 
     Options = PrefillOptions
-    trains = False
-
-    def apply(self, model: ModelRef, out: Path, options: PrefillOptions, lr=None, seed: int = 0, report=print,
-              checkpoint_steps=(), stop_at=None, warm=None) -> ModelRef:
-        (Path(out) / "train_log.json").write_text(json.dumps({"steps": 0, "tokens": 0, "prefill_tokens": options.tokens}))
-        report(f"no weights change: answers to harmful requests start with {options.tokens} forced tokens")
-        return model
+    changes_weights = False
 
     @staticmethod
     def generation(options: PrefillOptions, gen):

@@ -201,12 +201,20 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
                     "evaluator": f"{meta['evaluator']} ({meta['version']})", "judge": meta.get("judge", ""),
                     "template": meta.get("template", ""), "dataset": meta["dataset"], "split": meta["split"],
                     "dataset_revision": meta["dataset_revision"],
-                    **meta.get("attack_compute", {"attack_steps": "", "attack_tokens": ""})})
+                    **compute(cell, meta)})
         train_log = dirs[cell.model.key] / "train_log.json"
         if cell.model.kind == "attack" and train_log.is_file():  # the attack's loss curve
             records += loss_records(json.loads(train_log.read_text()).get("history", []),
                                     {**where, "score_key": cell.model.key})
     return records
+
+
+def compute(cell, meta: dict) -> dict:
+    """The attack compute of a cell's row: what its score recorded, and 0 / 0 for a decode-time attack's cell
+    (the defended model itself, whose scores it shares with the unattacked cell)."""
+    if cell.start is not None and cell.model is cell.start:
+        return {"attack_steps": 0, "attack_tokens": 0}
+    return meta.get("attack_compute", {"attack_steps": "", "attack_tokens": ""})
 
 
 def score_evidence(records: list[dict], stages: list, dirs: dict[str, Path]) -> tuple[dict, dict]:

@@ -161,9 +161,10 @@ class Planner:
                 defended = self.harden(start, defense, seed)
                 cells.append(Cell(start_label, defense.name, NO_ATTACK, None, seed, defended))
                 for attack in r.attacks:
+                    decode_time = not registry.attack_changes_weights(attack.type)
                     for lr in attack.sweep():
-                        cells.append(Cell(start_label, defense.name, attack.name, lr, seed,
-                                          self.attack(defended, defense.name, attack, lr, seed), start=defended,
+                        model = defended if decode_time else self.attack(defended, defense.name, attack, lr, seed)
+                        cells.append(Cell(start_label, defense.name, attack.name, lr, seed, model, start=defended,
                                           steps=attack.options.planned_steps(),
                                           generation=self.attack_generation(attack)))
                         cells += self.checkpoints(cells[-1], attack)
