@@ -150,6 +150,8 @@ class EvaluationConfig:
     options: dict[str, Any] = opt({}, help="options of that evaluator")
     trajectory_n: Optional[int] = opt(None, help="prompts at an attack's intermediate steps for this evaluation "
                                                  "(the first n of its selection); overrides trajectory.n")
+    attacks: list[str] = opt([], omit_if_default=True, help="score only the cells of these attacks (by name) and the "
+                             "unattacked models, e.g. a prefilling attack's own (request, answer) set; empty: every cell")
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
@@ -311,6 +313,12 @@ class Recipe:
                               "list at least one defense; {name: none} is the undefended model")
         if not self.evaluations:
             raise ConfigError("evaluations", [], "is empty", "add at least one evaluation, e.g. the refusal evaluator")
+        names = [a.name for a in self.attacks]
+        for i, ev in enumerate(self.evaluations):
+            for j, name in enumerate(ev.attacks):
+                if name not in names:
+                    raise ConfigError(f"evaluations[{i}].attacks.{j}", name, "is not an attack of this recipe",
+                                      f"use some of {names} (a grid's attacks by their expanded names)")
         for i, name in enumerate(self.trajectory.metrics):
             if name not in [e.metric for e in self.evaluations]:
                 raise ConfigError(f"trajectory.metrics.{i}", name, "is not a metric of this recipe",

@@ -173,3 +173,29 @@ def test_a_bad_grid_names_the_recipe_entry_and_value(grid, field, text):
     with pytest.raises(ConfigError) as err:
         load_recipe("smoke", [f"attacks=[{entry}]"])
     assert err.value.field.startswith(field) and text in str(err.value), str(err.value)
+
+
+def test_a_prefill_may_skip_sets_it_cannot_cover_and_an_evaluation_may_name_its_attacks():
+    """`paper`'s shape: the benchmark's harmful prompts have no harmful answers, so its prefill cells are scored on
+    the pairs' own prompts (an evaluation restricted to them and the unattacked models) and skip the others."""
+    own = ("{evaluator: refusal, prompts: {dataset: demo_compliance, split: train, n: 4}, metric: pairs_refusal, "
+           "attacks: [prefill_5]}")
+    skipping = PREFILL.replace("split: eval}", "split: train}, uncovered: skip")
+    recipe, _ = load_recipe("smoke", [f"attacks=[{skipping}, {POISON}]", f"evaluations.+={own}"])
+    cells, _ = build_plan(recipe)
+    by_attack = {c.attack: set(c.scores) for c in cells if c.base == "aligned"}
+    assert by_attack["prefill_5"] == {"pairs_refusal", "benign_refusal", "math_accuracy"}  # demo_harmful skipped
+    assert "pairs_refusal" in by_attack["none"] and "pairs_refusal" not in by_attack["poison"]
+    assert "harmful_refusal" in by_attack["poison"]
+    with pytest.raises(ConfigError, match=r"evaluations\[3\]\.attacks\.0.*not an attack of this recipe"):
+        load_recipe("smoke", [f"attacks=[{skipping}]", f"evaluations.+={own.replace('prefill_5', 'prefil_5')}"])
+
+
+def test_paper_plans_every_family_offline():
+    recipe, _ = load_recipe("paper", ["generation.backend=hf"])
+    cells, stages = build_plan(recipe)
+    attacks = {c.attack for c in cells}
+    assert {"identity_shift", "refusal_ablation", "prefill_5", "prefill_40"} <= attacks
+    prefill = next(c for c in cells if c.attack == "prefill_40")
+    assert set(prefill.scores) == {"prefill_strongreject_finetuned", "xstest_over_refusal", "helpfulness",
+                                   "gsm8k_accuracy", "helpfulness_reference_normal", "kl_normal"}

@@ -16,16 +16,29 @@ from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.typed import Options, opt
 
+UNCOVERED = ("error", "skip")
+
 
 @dataclass
 class PrefillOptions(Options):
     data: DataRef = opt(help="(harmful request, harmful answer) pairs whose answers are forced, matched to the "
                              "evaluated prompts by their text (the demo: demo_compliance of the same split)")
     tokens: int = opt(10, help="k: how many tokens of the answer are forced (the paper sweeps 5, 10, 20, 40)")
+    uncovered: str = opt("error", help="a harmful evaluation whose prompts the pairs do not cover: error (before "
+                                       "compute), or skip (this attack's cells have no row for it; e.g. a recipe "
+                                       "whose benchmark prompts have no harmful answers, scored on the pairs' own "
+                                       "prompts by an evaluation with `attacks:`)")
 
     def validate(self, path: str) -> None:
         if self.tokens < 1:
             raise ConfigError(f"{path}.tokens", self.tokens, "must be positive", "use e.g. 5, 10, 20 or 40")
+        if self.uncovered not in UNCOVERED:
+            raise ConfigError(f"{path}.uncovered", self.uncovered, "is not a choice", f"use one of {UNCOVERED}")
+
+    def key_fields(self) -> dict:
+        fields = super().key_fields()
+        fields.pop("uncovered")  # which cells are planned, not what a generation is
+        return fields
 
     def data_refs(self) -> list[DataRef]:
         return [self.data]

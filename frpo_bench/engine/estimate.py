@@ -206,6 +206,21 @@ def sft_estimate(kind: str, fields: dict, micro_batch: int, params: float, machi
     return Estimate(kind, seconds, train_peak_bytes(params, micro_batch * fields["max_length"], not lora))
 
 
+ABLATION_LAYERS = 32  # decoder layers: barely grow with size below ~10B (SmolLM2-135M 30, Mistral-7B 32)
+ABLATION_POSITIONS = 5  # post-instruction tokens of a chat template (SmolLM2's 5)
+
+
+def ablation_estimate(fields: dict, params: float, machine: Machine) -> Estimate:
+    """Refusal-direction ablation: forwards for the two means, then per candidate (layers under the depth share x
+    positions) one pass over both validation sets and, at worst, one induce pass over the harmless one."""
+    means, harmful_val, harmless_val = (sum(prompt_count(d) for d in fields["data"][:2]),
+                                        prompt_count(fields["data"][2]), prompt_count(fields["data"][3]))
+    candidates = int(fields.get("max_layer_share", 0.8) * ABLATION_LAYERS) * ABLATION_POSITIONS
+    tokens = PROMPT_TOKENS * (means + candidates * (harmful_val + 2 * harmless_val))
+    return Estimate("attack", 3 * load_seconds(params, machine) + forward_seconds(params, tokens, machine),
+                    inference_peak_bytes(params, 32, PROMPT_TOKENS))
+
+
 def rl_estimate(options: dict, params: float, machine: Machine) -> Estimate:
     sequences = options["prompts_per_step"] * options["num_generations"]
     length = options["max_completion_length"]
@@ -274,6 +289,8 @@ def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
     if stage.kind == "align":
         return sft_estimate("align", fields, payload["cfg"].micro_batch_size, params, machine)
     if stage.kind == "attack":
+        if fields.get("type") == "refusal_ablation":
+            return ablation_estimate(fields, params, machine)
         if "steps" not in fields:  # an attack that does not train (the cost model knows fine-tuning only)
             return Estimate("attack", 2 * load_seconds(params, machine), 2 * params)
         from frpo_bench.typed import to_dict

@@ -128,7 +128,8 @@ class Planner:
     def scores(self, cell: Cell, seed: int) -> None:
         gen = cell.generation or self.recipe.generation
         uses = {"model": cell.model, "start": cell.start or cell.model}
-        evaluations = self.evaluations(cell)
+        evaluations = [ev for ev in self.evaluations(cell)
+                       if not ev.attacks or cell.attack == NO_ATTACK or cell.attack in ev.attacks]
         generated = [ev.prompts for ev in evaluations if registry.load("evaluator", ev.evaluator).needs_completions]
         for ev in evaluations:
             evaluator = registry.load("evaluator", ev.evaluator)
@@ -138,7 +139,9 @@ class Planner:
             parent = cell.model
             if evaluator.needs_completions:
                 covering = covering_ref(ev.prompts, generated)  # one generation serves every prefix of it
-                gen_here = prefill_for(gen, covering)
+                gen_here = prefill_for(gen, covering, self.skips_uncovered(cell.attack))
+                if gen_here is None:
+                    continue  # a prefilling attack's harmful set without answers: no row (its `uncovered: skip`)
                 gen_fields = with_data({"generation": gen_here.key_fields(), "prompts": data_fields([covering])[0]},
                                        gen_here)
                 if gen.temperature > 0:
@@ -147,6 +150,10 @@ class Planner:
                                     generation=gen_here, prompts=covering, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
             cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev)
+
+    def skips_uncovered(self, attack_name: str) -> bool:
+        attack = next((a for a in self.recipe.attacks if a.name == attack_name), None)
+        return getattr(attack.options, "uncovered", "error") == "skip" if attack is not None else False
 
     def cells(self) -> list[Cell]:
         r = self.recipe
@@ -173,9 +180,10 @@ class Planner:
         return cells
 
 
-def prefill_for(gen, prompts):
+def prefill_for(gen, prompts, skip_uncovered: bool = False):
     """A prefilling attack forces the start of answers to harmful requests only (benign sets are generated as
-    they are), and every harmful request evaluated needs a response to force: checked here, before compute."""
+    they are), and every harmful request evaluated needs a response to force: checked here, before compute
+    (None for a set it does not cover when the attack skips those)."""
     if not gen.prefill_tokens:
         return gen
     from frpo_bench.data import ref_rows, spec_for
@@ -185,6 +193,8 @@ def prefill_for(gen, prompts):
     try:
         responses_for(ref_rows(prompts), gen.prefill_data)
     except ValueError as err:
+        if skip_uncovered:
+            return None
         raise ConfigError(f"prompts {prompts.dataset}/{prompts.split}", prompts.n, f"are prefilled, and {err}",
                           "evaluate the prefilling attack on prompts its pairs data covers") from None
     return gen
