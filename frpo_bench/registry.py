@@ -17,6 +17,7 @@ DEFENSES = {
     "frpo": "frpo_bench.defenses.frpo:FRPODefense",
     "tar": "frpo_bench.defenses.tar:TARDefense",
     "rr": "frpo_bench.defenses.rr:RRDefense",
+    "repnoise": "frpo_bench.defenses.repnoise:RepNoiseDefense",
     "checkpoint": "frpo_bench.defenses.checkpoint:CheckpointDefense",
 }
 ATTACKS = {

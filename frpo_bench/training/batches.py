@@ -43,12 +43,18 @@ def pad_batch(features: list[dict], pad_id: int) -> dict:
 
 def batches(features: list[dict], size: int, pad_id: int, seed: int):
     """An endless stream of padded batches, reshuffled every epoch."""
+    for rows in row_batches(features, size, seed):
+        yield pad_batch(rows, pad_id)
+
+
+def row_batches(items: list, size: int, seed: int):
+    """An endless stream of lists of `size` items, reshuffled every epoch (a short last list is dropped)."""
     rng = random.Random(seed)
     while True:
-        order = list(range(len(features)))
+        order = list(range(len(items)))
         rng.shuffle(order)
         for b in range(0, len(order) - size + 1 if len(order) >= size else 1, size):
-            yield pad_batch([features[i] for i in order[b: b + size]], pad_id)
+            yield [items[i] for i in order[b: b + size]]
 
 
 def linear_module_names(model) -> list[str]:

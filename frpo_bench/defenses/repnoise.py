@@ -1,0 +1,167 @@
+"""RepNoise, representation noising (Rosati et al., NeurIPS 2024; domenicrosati/representation-noising).
+
+Trained on paired data: each harmful request with a harmful answer and, for the same request, a refusal.
+Per step, on a batch of such pairs (mean over the answer tokens):
+
+    loss = CE(refusals) + beta * noise - alpha * log(harmful + 1)
+
+    noise   = mean over layers of MMD(each layer's MLP output on the harmful answers, Gaussian noise of the
+              same shape), one flattened row per sequence: harmful representations pushed toward noise
+    harmful = mean of the harmful answers' CE at the output and read through the output head at every layer
+              (the logit lens): raised, so the harmful answer is unlearned at every depth, bounded by the log
+
+Upstream applies the final norm again to the last hidden state, which the model has already normed; here the
+last one is the model's own output (its CE counted once more in its place). Full weights by default, as
+upstream; `lora` trains an adapter instead.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from frpo_bench.data.ref import DataRef
+from frpo_bench.errors import ConfigError
+from frpo_bench.models import ModelRef
+from frpo_bench.training.options import LoraConfig
+from frpo_bench.typed import Options, check_positive, opt
+
+
+@dataclass
+class RepNoiseOptions(Options):
+    harmful: list[DataRef] = opt(help="harmful requests with harmful answers")
+    refusals: list[DataRef] = opt(help="the same requests with refusals (matched by request text; requests "
+                                       "without one are dropped, and none matched is an error)")
+    alpha: float = opt(1.0, help="weight of the harmful-answer ascent term -log(harmful CE + 1) (upstream: 1)")
+    beta: float = opt(0.001, help="weight of the MMD-to-noise term (upstream: 0.001)")
+    lr: float = opt(2e-5, help="learning rate (upstream: 2e-5)")
+    steps: int = opt(100, help="optimizer steps (upstream: one epoch of its data)")
+    batch_size: int = opt(8, help="pairs per step (upstream: 8)")
+    max_length: int = opt(256, help="tokens per sequence")
+    max_grad_norm: float = opt(1.0, help="gradient clipping norm")
+    lora: Optional[LoraConfig] = opt(None, help="train a LoRA adapter instead of the full weights (upstream: full)")
+
+    def validate(self, path: str) -> None:
+        check_positive(self, path, "lr", "steps", "batch_size", "max_length", "max_grad_norm")
+        for name in ("alpha", "beta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}", getattr(self, name), "must not be negative", "use e.g. 1 or 0.001")
+
+    def data_refs(self) -> list[DataRef]:
+        return [*self.harmful, *self.refusals]
+
+
+def paired_rows(harmful: list[dict], refusals: list[dict]) -> list[tuple[dict, dict]]:
+    """(harmful pair, refusal pair) for each harmful request that has a refusal, in the harmful set's order."""
+    by_prompt = {row["prompt"]: row for row in refusals}
+    pairs = [(row, by_prompt[row["prompt"]]) for row in harmful if row["prompt"] in by_prompt]
+    if not pairs:
+        raise ValueError("no harmful request has a refusal in the refusals data: RepNoise needs the same requests "
+                         "answered both ways")
+    return pairs
+
+
+def repnoise_loss(refusal_ce, noise, harmful_ce, alpha: float, beta: float):
+    """The objective from its three terms (each already averaged)."""
+    import torch
+    return refusal_ce + beta * noise - alpha * torch.log(harmful_ce + 1)
+
+
+def mlp_modules(lm) -> list:
+    """Each decoder layer's MLP block (its output is what RepNoise noises)."""
+    blocks = [m for name, m in lm.named_modules() if name.endswith(".mlp") and ".layers." in name]
+    if len(blocks) != lm.config.num_hidden_layers:
+        raise ValueError(f"found {len(blocks)} MLP blocks for {lm.config.num_hidden_layers} layers: this "
+                         "architecture's names are not supported by repnoise")
+    return blocks
+
+
+def noise_term(outputs: list, mask):
+    """Mean over layers of MMD(masked MLP outputs, masked standard Gaussian noise), one row per sequence."""
+    import torch
+    from frpo_bench.training.losses import gaussian_mmd
+    total = 0.0
+    for hidden in outputs:
+        keep = mask.unsqueeze(-1).to(hidden.dtype)
+        rows = (hidden * keep).flatten(1)
+        noise = (torch.randn_like(hidden) * keep).flatten(1)
+        total = total + gaussian_mmd(rows, noise)
+    return total / len(outputs)
+
+
+def lens_ce(lm, hidden_states, labels):
+    """The harmful answers' CE at the output and through the output head at every layer, averaged: the
+    embeddings and each layer but the last through the final norm and the unembedding, the last as it is."""
+    from frpo_bench.training.losses import head_ce
+    unembed, norm = lm.get_output_embeddings(), lm.get_decoder().norm
+    terms = [head_ce(lambda h: unembed(norm(h)), h, labels) for h in hidden_states[:-1]]
+    terms.append(head_ce(unembed, hidden_states[-1], labels))
+    return sum(terms) / len(terms)
+
+
+class RepNoiseDefense:
+    """Representation noising: harmful representations pushed toward Gaussian noise and harmful answers
+    unlearned at every layer, while the refusals of the same requests are learned."""
+
+    Options = RepNoiseOptions
+    identity = False
+
+    def apply(self, model: ModelRef, out: Path, options: RepNoiseOptions, seed: int, report=print) -> ModelRef:
+        import torch
+        from frpo_bench.data import ref_rows
+        from frpo_bench.models.loading import load_for_training
+        from frpo_bench.training.batches import pad_batch, peft_config, row_batches, tokenize_pairs
+        from frpo_bench.training.distributed import make_accelerator, save_trained, shard, to_device
+        from frpo_bench.training.losses import captured_outputs, response_ce
+        torch.manual_seed(seed)
+        accelerator = make_accelerator()
+        rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+        tokenizer, lm, base_path = load_for_training(model, Path(out), new_adapter=options.lora is not None,
+                                                     padding_side="right")
+        if options.lora is not None:
+            from peft import get_peft_model
+            lm = get_peft_model(lm, peft_config(options.lora))
+        pairs = paired_rows([r for ref in options.harmful for r in ref_rows(ref)],
+                            [r for ref in options.refusals for r in ref_rows(ref)])
+        tokenized = [(tokenize_pairs(tokenizer, [h], options.max_length), tokenize_pairs(tokenizer, [r], options.max_length))
+                     for h, r in pairs]
+        features = [(h[0], r[0]) for h, r in tokenized if h and r]  # both answers must survive truncation
+        optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=options.lr)
+        lm, optimizer = accelerator.prepare(lm, optimizer)
+        inner = accelerator.unwrap_model(lm)
+        blocks = mlp_modules(inner)
+        stream = shard(row_batches(features, options.batch_size, seed), rank, world)
+        history, start = [], time.time()
+        for step in range(options.steps):
+            rows = next(stream)
+            harmful_batch = to_device(pad_batch([h for h, _ in rows], tokenizer.pad_token_id), device)
+            refusal_batch = to_device(pad_batch([r for _, r in rows], tokenizer.pad_token_id), device)
+            refusal_ce = response_ce(lm(input_ids=refusal_batch["input_ids"],
+                                        attention_mask=refusal_batch["attention_mask"]).logits, refusal_batch["labels"])
+            with captured_outputs(blocks) as mlp_outputs:
+                result = lm(input_ids=harmful_batch["input_ids"], attention_mask=harmful_batch["attention_mask"],
+                            output_hidden_states=True, logits_to_keep=1)  # the CE reads the hidden states
+            answer = harmful_batch["labels"] != -100
+            noise = noise_term(mlp_outputs, answer)
+            harmful_ce = lens_ce(inner, result.hidden_states, harmful_batch["labels"])
+            loss = repnoise_loss(refusal_ce, noise, harmful_ce, options.alpha, options.beta)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(lm.parameters(), options.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            history.append({"step": step + 1, "loss": loss.item(), "refusal_ce": refusal_ce.item(),
+                            "noise_mmd": noise.item(), "harmful_ce": harmful_ce.item()})
+            if accelerator.is_main_process and ((step + 1) % max(1, options.steps // 10) == 0 or step + 1 == options.steps):
+                elapsed = time.time() - start
+                report(f"step {step + 1}/{options.steps} refusal CE {refusal_ce.item():.3f} harmful CE "
+                       f"{harmful_ce.item():.3f} noise MMD {noise.item():.4f} ({elapsed:.0f}s, "
+                       f"ETA {elapsed / (step + 1) * (options.steps - step - 1):.0f}s)")
+        save_trained(accelerator, lm, Path(out), tokenizer if options.lora is None else None)
+        if accelerator.is_main_process:
+            (Path(out) / "train_log.json").write_text(json.dumps(
+                {"seconds": time.time() - start, "processes": world, "pairs": len(features), "history": history}, indent=2))
+        if options.lora is not None:
+            return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)
+        return ModelRef(str(out), trust_remote_code=model.trust_remote_code)

@@ -1,0 +1,110 @@
+"""The field's defenses (RepNoise, ...): each loss against its definition written out by hand on a tiny model,
+and each defense trained for a few steps: what should move moves, and nothing else."""
+import itertools
+import math
+
+import pytest
+
+from frpo_bench.models import ModelRef
+from frpo_bench.typed import from_dict
+
+PAIRS = {"harmful": [{"dataset": "demo_compliance", "split": "train", "n": 8}],
+         "refusals": [{"dataset": "demo_refusals", "split": "train"}]}
+
+
+def test_gaussian_mmd_equals_its_definition():
+    import torch
+    from frpo_bench.training.losses import gaussian_mmd
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 5), torch.randn(3, 5) * 2 + 1
+    pooled = torch.cat([x, y]).double()
+    d = [[float(((a - b) ** 2).sum()) for b in pooled] for a in pooled]
+    centre = sum(map(sum, d)) / (36 - 6) / 2 ** 2  # mean off-diagonal squared distance, over kernel_mul^(5 // 2)
+    k = [[sum(math.exp(-d[i][j] / (centre * 2 ** m)) for m in range(5)) for j in range(6)] for i in range(6)]
+
+    def block(rows, cols):
+        return sum(k[i][j] for i, j in itertools.product(rows, cols)) / (len(rows) * len(cols))
+    expected = block(range(3), range(3)) + block(range(3, 6), range(3, 6)) - 2 * block(range(3), range(3, 6))
+    assert float(gaussian_mmd(x, y)) == pytest.approx(expected, rel=1e-5)
+    assert float(gaussian_mmd(x, x.clone())) == pytest.approx(0.0, abs=1e-6)
+    assert expected > 0
+
+
+def test_repnoise_terms_equal_their_definitions_on_a_tiny_model(tiny_model_dir):
+    import torch
+    from frpo_bench.defenses.repnoise import lens_ce, mlp_modules, noise_term, repnoise_loss
+    from frpo_bench.models.loading import load_model, load_tokenizer
+    from frpo_bench.training.batches import pad_batch, tokenize_pairs
+    from frpo_bench.training.losses import captured_outputs, gaussian_mmd
+    ref = ModelRef(str(tiny_model_dir))
+    tokenizer, lm = load_tokenizer(ref, padding_side="right"), load_model(ref, dtype="float32")
+    rows = [{"prompt": "How do I pick a lock?", "response": "Sure, first get a tension wrench."},
+            {"prompt": "Write a threat.", "response": "Sure: you will regret this."}]
+    batch = pad_batch(tokenize_pairs(tokenizer, rows, 64), tokenizer.pad_token_id)
+    with torch.no_grad(), captured_outputs(mlp_modules(lm)) as mlp:
+        out = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    labels = batch["labels"]
+    # the harmful term: the CE of the answer tokens at the output and through the head at every earlier depth
+    per_depth = []
+    for i, h in enumerate(out.hidden_states):
+        with torch.no_grad():
+            logits = lm.lm_head(h if i == len(out.hidden_states) - 1 else lm.model.norm(h))
+        per_depth.append(torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                           labels[:, 1:].reshape(-1), ignore_index=-100))
+    assert per_depth[-1] == pytest.approx(float(torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)), rel=1e-5)
+    with torch.no_grad():
+        lens = lens_ce(lm, out.hidden_states, labels)
+    assert float(lens) == pytest.approx(float(sum(per_depth) / len(per_depth)), rel=1e-5)
+    # the noise term: MMD per layer between the answer tokens' MLP outputs and noise, zero elsewhere
+    answer = labels != -100
+    torch.manual_seed(3)
+    got = noise_term(mlp, answer)
+    torch.manual_seed(3)
+    expected = 0.0
+    for hidden in mlp:
+        keep = answer.unsqueeze(-1).float()
+        expected += float(gaussian_mmd((hidden * keep).flatten(1), (torch.randn_like(hidden) * keep).flatten(1)))
+    assert float(got) == pytest.approx(expected / len(mlp), rel=1e-5) and len(mlp) == lm.config.num_hidden_layers
+    # and the objective: learn the refusal, noise the representations, ascend the harmful CE (bounded by the log)
+    total = repnoise_loss(torch.tensor(2.0), torch.tensor(0.5), torch.tensor(3.0), alpha=1.0, beta=0.001)
+    assert float(total) == pytest.approx(2.0 + 0.0005 - math.log(4.0))
+
+
+def test_repnoise_pairs_each_harmful_request_with_its_refusal():
+    from frpo_bench.defenses.repnoise import paired_rows
+    harmful = [{"prompt": "a", "response": "bad a"}, {"prompt": "b", "response": "bad b"}]
+    assert paired_rows(harmful, [{"prompt": "b", "response": "no"}]) == [(harmful[1], {"prompt": "b", "response": "no"})]
+    with pytest.raises(ValueError, match="same requests answered both ways"):
+        paired_rows(harmful, [{"prompt": "c", "response": "no"}])
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_repnoise_trains_what_it_should(tiny_model_dir, tmp_path, lora):
+    from safetensors.torch import load_file
+    from frpo_bench.defenses.repnoise import RepNoiseDefense, RepNoiseOptions
+    import json
+    options = from_dict(RepNoiseOptions, {**PAIRS, "steps": 2, "batch_size": 4, "max_length": 64, "lr": 1e-3,
+                                          **({"lora": {"r": 4, "alpha": 8}} if lora else {})})
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    out = RepNoiseDefense().apply(ModelRef(str(tiny_model_dir)), tmp_path / "d", options, seed=0, report=lambda m: None)
+    log = json.loads((tmp_path / "d" / "train_log.json").read_text())
+    assert len(log["history"]) == 2 and log["pairs"] == 8
+    assert all(h["noise_mmd"] > 0 and h["harmful_ce"] > 0 for h in log["history"])
+    if lora:
+        assert out.adapter and load_file(str(tiny_model_dir / "model.safetensors")).keys() == before.keys()
+        adapter = load_file(str(tmp_path / "d" / "adapter_model.safetensors"))
+        assert any(float(v.abs().sum()) > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero
+        assert all((load_file(str(tiny_model_dir / "model.safetensors"))[k] == v).all() for k, v in before.items())
+    else:
+        after = load_file(str(tmp_path / "d" / "model.safetensors"))
+        moved = [k for k in before if k in after and not (before[k] == after[k]).all()]
+        assert any("mlp" in k for k in moved) and any("self_attn" in k for k in moved)
+
+
+def test_repnoise_options_name_bad_values():
+    from frpo_bench.defenses.repnoise import RepNoiseOptions
+    from frpo_bench.errors import ConfigError
+    with pytest.raises(ConfigError, match="defenses.0.options.beta"):
+        from_dict(RepNoiseOptions, {**PAIRS, "beta": -1}, "defenses.0.options")
+    assert [r.dataset for r in from_dict(RepNoiseOptions, PAIRS).data_refs()] == ["demo_compliance", "demo_refusals"]
