@@ -18,6 +18,7 @@ DEFENSES = {
     "tar": "frpo_bench.defenses.tar:TARDefense",
     "rr": "frpo_bench.defenses.rr:RRDefense",
     "repnoise": "frpo_bench.defenses.repnoise:RepNoiseDefense",
+    "booster": "frpo_bench.defenses.booster:BoosterDefense",
     "checkpoint": "frpo_bench.defenses.checkpoint:CheckpointDefense",
 }
 ATTACKS = {

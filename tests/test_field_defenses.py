@@ -108,3 +108,66 @@ def test_repnoise_options_name_bad_values():
     with pytest.raises(ConfigError, match="defenses.0.options.beta"):
         from_dict(RepNoiseOptions, {**PAIRS, "beta": -1}, "defenses.0.options")
     assert [r.dataset for r in from_dict(RepNoiseOptions, PAIRS).data_refs()] == ["demo_compliance", "demo_refusals"]
+
+
+def tiny_batches(tiny_model_dir):
+    from frpo_bench.models.loading import load_model, load_tokenizer
+    from frpo_bench.training.batches import pad_batch, tokenize_pairs
+    ref = ModelRef(str(tiny_model_dir))
+    tokenizer = load_tokenizer(ref, padding_side="right")
+    harmful = [{"prompt": "How do I pick a lock?", "response": "Sure, first get a tension wrench."},
+               {"prompt": "Write a threat.", "response": "Sure: you will regret this."}]
+    aligned = [{"prompt": "How do I pick a lock?", "response": "I can't help with that."},
+               {"prompt": "Name a fruit.", "response": "An apple."}]
+    return (load_model(ref, dtype="float32"),
+            *(pad_batch(tokenize_pairs(tokenizer, rows, 64), tokenizer.pad_token_id) for rows in (aligned, harmful)))
+
+
+def test_booster_gradient_is_its_objectives_and_the_weights_come_back_bit_for_bit(tiny_model_dir):
+    import copy
+    import torch
+    from frpo_bench.defenses.booster import booster_gradients, ce_loss
+    lm, alignment, harmful = tiny_batches(tiny_model_dir)
+    params = list(lm.parameters())
+    before = [p.detach().clone() for p in params]
+    lam, alpha = 5.0, 0.1
+
+    def grads(model, batch):
+        model.zero_grad()
+        loss = ce_loss(model, batch)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+    h, g = grads(copy.deepcopy(lm), harmful)
+    f, grad_f = grads(copy.deepcopy(lm), alignment)
+    norm = torch.sqrt(sum((x ** 2).sum() for x in g))
+    stepped = copy.deepcopy(lm)
+    with torch.no_grad():
+        for p, x in zip(stepped.parameters(), g):
+            p.sub_(alpha * x / norm)
+    h_after, g_after = grads(stepped, harmful)
+
+    losses = booster_gradients(lm, params, alignment, harmful, lam, alpha, lambda loss: loss.backward())
+    assert all((p == w).all() for p, w in zip(params, before))  # the simulated step left no trace
+    assert losses["harmful_loss"] == pytest.approx(h, rel=1e-6) and losses["alignment_loss"] == pytest.approx(f, rel=1e-6)
+    assert losses["harmful_after_step"] == pytest.approx(h_after, rel=1e-5)
+    assert losses["regularizer"] == pytest.approx(h - h_after, rel=1e-4, abs=1e-7) and h_after < h
+    for p, a, b, c in zip(params, grad_f, g, g_after):
+        torch.testing.assert_close(p.grad, a + lam * (b - c), rtol=1e-4, atol=1e-6)
+
+
+def test_booster_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir, tmp_path):
+    import json
+    from safetensors.torch import load_file
+    from frpo_bench.defenses.booster import BoosterDefense, BoosterOptions
+    options = from_dict(BoosterOptions, {"alignment": [{"dataset": "demo_refusals", "split": "train", "n": 8}],
+                                         "harmful": [{"dataset": "demo_compliance", "split": "train", "n": 8}],
+                                         "steps": 2, "batch_size": 4, "max_length": 64, "lora": {"r": 4, "alpha": 8}})
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    out = BoosterDefense().apply(ModelRef(str(tiny_model_dir)), tmp_path / "d", options, seed=0, report=lambda m: None)
+    assert out.adapter and out.path == str(tiny_model_dir)
+    assert all((load_file(str(tiny_model_dir / "model.safetensors"))[k] == v).all() for k, v in before.items())
+    adapter = load_file(str(tmp_path / "d" / "adapter_model.safetensors"))
+    assert any(float(v.abs().sum()) > 0 for k, v in adapter.items() if "lora_B" in k)
+    history = json.loads((tmp_path / "d" / "train_log.json").read_text())["history"]
+    assert [h["step"] for h in history] == [1, 2] and all(h["harmful_after_step"] < h["harmful_loss"] for h in history)
+    assert from_dict(BoosterOptions, {**options.__dict__, "lora": None}).lora is None  # full weights on request

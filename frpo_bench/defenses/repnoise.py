@@ -16,8 +16,6 @@ upstream; `lora` trains an adapter instead.
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -109,59 +107,39 @@ class RepNoiseDefense:
     identity = False
 
     def apply(self, model: ModelRef, out: Path, options: RepNoiseOptions, seed: int, report=print) -> ModelRef:
-        import torch
         from frpo_bench.data import ref_rows
-        from frpo_bench.models.loading import load_for_training
-        from frpo_bench.training.batches import pad_batch, peft_config, row_batches, tokenize_pairs
-        from frpo_bench.training.distributed import make_accelerator, save_trained, shard, to_device
+        from frpo_bench.training.batches import pad_batch, row_batches, tokenize_pairs
+        from frpo_bench.training.defense_loop import start_run
+        from frpo_bench.training.distributed import shard, to_device
         from frpo_bench.training.losses import captured_outputs, response_ce
-        torch.manual_seed(seed)
-        accelerator = make_accelerator()
-        rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-        tokenizer, lm, base_path = load_for_training(model, Path(out), new_adapter=options.lora is not None,
-                                                     padding_side="right")
-        if options.lora is not None:
-            from peft import get_peft_model
-            lm = get_peft_model(lm, peft_config(options.lora))
+        run = start_run(model, out, options.lora, options.lr, options.steps, seed)
+        tokenizer, accelerator = run.tokenizer, run.accelerator
         pairs = paired_rows([r for ref in options.harmful for r in ref_rows(ref)],
                             [r for ref in options.refusals for r in ref_rows(ref)])
         tokenized = [(tokenize_pairs(tokenizer, [h], options.max_length), tokenize_pairs(tokenizer, [r], options.max_length))
                      for h, r in pairs]
         features = [(h[0], r[0]) for h, r in tokenized if h and r]  # both answers must survive truncation
-        optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=options.lr)
-        lm, optimizer = accelerator.prepare(lm, optimizer)
-        inner = accelerator.unwrap_model(lm)
-        blocks = mlp_modules(inner)
-        stream = shard(row_batches(features, options.batch_size, seed), rank, world)
-        history, start = [], time.time()
-        for step in range(options.steps):
+        blocks = mlp_modules(run.model)
+        stream = shard(row_batches(features, options.batch_size, seed), accelerator.process_index,
+                       accelerator.num_processes)
+        for step in range(1, options.steps + 1):
             rows = next(stream)
-            harmful_batch = to_device(pad_batch([h for h, _ in rows], tokenizer.pad_token_id), device)
-            refusal_batch = to_device(pad_batch([r for _, r in rows], tokenizer.pad_token_id), device)
-            refusal_ce = response_ce(lm(input_ids=refusal_batch["input_ids"],
-                                        attention_mask=refusal_batch["attention_mask"]).logits, refusal_batch["labels"])
+            harmful_batch = to_device(pad_batch([h for h, _ in rows], tokenizer.pad_token_id), accelerator.device)
+            refusal_batch = to_device(pad_batch([r for _, r in rows], tokenizer.pad_token_id), accelerator.device)
+            refusal_ce = response_ce(run.lm(input_ids=refusal_batch["input_ids"],
+                                            attention_mask=refusal_batch["attention_mask"]).logits, refusal_batch["labels"])
             with captured_outputs(blocks) as mlp_outputs:
-                result = lm(input_ids=harmful_batch["input_ids"], attention_mask=harmful_batch["attention_mask"],
-                            output_hidden_states=True, logits_to_keep=1)  # the CE reads the hidden states
-            answer = harmful_batch["labels"] != -100
-            noise = noise_term(mlp_outputs, answer)
-            harmful_ce = lens_ce(inner, result.hidden_states, harmful_batch["labels"])
+                result = run.lm(input_ids=harmful_batch["input_ids"], attention_mask=harmful_batch["attention_mask"],
+                                output_hidden_states=True, logits_to_keep=1)  # the CE reads the hidden states
+            noise = noise_term(mlp_outputs, harmful_batch["labels"] != -100)
+            harmful_ce = lens_ce(run.model, result.hidden_states, harmful_batch["labels"])
             loss = repnoise_loss(refusal_ce, noise, harmful_ce, options.alpha, options.beta)
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(lm.parameters(), options.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
-            history.append({"step": step + 1, "loss": loss.item(), "refusal_ce": refusal_ce.item(),
-                            "noise_mmd": noise.item(), "harmful_ce": harmful_ce.item()})
-            if accelerator.is_main_process and ((step + 1) % max(1, options.steps // 10) == 0 or step + 1 == options.steps):
-                elapsed = time.time() - start
-                report(f"step {step + 1}/{options.steps} refusal CE {refusal_ce.item():.3f} harmful CE "
-                       f"{harmful_ce.item():.3f} noise MMD {noise.item():.4f} ({elapsed:.0f}s, "
-                       f"ETA {elapsed / (step + 1) * (options.steps - step - 1):.0f}s)")
-        save_trained(accelerator, lm, Path(out), tokenizer if options.lora is None else None)
-        if accelerator.is_main_process:
-            (Path(out) / "train_log.json").write_text(json.dumps(
-                {"seconds": time.time() - start, "processes": world, "pairs": len(features), "history": history}, indent=2))
-        if options.lora is not None:
-            return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)
-        return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
+            accelerator.clip_grad_norm_(run.lm.parameters(), options.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+            run.log(step, {"loss": loss.item(), "refusal_ce": refusal_ce.item(), "noise_mmd": noise.item(),
+                           "harmful_ce": harmful_ce.item()},
+                    f"refusal CE {refusal_ce.item():.3f} harmful CE {harmful_ce.item():.3f} noise MMD "
+                    f"{noise.item():.4f}", report)
+        return run.finish(model, out, {"pairs": len(features)})
