@@ -19,6 +19,7 @@ DEFENSES = {
     "rr": "frpo_bench.defenses.rr:RRDefense",
     "repnoise": "frpo_bench.defenses.repnoise:RepNoiseDefense",
     "booster": "frpo_bench.defenses.booster:BoosterDefense",
+    "vaccine": "frpo_bench.defenses.vaccine:VaccineDefense",
     "checkpoint": "frpo_bench.defenses.checkpoint:CheckpointDefense",
 }
 ATTACKS = {

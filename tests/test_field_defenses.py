@@ -171,3 +171,55 @@ def test_booster_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir
     history = json.loads((tmp_path / "d" / "train_log.json").read_text())["history"]
     assert [h["step"] for h in history] == [1, 2] and all(h["harmful_after_step"] < h["harmful_loss"] for h in history)
     assert from_dict(BoosterOptions, {**options.__dict__, "lora": None}).lora is None  # full weights on request
+
+
+def test_vaccine_shifts_each_attention_output_by_the_normalised_gradient_scaled_to_rho(tiny_model_dir):
+    import copy
+    import torch
+    from frpo_bench.defenses.booster import ce_loss
+    from frpo_bench.defenses.vaccine import attention_blocks, vaccine_gradients
+    lm, alignment, _ = tiny_batches(tiny_model_dir)
+    reference = copy.deepcopy(lm)
+    rho = 2.0
+    # by hand: the loss's gradient with respect to each attention block's output, through plain autograd
+    kept = []
+    handles = [b.register_forward_hook(lambda m, a, out: kept.append(out[0])) for b in attention_blocks(reference)]
+    loss = ce_loss(reference, alignment)
+    for h in handles:
+        h.remove()
+    grads = torch.autograd.grad(loss, kept)
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads))
+
+    result = vaccine_gradients(lm, attention_blocks(lm), alignment, rho, lambda l: l.backward())
+    shifts = result["shifts"]
+    assert len(shifts) == lm.config.num_hidden_layers
+    assert float(torch.sqrt(sum((s ** 2).sum() for s in shifts))) == pytest.approx(rho, rel=1e-5)
+    for s, g in zip(shifts, grads):
+        torch.testing.assert_close(s, rho * g / total, rtol=1e-4, atol=1e-7)
+    # the step's gradient is the loss's with those shifts added to the attention outputs, and that loss is higher
+    reference.zero_grad()
+    handles = [b.register_forward_hook(lambda m, a, out, s=s: (out[0] + s, *out[1:]))
+               for b, s in zip(attention_blocks(reference), shifts)]
+    perturbed = ce_loss(reference, alignment)
+    perturbed.backward()
+    for h in handles:
+        h.remove()
+    assert result["perturbed_loss"] == pytest.approx(perturbed.item(), rel=1e-6) and perturbed.item() > loss.item()
+    for p, q in zip(lm.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_vaccine_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir, tmp_path):
+    import json
+    from safetensors.torch import load_file
+    from frpo_bench.defenses.vaccine import VaccineDefense, VaccineOptions
+    options = from_dict(VaccineOptions, {"alignment": [{"dataset": "demo_refusals", "split": "train", "n": 8}],
+                                         "steps": 2, "batch_size": 4, "max_length": 64, "lora": {"r": 4, "alpha": 8}})
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    out = VaccineDefense().apply(ModelRef(str(tiny_model_dir)), tmp_path / "d", options, seed=0, report=lambda m: None)
+    assert out.adapter and all((load_file(str(tiny_model_dir / "model.safetensors"))[k] == v).all()
+                               for k, v in before.items())
+    adapter = load_file(str(tmp_path / "d" / "adapter_model.safetensors"))
+    assert any(float(v.abs().sum()) > 0 for k, v in adapter.items() if "lora_B" in k)
+    history = json.loads((tmp_path / "d" / "train_log.json").read_text())["history"]
+    assert all(h["perturbed_loss"] > h["loss"] for h in history)
