@@ -53,3 +53,21 @@ def test_records_written_before_devices_were_recorded_are_ignored(tmp_path):
         pass
     assert History.of_store(store.root).estimate(stage, "cpu") is None
     assert json.loads((store.path(stage.kind, stage.key) / "stage.json").read_text())["seconds"] == 5.0
+
+
+def test_an_attack_that_does_not_train_is_its_own_sort(tmp_path):
+    """A refusal-direction ablation has no steps (size 1): had it joined the full fine-tuning attacks' sort, its
+    seconds per unit would have priced a fine-tuning attack at ~10^5 times its cost (a demo_attacks run's ETA once
+    read 58,980 minutes)."""
+    ablate = ("{name: ablate, type: refusal_ablation, options: {harmful: {dataset: demo_harmful, split: train, n: 8}, "
+              "harmless: {dataset: demo_benign, split: train, n: 8}, harmful_val: {dataset: demo_harmful, split: eval, "
+              "n: 4}, harmless_val: {dataset: demo_benign, split: eval, n: 4}}}")
+    full = "{name: full, lrs: [1.0e-4], options: {data: [{dataset: demo_compliance, split: train}], steps: 3}}"
+    stages = smoke_stages(f"attacks=[{ablate}, {full}]")
+    store = Store(tmp_path)
+    by_name = {s.label.split(" / ")[1].split(" ")[0]: s for s in stages if s.kind == "attack"}
+    record(store, by_name["ablate"], 120.0)
+    record(store, by_name["full"], 30.0)
+    history = History.of_store(store.root)
+    assert abs(expected_seconds(by_name["full"], history, "cpu") - 30.0) < 1e-6
+    assert abs(expected_seconds(by_name["ablate"], history, "cpu") - 120.0) < 1e-6

@@ -216,6 +216,8 @@ def sort_of(kind: str, fields: dict) -> tuple:
     if kind == "harden":
         return kind, fields.get("type")
     if kind in ("align", "attack"):
+        if "steps" not in fields:  # an attack that does not train: its cost is its own (and has no size)
+            return kind, fields.get("type")
         return kind, "lora" if fields.get("lora") else "full"
     return (kind,)
 
