@@ -20,6 +20,7 @@ DEFENSES = {
     "repnoise": "frpo_bench.defenses.repnoise:RepNoiseDefense",
     "booster": "frpo_bench.defenses.booster:BoosterDefense",
     "vaccine": "frpo_bench.defenses.vaccine:VaccineDefense",
+    "safelora": "frpo_bench.defenses.safelora:SafeLoRADefense",
     "checkpoint": "frpo_bench.defenses.checkpoint:CheckpointDefense",
 }
 ATTACKS = {
@@ -74,6 +75,11 @@ def attack_trains(name: str) -> bool:
     """Whether a registered attack type trains at a learning rate (its class says `trains = False` if not:
     attacks/base.py)."""
     return getattr(load("attack", name), "trains", True) and attack_changes_weights(name)
+
+
+def defense_repairs(name: str) -> bool:
+    """Whether a registered defense acts after the attack (`repairs = True`: defenses/base.py)."""
+    return getattr(load("defense", name), "repairs", False)
 
 
 def attack_changes_weights(name: str) -> bool:

@@ -1,6 +1,7 @@
 """The field's defenses (RepNoise, ...): each loss against its definition written out by hand on a tiny model,
 and each defense trained for a few steps: what should move moves, and nothing else."""
 import itertools
+import json
 import math
 
 import pytest
@@ -223,3 +224,119 @@ def test_vaccine_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir
     assert any(float(v.abs().sum()) > 0 for k, v in adapter.items() if "lora_B" in k)
     history = json.loads((tmp_path / "d" / "train_log.json").read_text())["history"]
     assert all(h["perturbed_loss"] > h["loss"] for h in history)
+
+
+# --- SafeLoRA: a repair after the attack --------------------------------------------------------------------
+
+def in_column_space(update, v) -> float:
+    """How much of `update` lies outside the column space of v (relative): 0 when it lies inside."""
+    import torch
+    q, _ = torch.linalg.qr(v.double())
+    u = update.double()
+    return float((u - q @ (q.T @ u)).norm() / u.norm())
+
+
+def test_safelora_math_is_upstreams():
+    import torch
+    from frpo_bench.defenses.safelora import SafeLoRAOptions, alignment_projection, chosen, similarity
+    torch.manual_seed(0)
+    base, aligned = torch.randn(6, 4), torch.randn(6, 4)
+    v = aligned - base
+    c = alignment_projection(aligned, base)
+    torch.testing.assert_close(c, v @ v.T / torch.sqrt((v ** 2).sum()))
+    update = torch.randn(6, 4)
+    expected = float(((c @ update) * update).sum() / ((c @ update).norm() * update.norm()))
+    assert similarity(c, update) == pytest.approx(expected, rel=1e-5)
+    sims = {"a": 0.9, "b": 0.1, "c": 0.5, "d": -0.2}
+    assert chosen(sims, from_dict(SafeLoRAOptions, {"num_layers": 2})) == {"b", "d"}
+    assert chosen(sims, from_dict(SafeLoRAOptions, {"select": "threshold", "threshold": 0.5})) == {"b", "c", "d"}
+
+
+def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_others(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions, adapter_updates, alignment_projection
+    from frpo_bench.models.loading import load_model
+    from frpo_bench.models.tiny import build_tiny_model
+    aligned_dir = build_tiny_model(tmp_path / "aligned", seed=1)  # the "aligned" model: other weights, same shape
+    lm = get_peft_model(load_model(ModelRef(str(aligned_dir)), dtype="float32"),
+                        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # an attack's update (B starts at zero)
+    lm.save_pretrained(tmp_path / "attack")
+    attacked = ModelRef(str(aligned_dir), adapter=str(tmp_path / "attack"))
+    options = from_dict(SafeLoRAOptions, {"num_layers": 3})
+    out = tmp_path / "repaired"
+    out.mkdir()
+    repaired = SafeLoRADefense().repair(attacked, ModelRef(str(aligned_dir)), ModelRef(str(tiny_model_dir)), out,
+                                        options, report=lambda m: None)
+    assert repaired.adapter == str(out) and repaired.path == str(aligned_dir)
+    record = json.loads((out / "safelora.json").read_text())
+    assert len(record["similarity"]) == 6 and len(record["projected"]) == 3
+    assert max(record["similarity"][w] for w in record["projected"]) <= min(
+        s for w, s in record["similarity"].items() if w not in record["projected"])
+    a, before_b, scale = adapter_updates(tmp_path / "attack")
+    _, after_b, _ = adapter_updates(out)
+    aligned, base = (load_file(str(d / "model.safetensors")) for d in (aligned_dir, tiny_model_dir))
+    for weight, (key, b) in before_b.items():
+        new_b = after_b[weight][1]
+        if weight not in record["projected"]:
+            assert (new_b == b).all()  # left bit for bit
+            continue
+        c = alignment_projection(aligned[weight], base[weight])
+        torch.testing.assert_close(new_b, c @ b)
+        update = scale * new_b @ a[weight][1]
+        assert in_column_space(update, aligned[weight] - base[weight]) < 1e-5  # in the alignment subspace
+
+
+def test_safelora_repairs_a_full_weight_attack_by_the_same_rule(tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions, alignment_projection
+    from frpo_bench.models.tiny import build_tiny_model
+    aligned_dir = build_tiny_model(tmp_path / "aligned", seed=1)
+    attacked_dir = build_tiny_model(tmp_path / "attacked", seed=1)
+    weights = load_file(str(attacked_dir / "model.safetensors"))
+    torch.manual_seed(0)
+    touched = [k for k in weights if k.endswith(("q_proj.weight", "up_proj.weight"))]
+    for key in touched:
+        weights[key] = weights[key] + 0.1 * torch.randn_like(weights[key])
+    save_file(weights, str(attacked_dir / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "repaired"
+    out.mkdir()
+    options = from_dict(SafeLoRAOptions, {"select": "threshold", "threshold": 1.0})  # every update
+    SafeLoRADefense().repair(ModelRef(str(attacked_dir)), ModelRef(str(aligned_dir)), ModelRef(str(tiny_model_dir)),
+                             out, options, report=lambda m: None)
+    record = json.loads((out / "safelora.json").read_text())
+    assert sorted(record["projected"]) == sorted(touched)  # only weights the attack moved have an update
+    aligned, base, after = (load_file(str(d / "model.safetensors")) for d in (aligned_dir, tiny_model_dir, out))
+    for key in after:
+        if key not in touched:
+            assert (after[key] == aligned[key]).all(), key
+            continue
+        c = alignment_projection(aligned[key], base[key])
+        torch.testing.assert_close(after[key], aligned[key] + c @ (weights[key] - aligned[key]), rtol=1e-4, atol=1e-6)
+        assert in_column_space(after[key] - aligned[key], aligned[key] - base[key]) < 1e-4
+
+
+def test_safelora_is_planned_after_each_attack_that_changes_weights():
+    from frpo_bench.config import load_recipe
+    from frpo_bench.engine.plan import build_plan
+    prefill = "{name: prefill_5, type: prefill, options: {data: {dataset: demo_compliance, split: eval}, tokens: 5}}"
+    recipe, _ = load_recipe("smoke", ["defenses.+={name: safelora}", "attacks.0.eval_steps=[1]", f"attacks.+={prefill}"])
+    cells, stages = build_plan(recipe)
+    plain = {(c.attack, c.lr): c for c in cells if c.defense == "none" and c.base == "aligned" and c.step is None}
+    repaired = [c for c in cells if c.defense == "safelora"]
+    assert {c.step for c in repaired} == {None}  # a repair acts on final models only
+    for cell in repaired:
+        if cell.attack == "none" or cell.attack == "prefill_5":  # nothing to repair: the aligned model itself
+            assert cell.model is plain[("none", None)].model
+            continue
+        assert cell.model.kind == "repair" and cell.model.parents == [plain[(cell.attack, cell.lr)].model]
+        assert cell.model.uses["defended"].kind == "align" and cell.model.uses["base"].kind == "base"
+    with pytest.raises(Exception, match="base_model.*no `align` stage"):
+        build_plan(load_recipe("smoke", ["defenses.+={name: safelora}", "align=null"])[0])

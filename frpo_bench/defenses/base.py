@@ -25,3 +25,13 @@ class Defense(Protocol):
         """Train (or fetch) the defended model from `model` into the empty directory `out` and return it:
         full weights or an adapter inside `out`, or a model elsewhere. Deterministic given `seed`."""
         ...
+
+
+# Optional part of a defense class, read through `registry.defense_repairs` (defenses without it act before the
+# attack only, as every defense did before it):
+#   repairs = True   a post-attack repair (e.g. SafeLoRA): with identity = True it changes nothing before the attack;
+#                    after each attack that changes weights the engine plans a `repair` stage that calls
+#                    repair(attacked, defended, base, out, options, report) -> ModelRef, where `defended` is the model
+#                    the attack started from and `base` the recipe's model before alignment; the cell scores the
+#                    repaired model (its attack stage is the one the undefended model's cell shares)
+

@@ -296,6 +296,8 @@ def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
         from frpo_bench.typed import to_dict
         micro = to_dict(payload["attack"].options).get("micro_batch_size") or fields["batch_size"]
         return sft_estimate("attack", fields, micro, params, machine)
+    if stage.kind == "repair":  # reads the attacked, defended and base weights; a few matrix products
+        return Estimate("repair", 3 * load_seconds(params, machine), 3 * params)
     if stage.kind == "checkpoint":  # a record of weights its attack already saved
         return Estimate("checkpoint", 0.0, 0, 0)
     if stage.kind == "harden":

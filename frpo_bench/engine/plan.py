@@ -97,6 +97,24 @@ class Planner:
         label = f"{defense_name} / {attack.name}{setting} seed={seed}" + (f" until step {stop_at}" if stop_at else "")
         return self.stage("attack", label, fields, [defended], attack=attack, lr=lr, seed=seed, warm_from=warm_from)
 
+    def repair(self, attacked: Stage, defended: Stage, base: Stage, defense) -> Stage:
+        """A post-attack defense's repair of one attacked model (it reads the defended model and the model before
+        alignment: the recipe's base, or the one the defense names)."""
+        own_base = getattr(defense.options, "base_model", None)
+        if own_base:
+            from frpo_bench.config import ModelConfig
+            from frpo_bench.models.loading import source_fields
+            from frpo_bench.typed import from_dict
+            config = from_dict(ModelConfig, {"id": own_base}, f"defenses ({defense.name}).options.base_model")
+            base = self.stage("base", own_base, source_fields(config), [], model=config)
+        elif self.recipe.align is None:
+            raise ConfigError(f"defenses ({defense.name}).options.base_model", None, "is not given, and the recipe "
+                              "has no `align` stage, so there is no model before alignment to measure V from",
+                              "name the model before alignment, e.g. base_model: mistralai/Mistral-7B-v0.1")
+        fields = with_data({"type": defense.type, "options": defense.options.key_fields()}, defense.options)
+        return self.stage("repair", f"{defense.name} repairs {attacked.label}", fields, [attacked],
+                          uses={"defended": defended, "base": base}, defense=defense)
+
     def attack_generation(self, attack):
         """The generation settings an attack's cells are evaluated with: the recipe's, as the attack changes them
         (an attack trained with a system prompt is evaluated with it); None where it changes nothing."""
@@ -164,6 +182,7 @@ class Planner:
         if aligned:
             cells.append(Cell("raw", "none", NO_ATTACK, None, None, base))
         for defense in r.defenses:
+            repairs = registry.defense_repairs(defense.type)
             for seed in defense.seeds or r.seeds:
                 defended = self.harden(start, defense, seed)
                 cells.append(Cell(start_label, defense.name, NO_ATTACK, None, seed, defended))
@@ -171,10 +190,13 @@ class Planner:
                     decode_time = not registry.attack_changes_weights(attack.type)
                     for lr in attack.sweep():
                         model = defended if decode_time else self.attack(defended, defense.name, attack, lr, seed)
+                        if repairs and not decode_time:
+                            model = self.repair(model, defended, base, defense)
                         cells.append(Cell(start_label, defense.name, attack.name, lr, seed, model, start=defended,
                                           steps=attack.options.planned_steps(),
                                           generation=self.attack_generation(attack)))
-                        cells += self.checkpoints(cells[-1], attack)
+                        if not repairs:  # a repair acts on the attack's final model only
+                            cells += self.checkpoints(cells[-1], attack)
         for cell in cells:
             self.scores(cell, cell.seed or 0)
         return cells

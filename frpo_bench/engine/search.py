@@ -296,11 +296,17 @@ def defended_cells(cells: list[Cell]) -> list[Cell]:
 
 def run_searches(planner: Planner, cells: list[Cell], dirs: dict[str, Path], run: RunStages,
                  report=print) -> list[SearchOutcome]:
+    from frpo_bench import registry
+    types = {d.name: d.type for d in planner.recipe.defenses}
     outcomes = []
     for attack in planner.recipe.attacks:
         if attack.search is None:
             continue
         for defended in defended_cells(cells):
+            if registry.defense_repairs(types.get(defended.defense, "none")):
+                report(f"search {attack.name}: {defended.defense} is not searched (a post-attack repair: its trials "
+                       "would score the unrepaired model)")
+                continue
             outcomes.append(Search(planner, attack, defended, run, report).execute(dirs))
     return outcomes
 

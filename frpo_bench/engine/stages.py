@@ -78,6 +78,15 @@ def checkpoint_kwargs(stage: Stage, path_of: PathOf) -> dict:
     return kwargs
 
 
+def run_repair(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+    """A post-attack defense on the attacked model (defenses/base.py, `repairs`)."""
+    defense = stage.payload["defense"]
+    impl = registry.load("defense", defense.type)()
+    attacked, defended, base = (read_model(path_of(s)) for s in (stage.parents[0], stage.uses["defended"],
+                                                                 stage.uses["base"]))
+    write_model(out, impl.repair(attacked, defended, base, out, defense.options, report=report))
+
+
 def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     """The attacked model after `step` optimizer steps: the record its attack kept (the weights stay there)."""
     from frpo_bench.models.artifact import checkpoint_record
@@ -173,6 +182,7 @@ KINDS = (
     StageKind("harden", run_harden, True, 300),
     StageKind("attack", run_attack, False, 60),
     StageKind("checkpoint", run_checkpoint, False, 0.1),
+    StageKind("repair", run_repair, False, 20),
     StageKind("generate", run_generate, False, 30),
     StageKind("score", run_score, False, 2),
 )
