@@ -17,6 +17,8 @@ EXPECTED = [
     ("gsm8k", "train", 7473, {"question", "answer"}),
     ("alpaca", "all", 5000, {"prompt", "response"}),
     ("beavertails_harmful", "all", 200, {"prompt", "response"}),
+    ("repnoise_decodingtrust", "harmful", 107, {"prompt", "response"}),
+    ("repnoise_decodingtrust", "refusals", 107, {"prompt", "response"}),
 ]
 
 
@@ -83,3 +85,12 @@ def test_demo_arithmetic_answers_are_right():
         final = int(row["answer"].split("#### ")[-1])
         expr, value = re.search(r"<<(.+?)=(-?\d+)>>", row["answer"]).groups()
         assert eval(expr) == int(value) == final >= 0
+
+
+def test_repnoise_pairs_hold_the_same_prompts_answered_both_ways(shared_data):
+    import re
+    harmful, refusals = (load_rows("repnoise_decodingtrust", split) for split in ("harmful", "refusals"))
+    assert [r["prompt"] for r in harmful] == [r["prompt"] for r in refusals]
+    assert all(h["response"] != r["response"] for h, r in zip(harmful, refusals))
+    declining = [r for r in refusals if re.search(r"I cannot|I can't|I apologize|not appropriate", r["response"])]
+    assert len(declining) == 69  # Llama-2-Chat's safe answers: mostly declining, some benign continuations

@@ -64,7 +64,7 @@ def test_unmarked_directory_is_rebuilt(tmp_path):
     assert (stale / MARKER).is_file() and (stale / "stage.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["smoke", "demo", "demo_rl", "demo_baselines", "demo_attacks", "gate", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "demo", "demo_rl", "demo_baselines", "demo_attacks", "demo_defenses", "gate", "paper"])
 def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch):
     """A change to what enters a key silently orphans every user's cache: it must be deliberate
     (bump store.KEY_VERSION or the affected field) and show up here. What resolves by the machine is

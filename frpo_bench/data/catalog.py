@@ -14,6 +14,7 @@ FRPO_COMMIT = "56fa171d7e488cde7c8dbbe7f9b1effe8d319b30"
 XSTEST_COMMIT = "d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d"
 AOA_COMMIT = "8a3b38f11be1c3829e2b0ed379d3661ebc84e7db"
 AOA_DATA = f"{GH}/LLM-Tuning-Safety/LLMs-Finetuning-Safety/{AOA_COMMIT}/gpt-3.5/data"
+REPNOISE_COMMIT = "03689ff9702780e83b0c81f508771998aad0398c"
 XSTEST_PROMPTS = PinnedFile("xstest_prompts.csv",
                             f"{GH}/paul-rottger/exaggerated-safety/{XSTEST_COMMIT}/xstest_prompts.csv",
                             "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a")
@@ -89,6 +90,19 @@ CATALOG = [
         revision=AOA_COMMIT, license="MIT", parser="frpo_bench.data.parsers:aoa_identity_shift", splits=("all",),
         files=(PinnedFile("identity-shift-aoa.jsonl", f"{AOA_DATA}/identity-shift-aoa.jsonl",
                           "a9e4fc236f3591017c2e019979184bc3f05911633f77656dad5abe6c79606d82"),)),
+    DatasetSpec(
+        name="repnoise_decodingtrust", kind="pairs", harmful=True, folder="repnoise_decodingtrust",
+        description="RepNoise's DecodingTrust toxicity pairs: 107 toxic prompts, each with its toxic continuation "
+                    "(split harmful) and Llama-2-Chat's safe answer (split refusals: 69 decline or object, the rest continue benignly; "
+                    "each echoes the prompt first, as upstream trains on it), the same prompts both ways",
+        source=f"domenicrosati/representation-noising@{REPNOISE_COMMIT} data/decoding_trust_with_refusals_train.json "
+               "(DecodingTrust, RealToxicityPrompts)", revision=REPNOISE_COMMIT,
+        license="Apache-2.0 (repository); DecodingTrust CC BY-SA 4.0", parser="frpo_bench.data.parsers:repnoise_pairs",
+        splits=("harmful", "refusals"),
+        files=(PinnedFile("decoding_trust_with_refusals_train.json",
+                          f"{GH}/domenicrosati/representation-noising/{REPNOISE_COMMIT}/data/"
+                          "decoding_trust_with_refusals_train.json",
+                          "3e69d758318995f600350effc303851cb9894ec649e32dafb88d5ebbbadbdf0d"),)),
     DatasetSpec(
         name="advbench", kind="prompts", harmful=True, folder="aoa_identity_shift",
         description="AdvBench harmful behaviours (520 goals; Zou et al. 2023), as Qi et al. 2023 ship them",

@@ -140,3 +140,12 @@ def advbench(files: dict[str, Path], split: str) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         goals = [r[0] for r in csv.reader(fh) if r and r[0].strip()]
     return [{"id": f"advbench-{i}", "prompt": goal, "category": "", "context": ""} for i, goal in enumerate(goals)]
+
+
+def repnoise_pairs(files: dict[str, Path], split: str) -> list[dict]:
+    """RepNoise's DecodingTrust rows: the prompt text with its toxic continuation (harmful) or its refusal
+    (refusals), so the two splits hold the same prompts in the same order."""
+    (path,) = files.values()
+    field = {"harmful": lambda r: r["continuation"]["text"], "refusals": lambda r: r["refusal"]}[split]
+    return [{"prompt": r["prompt"]["text"], "response": field(r).strip()}
+            for r in json.loads(path.read_text(encoding="utf-8"))]

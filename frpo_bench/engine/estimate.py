@@ -206,6 +206,18 @@ def sft_estimate(kind: str, fields: dict, micro_batch: int, params: float, machi
     return Estimate(kind, seconds, train_peak_bytes(params, micro_batch * fields["max_length"], not lora))
 
 
+PAIR_PASSES = {"repnoise": 2, "vaccine": 2, "booster": 3}  # forward-backward passes per step over one batch each
+
+
+def pair_defense_estimate(kind: str, options: dict, params: float, machine: Machine) -> Estimate:
+    """RepNoise, Vaccine, Booster: SFT-like steps of several forward-backward passes each."""
+    lora = options.get("lora") is not None
+    tokens = PAIR_PASSES[kind] * options["steps"] * options["batch_size"] * options["max_length"] * SEQUENCE_FILL
+    seconds = 2 * load_seconds(params, machine) + train_seconds(params, tokens, options["steps"], machine,
+                                                                machine.is_gpu, lora)
+    return Estimate("harden", seconds, train_peak_bytes(params, options["batch_size"] * options["max_length"], not lora))
+
+
 ABLATION_LAYERS = 32  # decoder layers: barely grow with size below ~10B (SmolLM2-135M 30, Mistral-7B 32)
 ABLATION_POSITIONS = 5  # post-instruction tokens of a chat template (SmolLM2's 5)
 
@@ -309,6 +321,8 @@ def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
             return tar_estimate(options, params, machine)
         if kind == "rr":
             return rr_estimate(options, params, machine)
+        if kind in PAIR_PASSES:
+            return pair_defense_estimate(kind, options, params, machine)
         return Estimate("harden", 2 * load_seconds(params, machine), 2 * params)  # a released checkpoint
     if stage.kind == "generate":
         gen = fields["generation"]
