@@ -136,3 +136,20 @@ def test_a_host_peak_that_cannot_be_reset_is_recorded_as_the_process_peak(monkey
     monkeypatch.setattr(builtins, "open", refusing_open)
     scope = device.reset_peak_memory()
     assert scope.startswith("process") and "Permission denied" in scope
+
+
+def test_the_output_head_reads_a_contiguous_input_and_gives_the_same_logits(tiny_model_dir):
+    """A frozen head fed a slice of the hidden states (logits_to_keep) took torch's batched path, copying the
+    whole weight per row (2.3x slower on SmolLM2); the hook makes the slice contiguous, logits bit for bit."""
+    import torch
+    from frpo_bench.models import ModelRef
+    from frpo_bench.models.loading import load_model
+    lm = load_model(ModelRef(str(tiny_model_dir))).eval().requires_grad_(False)
+    seen = []
+    lm.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    ids = torch.randint(0, 50, (3, 7))
+    with torch.no_grad():
+        kept = lm(input_ids=ids, logits_to_keep=1).logits
+        full = lm(input_ids=ids).logits
+    assert seen == [True, True]
+    assert torch.equal(kept[:, -1], full[:, -1])

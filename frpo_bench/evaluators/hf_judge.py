@@ -42,11 +42,12 @@ def _tokenizer(judge: JudgeModel, padding_side: str):
 
 def load_causal_judge(judge: JudgeModel):
     from transformers import AutoModelForCausalLM
-    from frpo_bench.models.loading import torch_dtype
+    from frpo_bench.models.loading import contiguous_head_input, torch_dtype
     tokenizer = _tokenizer(judge, padding_side="left")  # the next token after every prompt sits at position -1
     from frpo_bench.models.device import device_map
     model = AutoModelForCausalLM.from_pretrained(judge.model, revision=judge.revision, dtype=torch_dtype(judge.dtype),
                                                  use_safetensors=True, device_map=device_map())
+    contiguous_head_input(model)
     if judge.adapter:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, judge.adapter, revision=judge.adapter_revision)
