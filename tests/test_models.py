@@ -140,7 +140,8 @@ def test_a_host_peak_that_cannot_be_reset_is_recorded_as_the_process_peak(monkey
 
 def test_the_output_head_reads_a_contiguous_input_and_gives_the_same_logits(tiny_model_dir):
     """A frozen head fed a slice of the hidden states (logits_to_keep) took torch's batched path, copying the
-    whole weight per row (2.3x slower on SmolLM2); the hook makes the slice contiguous, logits bit for bit."""
+    whole weight per row (2.3x slower on SmolLM2); the hook makes the slice contiguous: the same logits up to the
+    rounding of another matmul kernel."""
     import torch
     from frpo_bench.models import ModelRef
     from frpo_bench.models.loading import load_model
@@ -153,4 +154,4 @@ def test_the_output_head_reads_a_contiguous_input_and_gives_the_same_logits(tiny
         hidden = lm.model(input_ids=ids).last_hidden_state
         sliced = torch.nn.functional.linear(hidden[:, -1:, :], lm.get_output_embeddings().weight)  # torch's own path
     assert seen == [True] and not hidden[:, -1:, :].is_contiguous()
-    assert torch.equal(kept, sliced)
+    torch.testing.assert_close(kept, sliced, rtol=1e-5, atol=1e-6)  # one matmul kernel for another: rounding only
