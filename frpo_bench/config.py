@@ -181,6 +181,8 @@ class GenerationConfig(DtypeOption, AttentionOption):
                                           "(the prefilling attack sets it): matched to each prompt by its text")
     prefill_tokens: int = opt(0, omit_if_default=True, help="how many tokens of that response are forced after the "
                               "assistant turn; the completion scored is those tokens and the continuation")
+    prefill_uncovered: str = opt("error", omit_if_default=True, help="a harmful set the pairs do not cover: error "
+                                 "before compute, or skip it (planning only: not in any key)")
     attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
                                                              "eager, or auto (whichever a probe measures faster here; "
                                                              "part of the key: kernels differ in rounding)")
@@ -196,8 +198,8 @@ class GenerationConfig(DtypeOption, AttentionOption):
     vllm_gpu_memory_utilization: Optional[float] = opt(None, help="vllm backend on GPU: share of GPU memory the engine "
                                                                   "may claim; null keeps vLLM's default (transport only)")
 
-    TRANSPORT = ("batch_size", "prefix_cache", "tensor_parallel_size", "vllm_max_model_len", "vllm_enforce_eager",
-                 "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization")
+    TRANSPORT = ("prefill_uncovered", "batch_size", "prefix_cache", "tensor_parallel_size", "vllm_max_model_len",
+                 "vllm_enforce_eager", "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization")
 
     def validate(self, path: str) -> None:
         if self.backend not in BACKENDS:
@@ -215,6 +217,9 @@ class GenerationConfig(DtypeOption, AttentionOption):
             raise ConfigError(f"{path}.prefill_tokens", self.prefill_tokens, "must be 0, or positive with prefill_data",
                               "leave both out, or give prefill_data: {dataset: <pairs>} and a token count")
         check_user_template(self.user_template, f"{path}.user_template")
+        if self.prefill_uncovered not in ("error", "skip"):
+            raise ConfigError(f"{path}.prefill_uncovered", self.prefill_uncovered, "is not a choice",
+                              "use error or skip")
 
     def data_refs(self) -> list[DataRef]:
         """The data a generation reads besides its prompts (a prefill's responses): its content enters the key."""
@@ -233,7 +238,7 @@ class GenerationConfig(DtypeOption, AttentionOption):
         is resolved by the engine before planning, so a cache key always names the engine that produced the text."""
         fields = to_dict(self, for_key=True)
         for name in self.TRANSPORT:
-            fields.pop(name)
+            fields.pop(name, None)
         if self.backend == "hf" and self.dtype != "float32":
             # LoRA adapters are merged in fp32, then cast: merged in bf16, a small update is partly rounded
             # away (a harmful LoRA at lr 1e-4 measured 37 refusals of 100 merged in bf16, 17 in fp32), so

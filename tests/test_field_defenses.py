@@ -127,7 +127,8 @@ def tiny_batches(tiny_model_dir):
 def test_booster_gradient_is_its_objectives_and_the_weights_come_back_bit_for_bit(tiny_model_dir):
     import copy
     import torch
-    from frpo_bench.defenses.booster import booster_gradients, ce_loss
+    from frpo_bench.defenses.booster import booster_gradients
+    from frpo_bench.training.losses import causal_ce as ce_loss
     lm, alignment, harmful = tiny_batches(tiny_model_dir)
     params = list(lm.parameters())
     before = [p.detach().clone() for p in params]
@@ -177,7 +178,7 @@ def test_booster_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir
 def test_vaccine_shifts_each_attention_output_by_the_normalised_gradient_scaled_to_rho(tiny_model_dir):
     import copy
     import torch
-    from frpo_bench.defenses.booster import ce_loss
+    from frpo_bench.training.losses import causal_ce as ce_loss
     from frpo_bench.defenses.vaccine import attention_blocks, vaccine_gradients
     lm, alignment, _ = tiny_batches(tiny_model_dir)
     reference = copy.deepcopy(lm)

@@ -53,4 +53,4 @@ class PrefillAttack:
 
     @staticmethod
     def generation(options: PrefillOptions, gen):
-        return replace(gen, prefill_data=options.data, prefill_tokens=options.tokens)
+        return replace(gen, prefill_data=options.data, prefill_tokens=options.tokens, prefill_uncovered=options.uncovered)

@@ -32,6 +32,7 @@ class Defense(Protocol):
 #   repairs = True   a post-attack repair (e.g. SafeLoRA): with identity = True it changes nothing before the attack;
 #                    after each attack that changes weights the engine plans a `repair` stage that calls
 #                    repair(attacked, defended, base, out, options, report) -> ModelRef, where `defended` is the model
-#                    the attack started from and `base` the recipe's model before alignment; the cell scores the
-#                    repaired model (its attack stage is the one the undefended model's cell shares)
+#                    the attack started from and `base` the model before alignment: its options' `base_model` (a model
+#                    id, or None for the recipe's model before its `align` stage); the cell scores the repaired model
+#                    (its attack stage is the one the undefended model's cell shares)
 

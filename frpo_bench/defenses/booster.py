@@ -51,11 +51,6 @@ class BoosterOptions(Options):
         return [*self.alignment, *self.harmful]
 
 
-def ce_loss(lm, batch):
-    from frpo_bench.training.losses import response_ce
-    return response_ce(lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
-
-
 def gradient_of(loss, params: list, backward) -> list:
     """d loss / d params (zeros where a parameter does not reach the loss), leaving .grad empty."""
     import torch
@@ -73,6 +68,7 @@ def booster_gradients(lm, params: list, alignment_batch, harmful_batch, lam: flo
     """Leave in each parameter's .grad the gradient of Booster's objective at the current weights, which are
     restored bit for bit after the simulated step; return f(w), h(w), h(w') and the regularizer h(w) - h(w')."""
     import torch
+    from frpo_bench.training.losses import causal_ce as ce_loss
     harmful = ce_loss(lm, harmful_batch)
     g = gradient_of(harmful, params, backward)
     norm = torch.sqrt(sum((x.float() ** 2).sum() for x in g)) + 1e-7

@@ -89,7 +89,7 @@ def worst_case_shifts(gradients: list, rho: float) -> list:
 def vaccine_gradients(lm, blocks: list, batch, rho: float, backward) -> dict:
     """Leave in .grad the gradient of the alignment loss under the worst-case shift of the attention outputs;
     return both losses and the shifts."""
-    from frpo_bench.defenses.booster import ce_loss
+    from frpo_bench.training.losses import causal_ce as ce_loss
     with shifted_outputs(blocks) as outputs:
         plain = ce_loss(lm, batch)
     backward(plain)

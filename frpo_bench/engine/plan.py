@@ -100,7 +100,7 @@ class Planner:
     def repair(self, attacked: Stage, defended: Stage, base: Stage, defense) -> Stage:
         """A post-attack defense's repair of one attacked model (it reads the defended model and the model before
         alignment: the recipe's base, or the one the defense names)."""
-        own_base = getattr(defense.options, "base_model", None)
+        own_base = defense.options.base_model  # a repair's options name it (defenses/base.py)
         if own_base:
             from frpo_bench.config import ModelConfig
             from frpo_bench.models.loading import source_fields
@@ -157,7 +157,7 @@ class Planner:
             parent = cell.model
             if evaluator.needs_completions:
                 covering = covering_ref(ev.prompts, generated)  # one generation serves every prefix of it
-                gen_here = prefill_for(gen, covering, self.skips_uncovered(cell.attack))
+                gen_here = prefill_for(gen, covering)
                 if gen_here is None:
                     continue  # a prefilling attack's harmful set without answers: no row (its `uncovered: skip`)
                 gen_fields = with_data({"generation": gen_here.key_fields(), "prompts": data_fields([covering])[0]},
@@ -168,10 +168,6 @@ class Planner:
                                     generation=gen_here, prompts=covering, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
             cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev)
-
-    def skips_uncovered(self, attack_name: str) -> bool:
-        attack = next((a for a in self.recipe.attacks if a.name == attack_name), None)
-        return getattr(attack.options, "uncovered", "error") == "skip" if attack is not None else False
 
     def cells(self) -> list[Cell]:
         r = self.recipe
@@ -202,7 +198,7 @@ class Planner:
         return cells
 
 
-def prefill_for(gen, prompts, skip_uncovered: bool = False):
+def prefill_for(gen, prompts):
     """A prefilling attack forces the start of answers to harmful requests only (benign sets are generated as
     they are), and every harmful request evaluated needs a response to force: checked here, before compute
     (None for a set it does not cover when the attack skips those)."""
@@ -215,7 +211,7 @@ def prefill_for(gen, prompts, skip_uncovered: bool = False):
     try:
         responses_for(ref_rows(prompts), gen.prefill_data)
     except ValueError as err:
-        if skip_uncovered:
+        if gen.prefill_uncovered == "skip":
             return None
         raise ConfigError(f"prompts {prompts.dataset}/{prompts.split}", prompts.n, f"are prefilled, and {err}",
                           "evaluate the prefilling attack on prompts its pairs data covers") from None

@@ -70,3 +70,8 @@ def captured_outputs(modules: list) -> Iterator[list]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def causal_ce(lm, batch):
+    """The response CE of a padded batch (input_ids, attention_mask, labels) under `lm`."""
+    return response_ce(lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
