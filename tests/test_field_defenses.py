@@ -341,3 +341,27 @@ def test_safelora_is_planned_after_each_attack_that_changes_weights():
         assert cell.model.uses["defended"].kind == "align" and cell.model.uses["base"].kind == "base"
     with pytest.raises(Exception, match="base_model.*no `align` stage"):
         build_plan(load_recipe("smoke", ["defenses.+={name: safelora}", "align=null"])[0])
+
+
+@pytest.mark.slow
+def test_the_field_defenses_run_end_to_end_on_smoke(tmp_path, isolated_cache):
+    """Each trained defense and the SafeLoRA repair through the real engine: rows in the leaderboard, repairs stored."""
+    import csv
+    from frpo_bench.cli import main
+    trained = ("{name: repnoise, options: {harmful: [{dataset: demo_compliance, split: train, n: 8}], refusals: "
+               "[{dataset: demo_refusals, split: train}], steps: 2, batch_size: 4, max_length: 64}}, "
+               "{name: booster, options: {alignment: [{dataset: demo_refusals, split: train, n: 8}], harmful: "
+               "[{dataset: demo_compliance, split: train, n: 8}], steps: 2, batch_size: 4, max_length: 64}}, "
+               "{name: vaccine, options: {alignment: [{dataset: demo_refusals, split: train, n: 8}], steps: 2, "
+               "batch_size: 4, max_length: 64}}, {name: safelora, options: {num_layers: 2}}")
+    out = tmp_path / "run"
+    assert main(["run", "smoke", "--out", str(out), "--set", f"defenses=[{{name: none}}, {trained}]"]) == 0
+    with open(out / "leaderboard.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["metric"] == "harmful_refusal"]
+    cells = {(r["defense"], r["attack"]) for r in rows}
+    attacks = {r["attack"] for r in rows if r["defense"] == "none"}
+    for defense in ("repnoise", "booster", "vaccine", "safelora"):
+        assert {(defense, a) for a in attacks} <= cells
+    repairs = [json.loads(p.read_text()) for p in isolated_cache.glob("repair/*/safelora.json")]
+    assert len(repairs) == len(attacks - {"none"}) and all(len(r["projected"]) == 2 for r in repairs)
+    assert {r["kind"] for r in repairs} == {"adapter", "full"}  # the smoke recipe has a LoRA and a full attack
