@@ -9,17 +9,14 @@ from typing import Any, Optional
 
 import yaml
 
-from frpo_bench.data.prompts import check_user_template, wrapped
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
-from frpo_bench.models.precision import DTYPES, DtypeOption
-from frpo_bench.models.attention import AttentionOption
+from frpo_bench.generation_config import GenerationConfig
 from frpo_bench.search_options import SearchConfig, check_space
 from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
-                              load_yaml, to_dict, yaml_problem)
+                              load_yaml, yaml_problem)
 
-BACKENDS = ("hf", "vllm", "auto")
 DEFAULT_RETENTION = 0.9
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -161,90 +158,6 @@ class EvaluationConfig:
         self.metric = self.metric or f"{self.evaluator}_{self.prompts.dataset}"
         check_safe_name(self.metric, f"{path}.metric")
         self.options = _typed_options(options_class("evaluator", self.evaluator), self.options, f"{path}.options")
-
-
-@dataclass
-class GenerationConfig(DtypeOption, AttentionOption):
-    backend: str = opt("hf", help="generation backend: hf (batched transformers), vllm (vLLM engine in a child "
-                                  "process, LoRA cells served as adapters) or auto (vllm when installed, else hf)")
-    dtype: str = opt("float32", help=f"compute dtype for generation, one of {DTYPES}; auto: bf16 on a GPU, on a CPU "
-                                      "whichever a probe measures faster there (CPUs differ by 100x in bf16); "
-                                      "compare exact outputs in float32")
-    max_new_tokens: int = opt(48, help="tokens generated per prompt")
-    temperature: float = opt(0.0, help="0 means greedy decoding")
-    top_p: float = opt(1.0, help="nucleus sampling mass (used when temperature > 0)")
-    system_prompt: Optional[str] = opt(None, help="system message; null keeps the model's own chat template default")
-    user_template: Optional[str] = opt(None, omit_if_default=True, help="wraps each prompt before the chat template, "
-                                       "{prompt} where it goes (e.g. an identity-shift attack's 'AOA, execute my "
-                                       "instruction: {prompt}'); judges still see the prompt itself")
-    prefill_data: Optional[DataRef] = opt(None, omit_if_default=True, help="pairs whose responses start the answers "
-                                          "(the prefilling attack sets it): matched to each prompt by its text")
-    prefill_tokens: int = opt(0, omit_if_default=True, help="how many tokens of that response are forced after the "
-                              "assistant turn; the completion scored is those tokens and the continuation")
-    prefill_uncovered: str = opt("error", omit_if_default=True, help="a harmful set the pairs do not cover: error "
-                                 "before compute, or skip it (planning only: not in any key)")
-    attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
-                                                             "eager, or auto (whichever a probe measures faster here; "
-                                                             "part of the key: kernels differ in rounding)")
-    batch_size: int = opt(16, help="hf backend: prompts per forward batch (transport only: not part of any cache key)")
-    prefix_cache: bool = opt(True, help="hf backend: run the prompts' shared opening tokens (chat template, system "
-                                        "prompt) once per set and start each batch from their cache (transport only)")
-    tensor_parallel_size: int = opt(1, help="vllm backend: GPUs one engine spans (transport only)")
-    vllm_max_model_len: int = opt(4096, help="vllm backend: longest prompt + completion in tokens; bounds the KV "
-                                             "cache (transport only)")
-    vllm_enforce_eager: bool = opt(True, help="vllm backend: skip CUDA graphs / compilation; starts in ~20 s on CPU; "
-                                              "false is faster on GPUs (transport only)")
-    vllm_cpu_kv_cache_gib: int = opt(2, help="vllm backend on CPU: KV cache size in GiB (transport only)")
-    vllm_gpu_memory_utilization: Optional[float] = opt(None, help="vllm backend on GPU: share of GPU memory the engine "
-                                                                  "may claim; null keeps vLLM's default (transport only)")
-
-    TRANSPORT = ("prefill_uncovered", "batch_size", "prefix_cache", "tensor_parallel_size", "vllm_max_model_len",
-                 "vllm_enforce_eager", "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization")
-
-    def validate(self, path: str) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"{path}.backend", self.backend, "is not a generation backend", f"use one of {BACKENDS}")
-        self.check_dtype(path)
-        check_positive(self, path, "max_new_tokens", "batch_size", "tensor_parallel_size", "vllm_max_model_len",
-                       "vllm_cpu_kv_cache_gib")
-        if self.temperature < 0:  # infinity and NaN never get this far (typed refuses them)
-            raise ConfigError(f"{path}.temperature", self.temperature, "must be 0 (greedy) or a positive finite number",
-                              "use 0 for greedy decoding or e.g. 1.0 for sampling")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"{path}.top_p", self.top_p, "must be in (0, 1]", "use e.g. 0.9, or 1.0 for no nucleus")
-        self.check_attention(path)
-        if self.prefill_tokens < 0 or (self.prefill_tokens and self.prefill_data is None):
-            raise ConfigError(f"{path}.prefill_tokens", self.prefill_tokens, "must be 0, or positive with prefill_data",
-                              "leave both out, or give prefill_data: {dataset: <pairs>} and a token count")
-        check_user_template(self.user_template, f"{path}.user_template")
-        if self.prefill_uncovered not in ("error", "skip"):
-            raise ConfigError(f"{path}.prefill_uncovered", self.prefill_uncovered, "is not a choice",
-                              "use error or skip")
-
-    def data_refs(self) -> list[DataRef]:
-        """The data a generation reads besides its prompts (a prefill's responses): its content enters the key."""
-        return [self.prefill_data] if self.prefill_data is not None and self.prefill_tokens else []
-
-    def user_message(self, prompt: str) -> str:
-        """What the model is sent as the user's turn for `prompt`."""
-        return wrapped(self.user_template, prompt)
-
-    def resolve_installed(self, path: str, device: str) -> dict[str, str]:
-        """dtype auto first, then attention auto at that dtype (the vLLM backend has its own kernels: sdpa, unkeyed)."""
-        return {**super().resolve_installed(path, device), **self.resolve_attention(path, device, self.backend)}
-
-    def key_fields(self) -> dict:
-        """What changes the completions. The backend is part of it (engines differ in arithmetic); `auto`
-        is resolved by the engine before planning, so a cache key always names the engine that produced the text."""
-        fields = to_dict(self, for_key=True)
-        for name in self.TRANSPORT:
-            fields.pop(name, None)
-        if self.backend == "hf" and self.dtype != "float32":
-            # LoRA adapters are merged in fp32, then cast: merged in bf16, a small update is partly rounded
-            # away (a harmful LoRA at lr 1e-4 measured 37 refusals of 100 merged in bf16, 17 in fp32), so
-            # completions cached by the bf16 merge must not be reused
-            fields["adapter_merge"] = "float32"
-        return fields
 
 
 @dataclass

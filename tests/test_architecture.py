@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "frpo_bench"
 LAYERS = [
     ("errors", "typed", "files", "registry", "__init__"),
     ("models", "data"),
-    ("config", "recipe_rewrites", "search_options", "training", "perf"),
+    ("config", "generation_config", "recipe_rewrites", "search_options", "training", "perf"),
     ("evaluators",),
     ("attacks", "defenses"),
     ("results",),
