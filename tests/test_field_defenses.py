@@ -365,3 +365,24 @@ def test_the_field_defenses_run_end_to_end_on_smoke(tmp_path, isolated_cache):
     repairs = [json.loads(p.read_text()) for p in isolated_cache.glob("repair/*/safelora.json")]
     assert len(repairs) == len(attacks - {"none"}) and all(len(r["projected"]) == 2 for r in repairs)
     assert {r["kind"] for r in repairs} == {"adapter", "full"}  # the smoke recipe has a LoRA and a full attack
+
+
+@pytest.mark.parametrize("kind", ["repnoise", "booster", "vaccine"])
+def test_each_trained_defense_trains_under_bf16_autocast(kind, tiny_model_dir, tmp_path):
+    """bf16 autocast over fp32 weights (the demo's `bf16: auto` on a CPU with AVX512-BF16): the steps run, the saved
+    weights stay fp32 and move."""
+    from safetensors.torch import load_file
+    from frpo_bench import registry
+    from frpo_bench.errors import ConfigError
+    data = {"repnoise": PAIRS,
+            "booster": {"alignment": PAIRS["refusals"], "harmful": PAIRS["harmful"], "lora": None},
+            "vaccine": {"alignment": PAIRS["refusals"], "lora": None}}[kind]
+    cls = registry.load("defense", kind)
+    options = from_dict(cls.Options, {**data, "steps": 1, "batch_size": 4, "max_length": 64, "bf16": True})
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    cls().apply(ModelRef(str(tiny_model_dir)), tmp_path / "d", options, seed=0, report=lambda m: None)
+    after = load_file(str(tmp_path / "d" / "model.safetensors"))
+    assert {str(v.dtype) for v in after.values()} == {"torch.float32"}
+    assert any(not (before[k] == after[k]).all() for k in before if k in after)
+    with pytest.raises(ConfigError, match="bf16"):
+        from_dict(cls.Options, {**data, "bf16": "sometimes"}, "defenses.0.options")

@@ -13,19 +13,21 @@ LoRA adapter (r 32, alpha 4) at lr 5e-4, weight decay 0.1, batch 10, lambda 5, a
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
+from frpo_bench.models.precision import Bf16Option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
 
 
 @dataclass
-class BoosterOptions(Options):
+class BoosterOptions(Bf16Option, Options):
     alignment: list[DataRef] = opt(help="alignment pairs: harmful requests with refusals (upstream: BeaverTails' "
                                         "safe answers), and benign pairs if wanted")
     harmful: list[DataRef] = opt(help="harmful requests with harmful answers: the simulated attacker's data")
@@ -38,10 +40,13 @@ class BoosterOptions(Options):
     batch_size: int = opt(10, help="alignment rows per step, and harmful rows per step (upstream: 10 each)")
     max_length: int = opt(256, help="tokens per sequence")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm (upstream: the HF Trainer's default, 1)")
+    bf16: Union[bool, str] = opt(False, help="bf16 autocast over fp32 weights: true, false, or auto (true on a GPU; on "
+                                             "a CPU whichever a probe measures faster there)")
     lora: Optional[LoraConfig] = field(default_factory=lambda: LoraConfig(r=32, alpha=4), metadata={
         "help": "LoRA settings (upstream: r 32, alpha 4); null trains every weight"})
 
     def validate(self, path: str) -> None:
+        self.check_bf16(path)
         check_positive(self, path, "alpha", "lr", "steps", "batch_size", "max_length", "max_grad_norm")
         for name in ("lam", "weight_decay"):
             if getattr(self, name) < 0:
@@ -64,24 +69,27 @@ def gradient_of(loss, params: list, backward) -> list:
 
 
 def booster_gradients(lm, params: list, alignment_batch, harmful_batch, lam: float, alpha: float,
-                      backward) -> dict:
+                      backward, autocast=nullcontext) -> dict:
     """Leave in each parameter's .grad the gradient of Booster's objective at the current weights, which are
     restored bit for bit after the simulated step; return f(w), h(w), h(w') and the regularizer h(w) - h(w')."""
     import torch
     from frpo_bench.training.losses import causal_ce as ce_loss
-    harmful = ce_loss(lm, harmful_batch)
+    with autocast():
+        harmful = ce_loss(lm, harmful_batch)
     g = gradient_of(harmful, params, backward)
     norm = torch.sqrt(sum((x.float() ** 2).sum() for x in g)) + 1e-7
     saved = [p.detach().clone() for p in params]
     with torch.no_grad():
         for p, grad in zip(params, g):
             p.sub_(alpha * grad / norm)
-    stepped = ce_loss(lm, harmful_batch)
+    with autocast():
+        stepped = ce_loss(lm, harmful_batch)
     g_stepped = gradient_of(stepped, params, backward)
     with torch.no_grad():
         for p, weights in zip(params, saved):
             p.copy_(weights)
-    alignment = ce_loss(lm, alignment_batch)
+    with autocast():
+        alignment = ce_loss(lm, alignment_batch)
     backward(alignment)
     with torch.no_grad():
         for p, before, after in zip(params, g, g_stepped):
@@ -103,7 +111,7 @@ class BoosterDefense:
         from frpo_bench.training.batches import batches
         from frpo_bench.training.defense_loop import pair_features, start_run
         from frpo_bench.training.distributed import shard, to_device
-        run = start_run(model, out, options.lora, options.lr, options.steps, seed, options.weight_decay)
+        run = start_run(model, out, options.lora, options.lr, options.steps, seed, options.weight_decay, options.bf16)
         pad, rank, world = run.tokenizer.pad_token_id, run.accelerator.process_index, run.accelerator.num_processes
         streams = [shard(batches(pair_features(run.tokenizer, [r for ref in refs for r in ref_rows(ref)],
                                                options.max_length), options.batch_size, pad, seed + i), rank, world)
@@ -112,7 +120,7 @@ class BoosterDefense:
         for step in range(1, options.steps + 1):
             alignment_batch, harmful_batch = (to_device(next(s), run.accelerator.device) for s in streams)
             losses = booster_gradients(run.lm, params, alignment_batch, harmful_batch, options.lam, options.alpha,
-                                       run.accelerator.backward)
+                                       run.accelerator.backward, run.autocast)
             run.accelerator.clip_grad_norm_(params, options.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad()

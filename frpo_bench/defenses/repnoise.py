@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
+from frpo_bench.models.precision import Bf16Option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
 
 
 @dataclass
-class RepNoiseOptions(Options):
+class RepNoiseOptions(Bf16Option, Options):
     harmful: list[DataRef] = opt(help="harmful requests with harmful answers")
     refusals: list[DataRef] = opt(help="the same requests with refusals (matched by request text; requests "
                                        "without one are dropped, and none matched is an error)")
@@ -39,9 +40,12 @@ class RepNoiseOptions(Options):
     batch_size: int = opt(8, help="pairs per step (upstream: 8)")
     max_length: int = opt(256, help="tokens per sequence")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm")
+    bf16: Union[bool, str] = opt(False, help="bf16 autocast over fp32 weights: true, false, or auto (true on a GPU; on "
+                                             "a CPU whichever a probe measures faster there)")
     lora: Optional[LoraConfig] = opt(None, help="train a LoRA adapter instead of the full weights (upstream: full)")
 
     def validate(self, path: str) -> None:
+        self.check_bf16(path)
         check_positive(self, path, "lr", "steps", "batch_size", "max_length", "max_grad_norm")
         for name in ("alpha", "beta"):
             if getattr(self, name) < 0:
@@ -112,7 +116,7 @@ class RepNoiseDefense:
         from frpo_bench.training.defense_loop import start_run
         from frpo_bench.training.distributed import shard, to_device
         from frpo_bench.training.losses import captured_outputs, response_ce
-        run = start_run(model, out, options.lora, options.lr, options.steps, seed)
+        run = start_run(model, out, options.lora, options.lr, options.steps, seed, bf16=options.bf16)
         tokenizer, accelerator = run.tokenizer, run.accelerator
         pairs = paired_rows([r for ref in options.harmful for r in ref_rows(ref)],
                             [r for ref in options.refusals for r in ref_rows(ref)])
@@ -126,13 +130,15 @@ class RepNoiseDefense:
             rows = next(stream)
             harmful_batch = to_device(pad_batch([h for h, _ in rows], tokenizer.pad_token_id), accelerator.device)
             refusal_batch = to_device(pad_batch([r for _, r in rows], tokenizer.pad_token_id), accelerator.device)
-            refusal_ce = response_ce(run.lm(input_ids=refusal_batch["input_ids"],
-                                            attention_mask=refusal_batch["attention_mask"]).logits, refusal_batch["labels"])
-            with captured_outputs(blocks) as mlp_outputs:
-                result = run.lm(input_ids=harmful_batch["input_ids"], attention_mask=harmful_batch["attention_mask"],
-                                output_hidden_states=True, logits_to_keep=1)  # the CE reads the hidden states
-            noise = noise_term(mlp_outputs, harmful_batch["labels"] != -100)
-            harmful_ce = lens_ce(run.model, result.hidden_states, harmful_batch["labels"])
+            with run.autocast():
+                refusal_ce = response_ce(run.lm(input_ids=refusal_batch["input_ids"],
+                                                attention_mask=refusal_batch["attention_mask"]).logits,
+                                         refusal_batch["labels"])
+                with captured_outputs(blocks) as mlp_outputs:
+                    result = run.lm(input_ids=harmful_batch["input_ids"], attention_mask=harmful_batch["attention_mask"],
+                                    output_hidden_states=True, logits_to_keep=1)  # the CE reads the hidden states
+                noise = noise_term(mlp_outputs, harmful_batch["labels"] != -100)
+                harmful_ce = lens_ce(run.model, result.hidden_states, harmful_batch["labels"])
             loss = repnoise_loss(refusal_ce, noise, harmful_ce, options.alpha, options.beta)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(run.lm.parameters(), options.max_grad_norm)

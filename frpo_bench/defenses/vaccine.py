@@ -12,19 +12,20 @@ adapter (r 32, alpha 4) at lr 5e-4 with weight decay 0.1, batch 10; Booster's ba
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 from frpo_bench.data.ref import DataRef
 from frpo_bench.models import ModelRef
+from frpo_bench.models.precision import Bf16Option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
 
 
 @dataclass
-class VaccineOptions(Options):
+class VaccineOptions(Bf16Option, Options):
     alignment: list[DataRef] = opt(help="alignment pairs: harmful requests with refusals (upstream: BeaverTails' "
                                         "safe answers), and benign pairs if wanted")
     rho: float = opt(5.0, help="radius of the hidden-state perturbation, over all layers together (Booster's "
@@ -35,10 +36,13 @@ class VaccineOptions(Options):
     batch_size: int = opt(10, help="rows per step (upstream: 10)")
     max_length: int = opt(256, help="tokens per sequence")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm (upstream: the HF Trainer's default, 1)")
+    bf16: Union[bool, str] = opt(False, help="bf16 autocast over fp32 weights: true, false, or auto (true on a GPU; on "
+                                             "a CPU whichever a probe measures faster there)")
     lora: Optional[LoraConfig] = field(default_factory=lambda: LoraConfig(r=32, alpha=4), metadata={
         "help": "LoRA settings (upstream: r 32, alpha 4); null trains every weight"})
 
     def validate(self, path: str) -> None:
+        self.check_bf16(path)
         check_positive(self, path, "rho", "lr", "steps", "batch_size", "max_length", "max_grad_norm")
 
     def data_refs(self) -> list[DataRef]:
@@ -64,7 +68,7 @@ def shifted_outputs(blocks: list, shifts: Optional[list] = None) -> Iterator[lis
         def add(module, args, output):
             hidden = output[0] if isinstance(output, tuple) else output
             if shifts is not None:
-                hidden = hidden + shifts[i]
+                hidden = hidden + shifts[i].to(hidden.dtype)
             if hidden.requires_grad:
                 hidden.retain_grad()
             outputs[i] = hidden
@@ -86,16 +90,16 @@ def worst_case_shifts(gradients: list, rho: float) -> list:
     return [(rho * g / norm).detach() for g in gradients]
 
 
-def vaccine_gradients(lm, blocks: list, batch, rho: float, backward) -> dict:
+def vaccine_gradients(lm, blocks: list, batch, rho: float, backward, autocast=nullcontext) -> dict:
     """Leave in .grad the gradient of the alignment loss under the worst-case shift of the attention outputs;
     return both losses and the shifts."""
     from frpo_bench.training.losses import causal_ce as ce_loss
-    with shifted_outputs(blocks) as outputs:
+    with autocast(), shifted_outputs(blocks) as outputs:
         plain = ce_loss(lm, batch)
     backward(plain)
     shifts = worst_case_shifts([o.grad for o in outputs], rho)
     lm.zero_grad(set_to_none=True)
-    with shifted_outputs(blocks, shifts):
+    with autocast(), shifted_outputs(blocks, shifts):
         perturbed = ce_loss(lm, batch)
     backward(perturbed)
     return {"loss": plain.item(), "perturbed_loss": perturbed.item(), "shifts": shifts}
@@ -112,7 +116,7 @@ class VaccineDefense:
         from frpo_bench.training.batches import batches
         from frpo_bench.training.defense_loop import pair_features, start_run
         from frpo_bench.training.distributed import shard, to_device
-        run = start_run(model, out, options.lora, options.lr, options.steps, seed, options.weight_decay)
+        run = start_run(model, out, options.lora, options.lr, options.steps, seed, options.weight_decay, options.bf16)
         features = pair_features(run.tokenizer, [r for ref in options.alignment for r in ref_rows(ref)],
                                  options.max_length)
         stream = shard(batches(features, options.batch_size, run.tokenizer.pad_token_id, seed),
@@ -120,7 +124,7 @@ class VaccineDefense:
         blocks = attention_blocks(run.model)
         for step in range(1, options.steps + 1):
             result = vaccine_gradients(run.lm, blocks, to_device(next(stream), run.accelerator.device), options.rho,
-                                       run.accelerator.backward)
+                                       run.accelerator.backward, run.autocast)
             run.accelerator.clip_grad_norm_(run.trainable(), options.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad()

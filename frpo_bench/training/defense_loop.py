@@ -20,6 +20,7 @@ class DefenseRun:
     base_path: str  # the weights a new adapter applies to (the model itself when training full weights)
     lora: bool
     steps: int
+    bf16: bool = False
     start: float = field(default_factory=time.time)
     history: list = field(default_factory=list)
 
@@ -27,6 +28,11 @@ class DefenseRun:
     def model(self):
         """The unwrapped model (its config, modules and output head)."""
         return self.accelerator.unwrap_model(self.lm)
+
+    def autocast(self):
+        """bf16 autocast over the fp32 weights for the forward passes, when the options ask for it."""
+        import torch
+        return torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16, enabled=bool(self.bf16))
 
     def trainable(self) -> list:
         return [p for p in self.lm.parameters() if p.requires_grad]
@@ -51,8 +57,8 @@ class DefenseRun:
         return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
 
 
-def start_run(model: ModelRef, out: Path, lora, lr: float, steps: int, seed: int,
-              weight_decay: float = 0.0) -> DefenseRun:
+def start_run(model: ModelRef, out: Path, lora, lr: float, steps: int, seed: int, weight_decay: float = 0.0,
+              bf16: bool = False) -> DefenseRun:
     """Load `model` to train (a new LoRA adapter when `lora` is given, else every weight), with AdamW."""
     import torch
     from frpo_bench.models.loading import load_for_training
@@ -66,7 +72,7 @@ def start_run(model: ModelRef, out: Path, lora, lr: float, steps: int, seed: int
         lm = get_peft_model(lm, peft_config(lora))
     optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     lm, optimizer = accelerator.prepare(lm, optimizer)
-    return DefenseRun(accelerator, tokenizer, lm, optimizer, base_path, lora is not None, steps)
+    return DefenseRun(accelerator, tokenizer, lm, optimizer, base_path, lora is not None, steps, bf16)
 
 
 def pair_features(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
