@@ -12,6 +12,7 @@ from frpo_bench.models.precision import DTYPES, DtypeOption
 from frpo_bench.typed import check_positive, opt, to_dict
 
 BACKENDS = ("hf", "vllm", "auto")
+PREFILL_UNCOVERED = ("error", "skip")  # a harmful set a prefill's pairs do not cover: stop, or leave it out
 
 
 @dataclass
@@ -68,9 +69,9 @@ class GenerationConfig(DtypeOption, AttentionOption):
             raise ConfigError(f"{path}.prefill_tokens", self.prefill_tokens, "must be 0, or positive with prefill_data",
                               "leave both out, or give prefill_data: {dataset: <pairs>} and a token count")
         check_user_template(self.user_template, f"{path}.user_template")
-        if self.prefill_uncovered not in ("error", "skip"):
+        if self.prefill_uncovered not in PREFILL_UNCOVERED:
             raise ConfigError(f"{path}.prefill_uncovered", self.prefill_uncovered, "is not a choice",
-                              "use error or skip")
+                              f"use one of {PREFILL_UNCOVERED}")
 
     def data_refs(self) -> list[DataRef]:
         """The data a generation reads besides its prompts (a prefill's responses): its content enters the key."""

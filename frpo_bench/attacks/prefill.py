@@ -14,10 +14,8 @@ from dataclasses import dataclass, replace
 
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
+from frpo_bench.generation_config import PREFILL_UNCOVERED
 from frpo_bench.typed import Options, opt
-
-UNCOVERED = ("error", "skip")
-
 
 @dataclass
 class PrefillOptions(Options):
@@ -32,8 +30,8 @@ class PrefillOptions(Options):
     def validate(self, path: str) -> None:
         if self.tokens < 1:
             raise ConfigError(f"{path}.tokens", self.tokens, "must be positive", "use e.g. 5, 10, 20 or 40")
-        if self.uncovered not in UNCOVERED:
-            raise ConfigError(f"{path}.uncovered", self.uncovered, "is not a choice", f"use one of {UNCOVERED}")
+        if self.uncovered not in PREFILL_UNCOVERED:
+            raise ConfigError(f"{path}.uncovered", self.uncovered, "is not a choice", f"use one of {PREFILL_UNCOVERED}")
 
     def key_fields(self) -> dict:
         fields = super().key_fields()

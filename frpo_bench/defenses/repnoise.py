@@ -57,8 +57,8 @@ class RepNoiseOptions(Bf16Option, Options):
 
 def paired_rows(harmful: list[dict], refusals: list[dict]) -> list[tuple[dict, dict]]:
     """(harmful pair, refusal pair) for each harmful request that has a refusal, in the harmful set's order."""
-    by_prompt = {row["prompt"]: row for row in refusals}
-    pairs = [(row, by_prompt[row["prompt"]]) for row in harmful if row["prompt"] in by_prompt]
+    from frpo_bench.training.batches import same_prompt_pairs
+    pairs = same_prompt_pairs(harmful, refusals)
     if not pairs:
         raise ValueError("no harmful request has a refusal in the refusals data: RepNoise needs the same requests "
                          "answered both ways")
@@ -73,11 +73,8 @@ def repnoise_loss(refusal_ce, noise, harmful_ce, alpha: float, beta: float):
 
 def mlp_modules(lm) -> list:
     """Each decoder layer's MLP block (its output is what RepNoise noises)."""
-    blocks = [m for name, m in lm.named_modules() if name.endswith(".mlp") and ".layers." in name]
-    if len(blocks) != lm.config.num_hidden_layers:
-        raise ValueError(f"found {len(blocks)} MLP blocks for {lm.config.num_hidden_layers} layers: this "
-                         "architecture's names are not supported by repnoise")
-    return blocks
+    from frpo_bench.training.losses import layer_modules
+    return layer_modules(lm, "mlp", "repnoise")
 
 
 def noise_term(outputs: list, mask):
@@ -115,7 +112,7 @@ class RepNoiseDefense:
         from frpo_bench.training.batches import pad_batch, row_batches, tokenize_pairs
         from frpo_bench.training.defense_loop import start_run
         from frpo_bench.training.distributed import shard, to_device
-        from frpo_bench.training.losses import captured_outputs, response_ce
+        from frpo_bench.training.losses import captured_outputs, causal_ce
         run = start_run(model, out, options.lora, options.lr, options.steps, seed, bf16=options.bf16)
         tokenizer, accelerator = run.tokenizer, run.accelerator
         pairs = paired_rows([r for ref in options.harmful for r in ref_rows(ref)],
@@ -131,9 +128,7 @@ class RepNoiseDefense:
             harmful_batch = to_device(pad_batch([h for h, _ in rows], tokenizer.pad_token_id), accelerator.device)
             refusal_batch = to_device(pad_batch([r for _, r in rows], tokenizer.pad_token_id), accelerator.device)
             with run.autocast():
-                refusal_ce = response_ce(run.lm(input_ids=refusal_batch["input_ids"],
-                                                attention_mask=refusal_batch["attention_mask"]).logits,
-                                         refusal_batch["labels"])
+                refusal_ce = causal_ce(run.lm, refusal_batch)
                 with captured_outputs(blocks) as mlp_outputs:
                     result = run.lm(input_ids=harmful_batch["input_ids"], attention_mask=harmful_batch["attention_mask"],
                                     output_hidden_states=True, logits_to_keep=1)  # the CE reads the hidden states

@@ -154,11 +154,6 @@ def retain_loss(model, reference, batch, representation_weight: float):
     return out.loss + representation_weight * distance
 
 
-def paired_rows(refusals: list[dict], compliance: list[dict]) -> list[tuple[dict, dict]]:
-    answers = {r["prompt"]: r for r in compliance}
-    return [(r, answers[r["prompt"]]) for r in refusals if r["prompt"] in answers]
-
-
 class TARDefense:
     """Tamper-resistant safeguards: meta-learned resistance to fine-tuning attacks (full weights)."""
 
@@ -170,7 +165,7 @@ class TARDefense:
         import torch
         from frpo_bench.data import ref_rows
         from frpo_bench.models.loading import load_for_training
-        from frpo_bench.training.batches import batches, pad_batch, tokenize_pairs
+        from frpo_bench.training.batches import batches, pad_batch, same_prompt_pairs, tokenize_pairs
         from frpo_bench.training.distributed import make_accelerator, save_trained, shard, to_device
         torch.manual_seed(seed)
         rng = random.Random(seed)  # the same on every process: adversary learning rates and tamper rows agree
@@ -186,7 +181,7 @@ class TARDefense:
         rows = lambda refs: [r for ref in refs for r in ref_rows(ref)]  # noqa: E731
         compliance = rows(options.tamper_compliance)
         if options.tamper_loss == "dpo":
-            pairs = paired_rows(rows(options.tamper_refusals), compliance)
+            pairs = same_prompt_pairs(rows(options.tamper_refusals), compliance)
             if not pairs:
                 raise ValueError("tamper_refusals and tamper_compliance share no prompt: DPO pairs need the same prompts")
             chosen = tokenize_pairs(tokenizer, [c for c, _ in pairs], options.max_length)

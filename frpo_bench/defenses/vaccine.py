@@ -12,10 +12,10 @@ adapter (r 32, alpha 4) at lr 5e-4 with weight decay 0.1, batch 10; Booster's ba
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
 from frpo_bench.models import ModelRef
@@ -51,36 +51,8 @@ class VaccineOptions(Bf16Option, Options):
 
 def attention_blocks(lm) -> list:
     """Each decoder layer's attention block, whose output Vaccine perturbs."""
-    blocks = [m for name, m in lm.named_modules() if name.endswith(".self_attn") and ".layers." in name]
-    if len(blocks) != lm.config.num_hidden_layers:
-        raise ValueError(f"found {len(blocks)} attention blocks for {lm.config.num_hidden_layers} layers: this "
-                         "architecture's names are not supported by vaccine")
-    return blocks
-
-
-@contextmanager
-def shifted_outputs(blocks: list, shifts: Optional[list] = None) -> Iterator[list]:
-    """Within it, each block's hidden-state output keeps its gradient (listed, in order) and, with `shifts`,
-    has its shift added."""
-    outputs: list = [None] * len(blocks)
-
-    def hook(i):
-        def add(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            if shifts is not None:
-                hidden = hidden + shifts[i].to(hidden.dtype)
-            if hidden.requires_grad:
-                hidden.retain_grad()
-            outputs[i] = hidden
-            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-        return add
-
-    handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
-    try:
-        yield outputs
-    finally:
-        for handle in handles:
-            handle.remove()
+    from frpo_bench.training.losses import layer_modules
+    return layer_modules(lm, "self_attn", "vaccine")
 
 
 def worst_case_shifts(gradients: list, rho: float) -> list:
@@ -93,13 +65,13 @@ def worst_case_shifts(gradients: list, rho: float) -> list:
 def vaccine_gradients(lm, blocks: list, batch, rho: float, backward, autocast=nullcontext) -> dict:
     """Leave in .grad the gradient of the alignment loss under the worst-case shift of the attention outputs;
     return both losses and the shifts."""
-    from frpo_bench.training.losses import causal_ce as ce_loss
-    with autocast(), shifted_outputs(blocks) as outputs:
+    from frpo_bench.training.losses import captured_outputs, causal_ce as ce_loss
+    with autocast(), captured_outputs(blocks, keep_grad=True) as outputs:
         plain = ce_loss(lm, batch)
     backward(plain)
     shifts = worst_case_shifts([o.grad for o in outputs], rho)
     lm.zero_grad(set_to_none=True)
-    with autocast(), shifted_outputs(blocks, shifts):
+    with autocast(), captured_outputs(blocks, shifts):
         perturbed = ce_loss(lm, batch)
     backward(perturbed)
     return {"loss": plain.item(), "perturbed_loss": perturbed.item(), "shifts": shifts}

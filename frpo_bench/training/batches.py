@@ -27,6 +27,12 @@ def tokenize_pairs(tokenizer, rows: list[dict], max_length: int, system: str | N
     return out
 
 
+def same_prompt_pairs(first: list[dict], second: list[dict]) -> list[tuple[dict, dict]]:
+    """(row of `first`, row of `second` with the same prompt) for each row of `first` that has one, in its order."""
+    by_prompt = {row["prompt"]: row for row in second}
+    return [(row, by_prompt[row["prompt"]]) for row in first if row["prompt"] in by_prompt]
+
+
 def pad_batch(features: list[dict], pad_id: int) -> dict:
     import torch
     width = max(len(f["input_ids"]) for f in features)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 
 def hidden_states(model, batch, layers=None):
@@ -23,11 +23,14 @@ def representation_distance(h_lora, h_orig, mask, relative: bool = False):
     return (distance * weights).sum() / weights.sum()
 
 
-def response_ce(logits, labels):
-    """Mean next-token cross-entropy over the response tokens (labels != -100); logits [B, T, V]."""
-    import torch
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                             ignore_index=-100)
+def layer_modules(lm, suffix: str, user: str) -> list:
+    """Each decoder layer's submodule named `suffix` (e.g. mlp, self_attn), in layer order; an error naming `user`
+    where the architecture's names do not give one per layer."""
+    found = [m for name, m in lm.named_modules() if name.endswith(f".{suffix}") and ".layers." in name]
+    if len(found) != lm.config.num_hidden_layers:
+        raise ValueError(f"found {len(found)} '{suffix}' blocks for {lm.config.num_hidden_layers} layers: this "
+                         f"architecture's names are not supported by {user}")
+    return found
 
 
 def gaussian_mmd(x, y, kernel_mul: float = 2.0, kernel_num: int = 5):
@@ -55,13 +58,22 @@ def head_ce(head, hidden, labels):
 
 
 @contextmanager
-def captured_outputs(modules: list) -> Iterator[list]:
-    """Within it, the list holds each module's output of the last forward, in the order given."""
+def captured_outputs(modules: list, shifts: Optional[list] = None, keep_grad: bool = False) -> Iterator[list]:
+    """Within it, the list holds each module's hidden-state output of the last forward (the first element of a
+    tuple output), in the order given; with `shifts`, each shift is added to that output; with `keep_grad`, the
+    output keeps its gradient after backward (.grad)."""
     outputs: list = [None] * len(modules)
 
     def keeper(i):
         def hook(module, args, output):
-            outputs[i] = output
+            hidden = output[0] if isinstance(output, tuple) else output
+            if shifts is not None:
+                hidden = hidden + shifts[i].to(hidden.dtype)
+            if keep_grad and hidden.requires_grad:
+                hidden.retain_grad()
+            outputs[i] = hidden
+            if shifts is not None:
+                return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
         return hook
 
     handles = [m.register_forward_hook(keeper(i)) for i, m in enumerate(modules)]
@@ -73,5 +85,5 @@ def captured_outputs(modules: list) -> Iterator[list]:
 
 
 def causal_ce(lm, batch):
-    """The response CE of a padded batch (input_ids, attention_mask, labels) under `lm`."""
-    return response_ce(lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+    """The mean CE of a padded batch's response tokens (labels -100 elsewhere): the model's own loss."""
+    return lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
