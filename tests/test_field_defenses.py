@@ -239,15 +239,15 @@ def in_column_space(update, v) -> float:
 
 def test_safelora_math_is_upstreams():
     import torch
-    from frpo_bench.defenses.safelora import SafeLoRAOptions, alignment_projection, chosen, similarity
+    from frpo_bench.defenses.safelora import SafeLoRAOptions, chosen, projected, similarity
     torch.manual_seed(0)
     base, aligned = torch.randn(6, 4), torch.randn(6, 4)
     v = aligned - base
-    c = alignment_projection(aligned, base)
-    torch.testing.assert_close(c, v @ v.T / torch.sqrt((v ** 2).sum()))
+    c = v @ v.T / torch.sqrt((v ** 2).sum())
     update = torch.randn(6, 4)
+    torch.testing.assert_close(projected(aligned, base, update), c @ update)
     expected = float(((c @ update) * update).sum() / ((c @ update).norm() * update.norm()))
-    assert similarity(c, update) == pytest.approx(expected, rel=1e-5)
+    assert similarity(update, c @ update) == pytest.approx(expected, rel=1e-5)
     sims = {"a": 0.9, "b": 0.1, "c": 0.5, "d": -0.2}
     assert chosen(sims, from_dict(SafeLoRAOptions, {"num_layers": 2})) == {"b", "d"}
     assert chosen(sims, from_dict(SafeLoRAOptions, {"select": "threshold", "threshold": 0.5})) == {"b", "c", "d"}
@@ -257,7 +257,7 @@ def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_other
     import torch
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
-    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions, adapter_updates, alignment_projection
+    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions, adapter_updates
     from frpo_bench.models.loading import load_model
     from frpo_bench.models.tiny import build_tiny_model
     aligned_dir = build_tiny_model(tmp_path / "aligned", seed=1)  # the "aligned" model: other weights, same shape
@@ -288,7 +288,8 @@ def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_other
         if weight not in record["projected"]:
             assert (new_b == b).all()  # left bit for bit
             continue
-        c = alignment_projection(aligned[weight], base[weight])
+        v = aligned[weight] - base[weight]
+        c = v @ v.T / v.norm()  # upstream's C, written out
         torch.testing.assert_close(new_b, c @ b)
         update = scale * new_b @ a[weight][1]
         assert in_column_space(update, aligned[weight] - base[weight]) < 1e-5  # in the alignment subspace
@@ -297,7 +298,7 @@ def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_other
 def test_safelora_repairs_a_full_weight_attack_by_the_same_rule(tiny_model_dir, tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
-    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions, alignment_projection
+    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions
     from frpo_bench.models.tiny import build_tiny_model
     aligned_dir = build_tiny_model(tmp_path / "aligned", seed=1)
     attacked_dir = build_tiny_model(tmp_path / "attacked", seed=1)
@@ -319,7 +320,8 @@ def test_safelora_repairs_a_full_weight_attack_by_the_same_rule(tiny_model_dir, 
         if key not in touched:
             assert (after[key] == aligned[key]).all(), key
             continue
-        c = alignment_projection(aligned[key], base[key])
+        v = aligned[key] - base[key]
+        c = v @ v.T / v.norm()  # upstream's C, written out
         torch.testing.assert_close(after[key], aligned[key] + c @ (weights[key] - aligned[key]), rtol=1e-4, atol=1e-6)
         assert in_column_space(after[key] - aligned[key], aligned[key] - base[key]) < 1e-4
 

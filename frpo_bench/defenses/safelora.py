@@ -47,16 +47,17 @@ class SafeLoRAOptions(Options):
             raise ConfigError(f"{path}.threshold", self.threshold, "is not a cosine", "use a value in [-1, 1], e.g. 0.5")
 
 
-def alignment_projection(aligned, base):
-    """C = V V^T / ||V||_F, V = W_aligned - W_base ([out, in] -> [out, out])."""
-    v = (aligned.float() - base.float())
-    return v @ v.T / v.norm()
+def projected(aligned, base, update):
+    """C dW with C = V V^T / ||V||_F, V = W_aligned - W_base, computed as V (V^T dW) / ||V||_F: C itself is
+    [out, out] (a 14336-wide MLP weight of a 7B model: 0.8 GB in fp32), never formed."""
+    v = aligned.float() - base.float()
+    return v @ (v.T @ update.float()) / v.norm()
 
 
-def similarity(projection, update) -> float:
+def similarity(update, projection) -> float:
     """cos(C dW, dW) over the flattened matrices."""
     import torch
-    return float(torch.nn.functional.cosine_similarity((projection @ update).flatten(), update.flatten(), dim=0))
+    return float(torch.nn.functional.cosine_similarity(projection.flatten(), update.flatten(), dim=0))
 
 
 def chosen(similarities: dict[str, float], options: SafeLoRAOptions) -> set[str]:
@@ -111,18 +112,20 @@ class SafeLoRADefense:
         from safetensors.torch import load_file, save_file
         source = Path(attacked.adapter)
         a, b, scale = adapter_updates(source)
-        projections = {w: alignment_projection(aligned[w], before[w]) for w in b}
-        similarities = {w: similarity(projections[w], scale * b[w][1].float() @ a[w][1].float()) for w in b}
-        projected = chosen(similarities, options)
+        similarities = {}
+        for w in b:
+            update = scale * b[w][1].float() @ a[w][1].float()
+            similarities[w] = similarity(update, projected(aligned[w], before[w], update))
+        picked = chosen(similarities, options)
         tensors = load_file(str(source / "adapter_model.safetensors"))
-        for weight in projected:
+        for weight in picked:  # C (B A) = (C B) A
             key, value = b[weight]
-            tensors[key] = (projections[weight] @ value.float()).to(value.dtype).contiguous()
+            tensors[key] = projected(aligned[weight], before[weight], value).to(value.dtype).contiguous()
         for name in source.iterdir():
             if name.is_file() and name.name != "adapter_model.safetensors":
                 shutil.copy2(name, out / name.name)
         save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-        record = {"kind": "adapter", "similarity": similarities, "projected": sorted(projected)}
+        record = {"kind": "adapter", "similarity": similarities, "projected": sorted(picked)}
         return ModelRef(attacked.path, adapter=str(out), trust_remote_code=attacked.trust_remote_code), record
 
     def repair_weights(self, attacked: ModelRef, aligned: dict, before: dict, out: Path, options) -> tuple:
@@ -134,14 +137,17 @@ class SafeLoRADefense:
         wanted = sorted(w for w in linear if options.modules is None
                         or any(w.removesuffix(".weight").endswith(m) for m in options.modules))
         state = lm.state_dict()
-        projections = {w: alignment_projection(aligned[w], before[w]) for w in wanted}
-        updates = {w: state[w].float() - aligned[w] for w in wanted}
-        similarities = {w: similarity(projections[w], updates[w]) for w in wanted if updates[w].any()}
-        projected = chosen(similarities, options)
+        similarities = {}
+        for w in wanted:  # one weight's update at a time: a whole model's would double its memory
+            update = state[w].float() - aligned[w]
+            if update.any():
+                similarities[w] = similarity(update, projected(aligned[w], before[w], update))
+        picked = chosen(similarities, options)
         with torch.no_grad():
-            for weight in projected:
-                state[weight].copy_(aligned[weight] + projections[weight] @ updates[weight])
+            for weight in picked:
+                state[weight].copy_(aligned[weight] + projected(aligned[weight], before[weight],
+                                                                state[weight].float() - aligned[weight]))
         lm.save_pretrained(out, safe_serialization=True)
         load_tokenizer(attacked).save_pretrained(out)
-        record = {"kind": "full", "similarity": similarities, "projected": sorted(projected)}
+        record = {"kind": "full", "similarity": similarities, "projected": sorted(picked)}
         return ModelRef(str(out), trust_remote_code=attacked.trust_remote_code), record
