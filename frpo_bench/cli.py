@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from frpo_bench.engine.stages import NAMES as STAGE_KINDS
-from frpo_bench.errors import ConfigError, StageError, Terminated
+from frpo_bench.errors import RECEIVED_STOPS, ConfigError, StageError, Terminated
 
 DEFAULT_RECIPE = "demo"
 
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     from frpo_bench.cli_judges import cmd_judges
     handler = {"run": cmd_run, "plan": cmd_plan, "ls": cmd_ls, "leaderboard": cmd_leaderboard,
                "check": cmd_check, "verify": cmd_verify, "judges": cmd_judges}[args.command]
-    previous = install_sigterm()
+    previous = install_stop_handlers()
     try:
         return handler(args)
     except ConfigError as err:
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         return 1
     finally:
-        restore_sigterm(previous)
+        restore_stop_handlers(previous)
 
 
 def os_error_message(err: OSError) -> str:
@@ -328,22 +328,27 @@ def os_error_message(err: OSError) -> str:
     return f"{err.strerror or err}{where}. Fix the path or its permissions and run the same command again"
 
 
-def install_sigterm():
-    """SIGTERM (a scheduler's or `kill`'s stop) unwinds like Ctrl-C. Only the main thread may set handlers."""
+def install_stop_handlers() -> dict | None:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's or `kill`'s stop) unwind the run, and are remembered so that a
+    raise some library swallows is raised again at the next stage boundary. Only the main thread may set handlers."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         return None
+    RECEIVED_STOPS.clear()
 
-    def raise_terminated(signum, frame):
-        raise Terminated()
-    return signal.signal(signal.SIGTERM, raise_terminated)
+    def stop(signum, frame):
+        RECEIVED_STOPS.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
-def restore_sigterm(previous) -> None:
+def restore_stop_handlers(previous: dict | None) -> None:
+    """The stop was answered: a later run in this process (a test, a notebook) starts unstopped."""
     import signal
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    RECEIVED_STOPS.clear()
+    for sig, handler in (previous or {}).items():
+        signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -24,3 +24,15 @@ class StageError(RuntimeError):
 
 class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so every `finally` and build cleanup runs on the way out."""
+
+
+# The stop signals that arrived (SIGINT 2, SIGTERM 15). A handler raises at whatever bytecode runs, and when that is
+# a finalizer or a library's catch-all the exception is swallowed and the run would carry on; the runner raises
+# again at its next stage boundary from this record.
+RECEIVED_STOPS: list[int] = []
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop a signal asked for, should its first raise have been lost."""
+    if RECEIVED_STOPS:
+        raise KeyboardInterrupt() if RECEIVED_STOPS[0] == 2 else Terminated()

@@ -71,3 +71,29 @@ def test_an_attack_that_does_not_train_is_its_own_sort(tmp_path):
     history = History.of_store(store.root)
     assert abs(expected_seconds(by_name["full"], history, "cpu") - 30.0) < 1e-6
     assert abs(expected_seconds(by_name["ablate"], history, "cpu") - 120.0) < 1e-6
+
+
+def test_a_stop_whose_raise_was_swallowed_stops_the_run_at_the_next_stage(tmp_path):
+    """A signal's KeyboardInterrupt raised inside a finalizer or a library's catch-all is lost; the run must still
+    stop before it builds anything more (a fresh-clone run once finished with exit 0 after Ctrl-C)."""
+    import os
+    import signal
+
+    import pytest
+
+    from frpo_bench.cli import install_stop_handlers, restore_stop_handlers
+    from frpo_bench.engine.runner import execute
+    previous = install_stop_handlers()
+    try:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # swallowed, as a finalizer would
+        store = Store(tmp_path)
+        with pytest.raises(KeyboardInterrupt):
+            execute(smoke_stages(), store)
+        assert not [p for p in tmp_path.glob("*/*") if p.is_dir()]  # nothing was built
+    finally:
+        restore_stop_handlers(previous)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    execute([], Store(tmp_path))  # the stop was handled: the next run is not stopped by it

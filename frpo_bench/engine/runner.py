@@ -14,7 +14,7 @@ from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.eta import CostPrior, History, expected_seconds
 from frpo_bench.engine.stages import BY_NAME, prior_seconds, stage_dtype, stage_size
 from frpo_bench.engine.store import INCOMPLETE, Store
-from frpo_bench.errors import StageError
+from frpo_bench.errors import StageError, raise_if_stopped
 
 
 class Progress:
@@ -77,6 +77,7 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
     progress.say(f"{len(stages)} stages: {build_summary(stages, todo, built_keys)} (store: {store.root})")
     built = []
     for stage in todo:
+        raise_if_stopped()
         if stage.kind != "generate":
             release_generation_engines()
         if stage.kind not in ("generate", "score", "checkpoint"):
@@ -103,6 +104,7 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
                              f"Finished stages are kept in {store.root}; run again to resume.") from err
         built.append(stage)
         progress.end(stage, time.time() - started)
+        raise_if_stopped()
         if (store.path(stage.kind, stage.key) / INCOMPLETE).is_file():
             progress.say(f"      not kept for later runs: {(store.path(stage.kind, stage.key) / INCOMPLETE).read_text()}")
     release_generation_engines()
