@@ -13,7 +13,7 @@ DEFAULT_RECIPE = "demo"
 
 def _recipe_args(p: argparse.ArgumentParser, optional: bool) -> None:
     p.add_argument("recipe", nargs="?" if optional else None, default=DEFAULT_RECIPE if optional else None,
-                   help=f"packaged recipe name (see `frpo-bench ls`) or path to a recipe .yaml"
+                   help="packaged recipe name (see `frpo-bench ls`) or path to a recipe .yaml"
                         + (f" (default: {DEFAULT_RECIPE})" if optional else ""))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set seeds=[0] or --set attacks.0.lrs=[1e-4]; repeatable")
