@@ -78,7 +78,7 @@ def test_attacks_start_from_an_adapter_model(tiny_model_dir, tmp_path):
     """A defended model that is base + LoRA is merged, then fully fine-tuned or given a new LoRA."""
     lora = finetune(ModelRef(str(tiny_model_dir)), tmp_path / "defended", attack_cfg(lora={"r": 4, "alpha": 8}),
                     lr=1e-2, seed=0, report=lambda m: None)
-    full = finetune(lora, tmp_path / "full", attack_cfg(), lr=1e-3, seed=0, report=lambda m: None)
+    finetune(lora, tmp_path / "full", attack_cfg(), lr=1e-3, seed=0, report=lambda m: None)
     merged = load_model(lora).merge_and_unload().state_dict()
     after = weights(tmp_path / "full")
     assert all(not torch.equal(merged[k], after[k]) for k in after if k in merged and "embed" not in k)

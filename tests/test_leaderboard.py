@@ -1,10 +1,6 @@
 """Leaderboard outputs: golden bytes, the interval method, worst-case selection, the CI gate."""
-import csv
-import io
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from frpo_bench.results import leaderboard, report, summary

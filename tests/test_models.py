@@ -1,12 +1,9 @@
 """Model sources: the tiny test model and the embedded GGUF go through the real from_pretrained path."""
-import importlib.util
-
-import pytest
 import torch
 
 from frpo_bench.config import ModelConfig
 from frpo_bench.models import ModelRef, model_kind
-from frpo_bench.models.loading import load_model, load_tokenizer, materialize, source_fields
+from frpo_bench.models.loading import load_model, load_tokenizer, source_fields
 
 
 def test_tiny_model_loads_with_from_pretrained(tiny_model_dir):
