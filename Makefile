@@ -24,7 +24,7 @@ run: setup
 	$(VENV)/bin/frpo-bench run demo
 
 test: setup browser
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=25 tests
 
 test-fast: setup browser
 	$(VENV)/bin/python -m pytest -q -m "not slow" tests

@@ -330,7 +330,9 @@ def os_error_message(err: OSError) -> str:
 
 def install_stop_handlers() -> dict | None:
     """SIGINT (Ctrl-C) and SIGTERM (a scheduler's or `kill`'s stop) unwind the run, and are remembered so that a
-    raise some library swallows is raised again at the next stage boundary. Only the main thread may set handlers."""
+    raise some library swallows is raised again at the next stage boundary. A signal the process inherited as
+    ignored stays ignored (a shell's background job ignores SIGINT; Python keeps that too). Only the main thread
+    may set handlers."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
@@ -340,7 +342,8 @@ def install_stop_handlers() -> dict | None:
     def stop(signum, frame):
         RECEIVED_STOPS.append(signum)
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
-    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def restore_stop_handlers(previous: dict | None) -> None:

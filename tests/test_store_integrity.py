@@ -146,7 +146,10 @@ def test_a_signal_mid_stage_exits_with_one_line_and_leaves_nothing_half_built(tm
     store = tmp_path / "store"
     command = [sys.executable, "-m", "frpo_bench", "run", "smoke", "--store", str(store), "--out", str(tmp_path / "run"),
                *SMALL]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # a background shell job (`make test &`) passes SIGINT on ignored, which the CLI respects: the run gets a
+    # foreground process's handlers, whatever started pytest
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in process.stderr:  # wait until a stage is being built
         lines.append(line)
