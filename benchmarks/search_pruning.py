@@ -4,8 +4,10 @@ number of trials, on one defended model and one attack of a search recipe, shari
     python benchmarks/search_pruning.py [--recipe demo_search] [--attack harmful_lora] [--defense none]
                                         [--trials 8] [--store DIR]
 
-Compute is what each study's trials trained (attack optimizer steps, every rung counted) and the recorded build
-seconds of their stages (a stage the other study built first counts its recorded time for both). The worst case
+Each study runs in a store of its own holding only the models it attacks (base, align and harden stages copied
+from --store), so neither reuses the other's trials: compute is what each study's trials trained (attack optimizer
+steps, every rung counted) and the recorded build seconds of their stages. (With one shared store the second
+study resumed the first's rung checkpoints and looked cheaper than it was.) The worst case
 is each study's re-run of its best feasible setting (new seeds, held-out prompts) with its 95% interval.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import copy
 import csv
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,6 +39,14 @@ def study_recipe(raw: dict, attack: str, defense: str, trials: int, pruner: str)
     search["trials"] = trials
     search.setdefault("pruner", {})["type"] = pruner
     return recipe
+
+
+def study_store(source: Path, root: Path) -> Store:
+    """A store holding only the defended models of `source` (what a study attacks), none of its attacks."""
+    for kind in ("base", "align", "harden", "checkpoint"):
+        if (source / kind).is_dir():
+            shutil.copytree(source / kind, root / kind, symlinks=True)
+    return Store(root)
 
 
 def study_figures(run: Path, objective: str) -> dict:
@@ -63,13 +74,15 @@ def main() -> None:
     args = parser.parse_args()
     from frpo_bench.perf import machine_info
     raw = yaml.safe_load(read_recipe_text(args.recipe)[1])
-    store, figures = Store(args.store), {}
-    with tempfile.TemporaryDirectory() as scratch:
+    figures = {}
+    source = args.store or Store(None).root
+    with tempfile.TemporaryDirectory(dir=source.parent) as scratch:
         for pruner in ("successive_halving", "none"):
             path = Path(scratch) / f"{pruner}.yaml"
             path.write_text(yaml.safe_dump(study_recipe(raw, args.attack, args.defense, args.trials, pruner)))
             recipe, loaded = load_recipe(str(path))
             run = Path(scratch) / f"run-{pruner}"
+            store = study_store(source, Path(scratch) / f"store-{pruner}")
             _, _, wall = run_recipe(recipe, loaded, store, run)
             figures[pruner] = {**study_figures(run, recipe.attacks[0].search.objective), "wall_s": round(wall, 1)}
             print(json.dumps({pruner: {k: v for k, v in figures[pruner].items() if k != "searched"}}), flush=True)
