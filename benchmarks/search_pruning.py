@@ -1,5 +1,5 @@
 """What the search's pruner saves: one study with successive halving and one without, the same study seed and
-number of trials, on one defended model and one attack of a search recipe, sharing one store.
+number of trials, on one defended model and one attack of a search recipe, each study in a store of its own.
 
     python benchmarks/search_pruning.py [--recipe demo_search] [--attack harmful_lora] [--defense none]
                                         [--trials 8] [--store DIR]
@@ -25,7 +25,7 @@ import yaml
 from frpo_bench.config import load_recipe, read_recipe_text
 from frpo_bench.engine.pipeline import run_recipe
 from frpo_bench.engine.store import Store
-from frpo_bench.files import write_json_atomic
+from frpo_bench.files import default_cache_dir, write_json_atomic
 
 
 def study_recipe(raw: dict, attack: str, defense: str, trials: int, pruner: str) -> dict:
@@ -75,7 +75,7 @@ def main() -> None:
     from frpo_bench.perf import machine_info
     raw = yaml.safe_load(read_recipe_text(args.recipe)[1])
     figures = {}
-    source = args.store or Store(None).root
+    source = args.store or default_cache_dir()
     with tempfile.TemporaryDirectory(dir=source.parent) as scratch:
         for pruner in ("successive_halving", "none"):
             path = Path(scratch) / f"{pruner}.yaml"

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from frpo_bench.engine.stages import NAMES as STAGE_KINDS
-from frpo_bench.errors import RECEIVED_STOPS, ConfigError, StageError, Terminated
+from frpo_bench.errors import RECEIVED_STOPS, ConfigError, StageError, Terminated, raise_if_stopped
 
 DEFAULT_RECIPE = "demo"
 
@@ -341,7 +341,7 @@ def install_stop_handlers() -> dict | None:
 
     def stop(signum, frame):
         RECEIVED_STOPS.append(signum)
-        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+        raise_if_stopped()
     return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
             if signal.getsignal(sig) is not signal.SIG_IGN}
 

@@ -1,6 +1,8 @@
 """User-facing errors: one clear message naming field, value and fix; exit code 2."""
 from __future__ import annotations
 
+import signal
+
 
 class ConfigError(Exception):
     """Bad input detected before any compute. The CLI prints it and exits with 2."""
@@ -26,7 +28,7 @@ class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so every `finally` and build cleanup runs on the way out."""
 
 
-# The stop signals that arrived (SIGINT 2, SIGTERM 15). A handler raises at whatever bytecode runs, and when that is
+# The stop signals that arrived (SIGINT, SIGTERM). A handler raises at whatever bytecode runs, and when that is
 # a finalizer or a library's catch-all the exception is swallowed and the run would carry on; the runner raises
 # again at its next stage boundary from this record.
 RECEIVED_STOPS: list[int] = []
@@ -35,4 +37,4 @@ RECEIVED_STOPS: list[int] = []
 def raise_if_stopped() -> None:
     """Raise the stop a signal asked for, should its first raise have been lost."""
     if RECEIVED_STOPS:
-        raise KeyboardInterrupt() if RECEIVED_STOPS[0] == 2 else Terminated()
+        raise KeyboardInterrupt() if RECEIVED_STOPS[0] == signal.SIGINT else Terminated()
