@@ -17,6 +17,7 @@ from frpo_bench.errors import ConfigError
 from frpo_bench.generation_config import PREFILL_UNCOVERED
 from frpo_bench.typed import Options, opt
 
+
 @dataclass
 class PrefillOptions(Options):
     data: DataRef = opt(help="(harmful request, harmful answer) pairs whose answers are forced, matched to the "
