@@ -2,6 +2,7 @@
 `plan paper --estimate` prints hours, GPU-hours and peak memory per sort of stage."""
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -48,35 +49,41 @@ def cpu_machine(data: dict) -> Machine:
                                fp32_flops=data["peak_flops"]["float32"])
 
 
-def cpu_figures() -> list[tuple]:
-    """Every CPU result committed under benchmarks/results: HF generation and fine-tuning throughput, each
-    against the cost model on the machine's own measured peaks (so a new machine's result is a new check)."""
-    figures = []
-    for path in sorted(RESULTS.glob("generation*.json")):
-        data = json.loads(path.read_text())
-        for row in (r for r in data["results"] if r["backend"] == "hf"):  # seconds for the benchmark's shape
-            seconds = (lambda d=data, r=row: generate_seconds(d["parameters"], d["prompts"], d["max_new_tokens"],
-                                                              d["batch_size"], cpu_machine(d), r["dtype"]))
-            figures.append((f"{path.name} hf {row['dtype']} s", seconds, row["seconds"]))
-    for path in sorted(RESULTS.glob("training*.json")):
-        data = json.loads(path.read_text())
-        for row in data["results"]:
-            rate = (lambda d=data, r=row: 1e4 / train_seconds(d["parameters"], 1e4, 0, cpu_machine(d),
-                                                              r["dtype"] == "bfloat16", lora=r["mode"] == "lora"))
-            figures.append((f"{path.name} {row['mode']} {row['dtype']} tok/s", rate, row["tokens_per_s"]))
-    return figures
+def fit_script():
+    """benchmarks/fit_cost_model.py, the fit of the CPU constants to the committed measurements."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fit_cost_model", RESULTS.parent / "fit_cost_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@pytest.mark.parametrize("name,estimate,measured", gpu_figures() + cpu_figures(),
-                         ids=[f[0] for f in gpu_figures() + cpu_figures()])
-def test_calibration_figures_are_reproduced(name, estimate, measured):
+@pytest.mark.parametrize("name,estimate,measured", gpu_figures(), ids=[f[0] for f in gpu_figures()])
+def test_gpu_calibration_figures_are_reproduced(name, estimate, measured):
     """The targets are the committed measurements themselves: a new result moves the model or fails here."""
     assert within(estimate(), measured), (name, estimate(), measured)
 
 
+def test_cpu_constants_are_the_fit_of_every_committed_cpu_measurement(monkeypatch):
+    """Refit from the committed results: the constants in estimate.py must be the fit's (a new measurement moves
+    them or fails here), and after it every measurement (generation, training, each demo stage kind on each
+    machine) is within 1.6x of the model on its machine's own peaks."""
+    fit = fit_script()
+    observations = fit.observations()
+    constants = fit.current()
+    refit = fit.fit(observations, constants)
+    for (name, key), have, want in zip(fit.FITTED, constants, refit):
+        assert abs(have - want) <= 0.01 * want, (name, key, have, want)  # paste `python benchmarks/fit_cost_model.py`
+    errors = fit.log_errors(observations, constants)
+    worst = max(range(len(errors)), key=lambda i: abs(errors[i]))
+    assert abs(errors[worst]) <= math.log(1.6), (observations[worst][0], math.exp(errors[worst]))
+    assert fit.PRIOR != constants  # the data moved them: the fit is not its prior handed back
+
+
 def test_every_kind_of_figure_has_a_committed_measurement():
-    names = " ".join(f[0] for f in cpu_figures())
-    for kind in ("hf float32", "hf bfloat16", "lora float32", "lora bfloat16", "full float32", "full bfloat16"):
+    names = " ".join(o[0] for o in fit_script().observations())
+    for kind in ("hf float32", "hf bfloat16", "lora float32", "lora bfloat16", "full float32", "full bfloat16",
+                 "alone.json attack", "alone.json generate", "alone.json score"):
         assert kind in names, kind
 
 

@@ -17,15 +17,15 @@ Assumptions (printed by `frpo-bench plan --help`):
 - An RL step samples prompts x G completions with HF generate, then one training pass over them;
   a reference-model forward is added when beta > 0.
 
-Calibration: the constants below are fitted to the committed measurements in benchmarks/results/, and
-tests/test_estimate.py reads its targets from those files (within 25%), so a new result moves the model or
-fails the test. gpu_check_h200.json (one H200): the harness's HF generation of SmolLM2 (64 prompts x 64
-tokens in batches of 16, the model already resident) 4.93 s; a Mistral-7B-shaped model sampling 128 x 256 tokens in 6.8 s; a LoRA r64
-forward+backward over 128 x 352 tokens (micro-batches of 16, gradient checkpointing) 7.2 s at 18.6 GiB.
-generation.json (a 2-core AVX2 CPU, batch 64) and generation_hf_xeon_avx512bf16.json (a 2-core Xeon,
-batch 16): SmolLM2 HF generation of 64 prompts x 128 tokens, each on that machine's own measured matmul
-peaks; training*.json: LoRA and full fine-tuning throughput the same way; demo_stages_*.json with its
-machine's peaks: every stage of `demo` (a fresh run's first ETA is this model on this machine's peaks).
+Calibration: the GPU constants reproduce gpu_check_h200.json (one H200: the harness's HF generation of SmolLM2,
+64 prompts x 64 tokens in batches of 16, 4.93 s; a Mistral-7B-shaped model sampling 128 x 256 tokens in 6.8 s; a
+LoRA r64 forward+backward over 128 x 352 tokens with gradient checkpointing, 7.2 s at 18.6 GiB). The CPU
+constants are the least-squares fit (in log space) of benchmarks/fit_cost_model.py to every CPU measurement
+committed under benchmarks/results: HF generation (generation*.json), LoRA and full fine-tuning
+(training*.json) and each stage kind of the demo run alone (demo_stages*.json), each on its machine's own
+measured matmul peaks; after the fit every one is within 1.6x (cost_model_fit.json lists each). A fresh run's
+first ETA is this model on this machine's peaks. tests/test_estimate.py refits and fails when these constants
+are not the fit's, so a new committed measurement moves the model.
 """
 from __future__ import annotations
 
@@ -67,15 +67,16 @@ def this_cpu() -> Machine:
     return Machine(f"cpu (this machine, {len(os.sched_getaffinity(0))} cores)", matmul_peak("bfloat16"),
                    matmul_peak("float32"), memory, 20e9, 0.5e9, False)
 
-# Fitted constants (see the module docstring for the figures they reproduce)
-TRAIN_MFU = {"gpu": 0.285, "float32": 0.44, "bfloat16": 0.55}  # GPU (bf16) and CPU per dtype, of the matmul peak
-TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 0.2}  # seconds per optimizer step
+# Fitted constants (the module docstring says to what; the CPU ones by benchmarks/fit_cost_model.py)
+TRAIN_MFU = {"gpu": 0.285, "float32": 0.753, "bfloat16": 0.769}  # GPU (bf16) and CPU per dtype, of the matmul peak
+TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 1.26}  # seconds per optimizer step (CPU: AdamW over fp32 weights, logging)
 GPU_DECODE_STEP = (0.01912, 0.001027)  # seconds per decode step of one batch: fixed + per billion parameters
-CPU_DECODE_STEP = 0.064  # seconds per decode step of one batch (Python, HF generate's bookkeeping)
-CPU_DECODE_MFU = {"float32": 0.193, "bfloat16": 0.65}  # of the dtype's measured matmul peak, the batch's FLOPs
-LOAD_FIXED = {"gpu": 3.0, "cpu": 1.0}  # seconds to start a model besides reading its weights (GPU: CUDA set-up)
-LM_EVAL_START = 2.0  # lm-eval in-process on weights already loaded: its task set-up
-FORWARD_MFU = {"gpu": 0.3, "cpu": 0.9}  # gradient-free forwards over whole sequences (prefill-like); CPU: the demo's KL
+CPU_DECODE_STEP = 0.0638  # seconds per decode step of one batch (Python, HF generate's bookkeeping)
+CPU_DECODE_MFU = {"float32": 0.237, "bfloat16": 0.538}  # of the dtype's measured matmul peak, the batch's FLOPs
+LOAD_FIXED = {"gpu": 3.0, "cpu": 2.25}  # seconds to start a model besides reading its weights (GPU: CUDA set-up)
+LM_EVAL_START = 2.41  # lm-eval in-process on weights already loaded: its task set-up
+FORWARD_MFU = {"gpu": 0.3, "cpu": 1.09}  # gradient-free forwards over whole sequences (prefill-like); CPU: the demo's KL,
+# above 1 because its float32 runs at matmul precision "medium" and the fp32 probe reads low on some machines
 EMBEDDED_CONVERT_SECONDS_PER_PARAM = 1.85e-7  # de-quantizing the packaged GGUF (25 s for SmolLM2-135M, 2-core Xeon)
 ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM = 1.35e5  # with gradient checkpointing, bf16 (from the 18.6 GiB peak)
 
@@ -138,11 +139,13 @@ def generate_seconds(params: float, sequences: int, new_tokens: int, batch: int,
     return new_tokens * (batches * CPU_DECODE_STEP + 2 * params * sequences / (peak * CPU_DECODE_MFU[dtype]))
 
 
-def forward_seconds(params: float, tokens: float, machine: Machine) -> float:
-    """A forward pass without gradients over `tokens` (reference models, reward models, judges' prefill)."""
+def forward_seconds(params: float, tokens: float, machine: Machine, dtype: str = "float32") -> float:
+    """A forward pass without gradients over `tokens` (reference models, reward models, judges' prefill), on a
+    CPU at a share of `dtype`'s matmul peak."""
     if machine.is_gpu:
         return 2 * params * tokens / (machine.bf16_flops * FORWARD_MFU["gpu"])
-    return 2 * params * tokens / (machine.fp32_flops * FORWARD_MFU["cpu"])
+    peak = machine.bf16_flops if dtype == "bfloat16" else machine.fp32_flops
+    return 2 * params * tokens / (peak * FORWARD_MFU["cpu"])
 
 
 def load_seconds(params: float, machine: Machine) -> float:
@@ -280,7 +283,8 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine,
         if not two_models:
             return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
         tokens = n * (PROMPT_TOKENS + completion_tokens)  # both models stay resident across a cell: one load
-        return Estimate("score", load_seconds(params, machine) + 2 * forward_seconds(params, tokens, machine),
+        dtype = options.get("dtype", "float32")
+        return Estimate("score", load_seconds(params, machine) + 2 * forward_seconds(params, tokens, machine, dtype),
                         2 * inference_peak_bytes(params, options.get("batch_size", 8), PROMPT_TOKENS + completion_tokens))
     judge = options.get("judge_model") or options.get("classifier") or options.get("reward_model")
     if evaluator == "strongreject_rubric":
