@@ -44,8 +44,27 @@ def test_paper_rl_settings_reach_trl_as_the_references(tmp_path):
 def test_paper_plan_validates_offline_and_lists_trajectory_stages(capsys):
     assert main(["plan", "paper"]) == 0
     out = capsys.readouterr().out
-    assert "checkpoint" in out and "alpaca_full lr=1e-06 seed=0 step=1200" in out and "step=1300" not in out and "gsm8k_full lr=6e-06 seed=0 step=200" in out
+    assert "checkpoint" in out and "alpaca_full lr=1e-06 seed=0 step=1200" in out and "step=1300" not in out and "gsm8k_full lr=6e-06 seed=0 step=200" in out and "gsm8k_full lr=6e-06 seed=0 step=150" in out
     assert "step=1200 :: kl_safety" in out and "step=1200 :: gsm8k_accuracy" not in out  # trajectory metrics only
+
+
+def test_paper_gsm8k_attack_is_the_references(shared_data, tmp_path):
+    """finetuning/SFT_gsm8k.py: train rows 50.. (7,423), each answer cut before its `#### N` line; one epoch at 32
+    (232 steps); cosine after a 25% warm-up, no weight decay; evaluated every 50 steps."""
+    import math
+    from frpo_bench.data import load_rows
+    from frpo_bench.training.sft import training_arguments
+    attack = next(a for a in load_recipe("paper")[0].attacks if a.name == "gsm8k_full")
+    rows = load_rows(attack.options.data[0].dataset, attack.options.data[0].split)
+    train = load_rows("gsm8k", "train")
+    assert len(rows) == 7423 == len(train) - 50 and rows[0]["prompt"] == train[50]["question"]
+    assert all("####" not in r["response"] and r["response"] == r["response"].strip() for r in rows)
+    assert train[50]["answer"].startswith(rows[0]["response"]) and train[50]["answer"].rstrip().endswith("#### 5")
+    assert attack.options.steps == math.ceil(len(rows) / attack.options.batch_size) == 232
+    args = training_arguments(attack.options, tmp_path, lr=attack.lrs[0], seed=0)
+    assert (str(args.lr_scheduler_type), args.warmup_steps, args.weight_decay, args.learning_rate) == (
+        "SchedulerType.COSINE", 0.25, 0.0, 6e-6)
+    assert attack.checkpoint_steps() == [50, 100, 150, 200]
 
 
 def test_frpo_reference_prompts_split_by_ability(shared_data):

@@ -28,7 +28,7 @@ def test_k3_sums_equal_the_definition():
 
 def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_loop(tiny_model_dir, tmp_path):
     import torch
-    from frpo_bench.evaluators.kl_to_start import accepts_logits_to_keep, encode, sequence_kls, token_logprobs
+    from frpo_bench.evaluators.kl_to_start import accepts_logits_to_keep, encode, sequence_kls, token_logprobs, windowed
     from frpo_bench.models import ModelRef
     from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer
     from frpo_bench.models.shared_prefix import MIN_SHARED, shared_length
@@ -50,6 +50,18 @@ def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_l
             d = (token_logprobs(start, x, torch.ones_like(x)) - token_logprobs(now, x, torch.ones_like(x)))[0, at - 1:]
         assert value == pytest.approx(float((torch.exp(d.double()) - d.double() - 1).sum()), rel=1e-4, abs=1e-6)
     assert batched[0] > 0 and batched[1] > 0 and batched[2] == 0.0  # an empty completion has no tokens
+    # the reference's window: the last 6 tokens of prompt + completion, the completion's tokens inside it scored
+    cut = windowed(encoded, 6)
+    assert [ids for ids, _ in cut] == [ids[-6:] for ids, _ in encoded]
+    assert [len(ids) - at for ids, at in cut] == [min(len(ids) - at, 5) for ids, at in encoded]
+    assert windowed(encoded, 10_000) == encoded and windowed(encoded, None) == encoded
+    inside = sequence_kls(start, now, cut, tokenizer.pad_token_id, batch_size=2)
+    for (ids, at), value in zip(cut, inside):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            d = (token_logprobs(start, x, torch.ones_like(x)) - token_logprobs(now, x, torch.ones_like(x)))[0, at - 1:]
+        assert value == pytest.approx(float((torch.exp(d.double()) - d.double() - 1).sum()), rel=1e-4, abs=1e-6)
+    assert inside[0] != pytest.approx(batched[0])  # the prompt's cut moved the completion's log-probs
 
 
 def test_trajectory_rows_from_constructed_records():

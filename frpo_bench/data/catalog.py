@@ -60,9 +60,10 @@ CATALOG = [
             ("val", "7bfaaa5e2b9b95002c89e2d33c019f58e9e8496e2fc65d368f1eeb8179e69534")))),
     DatasetSpec(
         name="gsm8k", kind="math", folder="gsm8k",
-        description="GSM8K grade-school math (Hub: openai/gsm8k, config main)",
+        description="GSM8K grade-school math (Hub: openai/gsm8k, config main); split 'reference_train' is the FRPO "
+                    "reference's math attack data: train rows 50.. as pairs, each answer cut before its #### line",
         source=f"openai/grade-school-math@{GSM_COMMIT}", revision=GSM_COMMIT, license="MIT",
-        parser="frpo_bench.data.parsers:jsonl_by_split", splits=("train", "test"),
+        parser="frpo_bench.data.parsers:gsm8k", splits=("train", "test", "reference_train"),
         files=tuple(PinnedFile(f"{s}.jsonl", f"{GH}/openai/grade-school-math/{GSM_COMMIT}/grade_school_math/data/{s}.jsonl", sha)
                     for s, sha in (("train", "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465"),
                                    ("test", "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14")))),

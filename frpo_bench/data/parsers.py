@@ -32,6 +32,25 @@ def jsonl_by_split(files: dict[str, Path], split: str) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+REFERENCE_HELD_OUT = 50  # the FRPO reference's validation rows at the head of each attack set
+
+
+def gsm8k(files: dict[str, Path], split: str) -> list[dict]:
+    """GSM8K's question/answer rows; 'reference_train': the FRPO reference's math attack data
+    (finetuning/SFT_gsm8k.py): train rows 50.. (its first 50 are its validation set) as pairs whose answer is cut
+    before its final `#### N` line and stripped."""
+    if split != "reference_train":
+        return jsonl_by_split(files, split)
+    return [{"prompt": r["question"], "response": reasoning_before_answer(r["answer"])}
+            for r in jsonl_by_split(files, "train")[REFERENCE_HELD_OUT:]]
+
+
+def reasoning_before_answer(answer: str) -> str:
+    """A GSM8K answer without its `#### N` line, as the reference's extract_answer (text[:pos].strip())."""
+    position = answer.find("####")
+    return (answer[:position] if position != -1 else answer).strip()
+
+
 def _alpaca_prompt(instruction: str, extra: str) -> str:
     return f"{instruction}\n\n{extra}" if extra else instruction
 
@@ -99,7 +118,7 @@ def alpaca_hub(files: dict[str, Path], split: str) -> list[dict]:
     records = frame.to_dict("records")
     if split == "reference_train":
         return [{"prompt": _alpaca_wrapped(r["instruction"].strip(), r.get("input") or ""), "response": r["output"].strip()}
-                for r in records[50:40000]]
+                for r in records[REFERENCE_HELD_OUT:40000]]
     return [{"prompt": _alpaca_prompt(r["instruction"], r.get("input") or ""), "response": r["output"]} for r in records]
 
 
