@@ -149,10 +149,16 @@ class EvaluationConfig:
                                                  "(the first n of its selection); overrides trajectory.n")
     attacks: list[str] = opt([], omit_if_default=True, help="score only the cells of these attacks (by name) and the "
                              "unattacked models, e.g. a prefilling attack's own (request, answer) set; empty: every cell")
+    redraw: bool = opt(False, omit_if_default=True, help="draw the prompts anew at every evaluated step with "
+                       "prompts.draw_seed + step (the FRPO reference's HarmBench and StrongREJECT samples during "
+                       "attacks): an unattacked model is step 0, an attack's final model its last step")
 
     def validate(self, path: str) -> None:
         from frpo_bench.registry import check_name, options_class
         check_name("evaluator", self.evaluator, f"{path}.evaluator")
+        if self.redraw and self.prompts.draw_seed is None:
+            raise ConfigError(f"{path}.redraw", True, "re-draws from prompts.draw_seed, which is not set",
+                              "add draw_seed to the prompts (the reference: 42), or drop redraw")
         if self.trajectory_n is not None:
             check_positive(self, path, "trajectory_n")
         self.metric = self.metric or f"{self.evaluator}_{self.prompts.dataset}"

@@ -35,6 +35,7 @@ EVALUATORS = {
     "strongreject_rubric": "frpo_bench.evaluators.strongreject_rubric:StrongRejectRubricEvaluator",
     "strongreject_finetuned": "frpo_bench.evaluators.strongreject_finetuned:StrongRejectFinetunedEvaluator",
     "harmbench": "frpo_bench.evaluators.harmbench:HarmBenchEvaluator",
+    "harmbench_reference": "frpo_bench.evaluators.harmbench_reference:HarmBenchReferenceEvaluator",
     "helpfulness": "frpo_bench.evaluators.helpfulness:HelpfulnessEvaluator",
     "helpful_proxy": "frpo_bench.evaluators.helpful_proxy:HelpfulProxyEvaluator",
     "compliance_proxy": "frpo_bench.evaluators.compliance_proxy:ComplianceProxyEvaluator",

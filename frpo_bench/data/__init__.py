@@ -176,8 +176,8 @@ def select_rows(name: str, split: str, n: int | None = None, seed: int = 0,
     return spec_rows(get(name), split, n, seed, skip)
 
 
-def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0,
-              skip: int = 0) -> tuple[list[dict], list[int]]:
+def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0, skip: int = 0,
+              head: int | None = None, draw_seed: int | None = None) -> tuple[list[dict], list[int]]:
     import importlib
     name = spec.name
     if "rows" in spec.meta:  # a user's file, read once when its spec was made
@@ -191,9 +191,12 @@ def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0
             raise ConfigError(f"dataset {name}", ", ".join(str(p) for p in files.values()),
                               f"could not be read as {name} ({error_summary(err)})",
                               f"replace them with the dataset's own files ({spec.source})") from None
-    positions = list(range(len(rows)))
-    if n is not None or skip:
+    positions = list(range(len(rows) if head is None else min(head, len(rows))))
+    if draw_seed is not None:  # the reference's draw: shuffling a list depends on its length only, not its items
+        random.Random(draw_seed).shuffle(positions)
+    elif n is not None or skip:
         random.Random(f"{seed}:{name}:{split}").shuffle(positions)  # the permutation shuffling the rows would make
+    if n is not None or skip:
         positions = positions[skip: None if n is None else skip + n]
     return [rows[i] for i in positions], positions
 
@@ -205,7 +208,7 @@ def ref_rows(ref) -> list[dict]:
 
 def ref_selection(ref) -> tuple[list[dict], list[int]]:
     """The rows a DataRef selects, and their positions in the split."""
-    return spec_rows(spec_for(ref), ref.split, ref.n, skip=ref.skip)
+    return spec_rows(spec_for(ref), ref.split, ref.n, skip=ref.skip, head=ref.head, draw_seed=ref.draw_seed)
 
 
 def preflight(refs) -> dict[str, str]:
@@ -219,6 +222,7 @@ def preflight(refs) -> dict[str, str]:
         if spec.hub:
             hub_files(spec)
         count = len(spec.meta["rows"]) if "rows" in spec.meta else split_size(ref.dataset, ref.split)
+        count = count if ref.head is None else min(ref.head, count)
         if ref.skip >= count or (ref.n is not None and ref.skip + ref.n > count):
             asked = f"rows {ref.skip}..{ref.skip + ref.n if ref.n is not None else count}"
             raise ConfigError(f"dataset {ref.dataset}", f"split {ref.split}, n {ref.n}, skip {ref.skip}",

@@ -17,6 +17,11 @@ class DataRef:
     n: Optional[int] = opt(None, help="use the first n rows after a seeded shuffle (all rows if unset)")
     skip: int = opt(0, omit_if_default=True, help="skip this many shuffled rows first: a slice held out from "
                                                   "another ref's first n (e.g. train on n: 2000, evaluate on skip: 2000, n: 200)")
+    head: Optional[int] = opt(None, omit_if_default=True, help="only the split's first `head` rows in file order, "
+                              "before any shuffle (the FRPO reference's HarmBench draws from the first 200 behaviours)")
+    draw_seed: Optional[int] = opt(None, omit_if_default=True, help="draw as the FRPO reference does: Python's "
+                                   "random.Random(draw_seed).shuffle of the rows in file order, then skip and n; "
+                                   "unset: the harness's own seeded order")
     file: Optional[str] = opt(None, omit_if_default=True, in_key=False,
                               help="your own file instead of a registered dataset: .jsonl, .csv or .parquet, one row per "
                                    "prompt (or prompt/response pair); its sha256 enters the cache keys, its path does not")
@@ -41,6 +46,8 @@ class DataRef:
             check_ref(self, path)
         if self.n is not None:
             check_positive(self, path, "n")
+        if self.head is not None:
+            check_positive(self, path, "head")
         if self.skip < 0:
             raise ConfigError(f"{path}.skip", self.skip, "is negative", "use 0 or a positive row count")
 

@@ -41,9 +41,10 @@ class Cell:
 
 def data_fields(refs) -> list[dict]:
     from frpo_bench.data import content_of
-    # skip enters the key only when set, so keys of refs without it stay as they were
+    # skip, head and draw_seed enter the key only when set, so keys of refs without them stay as they were
     return [{"dataset": r.dataset, "split": r.split, "n": r.n, "content": content_of(r),
-             **({"skip": r.skip} if r.skip else {})} for r in refs]
+             **({"skip": r.skip} if r.skip else {}), **({"head": r.head} if r.head is not None else {}),
+             **({"draw_seed": r.draw_seed} if r.draw_seed is not None else {})} for r in refs]
 
 
 def with_data(fields: dict, options) -> dict:
@@ -146,7 +147,7 @@ class Planner:
     def scores(self, cell: Cell, seed: int) -> None:
         gen = cell.generation or self.recipe.generation
         uses = {"model": cell.model, "start": cell.start or cell.model}
-        evaluations = [ev for ev in self.evaluations(cell)
+        evaluations = [redrawn(ev, cell) for ev in self.evaluations(cell)
                        if not ev.attacks or cell.attack == NO_ATTACK or cell.attack in ev.attacks]
         generated = [ev.prompts for ev in evaluations if registry.load("evaluator", ev.evaluator).needs_completions]
         for ev in evaluations:
@@ -198,6 +199,15 @@ class Planner:
         return cells
 
 
+def redrawn(ev, cell: Cell):
+    """An evaluation whose prompts are drawn anew at each step (`redraw`) with its draw seed plus the cell's step:
+    the point's own, an attack's last for its final model, 0 unattacked."""
+    if not ev.redraw:
+        return ev
+    step = cell.step if cell.step is not None else (cell.steps or 0) if cell.attack != NO_ATTACK else 0
+    return replace(ev, prompts=replace(ev.prompts, draw_seed=ev.prompts.draw_seed + step))
+
+
 def prefill_for(gen, prompts):
     """A prefilling attack forces the start of answers to harmful requests only (benign sets are generated as
     they are), and every harmful request evaluated needs a response to force: checked here, before compute
@@ -243,7 +253,8 @@ def covering_ref(ref, refs: list):
     completions instead of generating its own; `ref` itself when none is larger."""
     if ref.n is None:
         return ref
-    same = [r for r in refs if (r.dataset, r.split, r.skip) == (ref.dataset, ref.split, ref.skip)
+    order = (ref.dataset, ref.split, ref.skip, ref.head, ref.draw_seed)
+    same = [r for r in refs if (r.dataset, r.split, r.skip, r.head, r.draw_seed) == order
             and r.n is not None and r.n > ref.n]
     return max(same, key=lambda r: r.n, default=ref)
 

@@ -239,7 +239,8 @@ def prompt_count(prompts: dict) -> int | None:
         return int(prompts["n"])
     from frpo_bench.data import split_size
     try:
-        return split_size(prompts["dataset"], prompts["split"]) - prompts.get("skip", 0)
+        size = split_size(prompts["dataset"], prompts["split"])
+        return min(size, prompts.get("head") or size) - prompts.get("skip", 0)
     except Exception:  # noqa: BLE001 - unreadable data only makes a size unknown
         return None
 

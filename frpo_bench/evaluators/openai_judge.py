@@ -24,6 +24,7 @@ RETRY_STATUS = {408, 409, 429}  # and every 5xx
 class JudgeRequest:
     system: Optional[str]
     user: str
+    function: Optional[dict] = None  # a function the judge must call (OpenAI tools); its arguments are the answer
 
     def messages(self) -> list[dict]:
         return ([{"role": "system", "content": self.system}] if self.system else []) + \
@@ -103,6 +104,14 @@ def read_cached_answer(path: Path) -> Optional[dict]:
     return data if isinstance(data, dict) and isinstance(data.get("text"), str) else None
 
 
+def answer_text(message, request: JudgeRequest) -> str:
+    """The judge's answer: its text, or with a function to call, the arguments of its call of it ("" if none)."""
+    if not request.function:
+        return message.content or ""
+    calls = [c for c in (message.tool_calls or []) if c.function.name == request.function["name"]]
+    return calls[0].function.arguments if calls else ""
+
+
 class OpenAIJudge:
     """One judge endpoint and model, temperature and token limit fixed; answers cached by content."""
 
@@ -132,8 +141,12 @@ class OpenAIJudge:
 
     def request_body(self, request: JudgeRequest) -> dict:
         """Exactly what is sent (minus the key): recorded with every answer."""
-        return {"model": self.model, "messages": request.messages(), "temperature": self.temperature,
+        body = {"model": self.model, "messages": request.messages(), "temperature": self.temperature,
                 "max_tokens": self.max_tokens}
+        if request.function:
+            body["tools"] = [{"type": "function", "function": request.function}]
+            body["tool_choice"] = {"type": "function", "function": {"name": request.function["name"]}}
+        return body
 
     def cache_key(self, request: JudgeRequest) -> str:
         """The judge's identity and the exact request: two judges never share an answer."""
@@ -151,7 +164,7 @@ class OpenAIJudge:
             return {**cached, "cached": True}
         response = self.send(request)
         usage = response.usage
-        answer = {"text": response.choices[0].message.content or "",
+        answer = {"text": answer_text(response.choices[0].message, request),
                   "usage": {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
                             "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}}
         self.tally.add(**answer["usage"])
