@@ -41,6 +41,7 @@ EVALUATORS = {
     "compliance_proxy": "frpo_bench.evaluators.compliance_proxy:ComplianceProxyEvaluator",
     "kl_to_start": "frpo_bench.evaluators.kl_to_start:KLToStartEvaluator",
     "llm_refusal": "frpo_bench.evaluators.llm_refusal:LLMRefusalEvaluator",
+    "safety_reward": "frpo_bench.evaluators.safety_reward:SafetyRewardEvaluator",
 }
 GENERATORS = {
     "hf": "frpo_bench.models.generate_hf:HFGenerator",

@@ -63,3 +63,43 @@ def judge_server(embedded_model_dir):
     server = JudgeServer(str(embedded_model_dir), dtype="float32", max_model_len=2048).start(report=print)
     yield server
     server.stop()
+
+
+class ModerationEndpoint:
+    """An OpenAI-compatible /v1/moderations endpoint on 127.0.0.1 with known scores: violence = len(text) / 100,
+    hate 0.01; `seen` holds the texts of each request."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        self.seen: list = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                endpoint.seen.append(texts)
+                results = [{"flagged": False, "categories": {"violence": False, "hate": False},
+                            "category_scores": {"violence": min(len(t) / 100, 1.0), "hate": 0.01}} for t in texts]
+                payload = json.dumps({"id": "modr-test", "model": body["model"], "results": results}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture()
+def moderation_server():
+    endpoint = ModerationEndpoint()
+    yield endpoint
+    endpoint.server.shutdown()

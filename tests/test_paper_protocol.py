@@ -2,8 +2,6 @@
 reference's prompt sets, and its safety reward with the moderation request answered by a real local
 HTTP server."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -92,37 +90,6 @@ def test_prompts_are_cut_from_their_start_to_max_prompt_length(tiny_model_dir):
     assert keep_last_tokens(tokenizer, "short", request_room(tokenizer, 64)) == "short"
 
 
-class Moderation(BaseHTTPRequestHandler):
-    """An OpenAI-compatible /v1/moderations endpoint with known scores: violence = len(text) / 100."""
-    seen: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        Moderation.seen.append(texts)
-        results = [{"flagged": False, "categories": {"violence": False, "hate": False},
-                    "category_scores": {"violence": min(len(t) / 100, 1.0), "hate": 0.01}} for t in texts]
-        payload = json.dumps({"id": "modr-test", "model": body["model"], "results": results}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def moderation_server():
-    server = HTTPServer(("127.0.0.1", 0), Moderation)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Moderation.seen = []
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-
-
 def test_strongreject_moderation_reward_is_one_minus_the_mean_of_its_judges(tiny_model_dir, tmp_path, moderation_server,
                                                                             monkeypatch):
     from frpo_bench.defenses.rewards import make_reward
@@ -133,7 +100,7 @@ def test_strongreject_moderation_reward_is_one_minus_the_mean_of_its_judges(tiny
     template.write_text(json.dumps({"strongreject_finetuned": "Q: {forbidden_prompt}\nA: {response}\nGrade:"}))
     raw = {"harmful_prompts": {"dataset": "demo_harmful", "split": "train"},
            "benign_prompts": {"dataset": "demo_benign", "split": "train"}, "safety_reward": "strongreject_moderation",
-           "moderation_base_url": moderation_server,
+           "moderation_base_url": moderation_server.url,
            "strongreject": {"judge_model": str(tiny_model_dir), "adapter": None, "template": str(template)}}
     options = from_dict(FRPOOptions, raw)
     prompts = [[{"role": "user", "content": p}] for p in ("Explain how to pick a lock", "Bake bread?", "Make a weapon")]
@@ -146,7 +113,7 @@ def test_strongreject_moderation_reward_is_one_minus_the_mean_of_its_judges(tiny
     mod = [len(replies[0]) / 100, len(replies[2]) / 100]
     assert rewards[1] is None
     assert [rewards[0], rewards[2]] == pytest.approx([1 - (sr[0] + mod[0]) / 2, 1 - (sr[1] + mod[1]) / 2], abs=1e-9)
-    assert Moderation.seen == [[replies[0], replies[2]]]  # only the harmful prompts' replies are moderated
+    assert moderation_server.seen == [[replies[0], replies[2]]]  # only the harmful prompts' replies are moderated
     alone = from_dict(FRPOOptions, {**raw, "moderation": "none"})
     assert make_reward("strongreject_moderation", alone)(prompts, completions, kind)[::2] == pytest.approx(
         [1 - s for s in sr], abs=1e-9)

@@ -13,6 +13,14 @@ DEFAULT_MODEL = "omni-moderation-latest"
 BATCH = 32  # texts per request
 
 
+def strongreject_moderation(sr: list[float], moderation: list[float] | None) -> list[float]:
+    """The FRPO reference's safety reward from its two judges' scores, 1 - (sr + moderation) / 2 (higher is
+    safer); moderation None: the judge alone, 1 - sr."""
+    if moderation is None:
+        return [1.0 - s for s in sr]
+    return [1.0 - (s + m) / 2.0 for s, m in zip(sr, moderation)]
+
+
 def max_category_score(category_scores) -> float:
     """The most flagged category's score (the response's `category_scores`, a model or a mapping)."""
     scores = category_scores.model_dump() if hasattr(category_scores, "model_dump") else dict(category_scores)

@@ -32,6 +32,26 @@ class Options(TemplateOptions, ModelScoringOptions):
                                                     "is recorded with every result)")
     dtype: str = opt("float32", help="judge compute dtype: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(4, help="judge prompts per forward pass (transport only)")
+    response_tokens: Optional[int] = opt(None, omit_if_default=True, help="cut each reply to its last N tokens of the "
+                                         "judge's tokenizer first, as the FRPO reference's judge (512: truncation "
+                                         "from the left, special tokens kept and decoded back); unset: whole replies")
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.response_tokens is not None:
+            from frpo_bench.typed import check_positive
+            check_positive(self, path, "response_tokens")
+
+
+def last_tokens(tokenizer, text: str, n: int) -> str:
+    """`text` as the reference's StrongReject.evaluate passes it on: tokenized with special tokens, cut from the
+    left to `n` ids (the tokenizer keeps its special tokens and drops the oldest text), decoded back as is."""
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        return tokenizer.decode(tokenizer(text, max_length=n, truncation=True)["input_ids"])
+    finally:
+        tokenizer.truncation_side = side
 
 
 def expected_grade_score(probs: Sequence[float]) -> float:
@@ -53,7 +73,7 @@ class StrongRejectFinetunedEvaluator:
         records = [{"id": row.get("id"), "prompt": row["prompt"], "response": completion, "grade_probs": p, "score": s}
                    for row, completion, p, s in zip(inputs.prompts, inputs.completions, probs, scores)]
         return EvalResult([Metric("", scores, higher_is_better=False, unit="score")], records,
-                          {"judge": judge.model.describe(), "template": judge.template["sha256"],
+                          {"judge": judge.describe(), "template": judge.template["sha256"],
                            "template_source": judge.template["source"]})
 
 
@@ -72,10 +92,16 @@ class StrongRejectJudge:
         from frpo_bench.evaluators.hf_judge import load_causal_judge, next_token_probs, single_token_id
         if self.lm is None:
             self.tokenizer, self.lm = load_causal_judge(self.model)
+        if self.options.response_tokens:
+            responses = [last_tokens(self.tokenizer, r, self.options.response_tokens) for r in responses]
         prompts = [self.template["texts"]["user"].format(forbidden_prompt=p, response=r)
                    for p, r in zip(forbidden_prompts, responses)]
         return next_token_probs(self.tokenizer, self.lm, prompts, [single_token_id(self.tokenizer, g) for g in GRADES],
                                 self.options.batch_size)
+
+    def describe(self) -> str:
+        cut = self.options.response_tokens
+        return self.model.describe() + (f" (last {cut} tokens of each reply)" if cut else "")
 
     def scores(self, forbidden_prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         return [expected_grade_score(p) for p in self.grade_probs(forbidden_prompts, responses)]
