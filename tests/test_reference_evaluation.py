@@ -215,3 +215,60 @@ def test_a_reward_model_without_a_pad_token_gets_the_references(tiny_model_dir, 
     assert "pad" not in from_dict(Options, {"reward_model": "x"}).key_fields()  # older keys stay as they were
     with pytest.raises(ConfigError, match="pad"):
         from_dict(Options, {"reward_model": "x", "pad": "zero"})
+
+
+MATH_ROWS = [  # three MATH-500 rows (its test.jsonl fields), for a local copy of the Hub dataset
+    {"problem": "What is $\\frac{2}{3} \\cdot 36$?", "solution": "$\\frac{2}{3} \\cdot 36 = \\boxed{24}$.",
+     "answer": "24", "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
+    {"problem": "Simplify $\\frac{6}{9}$.", "solution": "Divide by 3: $\\boxed{\\frac{2}{3}}$.", "answer": "\\frac{2}{3}",
+     "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/2.json"},
+    {"problem": "Solve $x + 5 = 12$.", "solution": "$x = \\boxed{7}$.", "answer": "7", "subject": "Algebra",
+     "level": 1, "unique_id": "test/algebra/3.json"},
+]
+
+
+@pytest.fixture
+def math500_copy(tmp_path, monkeypatch):
+    """A local copy of HuggingFaceH4/MATH-500 where the loader looks first ($FRPO_BENCH_DATA/math500/)."""
+    folder = tmp_path / "data" / "math500"
+    folder.mkdir(parents=True)
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in MATH_ROWS))
+    monkeypatch.setenv("FRPO_BENCH_DATA", str(tmp_path / "data"))
+    from frpo_bench.data import split_size
+    split_size.cache_clear()
+    yield folder
+    split_size.cache_clear()
+
+
+def test_math500_scores_the_last_boxed_answer_with_lm_evals_task(math500_copy, tmp_path):
+    """lm-eval's minerva_math500 as the harness writes it: known completions through its own scoring."""
+    from frpo_bench.evaluators.gsm8k import task_manager, write_task
+    from frpo_bench.evaluators.math500 import minerva_math500_yaml
+    assert [r["prompt"] for r in load_rows("math500", "test")] == [r["problem"] for r in MATH_ROWS]
+    path, name = write_task(tmp_path, "math500", "test", "frpo_math500", include=minerva_math500_yaml())
+    task = task_manager(path.parent).load([name])["tasks"][name]
+    docs = list(task.test_docs())
+    assert [d["answer"] for d in docs] == ["24", "\\frac{2}{3}", "7"]
+    verdict = lambda doc, text: task.process_results(doc, [text])["math_verify"]  # noqa: E731
+    assert verdict(docs[0], "Two thirds of 36 is 24, so the answer is $\\boxed{24}$.") == 1
+    assert verdict(docs[1], "Reduce: $\\boxed{\\dfrac{2}{3}}$") == 1  # equivalent forms count
+    assert verdict(docs[1], "First $\\boxed{3}$, then finally $\\boxed{0.75}$") == 0
+    assert verdict(docs[2], "Subtract 5 from both sides: $\\boxed{8}$.") == 0
+    assert task.process_results(docs[0], ["Final Answer: The final answer is 24. I hope it is correct."])["exact_match"] == 1
+
+
+def test_math500_evaluator_runs_lm_eval_as_the_reference(math500_copy, tiny_model_dir, tmp_path):
+    """0-shot, chat template, the boxed-answer system instruction, greedy; per-sample records match lm-eval's mean."""
+    from frpo_bench.evaluators.base import ScoreInputs
+    from frpo_bench.evaluators.math500 import BOXED_INSTRUCTION, Math500Evaluator, Options
+    from frpo_bench.models import ModelRef
+    from frpo_bench.typed import from_dict
+    options = from_dict(Options, {"max_gen_toks": 8, "batch_size": 3})
+    assert (options.num_fewshot, options.apply_chat_template, options.system_instruction) == (0, True, BOXED_INSTRUCTION)
+    rows = load_rows("math500", "test")
+    inputs = ScoreInputs(rows, [0, 1, 2], None, ModelRef(str(tiny_model_dir)), False, "math500", "test", {}, tmp_path)
+    result = Math500Evaluator().score(inputs, options)
+    assert [r["target"] for r in result.records] == ["24", "\\frac{2}{3}", "7"]
+    assert result.meta["lm_eval_reported"]["math_verify"] == pytest.approx(result.metrics[0].value)
+    assert "--system_instruction" in result.meta["command_line"] and "--apply_chat_template" in result.meta["command_line"]
+    assert "--num_fewshot 0" in result.meta["command_line"]

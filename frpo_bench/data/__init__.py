@@ -115,8 +115,11 @@ def locate(spec: DatasetSpec, pinned: PinnedFile) -> Path:
                       "or run once with network access")
 
 
+HUB_FILES = ("*.parquet", "*.jsonl")  # a Hub dataset's data files (its parser reads the kind it has)
+
+
 def hub_files(spec: DatasetSpec) -> dict[str, Path]:
-    """The parquet files of a Hub dataset at its pinned revision: $FRPO_BENCH_DATA/<folder>/*.parquet if
+    """The data files (parquet, or JSON lines) of a Hub dataset at its pinned revision: $FRPO_BENCH_DATA/<folder>/ if
     there, else the Hub (through its local cache, so once downloaded it reads offline too)."""
     local = local_hub_files(spec)
     return {p.name: p for p in local} if local else hub_snapshot(spec)
@@ -127,15 +130,15 @@ def hub_snapshot(spec: DatasetSpec) -> dict[str, Path]:
     try:
         from huggingface_hub import snapshot_download
         root = Path(snapshot_download(spec.hub, repo_type="dataset", revision=spec.revision,
-                                      allow_patterns=["*.parquet", "**/*.parquet"]))
+                                      allow_patterns=[*HUB_FILES, *(f"**/{p}" for p in HUB_FILES)]))
     except Exception as err:  # noqa: BLE001 - offline, unknown revision, no access: one clear error
         raise ConfigError(f"dataset {spec.name}", f"{spec.hub}@{spec.revision}",
                           f"could not be read from the Hub ({error_summary(err)})",
                           f"run once with network access (the Hub cache then serves it offline), or put its parquet "
                           f"files in {DATA_ENV}/{spec.folder}/") from None
-    files = sorted(root.rglob("*.parquet"))
+    files = sorted(p for pattern in HUB_FILES for p in root.rglob(pattern))
     if not files:
-        raise ConfigError(f"dataset {spec.name}", f"{spec.hub}@{spec.revision}", "has no parquet files",
+        raise ConfigError(f"dataset {spec.name}", f"{spec.hub}@{spec.revision}", "has no parquet or JSON-lines files",
                           "pin a revision that has them")
     return {p.name: p for p in files}
 
@@ -162,7 +165,7 @@ def files_digest(states: tuple[tuple[Path, int, int], ...]) -> str:
 
 def local_hub_files(spec: DatasetSpec) -> list[Path]:
     override = os.environ.get(DATA_ENV)
-    return sorted((Path(override) / spec.folder).glob("*.parquet")) if override else []
+    return sorted(p for pattern in HUB_FILES for p in (Path(override) / spec.folder).glob(pattern)) if override else []
 
 
 def load_rows(name: str, split: str, n: int | None = None, seed: int = 0, skip: int = 0) -> list[dict]:

@@ -132,6 +132,12 @@ CATALOG = [
         source="hf:tatsu-lab/alpaca", license="CC BY-NC 4.0", parser="frpo_bench.data.parsers:alpaca_hub",
         splits=("train", "reference_train")),
     DatasetSpec(
+        name="math500", kind="math", folder="math500", hub="HuggingFaceH4/MATH-500", revision="main",
+        description="MATH-500 (Lightman et al.'s 500 MATH test problems; Hub HuggingFaceH4/MATH-500), the FRPO "
+                    "reference's capability set through lm-eval's minerva_math500. Pin `revision` before publishing",
+        source="hf:HuggingFaceH4/MATH-500", license="MIT", parser="frpo_bench.data.parsers:math500",
+        splits=("test",)),
+    DatasetSpec(
         name="xstest_safe", kind="prompts", harmful=False, folder="xstest",
         description="XSTest safe prompts (250, 10 types: homonyms, figurative language, safe targets, ...): "
                     "refusing them is over-refusal (Röttger et al., NAACL 2024)",

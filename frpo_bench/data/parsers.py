@@ -51,6 +51,17 @@ def reasoning_before_answer(answer: str) -> str:
     return (answer[:position] if position != -1 else answer).strip()
 
 
+def math500(files: dict[str, Path], split: str) -> list[dict]:
+    """HuggingFaceH4/MATH-500 (its test.jsonl, or a parquet copy): problem, worked solution, answer, subject, level,
+    unique_id; `prompt` is the problem (what a generation stage would read)."""
+    import pandas as pd
+    frames = [pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True)
+              for _, path in sorted(files.items())]
+    rows = pd.concat(frames, ignore_index=True).to_dict("records")
+    return [{**{k: r[k] for k in ("problem", "solution", "answer", "subject", "level", "unique_id")},
+             "id": r["unique_id"], "prompt": r["problem"]} for r in rows]
+
+
 def _alpaca_prompt(instruction: str, extra: str) -> str:
     return f"{instruction}\n\n{extra}" if extra else instruction
 

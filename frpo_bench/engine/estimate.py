@@ -167,6 +167,7 @@ SEQUENCE_FILL = 0.5  # training sequences fill about half their max_length (they
 PROMPT_TOKENS = 64  # a short request, chat-templated (the demo's: ~55 with SmolLM2's template)
 JUDGE_PROMPT_TOKENS = 700  # a judge's template around prompt and response
 API_SECONDS_PER_REQUEST = 4.0
+LM_EVAL_GENERATION = ("gsm8k", "math500")  # evaluators that run lm-eval's generate-until tasks on the model
 TEXT_CHECK_SECONDS = 0.05
 DEFAULT_ROWS = 500  # when a prompt set's size cannot be read here
 
@@ -274,7 +275,7 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine,
     `completion_tokens`: the completions' length (what KL reads after the prompt); `two_models`: KL has a
     model before the attack to compare with (an unattacked model's KL is 0 without compute)."""
     evaluator, n = fields["evaluator"], prompt_count(fields["prompts"])
-    if evaluator == "gsm8k":
+    if evaluator in LM_EVAL_GENERATION:
         seconds = (LM_EVAL_START + load_seconds(params, machine)
                    + generate_seconds(params, n, options.get("max_gen_toks", 256), options.get("batch_size", 8),
                                       machine, options.get("dtype", "bfloat16")))
@@ -287,11 +288,12 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine,
         return Estimate("score", load_seconds(params, machine) + 2 * forward_seconds(params, tokens, machine, dtype),
                         2 * inference_peak_bytes(params, options.get("batch_size", 8), PROMPT_TOKENS + completion_tokens))
     judge = options.get("judge_model") or options.get("classifier") or options.get("reward_model")
-    if evaluator == "strongreject_rubric":
+    if "max_concurrency" in options and not options.get("serve_model"):  # an LLM judge behind an endpoint
         return Estimate("score", n * API_SECONDS_PER_REQUEST / max(options.get("max_concurrency", 8), 1), 0, 0)
     if judge:  # a local judge model reads every prompt (prefill, compute-bound)
         judge_params = model_parameters(judge) or 8e9
-        return Estimate("score", load_seconds(judge_params, machine)
+        moderated = math.ceil(n / 32) * API_SECONDS_PER_REQUEST if options.get("moderation") == "openai" else 0.0
+        return Estimate("score", load_seconds(judge_params, machine) + moderated
                         + forward_seconds(judge_params, n * JUDGE_PROMPT_TOKENS, machine),
                         inference_peak_bytes(judge_params, options.get("batch_size", 4), JUDGE_PROMPT_TOKENS))
     return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
@@ -350,7 +352,7 @@ def stage_flops(stage, params: float) -> tuple[float, str]:
     if stage.kind == "generate":
         gen = fields["generation"]
         return 2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + gen["max_new_tokens"]), gen["dtype"]
-    if stage.kind == "score" and fields["evaluator"] == "gsm8k":
+    if stage.kind == "score" and fields["evaluator"] in LM_EVAL_GENERATION:
         shots = options.get("num_fewshot", 5)
         return (2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS * (shots + 1) + options.get("max_gen_toks", 256)),
                 options.get("dtype", "float32"))

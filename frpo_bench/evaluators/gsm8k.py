@@ -71,8 +71,10 @@ def lm_eval_gsm8k_yaml() -> Path:
     return Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
 
 
-def write_task(workdir: Path, dataset: str, split: str = "test", task: str = "frpo_gsm8k") -> tuple[Path, str]:
-    """Write the task YAML (and, for local data, its json files) into workdir/tasks; `split` is scored."""
+def write_task(workdir: Path, dataset: str, split: str = "test", task: str = "frpo_gsm8k",
+               include: Path | None = None) -> tuple[Path, str]:
+    """Write the task YAML (and, for local data, its json files) into workdir/tasks; `split` is scored. `include`:
+    the lm-eval task definition it builds on (default: lm-eval's gsm8k.yaml)."""
     from frpo_bench.data import get, load_rows, locate
     tasks = workdir / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
@@ -81,14 +83,14 @@ def write_task(workdir: Path, dataset: str, split: str = "test", task: str = "fr
         files = {f.name.split(".")[0]: str(locate(spec, f)) for f in spec.files}
     else:  # generated data: materialise it as json lines
         files = {}
-        for name in ("train", "test"):
+        for name in spec.splits:
             path = tasks / f"{dataset}_{name}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in load_rows(dataset, name)))
             files[name] = str(path)
     data = ("dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
             + "".join(f"    {name}: {json.dumps(path)}\n" for name, path in sorted(files.items())))
     template = resources.files("frpo_bench.evaluators").joinpath("tasks/gsm8k_local.yaml").read_text()
-    text = (template.replace("INCLUDE", json.dumps(str(lm_eval_gsm8k_yaml()))).replace("TASK", task)
+    text = (template.replace("INCLUDE", json.dumps(str(include or lm_eval_gsm8k_yaml()))).replace("TASK", task)
             .replace("DATA\n", data + f"test_split: {split}\n"))
     path = tasks / f"{task}.yaml"
     path.write_text(text)
@@ -108,7 +110,7 @@ def model_args(inputs: ScoreInputs, options: Options) -> dict:
 
 
 def command_line(task_dir: Path, task: str, args: dict, options: Options, samples: list[int] | None,
-                 lm_eval_model: str = "hf", device: str = "cpu") -> str:
+                 lm_eval_model: str = "hf", device: str = "cpu", system_instruction: str | None = None) -> str:
     parts = ["lm_eval", "run", "--model", lm_eval_model, "--model_args", ",".join(f"{k}={v}" for k, v in args.items()),
              "--include_path", str(task_dir), "--tasks", task, "--num_fewshot", str(options.num_fewshot),
              "--batch_size", str(options.batch_size), "--gen_kwargs", f"max_gen_toks={options.max_gen_toks}",
@@ -117,6 +119,8 @@ def command_line(task_dir: Path, task: str, args: dict, options: Options, sample
         parts += ["--samples", json.dumps({task: samples}, separators=(",", ":"))]
     if options.apply_chat_template:
         parts.append("--apply_chat_template")
+    if system_instruction:
+        parts += ["--system_instruction", system_instruction]
     return shlex.join(parts)
 
 
@@ -128,7 +132,7 @@ def server_model_args(base_url: str, tokenizer_path: str, options: Options) -> d
 
 
 def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, samples: list[int] | None,
-                lm_eval_model="hf") -> dict:
+                lm_eval_model="hf", system_instruction: str | None = None) -> dict:
     """lm-eval's simple_evaluate; `lm_eval_model` is a model name with `args`, or an lm-eval LM object."""
     from lm_eval import simple_evaluate
     from frpo_bench.models.device import compute_device
@@ -138,7 +142,7 @@ def run_lm_eval(task_dir: Path, task: str, args: dict, options: Options, samples
         batch_size=options.batch_size, device=compute_device(), samples=None if samples is None else {task: samples},
         log_samples=True,
         gen_kwargs=f"max_gen_toks={options.max_gen_toks}", apply_chat_template=options.apply_chat_template,
-        task_manager=task_manager(task_dir), bootstrap_iters=0)
+        system_instruction=system_instruction, task_manager=task_manager(task_dir), bootstrap_iters=0)
 
 
 def task_manager(task_dir: Path):
