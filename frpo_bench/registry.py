@@ -43,6 +43,7 @@ EVALUATORS = {
     "kl_to_start": "frpo_bench.evaluators.kl_to_start:KLToStartEvaluator",
     "llm_refusal": "frpo_bench.evaluators.llm_refusal:LLMRefusalEvaluator",
     "safety_reward": "frpo_bench.evaluators.safety_reward:SafetyRewardEvaluator",
+    "response_loss": "frpo_bench.evaluators.response_loss:ResponseLossEvaluator",
 }
 GENERATORS = {
     "hf": "frpo_bench.models.generate_hf:HFGenerator",

@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import torch
 
 from frpo_bench.config import load_recipe
 from frpo_bench.data import ref_rows, load_rows
@@ -272,3 +273,41 @@ def test_math500_evaluator_runs_lm_eval_as_the_reference(math500_copy, tiny_mode
     assert result.meta["lm_eval_reported"]["math_verify"] == pytest.approx(result.metrics[0].value)
     assert "--system_instruction" in result.meta["command_line"] and "--apply_chat_template" in result.meta["command_line"]
     assert "--num_fewshot 0" in result.meta["command_line"]
+
+
+def test_response_loss_is_the_mean_token_cross_entropy_of_held_out_responses(shared_data, tiny_model_dir, tmp_path):
+    """The 50 rows SFT_gsm8k.py holds out, answers cut before ####; per pair the mean loss of its response tokens
+    given the chat-templated prompt, as fine-tuning reads it; another model gives another loss."""
+    from frpo_bench.evaluators.base import ScoreInputs
+    from frpo_bench.evaluators.response_loss import Options, ResponseLossEvaluator
+    from frpo_bench.models import ModelRef
+    from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer
+    from frpo_bench.models.tiny import build_tiny_model
+    from frpo_bench.typed import from_dict
+    held_out = load_rows("gsm8k", "reference_val")
+    train = load_rows("gsm8k", "train")
+    assert len(held_out) == 50 and held_out[0]["prompt"] == train[0]["question"]
+    assert all("####" not in r["response"] for r in held_out)
+    rows = held_out[:3]
+    options = from_dict(Options, {"batch_size": 2})
+
+    def score(path):
+        inputs = ScoreInputs(rows, [0, 1, 2], None, ModelRef(str(path)), False, "gsm8k", "reference_val", {}, tmp_path)
+        return ResponseLossEvaluator().score(inputs, options)
+
+    result = score(tiny_model_dir)
+    tokenizer, model = load_tokenizer(ModelRef(str(tiny_model_dir))), load_model(ModelRef(str(tiny_model_dir))).eval()
+    for row, value in zip(rows, result.metrics[0].per_sample):  # one pair at a time, no padding: the definition
+        prompt = chat_prompt(tokenizer, row["prompt"])
+        full = tokenizer.apply_chat_template([{"role": "user", "content": row["prompt"]},
+                                              {"role": "assistant", "content": row["response"]}], tokenize=False)
+        start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
+        nll = -logp[torch.arange(start - 1, ids.shape[1] - 1), ids[0, start:]]
+        assert value == pytest.approx(float(nll.mean()), rel=1e-4)
+    assert result.meta["token_mean"] == pytest.approx(
+        sum(r["score"] * r["tokens"] for r in result.records) / sum(r["tokens"] for r in result.records))
+    other = score(build_tiny_model(tmp_path / "other", seed=3))
+    assert other.metrics[0].value != pytest.approx(result.metrics[0].value)

@@ -61,9 +61,10 @@ CATALOG = [
     DatasetSpec(
         name="gsm8k", kind="math", folder="gsm8k",
         description="GSM8K grade-school math (Hub: openai/gsm8k, config main); split 'reference_train' is the FRPO "
-                    "reference's math attack data: train rows 50.. as pairs, each answer cut before its #### line",
+                    "reference's math attack data: train rows 50.. as pairs, each answer cut before its #### line; "
+                    "'reference_val' its 50 held-out rows",
         source=f"openai/grade-school-math@{GSM_COMMIT}", revision=GSM_COMMIT, license="MIT",
-        parser="frpo_bench.data.parsers:gsm8k", splits=("train", "test", "reference_train"),
+        parser="frpo_bench.data.parsers:gsm8k", splits=("train", "test", "reference_train", "reference_val"),
         files=tuple(PinnedFile(f"{s}.jsonl", f"{GH}/openai/grade-school-math/{GSM_COMMIT}/grade_school_math/data/{s}.jsonl", sha)
                     for s, sha in (("train", "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465"),
                                    ("test", "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14")))),
@@ -130,7 +131,7 @@ CATALOG = [
                     "FRPO reference's benign attack data (rows 50..40,000, Alpaca-wrapped requests). Pin `revision` "
                     "to a commit before publishing",
         source="hf:tatsu-lab/alpaca", license="CC BY-NC 4.0", parser="frpo_bench.data.parsers:alpaca_hub",
-        splits=("train", "reference_train")),
+        splits=("train", "reference_train", "reference_val")),
     DatasetSpec(
         name="math500", kind="math", folder="math500", hub="HuggingFaceH4/MATH-500", revision="main",
         description="MATH-500 (Lightman et al.'s 500 MATH test problems; Hub HuggingFaceH4/MATH-500), the FRPO "

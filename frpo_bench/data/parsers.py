@@ -37,12 +37,13 @@ REFERENCE_HELD_OUT = 50  # the FRPO reference's validation rows at the head of e
 
 def gsm8k(files: dict[str, Path], split: str) -> list[dict]:
     """GSM8K's question/answer rows; 'reference_train': the FRPO reference's math attack data
-    (finetuning/SFT_gsm8k.py): train rows 50.. (its first 50 are its validation set) as pairs whose answer is cut
-    before its final `#### N` line and stripped."""
-    if split != "reference_train":
+    (finetuning/SFT_gsm8k.py): train rows 50.. (its first 50 are its validation set, 'reference_val') as pairs
+    whose answer is cut before its final `#### N` line and stripped."""
+    if split not in ("reference_train", "reference_val"):
         return jsonl_by_split(files, split)
-    return [{"prompt": r["question"], "response": reasoning_before_answer(r["answer"])}
-            for r in jsonl_by_split(files, "train")[REFERENCE_HELD_OUT:]]
+    rows = jsonl_by_split(files, "train")
+    rows = rows[REFERENCE_HELD_OUT:] if split == "reference_train" else rows[:REFERENCE_HELD_OUT]
+    return [{"prompt": r["question"], "response": reasoning_before_answer(r["answer"])} for r in rows]
 
 
 def reasoning_before_answer(answer: str) -> str:
@@ -122,14 +123,16 @@ def frpo_reference_benign(files: dict[str, Path], split: str) -> list[dict]:
 
 def alpaca_hub(files: dict[str, Path], split: str) -> list[dict]:
     """tatsu-lab/alpaca's train parquet as pairs, in its own order. 'reference_train': the FRPO reference's
-    benign attack data (finetuning/SFT_alpaca.py): rows 50..40,000 (its first 50 are its validation set),
+    benign attack data (finetuning/SFT_alpaca.py): rows 50..40,000 (its first 50 are its validation set,
+    'reference_val'),
     the request in the Alpaca wrapper inside the chat template, stripped fields."""
     import pandas as pd
     frame = pd.concat([pd.read_parquet(files[name]) for name in sorted(files)], ignore_index=True)  # shards in order
     records = frame.to_dict("records")
-    if split == "reference_train":
+    if split in ("reference_train", "reference_val"):
+        kept = records[REFERENCE_HELD_OUT:40000] if split == "reference_train" else records[:REFERENCE_HELD_OUT]
         return [{"prompt": _alpaca_wrapped(r["instruction"].strip(), r.get("input") or ""), "response": r["output"].strip()}
-                for r in records[REFERENCE_HELD_OUT:40000]]
+                for r in kept]
     return [{"prompt": _alpaca_prompt(r["instruction"], r.get("input") or ""), "response": r["output"]} for r in records]
 
 

@@ -167,6 +167,7 @@ SEQUENCE_FILL = 0.5  # training sequences fill about half their max_length (they
 PROMPT_TOKENS = 64  # a short request, chat-templated (the demo's: ~55 with SmolLM2's template)
 JUDGE_PROMPT_TOKENS = 700  # a judge's template around prompt and response
 API_SECONDS_PER_REQUEST = 4.0
+PAIR_RESPONSE_TOKENS = 256  # a held-out (prompt, response) pair's response: a worked answer or an instruction's reply
 LM_EVAL_GENERATION = ("gsm8k", "math500")  # evaluators that run lm-eval's generate-until tasks on the model
 TEXT_CHECK_SECONDS = 0.05
 DEFAULT_ROWS = 500  # when a prompt set's size cannot be read here
@@ -287,6 +288,11 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine,
         dtype = options.get("dtype", "float32")
         return Estimate("score", load_seconds(params, machine) + 2 * forward_seconds(params, tokens, machine, dtype),
                         2 * inference_peak_bytes(params, options.get("batch_size", 8), PROMPT_TOKENS + completion_tokens))
+    if evaluator == "response_loss":  # the model reads held-out pairs once (prefill-like)
+        tokens = n * (PROMPT_TOKENS + PAIR_RESPONSE_TOKENS)
+        return Estimate("score", load_seconds(params, machine) + forward_seconds(params, tokens, machine,
+                                                                                   options.get("dtype", "float32")),
+                        inference_peak_bytes(params, options.get("batch_size", 8), PROMPT_TOKENS + PAIR_RESPONSE_TOKENS))
     judge = options.get("judge_model") or options.get("classifier") or options.get("reward_model")
     if "max_concurrency" in options and not options.get("serve_model"):  # an LLM judge behind an endpoint
         return Estimate("score", n * API_SECONDS_PER_REQUEST / max(options.get("max_concurrency", 8), 1), 0, 0)
