@@ -79,5 +79,6 @@ def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch):
     recipe, _ = load_recipe(name, ["generation.backend=hf"] if name == "paper" else [])
     _, stages = build_plan(recipe)
     keys = {f"{s.kind} {s.label}": s.key for s in stages}
+    assert len(keys) == len(stages), "two stages share a label: the goldens (and the progress lines) cannot tell them apart"
     golden = json.loads((Path(__file__).parent / "golden" / "stage_keys.json").read_text())[name]
     assert keys == golden

@@ -165,7 +165,8 @@ class Planner:
                                        gen_here)
                 if gen.temperature > 0:
                     gen_fields["seed"] = seed
-                parent = self.stage("generate", f"{cell_label(cell)} :: {covering.dataset}", gen_fields, [cell.model],
+                drawn = "" if covering.draw_seed is None else f" draw={covering.draw_seed}"  # a redrawn sample: its own
+                parent = self.stage("generate", f"{cell_label(cell)} :: {covering.dataset}{drawn}", gen_fields, [cell.model],
                                     generation=gen_here, prompts=covering, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
             cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev)
