@@ -40,7 +40,7 @@ def test_refusal_cues_v2(text, cues):
 def score_completions(workdir, dataset: str, completions: list[str]) -> dict[str, list[float]]:
     """Given completions of the first test docs, scored by the filters and metric of the task the evaluator
     writes (its own task file, through lm-eval's task manager)."""
-    from frpo_bench.evaluators.gsm8k import task_manager, write_task
+    from frpo_bench.evaluators.lm_eval_tasks import task_manager, write_task
     task_path, name = write_task(workdir, dataset, "test")
     task = task_manager(task_path.parent).load([name])["tasks"][name]
     docs = list(task.test_docs())[: len(completions)]
@@ -69,7 +69,7 @@ def test_gsm8k_task_file_scores_known_completions_with_lm_evals_filters(tmp_path
 
 
 def test_gsm8k_task_scores_the_asked_split_and_sample(tmp_path):
-    from frpo_bench.evaluators.gsm8k import selected_documents, write_task
+    from frpo_bench.evaluators.lm_eval_tasks import selected_documents, write_task
     path, _ = write_task(tmp_path, "demo_arithmetic", "train")
     assert "test_split: train" in path.read_text()
     from frpo_bench.data import select_rows

@@ -12,8 +12,9 @@ from frpo_bench.evaluators.harmbench import Options as HarmBenchOptions
 from frpo_bench.evaluators.helpfulness import HelpfulnessEvaluator
 from frpo_bench.evaluators.helpfulness import Options as HelpOptions
 from frpo_bench.evaluators.hf_judge import JudgeModel, load_causal_judge, next_token_probs, sigmoid
-from frpo_bench.evaluators.strongreject_finetuned import GRADES, StrongRejectFinetunedEvaluator, expected_grade_score
-from frpo_bench.evaluators.strongreject_finetuned import Options as FinetunedOptions
+from frpo_bench.evaluators.strongreject_finetuned import StrongRejectFinetunedEvaluator
+from frpo_bench.evaluators.strongreject_judge import GRADES, expected_grade_score
+from frpo_bench.evaluators.strongreject_judge import Options as FinetunedOptions
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import from_dict
 

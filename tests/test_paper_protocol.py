@@ -94,7 +94,7 @@ def test_strongreject_moderation_reward_is_one_minus_the_mean_of_its_judges(tiny
                                                                             monkeypatch):
     from frpo_bench.defenses.rewards import make_reward
     from frpo_bench.defenses.rl_options import FRPOOptions
-    from frpo_bench.evaluators.strongreject_finetuned import StrongRejectJudge
+    from frpo_bench.evaluators.strongreject_judge import StrongRejectJudge
     from frpo_bench.typed import from_dict
     template = tmp_path / "templates.json"
     template.write_text(json.dumps({"strongreject_finetuned": "Q: {forbidden_prompt}\nA: {response}\nGrade:"}))

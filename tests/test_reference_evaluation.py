@@ -147,7 +147,7 @@ def test_the_judge_reads_the_last_tokens_of_a_reply_as_the_reference(tiny_model_
     """StrongReject.evaluate: tokenizer(response, max_length=512, truncation=True) with truncation_side left, decoded:
     a long reply keeps its last tokens, a short one is whole; the tokenizer is left as it was."""
     from transformers import AutoTokenizer
-    from frpo_bench.evaluators.strongreject_finetuned import last_tokens
+    from frpo_bench.evaluators.strongreject_judge import last_tokens
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     reply = " ".join(f"step{i}" for i in range(300))
     ids = tokenizer(reply)["input_ids"]
@@ -161,7 +161,7 @@ def test_safety_reward_is_the_references_during_attacks(tiny_model_dir, tmp_path
     """1 - (StrongREJECT fine-tuned + moderation max category) / 2 per reply, the judge reading the last N tokens."""
     from frpo_bench.evaluators.base import ScoreInputs
     from frpo_bench.evaluators.safety_reward import Options, SafetyRewardEvaluator
-    from frpo_bench.evaluators.strongreject_finetuned import Options as JudgeOptions, StrongRejectJudge, last_tokens
+    from frpo_bench.evaluators.strongreject_judge import Options as JudgeOptions, StrongRejectJudge, last_tokens
     from frpo_bench.models import ModelRef
     from frpo_bench.typed import from_dict
     template = tmp_path / "templates.json"
@@ -243,7 +243,7 @@ def math500_copy(tmp_path, monkeypatch):
 
 def test_math500_scores_the_last_boxed_answer_with_lm_evals_task(math500_copy, tmp_path):
     """lm-eval's minerva_math500 as the harness writes it: known completions through its own scoring."""
-    from frpo_bench.evaluators.gsm8k import task_manager, write_task
+    from frpo_bench.evaluators.lm_eval_tasks import task_manager, write_task
     from frpo_bench.evaluators.math500 import minerva_math500_yaml
     assert [r["prompt"] for r in load_rows("math500", "test")] == [r["problem"] for r in MATH_ROWS]
     path, name = write_task(tmp_path, "math500", "test", "frpo_math500", include=minerva_math500_yaml())

@@ -26,13 +26,13 @@ def smoke_run(tmp_path_factory):
 def real_lm_eval_files(tmp_path_factory):
     """lm-eval itself on the tiny model, written by its own EvaluationTracker."""
     from lm_eval.loggers import EvaluationTracker
-    from frpo_bench.evaluators import gsm8k
+    from frpo_bench.evaluators import lm_eval_tasks
     from frpo_bench.models.tiny import build_tiny_model
     work = tmp_path_factory.mktemp("lm_eval_real")
     model = build_tiny_model(work / "model")
-    task_path, task = gsm8k.write_task(work, "demo_arithmetic", "test")
-    out = gsm8k.run_lm_eval(task_path.parent, task, {"pretrained": str(model), "dtype": "float32"},
-                            gsm8k.Options(num_fewshot=1, max_gen_toks=4, batch_size=2), [0, 1])
+    task_path, task = lm_eval_tasks.write_task(work, "demo_arithmetic", "test")
+    out = lm_eval_tasks.run_lm_eval(task_path.parent, task, {"pretrained": str(model), "dtype": "float32"},
+                                    lm_eval_tasks.LmEvalOptions(num_fewshot=1, max_gen_toks=4, batch_size=2), [0, 1])
     samples = out.pop("samples")
     tracker = EvaluationTracker(output_path=str(work / "out"))
     tracker.save_results_aggregated(results=out, samples=samples)

@@ -42,7 +42,7 @@ def helpful_proxy_reward(prompts, completions, kind, **_) -> list[float | None]:
 class StrongRejectModerationReward:
     def __init__(self, options):
         from frpo_bench.evaluators.moderation import ModerationClient
-        from frpo_bench.evaluators.strongreject_finetuned import StrongRejectJudge
+        from frpo_bench.evaluators.strongreject_judge import StrongRejectJudge
         self.judge = StrongRejectJudge(options.strongreject)
         self.moderation = (None if options.moderation == "none" else
                            ModerationClient(options.moderation_base_url, options.moderation_model,

@@ -9,7 +9,7 @@ from frpo_bench.data.ref import DataRef
 from frpo_bench.training.options import SCHEDULERS, LoraConfig, check_warmup_ratio
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import Bf16Option
-from frpo_bench.evaluators.strongreject_finetuned import Options as StrongRejectOptions
+from frpo_bench.evaluators.strongreject_judge import Options as StrongRejectOptions
 from frpo_bench.typed import Options, check_positive, opt, to_dict
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.evaluators.gsm8k import Options as LmEvalOptions
+from frpo_bench.evaluators.lm_eval_tasks import LmEvalOptions
 from frpo_bench.typed import opt
 
 VERSION = "lm-eval-minerva-math500-v1"
@@ -53,8 +53,8 @@ class Math500Evaluator:
     needs_completions = False
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
-        from frpo_bench.evaluators.gsm8k import (_lm_eval_version, command_line, loaded_model, model_args,
-                                                 run_lm_eval, selected_documents, write_task)
+        from frpo_bench.evaluators.lm_eval_tasks import (command_line, lm_eval_version, loaded_model, model_args,
+                                                         run_lm_eval, selected_documents, write_task)
         from frpo_bench.models.device import compute_device
         task_path, task = write_task(inputs.workdir, inputs.dataset, inputs.split, "frpo_math500",
                                      include=minerva_math500_yaml())
@@ -65,7 +65,7 @@ class Math500Evaluator:
         records = [{"id": s["doc_id"], "prompt": s["doc"]["problem"], "response": s["resps"][0][0],
                     "target": s["doc"]["answer"], "math_verify": float(s["math_verify"]),
                     "exact_match": float(s["exact_match"]), "score": float(s["math_verify"])} for s in logged]
-        meta = {"judge": f"lm-eval {_lm_eval_version()} minerva_math500 math_verify",
+        meta = {"judge": f"lm-eval {lm_eval_version()} minerva_math500 math_verify",
                 "template": f"lm_eval minerva_math500.yaml, {options.num_fewshot}-shot"
                             + (", chat template" if options.apply_chat_template else "")
                             + f", system: {options.system_instruction!r}",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.evaluators.strongreject_finetuned import Options as JudgeOptions
+from frpo_bench.evaluators.strongreject_judge import Options as JudgeOptions
 from frpo_bench.typed import opt
 
 VERSION = "frpo-safety-reward-v1"
@@ -59,7 +59,7 @@ class SafetyRewardEvaluator:
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.moderation import ModerationClient, strongreject_moderation
-        from frpo_bench.evaluators.strongreject_finetuned import StrongRejectJudge
+        from frpo_bench.evaluators.strongreject_judge import StrongRejectJudge
         judge = StrongRejectJudge(options)
         judged = judge.scores([row["prompt"] for row in inputs.prompts], inputs.completions)
         client = None if options.moderation == "none" else ModerationClient(
