@@ -103,3 +103,11 @@ def moderation_server():
     endpoint = ModerationEndpoint()
     yield endpoint
     endpoint.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def paper_plan():
+    """`paper` planned offline with HF generation, once per session: (cells, stages); a build takes ~15 s."""
+    from frpo_bench.config import load_recipe
+    from frpo_bench.engine.plan import build_plan
+    return build_plan(load_recipe("paper", ["generation.backend=hf"])[0])

@@ -191,9 +191,8 @@ def test_a_prefill_may_skip_sets_it_cannot_cover_and_an_evaluation_may_name_its_
         load_recipe("smoke", [f"attacks=[{skipping}]", f"evaluations.+={own.replace('prefill_5', 'prefil_5')}"])
 
 
-def test_paper_plans_every_family_offline():
-    recipe, _ = load_recipe("paper", ["generation.backend=hf"])
-    cells, stages = build_plan(recipe)
+def test_paper_plans_every_family_offline(paper_plan):
+    cells, stages = paper_plan
     attacks = {c.attack for c in cells}
     assert {"identity_shift", "refusal_ablation", "prefill_5", "prefill_40"} <= attacks
     prefill = next(c for c in cells if c.attack == "prefill_40")

@@ -46,11 +46,10 @@ def test_a_draw_seed_gives_the_references_sample(shared_data):
         ref_rows(DataRef("harmbench", "all:any", n=100, head=200, draw_seed=92))
 
 
-def test_paper_redraws_harmbench_per_step_and_repeats_a_step(shared_data):
+def test_paper_redraws_harmbench_per_step_and_repeats_a_step(paper_plan):
     """At every evaluated point of an attack the sample is drawn with 42 + step: points differ from each other,
     and the same step of two cells (other seeds, other defenses) reads the same prompts."""
-    from frpo_bench.engine.plan import build_plan
-    _, stages = build_plan(load_recipe("paper", ["generation.backend=hf"])[0])
+    _, stages = paper_plan
     draws = {}
     for s in stages:
         if s.kind == "score" and s.fields["evaluator"] == "harmbench_reference":
