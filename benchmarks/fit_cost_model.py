@@ -61,8 +61,9 @@ def constants(values: list[float]):
 
 
 def machine(peaks: dict) -> estimate.Machine:
-    return dataclasses.replace(estimate.MACHINES["cpu"], name="measured", bf16_flops=peaks["bfloat16"],
-                               fp32_flops=peaks["float32"])
+    nan = float("nan")  # a dtype the benchmark did not measure: any estimate that reads it is NaN, not a guess
+    return dataclasses.replace(estimate.MACHINES["cpu"], name="measured", bf16_flops=peaks.get("bfloat16", nan),
+                               fp32_flops=peaks.get("float32", nan))
 
 
 def micro_benchmarks(results: Path) -> list[tuple]:

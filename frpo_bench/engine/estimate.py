@@ -63,14 +63,14 @@ def this_cpu() -> Machine:
                    matmul_peak("float32"), memory, 20e9, 0.5e9, False)
 
 # Fitted constants (the module docstring says to what; the CPU ones by benchmarks/fit_cost_model.py)
-TRAIN_MFU = {"gpu": 0.285, "float32": 0.753, "bfloat16": 0.769}  # GPU (bf16) and CPU per dtype, of the matmul peak
-TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 1.26}  # seconds per optimizer step (CPU: AdamW over fp32 weights, logging)
+TRAIN_MFU = {"gpu": 0.285, "float32": 0.803, "bfloat16": 0.812}  # GPU (bf16) and CPU per dtype, of the matmul peak
+TRAIN_STEP_OVERHEAD = {"gpu": 0.25, "cpu": 1.4}  # seconds per optimizer step (CPU: AdamW over fp32 weights, logging)
 GPU_DECODE_STEP = (0.01912, 0.001027)  # seconds per decode step of one batch: fixed + per billion parameters
-CPU_DECODE_STEP = 0.0638  # seconds per decode step of one batch (Python, HF generate's bookkeeping)
-CPU_DECODE_MFU = {"float32": 0.237, "bfloat16": 0.538}  # of the dtype's measured matmul peak, the batch's FLOPs
-LOAD_FIXED = {"gpu": 3.0, "cpu": 2.25}  # seconds to start a model besides reading its weights (GPU: CUDA set-up)
-LM_EVAL_START = 2.41  # lm-eval in-process on weights already loaded: its task set-up
-FORWARD_MFU = {"gpu": 0.3, "cpu": 1.09}  # gradient-free forwards over whole sequences (prefill-like); CPU: the demo's KL,
+CPU_DECODE_STEP = 0.0808  # seconds per decode step of one batch (Python, HF generate's bookkeeping)
+CPU_DECODE_MFU = {"float32": 0.255, "bfloat16": 0.504}  # of the dtype's measured matmul peak, the batch's FLOPs
+LOAD_FIXED = {"gpu": 3.0, "cpu": 1.6}  # seconds to start a model besides reading its weights (GPU: CUDA set-up)
+LM_EVAL_START = 2.87  # lm-eval in-process on weights already loaded: its task set-up
+FORWARD_MFU = {"gpu": 0.3, "cpu": 1.07}  # gradient-free forwards over whole sequences (prefill-like); CPU: the demo's KL,
 # above 1 because its float32 runs at matmul precision "medium" and the fp32 probe reads low on some machines
 EMBEDDED_CONVERT_SECONDS_PER_PARAM = 1.85e-7  # de-quantizing the packaged GGUF (25 s for SmolLM2-135M, 2-core Xeon)
 ACTIVATION_BYTES_PER_TOKEN_PER_BPARAM = 1.35e5  # with gradient checkpointing, bf16 (from the 18.6 GiB peak)
