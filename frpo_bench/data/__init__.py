@@ -134,7 +134,7 @@ def hub_snapshot(spec: DatasetSpec) -> dict[str, Path]:
     except Exception as err:  # noqa: BLE001 - offline, unknown revision, no access: one clear error
         raise ConfigError(f"dataset {spec.name}", f"{spec.hub}@{spec.revision}",
                           f"could not be read from the Hub ({error_summary(err)})",
-                          f"run once with network access (the Hub cache then serves it offline), or put its parquet "
+                          f"run once with network access (the Hub cache then serves it offline), or put its data "
                           f"files in {DATA_ENV}/{spec.folder}/") from None
     files = sorted(p for pattern in HUB_FILES for p in root.rglob(pattern))
     if not files:
