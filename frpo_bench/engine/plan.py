@@ -274,7 +274,7 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
     from frpo_bench.models.generate import resolve_backend, vllm_status
     gen, resolved = recipe.generation, {}
     if gen.backend == "auto":
-        gen.backend, why = resolve_backend("auto")
+        gen.backend, why = resolve_backend("auto", recipe.device)
         resolved["generation.backend"] = f"auto -> {gen.backend} ({why})"
     elif gen.backend == "vllm":
         usable, why = vllm_status()

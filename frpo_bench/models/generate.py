@@ -39,9 +39,20 @@ def vllm_status() -> tuple[bool, str]:
     return True, "vllm is importable"
 
 
-def resolve_backend(name: str) -> tuple[str, str]:
-    """`auto` -> vllm when it can run here, else hf; returns (backend, reason)."""
+CPU_CHOICE = ("a CPU, where HF is the faster per cell at the sizes measured (the demo's 100 prompts x 32 tokens: HF "
+              "15 s, vLLM 9.5 s plus its 41 s engine start per weight set, 62 s for a LoRA cell on that engine; "
+              "benchmarks/results/generation_demo_shapes_epyc_avx512bf16.json); set backend: vllm to use it")
+
+
+def resolve_backend(name: str, device: str = "auto") -> tuple[str, str]:
+    """`auto` -> vllm on a GPU when it can run there, else hf; returns (backend, reason). `device`: the recipe's
+    (auto | cpu | cuda[:N]); a GPU is seen from its device node, without importing torch."""
     if name != "auto":
         return name, "set in the recipe"
     usable, why = vllm_status()
-    return ("vllm", why) if usable else ("hf", why)
+    if not usable:
+        return "hf", why
+    from frpo_bench.models.precision import gpu_visible
+    if not (device.startswith("cuda") or (device == "auto" and gpu_visible())):
+        return "hf", CPU_CHOICE
+    return "vllm", why
