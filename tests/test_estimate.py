@@ -101,17 +101,21 @@ def test_a_paper_frpo_hardening_takes_hours_and_fits_one_80gb_card():
     assert estimate.peak_bytes < MACHINES["h100"].memory_bytes
 
 
-def test_plan_paper_estimate_prints_gpu_hours_and_peak_memory(capsys):
+def test_plan_paper_estimate_prints_gpu_hours_and_peak_memory(paper_plan, capsys):
+    """What `plan paper --estimate --gpu h100` prints after its plan (the session's paper plan: one build); the
+    flags' wiring through the CLI on smoke."""
     from frpo_bench.cli import main
-    assert main(["plan", "paper", "--set", "generation.backend=hf", "--estimate", "--gpu", "h100"]) == 0
-    out = capsys.readouterr().out
+    from frpo_bench.engine.estimate import estimate_report
+    out = estimate_report(paper_plan[1], "mistralai/Mistral-7B-Instruct-v0.1", "h100")
     assert "estimate for 25208 stages of a 7.24B-parameter model on one h100" in out  # trajectories, XSTest, families,
     # field defenses, and the reference's own evaluation during attacks (HarmBench re-drawn per step, MATH-500)
     for row in ("harden frpo", "harden tar", "attack full", "checkpoint", "score kl_to_start", "score gsm8k",
                 "score math500", "score harmbench_reference", "score response_loss", "total"):
         assert row in out
     assert "GPU-hours" in out and "peak GiB" in out
-    assert "NO (> 80 GiB)" in out  # full-weight 7B training needs more than one 80 GB card (one paper build: ~30 s)
+    assert "NO (> 80 GiB)" in out  # full-weight 7B training needs more than one 80 GB card
+    assert main(["plan", "smoke", "--estimate", "--gpu", "h200"]) == 0
+    assert "stages of a 0.00B-parameter model on one h200" in capsys.readouterr().out
 
 
 def test_plan_help_states_the_cost_models_assumptions(capsys):

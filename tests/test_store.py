@@ -65,7 +65,7 @@ def test_unmarked_directory_is_rebuilt(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["smoke", "demo", "demo_rl", "demo_baselines", "demo_attacks", "demo_defenses", "gate", "paper"])
-def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch):
+def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch, request):
     """A change to what enters a key silently orphans every user's cache: it must be deliberate
     (bump store.KEY_VERSION or the affected field) and show up here. What resolves by the machine is
     pinned: `paper`'s backend auto to hf, the demos' dtype and bf16 auto to float32 (their keys on a
@@ -76,8 +76,12 @@ def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch):
     from pathlib import Path
     from frpo_bench.config import load_recipe
     from frpo_bench.engine.plan import build_plan
-    recipe, _ = load_recipe(name, ["generation.backend=hf"] if name == "paper" else [])
-    _, stages = build_plan(recipe)
+    if name == "paper":  # the session's paper plan (one build, ~20 s), valid here since paper leaves nothing to
+        from frpo_bench.engine.plan import resolve_installed  # the machine once its backend is set
+        assert resolve_installed(load_recipe(name, ["generation.backend=hf"])[0]) == {}
+        _, stages = request.getfixturevalue("paper_plan")
+    else:
+        _, stages = build_plan(load_recipe(name)[0])
     keys = {f"{s.kind} {s.label}": s.key for s in stages}
     assert len(keys) == len(stages), "two stages share a label: the goldens (and the progress lines) cannot tell them apart"
     golden = json.loads((Path(__file__).parent / "golden" / "stage_keys.json").read_text())[name]
