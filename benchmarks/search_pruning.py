@@ -2,7 +2,7 @@
 number of trials, on one defended model and one attack of a search recipe, each study in a store of its own.
 
     python benchmarks/search_pruning.py [--recipe demo_search] [--attack harmful_lora] [--defense none]
-                                        [--trials 8] [--store DIR]
+                                        [--trials 8] [--steps LOW HIGH] [--store DIR]
 
 Each study runs in a store of its own holding only the models it attacks (base, align and harden stages copied
 from --store), so neither reuses the other's trials: compute is what each study's trials trained (attack optimizer
@@ -28,7 +28,8 @@ from frpo_bench.engine.store import Store
 from frpo_bench.files import default_cache_dir, write_json_atomic
 
 
-def study_recipe(raw: dict, attack: str, defense: str, trials: int, pruner: str) -> dict:
+def study_recipe(raw: dict, attack: str, defense: str, trials: int, pruner: str, steps=None) -> dict:
+    """One study of `raw`'s search of `attack` on `defense`; `steps` (low, high) widens the steps dimension."""
     recipe = copy.deepcopy(raw)
     recipe["name"] = f"{raw['name']}-{attack}-{defense}-{pruner}"
     recipe["defenses"] = [d for d in raw["defenses"] if d["name"] == defense]
@@ -38,6 +39,8 @@ def study_recipe(raw: dict, attack: str, defense: str, trials: int, pruner: str)
     search = recipe["attacks"][0]["search"]
     search["trials"] = trials
     search.setdefault("pruner", {})["type"] = pruner
+    if steps:
+        search["space"]["steps"] = {"low": steps[0], "high": steps[1], "integer": True}
     return recipe
 
 
@@ -69,6 +72,8 @@ def main() -> None:
     parser.add_argument("--attack", default="harmful_lora")
     parser.add_argument("--defense", default="none")
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--steps", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="the steps dimension's bounds instead of the recipe's (longer trials: more to prune)")
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_pruning.json"))
     args = parser.parse_args()
@@ -79,7 +84,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=source.parent) as scratch:
         for pruner in ("successive_halving", "none"):
             path = Path(scratch) / f"{pruner}.yaml"
-            path.write_text(yaml.safe_dump(study_recipe(raw, args.attack, args.defense, args.trials, pruner)))
+            study = study_recipe(raw, args.attack, args.defense, args.trials, pruner, args.steps)
+            path.write_text(yaml.safe_dump(study))
             recipe, loaded = load_recipe(str(path))
             run = Path(scratch) / f"run-{pruner}"
             store = study_store(source, Path(scratch) / f"store-{pruner}")
@@ -93,8 +99,8 @@ def main() -> None:
                "pruned_worst_case_within_unpruned_interval": low <= pruned["reeval_mean"] <= high}
     print(json.dumps(verdict))
     write_json_atomic(args.out, {"machine": machine_info(), "recipe": args.recipe, "attack": args.attack,
-                                 "defense": args.defense, "trials": args.trials, "studies": figures,
-                                 "verdict": verdict})
+                                 "defense": args.defense, "trials": args.trials, "steps": args.steps,
+                                 "studies": figures, "verdict": verdict})
 
 
 if __name__ == "__main__":
