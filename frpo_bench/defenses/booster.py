@@ -21,7 +21,7 @@ from typing import Optional, Union
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
-from frpo_bench.models.precision import Bf16Option
+from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
 
@@ -40,8 +40,7 @@ class BoosterOptions(Bf16Option, Options):
     batch_size: int = opt(10, help="alignment rows per step, and harmful rows per step (upstream: 10 each)")
     max_length: int = opt(256, help="tokens per sequence")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm (upstream: the HF Trainer's default, 1)")
-    bf16: Union[bool, str] = opt(False, help="bf16 autocast over fp32 weights: true, false, or auto (true on a GPU; on "
-                                             "a CPU whichever a probe measures faster there)")
+    bf16: Union[bool, str] = bf16_option()
     lora: Optional[LoraConfig] = field(default_factory=lambda: LoraConfig(r=32, alpha=4), metadata={
         "help": "LoRA settings (upstream: r 32, alpha 4); null trains every weight"})
 

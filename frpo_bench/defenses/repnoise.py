@@ -23,7 +23,7 @@ from typing import Optional, Union
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
-from frpo_bench.models.precision import Bf16Option
+from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
 
@@ -40,8 +40,7 @@ class RepNoiseOptions(Bf16Option, Options):
     batch_size: int = opt(8, help="pairs per step (upstream: 8)")
     max_length: int = opt(256, help="tokens per sequence")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm")
-    bf16: Union[bool, str] = opt(False, help="bf16 autocast over fp32 weights: true, false, or auto (true on a GPU; on "
-                                             "a CPU whichever a probe measures faster there)")
+    bf16: Union[bool, str] = bf16_option()
     lora: Optional[LoraConfig] = opt(None, help="train a LoRA adapter instead of the full weights (upstream: full)")
 
     def validate(self, path: str) -> None:

@@ -8,7 +8,7 @@ from typing import Optional, Union
 from frpo_bench.data.ref import DataRef
 from frpo_bench.training.options import SCHEDULERS, LoraConfig, check_warmup_ratio
 from frpo_bench.errors import ConfigError
-from frpo_bench.models.precision import Bf16Option
+from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.evaluators.strongreject_judge import Options as StrongRejectOptions
 from frpo_bench.typed import Options, check_positive, opt, to_dict
 
@@ -65,8 +65,7 @@ class RLOptions(Bf16Option, Options):
     max_grad_norm: float = opt(1.0, help="gradient clipping norm")
     lora: Optional[LoraConfig] = field(default_factory=lambda: LoraConfig(r=64, alpha=64), metadata={
         "help": "LoRA settings (the paper: r 64, alpha 64, all projections); null = full fine-tuning"})
-    bf16: Union[bool, str] = opt(False, help="bf16 autocast: true, false, or auto (true on a GPU, on a CPU whichever "
-                                             "a probe measures faster there)")
+    bf16: Union[bool, str] = bf16_option()
     use_vllm: bool = opt(False, help="sample with vLLM (GPU); HF generate otherwise")
     sampling_copy: bool = opt(False, omit_if_default=True, help="HF sampling from a copy of the policy with its LoRA "
                                                                 "merged, refreshed every step, in bf16 where bf16 is "

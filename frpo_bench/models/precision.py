@@ -109,6 +109,14 @@ class DtypeOption:
         return {f"{path}.dtype": f"auto -> {self.dtype} ({why})"}
 
 
+def bf16_option():
+    """The `bf16` field of a trainer's options (checked and resolved by Bf16Option)."""
+    from frpo_bench.typed import opt
+    return opt(False, help="bf16 autocast over fp32 weights: true, false, or auto (true on a GPU; on a CPU whichever "
+                           "a probe measures faster there: on an AVX2-only CPU a LoRA step of SmolLM2 ran ~30x "
+                           "slower under bf16, on an AVX512-BF16 one 1.7x faster)")
+
+
 class Bf16Option:
     """Mixin for training options with `bf16: true | false | auto` (bf16 autocast over fp32 weights):
     auto is resolved by the engine before planning, for training, on the recipe's device."""

@@ -7,7 +7,7 @@ from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
-from frpo_bench.models.precision import Bf16Option
+from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.typed import Options, check_positive, opt, to_dict
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
@@ -71,10 +71,7 @@ class FinetuneConfig(Bf16Option, Options):
     warmup_ratio: float = opt(0.0, help="share of steps for linear warm-up, in [0, 1)")
     weight_decay: float = opt(0.0, help="AdamW weight decay")
     max_grad_norm: float = opt(1.0, help="gradient clipping norm")
-    bf16: Union[bool, str] = opt(False, help="bf16 autocast (weights stay fp32): true, false, or auto (true on a GPU; "
-                                             "on a CPU, whichever a probe measures faster there: on an AVX2-only "
-                                             "CPU a LoRA step of SmolLM2 ran ~30x slower under bf16, on an "
-                                             "AVX512-BF16 one 1.7x faster)")
+    bf16: Union[bool, str] = bf16_option()
 
     def validate(self, path: str) -> None:
         if self.micro_batch_size is None:
