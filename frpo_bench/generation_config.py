@@ -37,8 +37,9 @@ class GenerationConfig(DtypeOption, AttentionOption):
     prefill_uncovered: str = opt("error", omit_if_default=True, help="a harmful set the pairs do not cover: error "
                                  "before compute, or skip it (planning only: not in any key)")
     attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
-                                                             "eager, or auto (whichever a probe measures faster here; "
-                                                             "part of the key: kernels differ in rounding)")
+                                                             "eager, grouped (eager without copying key/value heads), or "
+                                                             "auto (whichever a probe measures fastest here; part of the "
+                                                             "key: kernels differ in rounding)")
     batch_size: int = opt(16, help="hf backend: prompts per forward batch (transport only: not part of any cache key)")
     prefix_cache: bool = opt(True, help="hf backend: run the prompts' shared opening tokens (chat template, system "
                                         "prompt) once per set and start each batch from their cache (transport only)")

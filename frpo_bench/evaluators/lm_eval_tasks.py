@@ -24,8 +24,9 @@ class LmEvalOptions(DtypeOption, AttentionOption, OptionsBase):
     dtype: str = opt("float32", help="model dtype passed to lm-eval: float32, bfloat16, or auto (bf16 on a GPU, the faster one on a CPU)")
     batch_size: int = opt(8, help="lm-eval batch size (transport only)")
     attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
-                                                             "eager, or auto (whichever a probe measures faster here at "
-                                                             "`dtype`; part of the key: kernels differ in rounding)")
+                                                             "eager, grouped (eager without copying key/value heads), or "
+                                                             "auto (whichever a probe measures fastest here at `dtype`; "
+                                                             "part of the key: kernels differ in rounding)")
     backend: str = opt("hf", omit_if_default=True, help="hf: lm-eval's transformers backend; vllm: a local vLLM server queried through "
                                   "lm-eval's local-completions model (lm-eval's own vllm backend needs the CUDA "
                                   "`vllm` distribution)")

@@ -32,6 +32,9 @@ def inference_model(ref: ModelRef, dtype: str, attention: str = "sdpa", merge_dt
     if merge_dtype != dtype:
         model = model.to(torch_dtype(dtype))
     if attention != "sdpa":
+        if attention == "grouped":
+            from frpo_bench.models.grouped_attention import register
+            register()
         model.set_attn_implementation(attention)
     _resident[key] = model.eval()
     budget = MEMORY_SHARE * _device_memory()
