@@ -96,7 +96,8 @@ def main() -> None:
                              "matmul, bf16 generation through transformers takes hours")
     parser.add_argument("--backends", nargs="+", default=["naive", "hf", "vllm", "vllm+lora"],
                         help="vllm+lora serves a rank-16 LoRA adapter (zero-initialised B, so the same text) on the base")
-    parser.add_argument("--attention", default="sdpa", help="HF backend attention kernel: sdpa or eager")
+    parser.add_argument("--attention", nargs="+", default=["sdpa"],
+                        help="HF backend attention kernels, each a row: sdpa, eager, grouped")
     parser.add_argument("--demo-shapes", action="store_true",
                         help="the demo's generation: 100 prompts x 32 new tokens, HF batch 48")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/generation.json"))
@@ -115,28 +116,32 @@ def main() -> None:
     print(f"model {args.model}: {params / 1e6:.1f}M parameters; {len(prompts)} prompts x {args.tokens} new tokens; "
           f"{torch.get_num_threads()} threads; matmul peak " + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s"
                                                                       for d, p in peaks.items()))
-    results, naive_rate = [], None
-    for backend in args.backends:
+    results, naive_rate, first_hf = [], None, None
+    runs = [(b, a) for b in args.backends for a in (args.attention if b == "hf" else ["sdpa"])]
+    for backend, attention in runs:
         dtypes = args.dtypes if backend.startswith("vllm") else (args.hf_dtypes or args.dtypes)
         for dtype in dtypes if backend != "naive" else dtypes[:1]:
             cfg = from_dict(GenerationConfig, {"backend": "vllm" if backend.startswith("vllm") else "hf", "dtype": dtype,
                                                "max_new_tokens": args.tokens, "batch_size": args.batch_size,
-                                               "attention": args.attention})
+                                               "attention": attention})
             target = with_lora_adapter(model, default_cache_dir() / "benchmarks" / "lora16") if backend == "vllm+lora" else model
             texts, seconds, started = run_backend(backend.split("+")[0], target, prompts, cfg)
             tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
             rate = tokens / seconds
             naive_rate = naive_rate or rate
-            row = {"backend": backend, "dtype": dtype, "tokens": tokens, "seconds": round(seconds, 1),
-                   "engine_start_s": round(started, 1), "cell_s": round(seconds + started, 1),
+            row = {"backend": backend, "dtype": dtype, "attention": attention, "tokens": tokens,
+                   "seconds": round(seconds, 1), "engine_start_s": round(started, 1), "cell_s": round(seconds + started, 1),
                    "tokens_per_s": round(rate, 1),
                    "vs_naive": round(rate / naive_rate, 2), "fraction_of_peak": fraction_of_peak(params, rate, peaks[dtype])}
+            if backend == "hf":  # kernels differ in rounding: how many completions match the first HF row's
+                first_hf = first_hf or texts
+                row["same_text_as_first_hf"] = sum(a == b for a, b in zip(texts, first_hf))
             results.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| backend | dtype | tokens/s | x naive | fraction of matmul peak | engine start | cell with start |"
-          "\n|---|---|---|---|---|---|---|")
+    print("\n| backend | dtype | attention | tokens/s | x naive | fraction of matmul peak | engine start | cell with start |"
+          "\n|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['backend']} | {r['dtype']} | {r['tokens_per_s']:.0f} | {r['vs_naive']:.1f} | "
+        print(f"| {r['backend']} | {r['dtype']} | {r['attention']} | {r['tokens_per_s']:.0f} | {r['vs_naive']:.1f} | "
               + (f"{100 * r['fraction_of_peak']:.1f}%" if r["fraction_of_peak"] is not None else "- (above torch's peak)")
               + f" | {r['engine_start_s']:.0f} s | {r['cell_s']:.0f} s |")
     write_json_atomic(args.out, {"machine": machine_info(), "model": args.model, "parameters": params,
