@@ -36,18 +36,20 @@ def test_auto_is_measured_once_and_cached(isolated_cache, monkeypatch):
     assert again.attention == gen.attention
 
 
-def test_hf_generator_runs_the_eager_kernel(tiny_model_dir, monkeypatch):
+def test_hf_generator_runs_each_kernel_to_the_same_greedy_text(tiny_model_dir, monkeypatch):
     from frpo_bench.models import ModelRef, generate_hf
+    from frpo_bench.models.attention import KERNELS
     seen = []
     real = generate_hf.inference_model
     monkeypatch.setattr(generate_hf, "inference_model", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
-    cfg = from_dict(GenerationConfig, {"attention": "eager", "max_new_tokens": 4}, "generation")
-    eager = generate_hf.HFGenerator().generate(ModelRef(str(tiny_model_dir)), ["hi", "hello there"], cfg)
-    assert seen[-1].config._attn_implementation == "eager"
-    sdpa = generate_hf.HFGenerator().generate(ModelRef(str(tiny_model_dir)), ["hi", "hello there"],
-                                              from_dict(GenerationConfig, {"max_new_tokens": 4}, "generation"))
-    assert seen[-1].config._attn_implementation == "sdpa"
-    assert eager == sdpa  # fp32 greedy on the tiny model: the kernels agree
+    prompts = ["hi", "hello there, how are you today?"]  # unequal lengths: left padding reaches the mask
+    outputs = {}
+    for kernel in KERNELS:
+        cfg = from_dict(GenerationConfig, {"attention": kernel, "max_new_tokens": 6}, "generation")
+        outputs[kernel] = generate_hf.HFGenerator().generate(ModelRef(str(tiny_model_dir)), prompts, cfg)
+        assert seen[-1].config._attn_implementation == kernel
+    # fp32 greedy on the tiny model (2 query heads per key/value head): the kernels agree
+    assert outputs["eager"] == outputs["sdpa"] and outputs["grouped"] == outputs["eager"]
 
 
 def test_another_kernel_than_sdpa_must_beat_it_by_the_margin():
@@ -76,20 +78,6 @@ def test_grouped_kernel_is_eager_without_the_copies(boolean_mask):
         assert grouped.shape == (batch, q_len, heads, dim)
         torch.testing.assert_close(grouped, eager, rtol=1e-5, atol=1e-6)
         assert not torch.equal(grouped[:, :, 0], grouped[:, :, heads // kv_heads])  # heads of two groups differ
-
-
-def test_hf_generator_runs_the_grouped_kernel(tiny_model_dir, monkeypatch):
-    from frpo_bench.models import ModelRef, generate_hf
-    seen = []
-    real = generate_hf.inference_model
-    monkeypatch.setattr(generate_hf, "inference_model", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
-    prompts = ["hi", "hello there, how are you today?"]  # unequal lengths: left padding reaches the mask
-    outputs = {}
-    for kernel in ("grouped", "eager"):
-        cfg = from_dict(GenerationConfig, {"attention": kernel, "max_new_tokens": 6}, "generation")
-        outputs[kernel] = generate_hf.HFGenerator().generate(ModelRef(str(tiny_model_dir)), prompts, cfg)
-        assert seen[-1].config._attn_implementation == kernel
-    assert outputs["grouped"] == outputs["eager"]  # fp32 greedy on the tiny model (2 heads per key/value head)
 
 
 def test_auto_can_be_pinned(monkeypatch):

@@ -20,9 +20,10 @@ import time
 from frpo_bench.files import write_json_atomic
 from frpo_bench.models.precision import forced_choice, gpu_visible, probe_path
 
-EAGER_MARGIN = 0.7  # another kernel must take under 70% of SDPA's time (fp32 here: eager 80%, whole generation equal)
-CHOICES = ("sdpa", "eager", "grouped", "auto")
-AUTO_ENV = "FRPO_BENCH_AUTO_ATTENTION"  # sdpa|eager|grouped: what auto resolves to, e.g. to reproduce another machine's keys
+MARGIN_OVER_SDPA = 0.7  # another kernel must take under 70% of SDPA's time (fp32 here: eager 80%, whole generation equal)
+KERNELS = ("sdpa", "eager", "grouped")  # what the probe times and auto may resolve to
+CHOICES = (*KERNELS, "auto")
+AUTO_ENV = "FRPO_BENCH_AUTO_ATTENTION"  # one of KERNELS: what auto resolves to (to reproduce another machine's keys)
 
 
 class AttentionOption:
@@ -52,7 +53,7 @@ def resolve_attention(requested: str, dtype: str, device: str) -> tuple[str, str
     """(kernel, why) for `requested` (auto | sdpa | eager) at the resolved generation `dtype`."""
     if requested != "auto":
         return requested, "set in the recipe"
-    forced = forced_choice(AUTO_ENV, CHOICES[:-1], "kernel")
+    forced = forced_choice(AUTO_ENV, KERNELS, "kernel")
     if forced:
         return forced, f"{AUTO_ENV}={forced}"
     if device.startswith("cuda") or (device == "auto" and gpu_visible()):
@@ -67,21 +68,20 @@ def resolve_attention(requested: str, dtype: str, device: str) -> tuple[str, str
     best = choose(times[dtype])
     measured = ", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in times[dtype].items())
     return best, (f"measured on this CPU ({dtype}): {measured} (another kernel than SDPA only under "
-                  f"{EAGER_MARGIN:.0%} of its time); cached in {path}")
+                  f"{MARGIN_OVER_SDPA:.0%} of its time); cached in {path}")
 
 
 def choose(times: dict[str, float]) -> str:
     """The fastest kernel of a probe's `times`, SDPA (transformers' default) unless another beats it by the margin."""
     other = min((k for k in times if k != "sdpa"), key=times.get)
-    return other if times[other] < EAGER_MARGIN * times["sdpa"] else "sdpa"
+    return other if times[other] < MARGIN_OVER_SDPA * times["sdpa"] else "sdpa"
 
-
-KERNELS = ("sdpa", "eager", "grouped")
 
 
 def _probe(dtype_name: str, batch: int = 48, heads: int = 9, kv_heads: int = 3, dim: int = 64, prompt: int = 60,
            new: int = 32, rounds: int = 5) -> dict:
     import torch
+    from transformers.integrations.sdpa_attention import repeat_kv
     from frpo_bench.models.grouped_attention import grouped_attention_forward
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
@@ -90,9 +90,8 @@ def _probe(dtype_name: str, batch: int = 48, heads: int = 9, kv_heads: int = 3, 
              torch.randn(batch, kv_heads, kv, dim, dtype=dtype), torch.zeros(batch, 1, q, kv, dtype=dtype))
             for q, kv in shapes]
 
-    def repeat(x):  # transformers' repeat_kv: every query head gets its own copy of its key/value head
-        b, h, n, d = x.shape
-        return x[:, :, None].expand(b, h, heads // h, n, d).reshape(b, heads, n, d)
+    def repeat(x):  # every query head gets its own copy of its key/value head, as transformers makes it
+        return repeat_kv(x, heads // kv_heads)
 
     def sdpa(q, k, v, mask):  # with a padding mask on a CPU, transformers repeats the heads for SDPA too
         return torch.nn.functional.scaled_dot_product_attention(q, repeat(k), repeat(v), attn_mask=mask)
