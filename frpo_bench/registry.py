@@ -33,6 +33,7 @@ EVALUATORS = {
     "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",
     "gsm8k": "frpo_bench.evaluators.gsm8k:Gsm8kEvaluator",
     "math500": "frpo_bench.evaluators.math500:Math500Evaluator",
+    "evalplus": "frpo_bench.evaluators.evalplus_code:EvalPlusEvaluator",
     "strongreject_rubric": "frpo_bench.evaluators.strongreject_rubric:StrongRejectRubricEvaluator",
     "strongreject_finetuned": "frpo_bench.evaluators.strongreject_finetuned:StrongRejectFinetunedEvaluator",
     "harmbench": "frpo_bench.evaluators.harmbench:HarmBenchEvaluator",

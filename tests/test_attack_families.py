@@ -197,4 +197,5 @@ def test_paper_plans_every_family_offline(paper_plan):
     assert {"identity_shift", "refusal_ablation", "prefill_5", "prefill_40"} <= attacks
     prefill = next(c for c in cells if c.attack == "prefill_40")
     assert set(prefill.scores) == {"prefill_strongreject_finetuned", "xstest_over_refusal", "helpfulness",
-                                   "gsm8k_accuracy", "math500_accuracy", "helpfulness_reference_normal", "kl_normal"}
+                                   "gsm8k_accuracy", "math500_accuracy", "mbpp_plus_pass1", "helpfulness_reference_normal",
+                                   "kl_normal"}

@@ -107,10 +107,10 @@ def test_plan_paper_estimate_prints_gpu_hours_and_peak_memory(paper_plan, capsys
     from frpo_bench.cli import main
     from frpo_bench.engine.estimate import estimate_report
     out = estimate_report(paper_plan[1], "mistralai/Mistral-7B-Instruct-v0.1", "h100")
-    assert "estimate for 25208 stages of a 7.24B-parameter model on one h100" in out  # trajectories, XSTest, families,
-    # field defenses, and the reference's own evaluation during attacks (HarmBench re-drawn per step, MATH-500)
+    assert "estimate for 25731 stages of a 7.24B-parameter model on one h100" in out  # trajectories, XSTest, families,
+    # field defenses, and the reference's own evaluation during attacks (HarmBench re-drawn per step, MATH-500, MBPP+)
     for row in ("harden frpo", "harden tar", "attack full", "checkpoint", "score kl_to_start", "score gsm8k",
-                "score math500", "score harmbench_reference", "score response_loss", "total"):
+                "score math500", "score evalplus", "score harmbench_reference", "score response_loss", "total"):
         assert row in out
     assert "GPU-hours" in out and "peak GiB" in out
     assert "NO (> 80 GiB)" in out  # full-weight 7B training needs more than one 80 GB card

@@ -147,7 +147,7 @@ def content_of(ref) -> str:
     """What a DataRef's rows are made of, for cache keys: its dataset's content id; for a Hub dataset read
     from local parquet files ($FRPO_BENCH_DATA/<folder>/), their sha256 too, since a local copy can differ."""
     spec = spec_for(ref)
-    local = local_hub_files(spec) if spec.hub else []
+    local = local_hub_files(spec) if spec.hub or spec.meta.get("local_file") else []
     if not local:
         return spec.content_id
     states = tuple((path, path.stat().st_size, path.stat().st_mtime_ns) for path in local)
@@ -164,8 +164,14 @@ def files_digest(states: tuple[tuple[Path, int, int], ...]) -> str:
 
 
 def local_hub_files(spec: DatasetSpec) -> list[Path]:
+    """A Hub dataset's local data files, or a release file's local copy (meta `local_file`: data/evalplus_release)."""
     override = os.environ.get(DATA_ENV)
-    return sorted(p for pattern in HUB_FILES for p in (Path(override) / spec.folder).glob(pattern)) if override else []
+    if not override:
+        return []
+    if spec.meta.get("local_file"):
+        copy = Path(override) / spec.folder / spec.meta["local_file"]
+        return [copy] if copy.is_file() else []
+    return sorted(p for pattern in HUB_FILES for p in (Path(override) / spec.folder).glob(pattern))
 
 
 def load_rows(name: str, split: str, n: int | None = None, seed: int = 0, skip: int = 0) -> list[dict]:
@@ -190,6 +196,8 @@ def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0
         module, func = spec.parser.split(":")
         try:
             rows = list(getattr(importlib.import_module(module), func)(files, split))
+        except ConfigError:  # the parser's own clear error (a release file it fetches itself is missing)
+            raise
         except Exception as err:  # noqa: BLE001 - a damaged local copy (empty, not parquet, a missing column)
             raise ConfigError(f"dataset {name}", ", ".join(str(p) for p in files.values()),
                               f"could not be read as {name} ({error_summary(err)})",

@@ -29,6 +29,10 @@ FRPO_FILES = (
 HB_SPLITS = tuple(f"{s}:{c}" for s in ("test", "val", "all") for c in ("standard", "contextual", "copyright", "any"))
 HB_SPLITS = ("test", "val", "all") + HB_SPLITS
 
+# EvalPlus's release files (data/evalplus_release): dataset -> (release name, the version evalplus 0.3.1 pins, its flavour)
+EVALPLUS_RELEASES = {"mbpp_plus": ("MbppPlus", "v0.2.0", "mbpp"),
+                     "humaneval_plus": ("HumanEvalPlus", "v0.1.10", "humaneval")}
+
 CATALOG = [
     DatasetSpec(
         name="strongreject", kind="prompts", harmful=True, folder="strongreject",
@@ -138,6 +142,15 @@ CATALOG = [
                     "reference's capability set through lm-eval's minerva_math500. Pin `revision` before publishing",
         source="hf:HuggingFaceH4/MATH-500", license="MIT", parser="frpo_bench.data.parsers:math500",
         splits=("test",)),
+    *(DatasetSpec(
+        name=name, kind="code", folder="evalplus", revision=version,
+        description=f"{release} (EvalPlus's release {version}: task prompts, entry points, canonical solutions, base "
+                    "and extra test inputs); MBPP+ is the FRPO reference's code capability set "
+                    "(eval/run_MBPP_evalplus.sh); scored by the evalplus evaluator, which runs the model's code",
+        source=f"github:evalplus/{release.lower()}_release@{version} (the evalplus package's own download)",
+        license="Apache-2.0", parser=f"frpo_bench.data.evalplus_release:{name}", splits=("test",),
+        meta={"content": f"evalplus:{release}@{version}", "local_file": f"{release}-{version}.jsonl"})
+      for name, (release, version, _) in EVALPLUS_RELEASES.items()),
     DatasetSpec(
         name="xstest_safe", kind="prompts", harmful=False, folder="xstest",
         description="XSTest safe prompts (250, 10 types: homonyms, figurative language, safe targets, ...): "

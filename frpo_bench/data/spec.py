@@ -17,7 +17,7 @@ class PinnedFile:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    kind: str  # prompts | pairs | math
+    kind: str  # prompts | pairs | math | code
     description: str
     source: str  # canonical source, human-readable (repo@commit or Hub id)
     license: str

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +165,7 @@ JUDGE_PROMPT_TOKENS = 700  # a judge's template around prompt and response
 API_SECONDS_PER_REQUEST = 4.0
 PAIR_RESPONSE_TOKENS = 256  # a held-out (prompt, response) pair's response: a worked answer or an instruction's reply
 LM_EVAL_GENERATION = ("gsm8k", "math500")  # evaluators that run lm-eval's generate-until tasks on the model
+CODE_CHECK_SECONDS = 1.0  # EvalPlus running one solution against its base and extra inputs, per process
 TEXT_CHECK_SECONDS = 0.05
 DEFAULT_ROWS = 500  # when a prompt set's size cannot be read here
 
@@ -276,6 +278,12 @@ def score_estimate(fields: dict, options: dict, params: float, machine: Machine,
                    + generate_seconds(params, n, options.get("max_gen_toks", 256), options.get("batch_size", 8),
                                       machine, options.get("dtype", "bfloat16")))
         return Estimate("score", seconds, inference_peak_bytes(params, options.get("batch_size", 8), 1024))
+    if evaluator == "evalplus":  # greedy answers on the resident weights, then each solution run in a subprocess
+        batch, tokens = options.get("batch_size", 8), options.get("max_new_tokens", 768)
+        seconds = (load_seconds(params, machine) + generate_seconds(params, n, tokens, batch, machine,
+                                                                    options.get("dtype", "bfloat16"))
+                   + n * CODE_CHECK_SECONDS / max(options.get("parallel") or (os.cpu_count() or 2) // 2, 1))
+        return Estimate("score", seconds, inference_peak_bytes(params, batch, PROMPT_TOKENS + tokens))
     if evaluator == "kl_to_start":  # the model and the one before the attack read every completion (prefill)
         if not two_models:
             return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
@@ -357,6 +365,9 @@ def stage_flops(stage, params: float) -> tuple[float, str]:
         shots = options.get("num_fewshot", 5)
         return (2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS * (shots + 1) + options.get("max_gen_toks", 256)),
                 options.get("dtype", "float32"))
+    if stage.kind == "score" and fields["evaluator"] == "evalplus":
+        return (2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + options.get("max_new_tokens", 768)),
+                options.get("dtype", "bfloat16"))
     if stage.kind == "score" and fields["evaluator"] == "kl_to_start" and "start" in stage.uses:
         tokens = prompt_count(fields["prompts"]) * (PROMPT_TOKENS + completion_tokens(stage))
         return 2 * 2 * params * tokens, options.get("dtype", "float32")
