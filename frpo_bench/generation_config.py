@@ -12,6 +12,7 @@ from frpo_bench.models.precision import DTYPES, DtypeOption
 from frpo_bench.typed import check_positive, opt, to_dict
 
 BACKENDS = ("hf", "vllm", "auto")
+VLLM_ADAPTERS = ("served", "merged")  # a LoRA on vLLM: its LoRA kernels, or merged into the weights
 PREFILL_UNCOVERED = ("error", "skip")  # a harmful set a prefill's pairs do not cover: stop, or leave it out
 
 
@@ -49,6 +50,10 @@ class GenerationConfig(DtypeOption, AttentionOption):
     vllm_enforce_eager: bool = opt(True, help="vllm backend: skip CUDA graphs / compilation; starts in ~20 s on CPU; "
                                               "false is faster on GPUs (transport only)")
     vllm_cpu_kv_cache_gib: int = opt(2, help="vllm backend on CPU: KV cache size in GiB (transport only)")
+    vllm_adapters: str = opt("served", omit_if_default=True, help="vllm backend: a LoRA-attacked model served as an "
+                             "adapter by vLLM's LoRA kernels (served), or merged into its base's weights in float32 "
+                             "and swapped into the running engine (merged: what the hf backend computes; on a CPU "
+                             "vLLM's LoRA path measured 6x slower). Part of the key: the arithmetic differs")
     vllm_gpu_memory_utilization: Optional[float] = opt(None, help="vllm backend on GPU: share of GPU memory the engine "
                                                                   "may claim; null keeps vLLM's default (transport only)")
 
@@ -71,6 +76,9 @@ class GenerationConfig(DtypeOption, AttentionOption):
             raise ConfigError(f"{path}.prefill_tokens", self.prefill_tokens, "must be 0, or positive with prefill_data",
                               "leave both out, or give prefill_data: {dataset: <pairs>} and a token count")
         check_user_template(self.user_template, f"{path}.user_template")
+        if self.vllm_adapters not in VLLM_ADAPTERS:
+            raise ConfigError(f"{path}.vllm_adapters", self.vllm_adapters, "is not a way to serve adapters",
+                              f"use one of {VLLM_ADAPTERS}")
         if self.prefill_uncovered not in PREFILL_UNCOVERED:
             raise ConfigError(f"{path}.prefill_uncovered", self.prefill_uncovered, "is not a choice",
                               f"use one of {PREFILL_UNCOVERED}")
@@ -93,6 +101,8 @@ class GenerationConfig(DtypeOption, AttentionOption):
         fields = to_dict(self, for_key=True)
         for name in self.TRANSPORT:
             fields.pop(name, None)
+        if self.backend != "vllm":
+            fields.pop("vllm_adapters", None)
         if self.backend == "hf" and self.dtype != "float32":
             # LoRA adapters are merged in fp32, then cast: merged in bf16, a small update is partly rounded
             # away (a harmful LoRA at lr 1e-4 measured 37 refusals of 100 merged in bf16, 17 in fp32), so

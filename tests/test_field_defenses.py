@@ -257,7 +257,8 @@ def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_other
     import torch
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
-    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions, adapter_updates
+    from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions
+    from frpo_bench.models.adapter_merge import lora_factors
     from frpo_bench.models.loading import load_model
     from frpo_bench.models.tiny import build_tiny_model
     aligned_dir = build_tiny_model(tmp_path / "aligned", seed=1)  # the "aligned" model: other weights, same shape
@@ -280,8 +281,8 @@ def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_other
     assert len(record["similarity"]) == 6 and len(record["projected"]) == 3
     assert max(record["similarity"][w] for w in record["projected"]) <= min(
         s for w, s in record["similarity"].items() if w not in record["projected"])
-    a, before_b, scale = adapter_updates(tmp_path / "attack")
-    _, after_b, _ = adapter_updates(out)
+    a, before_b, scale = lora_factors(tmp_path / "attack")
+    _, after_b, _ = lora_factors(out)
     aligned, base = (load_file(str(d / "model.safetensors")) for d in (aligned_dir, tiny_model_dir))
     for weight, (key, b) in before_b.items():
         new_b = after_b[weight][1]

@@ -1,5 +1,8 @@
 """The HF backend: chat template applied, order kept, batching does not change greedy output (fp32)."""
+import pytest
+
 from frpo_bench.config import GenerationConfig
+from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.generate_hf import HFGenerator
 from frpo_bench.models.loading import chat_prompt, load_tokenizer
@@ -81,3 +84,13 @@ def test_generation_key_names_the_fp32_adapter_merge_where_it_differs_from_the_c
     assert "adapter_merge" not in gen_cfg(4).key_fields()  # fp32: merged in fp32 as always, keys unchanged
     assert "adapter_merge" not in from_dict(GenerationConfig, {"dtype": "bfloat16", "backend": "vllm"},
                                             "generation").key_fields()  # vLLM serves adapters unmerged
+
+
+def test_vllm_adapters_enter_the_key_only_where_they_change_the_arithmetic():
+    served = from_dict(GenerationConfig, {"backend": "vllm"}, "generation").key_fields()
+    merged = from_dict(GenerationConfig, {"backend": "vllm", "vllm_adapters": "merged"}, "generation").key_fields()
+    hf = from_dict(GenerationConfig, {"backend": "hf", "vllm_adapters": "merged"}, "generation").key_fields()
+    assert "vllm_adapters" not in served and merged["vllm_adapters"] == "merged"  # today's keys stay as they were
+    assert hf == from_dict(GenerationConfig, {"backend": "hf"}, "generation").key_fields()
+    with pytest.raises(ConfigError, match="vllm_adapters"):
+        from_dict(GenerationConfig, {"backend": "vllm", "vllm_adapters": "fused"}, "generation")

@@ -19,6 +19,7 @@ from typing import Optional
 
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
+from frpo_bench.models.adapter_merge import lora_factors
 from frpo_bench.typed import Options, opt
 
 SELECTIONS = ("number", "threshold")
@@ -73,20 +74,6 @@ def state_of(ref: ModelRef) -> dict:
     return {k: v.detach() for k, v in load_merged(ref, "float32").state_dict().items()}
 
 
-def adapter_updates(path: Path) -> tuple[dict, dict, float]:
-    """An adapter's lora_A and lora_B by the base weight they adapt, and its scale alpha / r."""
-    from safetensors.torch import load_file
-    config = json.loads((path / "adapter_config.json").read_text())
-    tensors = load_file(str(path / "adapter_model.safetensors"))
-    a, b = {}, {}
-    for key, value in tensors.items():
-        for part, table in ((".lora_A.", a), (".lora_B.", b)):
-            if part in key:
-                weight = key.split(part)[0].removeprefix("base_model.model.") + ".weight"
-                table[weight] = (key, value)
-    return a, b, config["lora_alpha"] / config["r"]
-
-
 class SafeLoRADefense:
     """SafeLoRA: after the attack, the updates least aligned with safety projected onto the alignment matrix."""
 
@@ -111,7 +98,7 @@ class SafeLoRADefense:
     def repair_adapter(self, attacked: ModelRef, aligned: dict, before: dict, out: Path, options) -> tuple:
         from safetensors.torch import load_file, save_file
         source = Path(attacked.adapter)
-        a, b, scale = adapter_updates(source)
+        a, b, scale = lora_factors(source)
         similarities = {}
         for w in b:
             update = scale * b[w][1].float() @ a[w][1].float()

@@ -97,7 +97,7 @@ def run_stage(stage: Stage, store_root: str, device: str, run_id: str, *parents_
             say(traceback.format_exc())
             raise
         finally:
-            release_generation_engines()
+            release_generation_engines(idle_on_cpu=False)  # a long-lived worker: one idle engine each would add up
             release_resident_models()  # a worker's next task may be another process's training on this GPU
             run_marker(store, run_id, stage, "running").unlink(missing_ok=True)
         say(f"done in {time.time() - started:.1f}s")

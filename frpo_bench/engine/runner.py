@@ -145,11 +145,12 @@ def scratch_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-def release_generation_engines() -> None:
-    """A vLLM engine lives across generation stages; stop it before training or scoring needs the memory."""
+def release_generation_engines(idle_on_cpu: bool = True) -> None:
+    """A vLLM engine lives across generation stages; before training or scoring it stops where it holds memory
+    they need (an accelerator's), and waits idle on a CPU unless told not to (models/generate_vllm.make_room)."""
     module = sys.modules.get("frpo_bench.models.generate_vllm")
     if module is not None:
-        module.release()
+        module.make_room() if idle_on_cpu else module.release()
 
 
 def release_resident_models() -> None:

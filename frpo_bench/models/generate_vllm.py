@@ -1,5 +1,6 @@
-"""Generation with vLLM: one engine process per base model, reused across cells; LoRA-attacked
-cells are served as adapters on the loaded base instead of being merged and reloaded.
+"""Generation with vLLM: one engine process per base model, reused across cells. LoRA-attacked cells are served
+as adapters on the loaded base; full-weight variants of the same architecture (attacked or hardened models) have
+their weights swapped into the running engine (models/vllm_weights.py) instead of starting another.
 
 The engine runs in `vllm_worker` (a child process). Prompts are tokenized here with the model's
 own chat template, exactly as the HF backend does, and completions are decoded here with the same
@@ -61,8 +62,9 @@ class Worker:
     log_path: str
 
     def compatible(self, settings: dict) -> bool:
-        mine = {k: v for k, v in self.settings.items() if k != "max_lora_rank"}
-        theirs = {k: v for k, v in settings.items() if k != "max_lora_rank"}
+        """Same engine settings and architecture: other weights of that architecture are swapped in, not restarted."""
+        mine = {k: v for k, v in self.settings.items() if k not in ("max_lora_rank", "model")}
+        theirs = {k: v for k, v in settings.items() if k not in ("max_lora_rank", "model")}
         return mine == theirs and (self.settings.get("max_lora_rank") or 0) >= (settings.get("max_lora_rank") or 0)
 
     def read(self, timeout: float) -> dict:
@@ -143,8 +145,18 @@ atexit.register(POOL.close)
 
 
 def release() -> None:
-    """Stop the engine (frees its memory for training and scoring stages)."""
+    """Stop the engine (frees its memory)."""
     POOL.close()
+
+
+def make_room() -> None:
+    """Before a stage that is not generation. On an accelerator the engine holds most of its memory, which
+    training needs: it stops. On a CPU it waits idle (weights and a KV cache of `vllm_cpu_kv_cache_gib` in host
+    memory, no compute) and the next generation swaps weights into it instead of paying another start (~41 s
+    here); it stops at exit."""
+    from frpo_bench.models.device import on_accelerator
+    if on_accelerator():
+        POOL.close()
 
 
 class VLLMGenerator:
@@ -154,10 +166,12 @@ class VLLMGenerator:
         self.report = report or (lambda msg: None)
 
     def settings(self, model: ModelRef, cfg) -> tuple[dict, dict]:
-        settings = dict(model=model.path, dtype=cfg.dtype, seed=0,
+        from frpo_bench.models.vllm_weights import architecture
+        merged = getattr(cfg, "vllm_adapters", "served") == "merged"
+        settings = dict(model=model.path, architecture=architecture(model.path), dtype=cfg.dtype, seed=0,
                         max_model_len=cfg.vllm_max_model_len, enforce_eager=cfg.vllm_enforce_eager,
                         tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=model.trust_remote_code,
-                        max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if model.adapter else 0)
+                        max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if model.adapter and not merged else 0)
         if cfg.vllm_gpu_memory_utilization:
             settings["gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
         env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.vllm_cpu_kv_cache_gib)}
@@ -172,10 +186,12 @@ class VLLMGenerator:
         settings, env = self.settings(model, cfg)
         worker = POOL.get(settings, env, self.report)
         sampling = sampling_fields(cfg, seed, stop_token_ids(model, tokenizer))
-        answer = worker.request({"prompt_token_ids": ids, "sampling": sampling, "adapter": model.adapter},
+        answer = worker.request({"prompt_token_ids": ids, "sampling": sampling, "adapter": model.adapter,
+                                 "weights": model.path, "merge": settings["max_lora_rank"] == 0},
                                 timeout=START_TIMEOUT_S + 10 * len(ids) * cfg.max_new_tokens)
         tokens = sum(len(t) for t in answer["token_ids"])
+        swapped = f" after swapping in its weights ({answer['swap_seconds']:.1f}s)" if answer.get("swap_seconds") else ""
         self.report(f"generated {len(ids)} completions, {tokens} tokens in {answer['seconds']:.1f}s "
-                    f"({tokens / max(answer['seconds'], 1e-9):.0f} tok/s)")
+                    f"({tokens / max(answer['seconds'], 1e-9):.0f} tok/s){swapped}")
         return [tokenizer.decode(f + list(t), skip_special_tokens=True).strip()
                 for f, t in zip(forced, answer["token_ids"])]

@@ -5,7 +5,9 @@ of its own and must own its process's main module, so it never runs inside the h
 Protocol: one JSON object per line on the protocol fd (the original stdout; everything vLLM
 prints goes to stderr instead). The worker answers {"ready": ...} once the engine is up, then one
 answer per request: {"token_ids": [[...], ...], "seconds": s} or {"error": "..."}.
-A request: {"prompt_token_ids": [[...]], "sampling": {...SamplingParams fields}, "adapter": path|null}.
+A request: {"prompt_token_ids": [[...]], "sampling": {...SamplingParams fields}, "adapter": path|null,
+"weights": path, "merge": bool}: `weights` a checkpoint of the engine's architecture, swapped in when it is not
+the one loaded; the adapter served by vLLM's LoRA, or with `merge` merged into those weights and swapped in.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ def engine_args(settings: dict) -> dict:
     """LLM(...) keyword arguments from the worker settings (pure: tested without vLLM)."""
     args = dict(model=settings["model"], tokenizer=settings["model"], dtype=settings["dtype"], seed=settings["seed"],
                 max_model_len=settings["max_model_len"], enforce_eager=settings["enforce_eager"],
-                tensor_parallel_size=settings["tensor_parallel_size"], trust_remote_code=settings["trust_remote_code"])
+                tensor_parallel_size=settings["tensor_parallel_size"], trust_remote_code=settings["trust_remote_code"],
+                worker_extension_cls="frpo_bench.models.vllm_weights.WeightSwap")
     if settings.get("max_lora_rank"):
         args.update(enable_lora=True, max_lora_rank=settings["max_lora_rank"], max_loras=1)
     if settings.get("gpu_memory_utilization"):
@@ -36,21 +39,31 @@ def serve(settings: dict, requests, answers) -> None:
     llm = LLM(**engine_args(settings))
     answer(answers, {"ready": True, "seconds": time.time() - start})
     adapters: dict[str, int] = {}  # adapter path -> LoRA id; vLLM caches loaded adapters by id
+    loaded = [settings["model"], None]  # the weights the engine holds (checkpoint, merged adapter): others are swapped in
     for line in requests:
         if not line.strip():
             continue
         request = json.loads(line)
         try:
-            lora = None
-            if request.get("adapter"):
+            lora, wanted = None, [request.get("weights", loaded[0]), None]
+            if request.get("adapter") and request.get("merge"):
+                wanted[1] = request["adapter"]
+            elif request.get("adapter"):
                 path = request["adapter"]
                 adapters.setdefault(path, len(adapters) + 1)
                 lora = LoRARequest(f"adapter{adapters[path]}", adapters[path], path)
+            swap_seconds = 0.0
+            if wanted != loaded:
+                swapping = time.time()
+                loaded = [None, None]  # a swap that fails half-way leaves weights that are no checkpoint's
+                llm.collective_rpc("load_weights_from", args=tuple(wanted))
+                llm.reset_prefix_cache()  # cached blocks hold the old weights' keys and values
+                loaded, swap_seconds = wanted, time.time() - swapping
             prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_token_ids"]]
             started = time.time()
             outputs = llm.generate(prompts, SamplingParams(**request["sampling"]), lora_request=lora, use_tqdm=False)
             answer(answers, {"token_ids": [list(o.outputs[0].token_ids) for o in outputs],
-                             "seconds": time.time() - started})
+                             "seconds": time.time() - started, "swap_seconds": swap_seconds})
         except Exception as err:  # the engine stays up: report and take the next request
             answer(answers, {"error": f"{err.__class__.__name__}: {err}"})
 
