@@ -39,9 +39,10 @@ def vllm_status() -> tuple[bool, str]:
     return True, "vllm is importable"
 
 
-CPU_CHOICE = ("a CPU, where HF is the faster per cell at the sizes measured (the demo's 100 prompts x 32 tokens: HF "
-              "15 s, vLLM 9.5 s plus its 41 s engine start per weight set, 62 s for a LoRA cell on that engine; "
-              "benchmarks/results/generation_demo_shapes_epyc_avx512bf16.json); set backend: vllm to use it")
+CPU_CHOICE = ("a CPU, where HF is the faster per cell until a run has ~9 cells of one base (the demo's 100 prompts x "
+              "32 tokens in bf16: HF 12.0 s a cell, one resident vLLM engine 7.3 s plus its ~37 s start once; "
+              "benchmarks/results/resident_engine_epyc_avx512bf16.json); set backend: vllm (and vllm_adapters: "
+              "merged) for larger grids")
 
 
 def resolve_backend(name: str, device: str = "auto") -> tuple[str, str]:
