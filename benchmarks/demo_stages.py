@@ -1,6 +1,7 @@
 """Wall time of a recipe by stage kind, once per generation backend, sharing one store.
 
     python benchmarks/demo_stages.py [--recipe demo] [--backends hf vllm] [--store DIR]
+    python benchmarks/demo_stages.py --backends hf vllm+merged ...   # vLLM with LoRA cells merged (vllm_adapters)
 
 Training stages do not depend on the generation backend, so the first pass builds them and the
 second reuses them; every stage's own build time is read from its stage.json, so the table shows
@@ -42,7 +43,9 @@ def main() -> None:
     from frpo_bench.perf import machine_info
     table, floors, machine = {}, {}, machine_info()
     for backend in args.backends:
-        recipe, raw = load_recipe(args.recipe, [f"generation.backend={backend}"])
+        engine, _, adapters = backend.partition("+")  # vllm+merged: one resident engine, LoRA cells merged in
+        recipe, raw = load_recipe(args.recipe, [f"generation.backend={engine}"]
+                                  + ([f"generation.vllm_adapters={adapters}"] if adapters else []))
         resolve_installed(recipe)
         resolved = {"dtype": recipe.generation.dtype, "attention": recipe.generation.attention}
         _, stages = build_plan(recipe)

@@ -49,6 +49,11 @@ def sampling_fields(cfg, seed: int, stop_token_ids: list[int]) -> dict:
     return fields
 
 
+def merges_adapters(cfg) -> bool:
+    """Whether a LoRA cell's adapter is merged into its base's weights and swapped in (else served by vLLM's LoRA)."""
+    return getattr(cfg, "vllm_adapters", "served") == "merged"
+
+
 def model_length_cap(path: str, wanted: int) -> int:
     """vllm_max_model_len, no longer than the model's own context (vLLM refuses to start past it)."""
     config = json.loads((Path(path) / "config.json").read_text())
@@ -174,11 +179,12 @@ class VLLMGenerator:
 
     def settings(self, model: ModelRef, cfg) -> tuple[dict, dict]:
         from frpo_bench.models.vllm_weights import architecture
-        merged = getattr(cfg, "vllm_adapters", "served") == "merged"
+        served = model.adapter and not merges_adapters(cfg)
         settings = dict(model=model.path, architecture=architecture(model.path), dtype=cfg.dtype, seed=0,
-                        max_model_len=model_length_cap(model.path, cfg.vllm_max_model_len), enforce_eager=cfg.vllm_enforce_eager,
-                        tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=model.trust_remote_code,
-                        max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if model.adapter and not merged else 0)
+                        max_model_len=model_length_cap(model.path, cfg.vllm_max_model_len),
+                        enforce_eager=cfg.vllm_enforce_eager, tensor_parallel_size=cfg.tensor_parallel_size,
+                        trust_remote_code=model.trust_remote_code,
+                        max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if served else 0)
         if cfg.vllm_gpu_memory_utilization:
             settings["gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
         env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.vllm_cpu_kv_cache_gib)}
@@ -194,7 +200,7 @@ class VLLMGenerator:
         worker = POOL.get(settings, env, self.report)
         sampling = sampling_fields(cfg, seed, stop_token_ids(model, tokenizer))
         answer = worker.request({"prompt_token_ids": ids, "sampling": sampling, "adapter": model.adapter,
-                                 "weights": model.path, "merge": settings["max_lora_rank"] == 0},
+                                 "weights": model.path, "merge": merges_adapters(cfg)},
                                 timeout=START_TIMEOUT_S + 10 * len(ids) * cfg.max_new_tokens)
         tokens = sum(len(t) for t in answer["token_ids"])
         swapped = f" after swapping in its weights ({answer['swap_seconds']:.1f}s)" if answer.get("swap_seconds") else ""
