@@ -41,13 +41,13 @@ def main() -> None:
     from frpo_bench.engine.eta import CostPrior
     from frpo_bench.engine.plan import resolve_installed
     from frpo_bench.perf import machine_info
-    table, floors, machine = {}, {}, machine_info()
+    table, floors, resolved_by, machine = {}, {}, {}, machine_info()
     for backend in args.backends:
         engine, _, adapters = backend.partition("+")  # vllm+merged: one resident engine, LoRA cells merged in
         recipe, raw = load_recipe(args.recipe, [f"generation.backend={engine}"]
                                   + ([f"generation.vllm_adapters={adapters}"] if adapters else []))
         resolve_installed(recipe)
-        resolved = {"dtype": recipe.generation.dtype, "attention": recipe.generation.attention}
+        resolved_by[backend] = {"dtype": recipe.generation.dtype, "attention": recipe.generation.attention}
         _, stages = build_plan(recipe)
         prior = CostPrior(stages, "cpu")
         first_eta = sum(prior(s) for s in stages)  # what the first ETA says on an empty store
@@ -69,7 +69,8 @@ def main() -> None:
         print(f"| {kind} | {row['seconds']:.0f} | {row['tflop']:.1f} | {row['floor_s']:.1f} s | "
               + (f"{row['ratio']:.1f}x |" if row["ratio"] else "- |"))
     write_json_atomic(args.out, {"machine": machine, "recipe": args.recipe, "seconds_by_kind": table,
-                                 "compute_floor": floors, "resolved": resolved,
+                                 "compute_floor": floors, "resolved": resolved_by[args.backends[0]],
+                                 "resolved_by_backend": resolved_by,
                                  **({"contended": True, "note": args.contended} if args.contended else {})})
 
 

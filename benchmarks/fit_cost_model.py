@@ -3,7 +3,8 @@
 Observations, each on the machine that measured it (its own matmul peaks): every HF row of
 benchmarks/results/generation*.json, every row of training*.json, and every stage kind of each demo_stages*.json
 run that recorded its peaks and ran alone (attention_kernels*.json, one shape under several attention kernels the
-model does not price, is not an observation). The fit is least squares on log(estimate / measured), in log-parameter
+model does not price, is not an observation; nor is resident_engine*.json: the grouped kernel and vLLM's resident
+engine, neither priced). The fit is least squares on log(estimate / measured), in log-parameter
 space (Levenberg-Marquardt with a numerical Jacobian), with a weak pull towards fixed prior values (PRIOR)
 so that a constant the data barely sees stays near it. The GPU constants are not refitted here: gpu_check_h200.json is their only
 measurement and tests/test_estimate.py checks them directly.
