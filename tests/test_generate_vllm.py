@@ -176,5 +176,5 @@ def test_an_engine_takes_other_weights_of_its_architecture_only(tiny_model_dir, 
     worker = Worker(settings(tiny_model_dir), subprocess.Popen(["true"]), "")
     assert worker.compatible(settings(other)) and not worker.compatible(settings(wider))
     assert not worker.compatible({**settings(other), "dtype": "bfloat16"})
-    assert model_length_cap(str(tiny_model_dir), 4096) == config["max_position_embeddings"]
-    assert model_length_cap(str(tiny_model_dir), 512) == 512
+    assert model_length_cap(architecture(str(tiny_model_dir)), 4096) == config["max_position_embeddings"]
+    assert model_length_cap(architecture(str(tiny_model_dir)), 512) == 512

@@ -149,8 +149,10 @@ def release_generation_engines(idle_on_cpu: bool = True) -> None:
     """A vLLM engine lives across generation stages; before training or scoring it stops where it holds memory
     they need (an accelerator's), and waits idle on a CPU unless told not to (models/generate_vllm.make_room)."""
     module = sys.modules.get("frpo_bench.models.generate_vllm")
-    if module is not None:
-        module.make_room() if idle_on_cpu else module.release()
+    if module is not None and idle_on_cpu:
+        module.make_room()
+    elif module is not None:
+        module.release()
 
 
 def release_resident_models() -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from frpo_bench.errors import ConfigError
 from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
-from frpo_bench.typed import check_positive, opt
+from frpo_bench.typed import check_positive, key_fields_except, opt
 
 VERSION = "evalplus-0.3-pass1-v1"
 PASS = "pass"
@@ -39,9 +39,7 @@ class Options(ModelScoringOptions):
     parallel: int = opt(0, help="processes checking solutions; 0: half the cores, as EvalPlus (transport only)")
 
     def key_fields(self) -> dict:
-        fields = super().key_fields()
-        fields.pop("parallel", None)
-        return fields
+        return key_fields_except(self, ("batch_size", "parallel"))
 
     def validate(self, path: str) -> None:
         super().validate(path)

@@ -54,9 +54,9 @@ def merges_adapters(cfg) -> bool:
     return getattr(cfg, "vllm_adapters", "served") == "merged"
 
 
-def model_length_cap(path: str, wanted: int) -> int:
-    """vllm_max_model_len, no longer than the model's own context (vLLM refuses to start past it)."""
-    config = json.loads((Path(path) / "config.json").read_text())
+def model_length_cap(config: dict, wanted: int) -> int:
+    """vllm_max_model_len, no longer than the model's own context (`config`: its config.json; vLLM refuses to start
+    past it)."""
     own = config.get("max_position_embeddings")
     return min(wanted, int(own)) if own else wanted
 
@@ -180,8 +180,9 @@ class VLLMGenerator:
     def settings(self, model: ModelRef, cfg) -> tuple[dict, dict]:
         from frpo_bench.models.vllm_weights import architecture
         served = model.adapter and not merges_adapters(cfg)
-        settings = dict(model=model.path, architecture=architecture(model.path), dtype=cfg.dtype, seed=0,
-                        max_model_len=model_length_cap(model.path, cfg.vllm_max_model_len),
+        shape = architecture(model.path)
+        settings = dict(model=model.path, architecture=shape, dtype=cfg.dtype, seed=0,
+                        max_model_len=model_length_cap(shape, cfg.vllm_max_model_len),
                         enforce_eager=cfg.vllm_enforce_eager, tensor_parallel_size=cfg.tensor_parallel_size,
                         trust_remote_code=model.trust_remote_code,
                         max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if served else 0)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 # config fields that name or describe a checkpoint without changing the network's shape
-NOT_ARCHITECTURE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "architectures_note"}
+NOT_ARCHITECTURE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache"}
 
 
 def architecture(folder: str) -> dict:
