@@ -269,6 +269,10 @@ class Options:
         {field: what it became and why}; nothing by default."""
         return {}
 
+    def uses_generation_engine(self) -> bool:
+        """Whether the component runs on the run's resident vLLM engine (which then stays up for it)."""
+        return False
+
 
 @dataclasses.dataclass
 class NoOptions(Options):

@@ -120,26 +120,45 @@ def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_gsm8k_on_a_vllm_server_gives_the_hf_backends_answers(embedded_model_dir, tmp_path):
-    """lm-eval's local-completions against a local vLLM server (fp32, greedy) reproduces the HF run."""
+def test_gsm8k_on_the_resident_vllm_engine_gives_the_hf_backends_answers(embedded_model_dir, tmp_path):
+    """lm-eval's generate-until requests answered by the resident engine (fp32, greedy) reproduce the HF run; the
+    engine stays up for the next cell, and the recorded command line is lm-eval's own vllm backend's."""
+    import shlex
     from frpo_bench.evaluators.base import ScoreInputs
     from frpo_bench.evaluators.gsm8k import Gsm8kEvaluator, Options
-    from frpo_bench.models import ModelRef
+    from frpo_bench.generation_config import GenerationConfig
+    from frpo_bench.models import ModelRef, generate_vllm
     from frpo_bench.models.generate import vllm_status
     from frpo_bench.typed import from_dict
     require(*vllm_status())
-    results = {}
-    for backend in ("hf", "vllm"):
-        options = from_dict(Options, {"num_fewshot": 5, "max_gen_toks": 32, "batch_size": 4, "backend": backend})
-        work = tmp_path / backend
-        work.mkdir()
-        inputs = ScoreInputs([], list(range(8)), None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic",
-                             "test", {}, work)
-        results[backend] = Gsm8kEvaluator().score(inputs, options)
-    assert "local-completions" in results["vllm"].meta["command_line"]
+    results, starts = {}, generate_vllm.POOL.starts
+    try:
+        for backend in ("hf", "vllm"):
+            options = from_dict(Options, {"num_fewshot": 5, "max_gen_toks": 32, "batch_size": 4, "backend": backend})
+            work = tmp_path / backend
+            work.mkdir()
+            inputs = ScoreInputs([], list(range(8)), None, ModelRef(str(embedded_model_dir)), False, "demo_arithmetic",
+                                 "test", {}, work, engine=GenerationConfig(vllm_cpu_kv_cache_gib=1))
+            results[backend] = Gsm8kEvaluator().score(inputs, options)
+        assert generate_vllm.POOL.worker is not None and generate_vllm.POOL.starts <= starts + 1
+    finally:
+        generate_vllm.release()
+    command = shlex.split(results["vllm"].meta["command_line"])
+    assert command[command.index("--model") + 1] == "vllm"
+    assert f"pretrained={embedded_model_dir}" in command[command.index("--model_args") + 1]
     answers = {b: [r["response"] for r in results[b].records] for b in results}
-    assert answers["vllm"] == answers["hf"]
+    assert answers["vllm"] == answers["hf"] and len(answers["hf"]) == 16 and any(answers["hf"])
     assert results["vllm"].metrics[0].per_sample == results["hf"].metrics[0].per_sample
+
+
+def test_lm_eval_generation_settings_become_engine_sampling_fields():
+    from frpo_bench.evaluators.lm_eval_engine import engine_sampling
+    greedy = engine_sampling({"max_gen_toks": 32, "do_sample": False, "temperature": 0.0}, ["Question:", "<|im_end|>"], [2])
+    assert greedy == {"max_tokens": 32, "stop": ["Question:", "<|im_end|>"], "stop_token_ids": [2],
+                      "skip_special_tokens": True, "temperature": 0.0}
+    sampled = engine_sampling({"max_gen_toks": 8, "do_sample": True, "temperature": 0.7, "top_p": 0.9}, [], [])
+    assert sampled["temperature"] == 0.7 and sampled["top_p"] == 0.9
+    assert engine_sampling({"max_gen_toks": 8, "do_sample": False, "temperature": 0.7}, [], [])["temperature"] == 0.0
 
 
 def test_helpful_proxy_scores_answers_not_refusals_or_loops(tmp_path):

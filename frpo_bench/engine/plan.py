@@ -169,7 +169,8 @@ class Planner:
                 parent = self.stage("generate", f"{cell_label(cell)} :: {covering.dataset}{drawn}", gen_fields, [cell.model],
                                     generation=gen_here, prompts=covering, seed=seed)
             fields = {"evaluator": ev.evaluator, "version": evaluator.version, "options": options, "prompts": prompts}
-            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev)
+            cell.scores[ev.metric] = self.stage("score", label, fields, [parent], uses=uses, evaluation=ev,
+                                                engine=gen)  # the resident engine's settings, for scorers run on it
 
     def cells(self) -> list[Cell]:
         r = self.recipe
@@ -271,10 +272,11 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
     """Settle what the recipe leaves to the machine (parsing never looks), so that cache keys name what
     runs: `generation.backend: auto` becomes an engine (an explicit vllm must be usable), every `dtype:
     auto` a dtype. Returns what was resolved and why, for the manifest (and says it on stderr)."""
-    from frpo_bench.models.generate import resolve_backend, vllm_status
-    gen, resolved = recipe.generation, {}
+    from frpo_bench.models.generate import CPU_CHOICE, resolve_backend, vllm_status
+    gen, resolved, measured, attention = recipe.generation, {}, False, recipe.generation.attention
     if gen.backend == "auto":
         gen.backend, why = resolve_backend("auto", recipe.device)
+        measured = why is CPU_CHOICE  # hf for now; the run's own work decides below, at the resolved dtype
         resolved["generation.backend"] = f"auto -> {gen.backend} ({why})"
     elif gen.backend == "vllm":
         usable, why = vllm_status()
@@ -283,9 +285,29 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
     machine_dependent = [("generation", gen), *component_options(recipe)]
     for path, options in machine_dependent + ([("align", recipe.align)] if recipe.align else []):
         resolved.update(options.resolve_installed(path, recipe.device))
+    if measured:
+        gen.backend, why = measured_backend(recipe)
+        resolved["generation.backend"] = f"auto -> {gen.backend} ({why})"
+        if gen.backend == "vllm" and attention == "auto":
+            gen.attention = "sdpa"
+            resolved["generation.attention"] = "auto -> sdpa (the vllm backend chooses its own kernels)"
     for name, how in resolved.items():
         print(f"{name}: {how}", file=sys.stderr)
     return resolved
+
+
+def measured_backend(recipe: Recipe) -> tuple[str, str]:
+    """`auto` on a CPU: the run's generate stages (planned with HF) priced with each backend at this machine's
+    measured rates (models/backend_choice.py); one engine start per run."""
+    from frpo_bench.engine.estimate import model_parameters, prompt_count
+    from frpo_bench.models.backend_choice import choose, read_figures
+    params = model_parameters(recipe.model.id)
+    if params is None:
+        return "hf", f"on a CPU, and the size of {recipe.model.id} is not known here to price the engine's start"
+    _, stages = build_plan(recipe)
+    flop = sum(2 * params * prompt_count(s.fields["prompts"]) * s.fields["generation"]["max_new_tokens"]
+               for s in stages if s.kind == "generate")
+    return choose(flop, 1, recipe.generation.dtype, read_figures())
 
 
 def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:

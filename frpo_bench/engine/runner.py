@@ -78,7 +78,7 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
     built = []
     for stage in todo:
         raise_if_stopped()
-        if stage.kind != "generate":
+        if not uses_generation_engine(stage):
             release_generation_engines()
         if stage.kind not in ("generate", "score", "checkpoint"):
             release_resident_models()  # training needs the memory
@@ -143,6 +143,13 @@ def scratch_dir() -> Iterator[Path]:
     """Where a non-main process of a distributed stage writes (and forgets) what rank 0 stores."""
     with tempfile.TemporaryDirectory(prefix="frpo-bench-rank-") as tmp:
         yield Path(tmp)
+
+
+def uses_generation_engine(stage: Stage) -> bool:
+    """Generation, and scoring run on the resident engine (an evaluation's `options.backend: vllm`)."""
+    if stage.kind == "score":
+        return stage.payload["evaluation"].options.uses_generation_engine()
+    return stage.kind == "generate"
 
 
 def release_generation_engines(idle_on_cpu: bool = True) -> None:

@@ -123,7 +123,8 @@ def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
         generation = stage.parents[0].fields["generation"]
     inputs = ScoreInputs(rows, positions, completions, read_model(path_of(stage.uses["model"])), spec.harmful,
                          spec.name, ev.prompts.split, generation, out, report,
-                         start_model=read_model(path_of(stage.uses["start"])) if "start" in stage.uses else None)
+                         start_model=read_model(path_of(stage.uses["start"])) if "start" in stage.uses else None,
+                         engine=stage.payload.get("engine"))
     result = evaluator.score(inputs, ev.options)
     metrics = [{"metric": f"{ev.metric}:{m.suffix}" if m.suffix else ev.metric, "value": m.value,
                 "n": len(m.per_sample), "higher_is_better": m.higher_is_better, "unit": m.unit,

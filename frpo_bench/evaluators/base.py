@@ -34,6 +34,7 @@ class ScoreInputs:
     workdir: Path  # the score stage's own (temporary) artifact directory
     report: Callable[[str], None] = print  # progress lines
     start_model: Optional[ModelRef] = None  # the model before the attack (the defended model), for drift metrics
+    engine: Any = None  # the run's GenerationConfig: the resident vLLM engine's settings, for scorers run on it
 
 
 @dataclass

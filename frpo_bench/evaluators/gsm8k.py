@@ -9,12 +9,9 @@ its per-sample records. `command_line()` gives the equivalent `lm_eval` invocati
 """
 from __future__ import annotations
 
-import shutil
-
 from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
-from frpo_bench.evaluators.lm_eval_tasks import (LmEvalOptions, command_line, lm_eval_version, loaded_model, model_args,
-                                                 run_lm_eval, save_merged, selected_documents, server_model_args,
-                                                 write_task)
+from frpo_bench.evaluators.lm_eval_tasks import (LmEvalOptions, command_line, engine_lm, lm_eval_version, loaded_model,
+                                                 model_args, run_lm_eval, selected_documents, vllm_model_args, write_task)
 
 VERSION = "lm-eval-gsm8k-v2"  # v2: the DataRef's seeded sample and split (v1: the first n test documents)
 FILTERS = ("strict-match", "flexible-extract")
@@ -34,25 +31,14 @@ class Gsm8kEvaluator:
         from frpo_bench.models.device import compute_device
         task_path, task = write_task(inputs.workdir, inputs.dataset, inputs.split)
         samples = selected_documents(inputs.positions, inputs.dataset, inputs.split)
-        args, merged, server = model_args(inputs, options), None, None
-        try:
-            if options.backend == "vllm":
-                from frpo_bench.evaluators.judge_server import JudgeServer
-                if inputs.model.adapter:  # the server loads weights from disk: a merged copy
-                    merged = inputs.workdir / "merged_model"
-                    save_merged(inputs.model, merged)
-                path = str(merged) if merged else inputs.model.path
-                server = JudgeServer(path, served_name="model", dtype=options.dtype).start()
-                args, lm_eval_model = server_model_args(server.base_url, path, options), "local-completions"
-                out = run_lm_eval(task_path.parent, task, args, options, samples, lm_eval_model)
-            else:  # in-process, on weights loaded once (the recorded command line loads the same weights)
-                lm_eval_model = "hf"
-                out = run_lm_eval(task_path.parent, task, args, options, samples, loaded_model(inputs.model, options))
-        finally:
-            if server:
-                server.stop()
-            if merged:
-                shutil.rmtree(merged, ignore_errors=True)
+        args = model_args(inputs, options)
+        if options.backend == "vllm":  # the run's resident engine, this model's weights swapped in
+            lm_eval_model = "vllm"
+            out = run_lm_eval(task_path.parent, task, args, options, samples, engine_lm(inputs, options))
+            args = vllm_model_args(inputs, options)
+        else:  # in-process, on weights loaded once (the recorded command line loads the same weights)
+            lm_eval_model = "hf"
+            out = run_lm_eval(task_path.parent, task, args, options, samples, loaded_model(inputs.model, options))
         logged = sorted(out["samples"][task], key=lambda s: s["doc_id"])
         per_filter = {f: [float(s["exact_match"]) for s in logged if s["filter"] == f] for f in FILTERS}
         records = [{"id": s["doc_id"], "prompt": s["doc"]["question"], "response": s["resps"][0][0],

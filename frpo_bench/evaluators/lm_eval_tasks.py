@@ -27,9 +27,9 @@ class LmEvalOptions(DtypeOption, AttentionOption, OptionsBase):
                                                              "eager, grouped (eager without copying key/value heads), or "
                                                              "auto (whichever a probe measures fastest here at `dtype`; "
                                                              "part of the key: kernels differ in rounding)")
-    backend: str = opt("hf", omit_if_default=True, help="hf: lm-eval's transformers backend; vllm: a local vLLM server queried through "
-                                  "lm-eval's local-completions model (lm-eval's own vllm backend needs the CUDA "
-                                  "`vllm` distribution)")
+    backend: str = opt("hf", omit_if_default=True, help="hf: lm-eval's transformers backend; vllm: the run's resident vLLM "
+                                  "engine (the one generation uses, the model's weights swapped in; an adapter merged in "
+                                  "float32), through lm-eval's generate-until requests")
 
     def validate(self, path: str) -> None:
         from frpo_bench.errors import ConfigError
@@ -55,6 +55,9 @@ class LmEvalOptions(DtypeOption, AttentionOption, OptionsBase):
 
     def key_fields(self) -> dict:
         return key_fields_except(self, ("batch_size",))  # backend omitted at hf: older keys stay valid
+
+    def uses_generation_engine(self) -> bool:
+        return self.backend == "vllm"
 
 
 def lm_eval_gsm8k_yaml() -> Path:
@@ -115,11 +118,22 @@ def command_line(task_dir: Path, task: str, args: dict, options: LmEvalOptions, 
     return shlex.join(parts)
 
 
-def server_model_args(base_url: str, tokenizer_path: str, options: LmEvalOptions) -> dict:
-    """lm-eval local-completions against an OpenAI-compatible server; the model's own tokenizer."""
-    return {"model": "model", "base_url": f"{base_url}/completions", "tokenizer": tokenizer_path,
-            "tokenizer_backend": "huggingface", "tokenized_requests": False, "num_concurrent": options.batch_size,
-            "max_retries": 3}
+def vllm_model_args(inputs: ScoreInputs, options: LmEvalOptions) -> dict:
+    """lm-eval's own vllm backend's arguments for the same model (the recorded command line, for a machine with the
+    `vllm` distribution); an adapter there is served as a LoRA, where the resident engine merges it in float32."""
+    args = {"pretrained": inputs.model.path, "dtype": options.dtype}
+    if inputs.model.adapter:
+        args.update(enable_lora=True, lora_local_path=inputs.model.adapter)
+    if inputs.model.trust_remote_code:
+        args["trust_remote_code"] = True
+    return args
+
+
+def engine_lm(inputs: ScoreInputs, options: LmEvalOptions):
+    """lm-eval's LM on the run's resident vLLM engine (evaluators/lm_eval_engine.py)."""
+    from frpo_bench.evaluators.lm_eval_engine import EngineLM
+    from frpo_bench.generation_config import GenerationConfig
+    return EngineLM(inputs.model, inputs.engine or GenerationConfig(), options.dtype, inputs.report)
 
 
 def run_lm_eval(task_dir: Path, task: str, args: dict, options: LmEvalOptions, samples: list[int] | None,
@@ -159,12 +173,6 @@ def selected_documents(positions: list[int], dataset: str, split: str) -> list[i
     from frpo_bench.data import split_size
     chosen = sorted(positions)
     return None if chosen == list(range(split_size(dataset, split))) else chosen
-
-
-def save_merged(ref, out: Path) -> None:
-    from frpo_bench.models.loading import load_merged, load_tokenizer
-    load_merged(ref, "float32").save_pretrained(out, safe_serialization=True)
-    load_tokenizer(ref).save_pretrained(out)
 
 
 def lm_eval_version() -> str:

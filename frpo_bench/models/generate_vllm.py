@@ -143,6 +143,9 @@ class WorkerPool:
             raise StageError(f"vLLM engine failed to start: {ready['error']}. Log: {log_path}. "
                              "Fix the cause or set generation.backend: hf")
         report(f"vLLM engine ready in {ready['seconds']:.0f}s")
+        if not on_accelerator():
+            from frpo_bench.models.backend_choice import record_engine_start
+            record_engine_start(settings["dtype"], ready["seconds"])
         self.worker, self.starts = worker, self.starts + 1
         return worker
 
@@ -161,12 +164,16 @@ def release() -> None:
     POOL.close()
 
 
+def on_accelerator() -> bool:
+    from frpo_bench.models.device import on_accelerator as placed_on_accelerator
+    return placed_on_accelerator()
+
+
 def make_room() -> None:
     """Before a stage that is not generation. On an accelerator the engine holds most of its memory, which
     training needs: it stops. On a CPU it waits idle (weights and a KV cache of `vllm_cpu_kv_cache_gib` in host
     memory, no compute) and the next generation swaps weights into it instead of paying another start (~41 s
     here); it stops at exit."""
-    from frpo_bench.models.device import on_accelerator
     if on_accelerator():
         POOL.close()
 
@@ -197,15 +204,23 @@ class VLLMGenerator:
         from frpo_bench.models.loading import load_tokenizer, prompt_token_ids, stop_token_ids
         tokenizer = load_tokenizer(model)
         ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_prompt, prefills, getattr(cfg, "prefill_tokens", 0))
+        sampling = sampling_fields(cfg, seed, stop_token_ids(model, tokenizer))
+        completions = self.token_ids(model, ids, sampling, cfg)
+        return [tokenizer.decode(f + list(t), skip_special_tokens=True).strip() for f, t in zip(forced, completions)]
+
+    def token_ids(self, model: ModelRef, prompt_ids: list[list[int]], sampling: dict, cfg) -> list[list[int]]:
+        """The engine's completions (token ids) of `prompt_ids` under `sampling` (SamplingParams fields), on the
+        resident engine `cfg`'s settings give (started, or `model`'s weights swapped in, as needed)."""
         settings, env = self.settings(model, cfg)
         worker = POOL.get(settings, env, self.report)
-        sampling = sampling_fields(cfg, seed, stop_token_ids(model, tokenizer))
-        answer = worker.request({"prompt_token_ids": ids, "sampling": sampling, "adapter": model.adapter,
+        answer = worker.request({"prompt_token_ids": prompt_ids, "sampling": sampling, "adapter": model.adapter,
                                  "weights": model.path, "merge": merges_adapters(cfg)},
-                                timeout=START_TIMEOUT_S + 10 * len(ids) * cfg.max_new_tokens)
+                                timeout=START_TIMEOUT_S + 10 * len(prompt_ids) * sampling["max_tokens"])
         tokens = sum(len(t) for t in answer["token_ids"])
+        if not on_accelerator():
+            from frpo_bench.models.backend_choice import parameters, record_generation
+            record_generation("vllm", cfg.dtype, parameters(model.path), tokens, answer["seconds"])
         swapped = f" after swapping in its weights ({answer['swap_seconds']:.1f}s)" if answer.get("swap_seconds") else ""
-        self.report(f"generated {len(ids)} completions, {tokens} tokens in {answer['seconds']:.1f}s "
+        self.report(f"generated {len(prompt_ids)} completions, {tokens} tokens in {answer['seconds']:.1f}s "
                     f"({tokens / max(answer['seconds'], 1e-9):.0f} tok/s){swapped}")
-        return [tokenizer.decode(f + list(t), skip_special_tokens=True).strip()
-                for f, t in zip(forced, answer["token_ids"])]
+        return answer["token_ids"]
