@@ -2,6 +2,7 @@
 
     python benchmarks/demo_stages.py [--recipe demo] [--backends hf vllm] [--store DIR]
     python benchmarks/demo_stages.py --backends hf vllm+merged ...   # vLLM with LoRA cells merged (vllm_adapters)
+    python benchmarks/demo_stages.py --backends hf vllm+merged --score-on-engine ...  # lm-eval tasks on it too
 
 Training stages do not depend on the generation backend, so the first pass builds them and the
 second reuses them; every stage's own build time is read from its stage.json, so the table shows
@@ -36,6 +37,9 @@ def main() -> None:
     parser.add_argument("--contended", default=None, metavar="WHY",
                         help="the machine ran other work meanwhile: the seconds are not this machine's alone (recorded "
                              "with WHY; such a run checks shares, never the first ETA)")
+    parser.add_argument("--score-on-engine", action="store_true",
+                        help="in the vllm passes, lm-eval's generate-until evaluations (gsm8k) run on the resident "
+                             "engine too (their options.backend: vllm)")
     args = parser.parse_args()
     store = Store(args.store)
     from frpo_bench.engine.eta import CostPrior
@@ -44,10 +48,14 @@ def main() -> None:
     table, floors, resolved_by, machine = {}, {}, {}, machine_info()
     for backend in args.backends:
         engine, _, adapters = backend.partition("+")  # vllm+merged: one resident engine, LoRA cells merged in
-        recipe, raw = load_recipe(args.recipe, [f"generation.backend={engine}"]
-                                  + ([f"generation.vllm_adapters={adapters}"] if adapters else []))
+        overrides = [f"generation.backend={engine}"] + ([f"generation.vllm_adapters={adapters}"] if adapters else [])
+        if engine == "vllm" and args.score_on_engine:
+            overrides += [f"evaluations.{i}.options.backend=vllm"
+                          for i, ev in enumerate(load_recipe(args.recipe)[0].evaluations) if ev.evaluator == "gsm8k"]
+        recipe, raw = load_recipe(args.recipe, overrides)
         resolve_installed(recipe)
-        resolved_by[backend] = {"dtype": recipe.generation.dtype, "attention": recipe.generation.attention}
+        resolved_by[backend] = {"dtype": recipe.generation.dtype, "attention": recipe.generation.attention,
+                                "overrides": overrides}
         _, stages = build_plan(recipe)
         prior = CostPrior(stages, "cpu")
         first_eta = sum(prior(s) for s in stages)  # what the first ETA says on an empty store
@@ -57,7 +65,8 @@ def main() -> None:
         floors[backend] = compute_floor(stages, store, machine["peak_flops"])
         table[backend] = {**by_kind, "wall_this_run": round(wall, 1), "first_eta_s": round(first_eta, 1),
                           "stages_total_s": round(sum(v for k, v in by_kind.items() if k in NAMES), 1),
-                          "generate_stages": sum(s.kind == "generate" for s in stages)}
+                          "generate_stages": sum(s.kind == "generate" for s in stages),
+                          "score_by_evaluator": score_by_evaluator(stages, store)}
         if args.share_of:
             table[backend]["share_of"] = dataset_share(stages, store, args.share_of)
         print(json.dumps({backend: table[backend]}), flush=True)
@@ -77,6 +86,16 @@ def main() -> None:
 def stage_seconds(stage, store: Store) -> float:
     record = store.path(stage.kind, stage.key) / "stage.json"
     return json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
+
+
+def score_by_evaluator(stages, store: Store) -> dict[str, float]:
+    """Seconds of the score stages, by evaluator."""
+    totals: dict[str, float] = {}
+    for stage in stages:
+        if stage.kind == "score":
+            name = stage.fields["evaluator"]
+            totals[name] = round(totals.get(name, 0.0) + stage_seconds(stage, store), 1)
+    return totals
 
 
 def dataset_share(stages, store: Store, name: str) -> dict:

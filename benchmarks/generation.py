@@ -23,7 +23,8 @@ from pathlib import Path
 
 from frpo_bench.config import GenerationConfig, ModelConfig
 from frpo_bench.data import load_rows
-from frpo_bench.perf import machine_info, matmul_peak, parameter_count
+from frpo_bench.models.artifact import parameter_count
+from frpo_bench.perf import machine_info, matmul_peak
 from common import base_model
 from frpo_bench.engine.store import Store
 from frpo_bench.files import default_cache_dir, write_json_atomic

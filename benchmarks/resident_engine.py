@@ -5,6 +5,7 @@
                 served as adapters on a base engine, as `vllm_adapters: served` still does)
   vllm-resident one vLLM engine for the base; each cell's weights swapped into it, LoRA cells merged first
                 (`vllm_adapters: merged`)
+  vllm-compiled the same, the engine compiled (`vllm_enforce_eager: false`: a longer start, paid once)
 
     python benchmarks/resident_engine.py [--full 2] [--lora 1] [--dtype bfloat16]
                                          [--out benchmarks/results/resident_engine_<machine>.json]
@@ -30,7 +31,8 @@ from frpo_bench.data import load_rows
 from frpo_bench.engine.store import Store
 from frpo_bench.files import default_cache_dir, write_json_atomic
 from frpo_bench.models import ModelRef
-from frpo_bench.perf import machine_info, matmul_peak, parameter_count
+from frpo_bench.models.artifact import parameter_count
+from frpo_bench.perf import machine_info, matmul_peak
 from frpo_bench.typed import from_dict
 
 
@@ -71,7 +73,7 @@ def run_mode(mode: str, cells: list[ModelRef], prompts: list[str], cfg) -> dict:
     from frpo_bench.models import generate_vllm
     from frpo_bench.models.generate_hf import HFGenerator
     from frpo_bench.models.resident import release
-    texts, generation_s, swap_s = [], 0.0, 0.0
+    texts, generation_s, swap_s, start_s = [], 0.0, 0.0, 0.0
     starts_before = generate_vllm.POOL.starts
     started = time.perf_counter()
     for cell in cells:
@@ -85,13 +87,15 @@ def run_mode(mode: str, cells: list[ModelRef], prompts: list[str], cfg) -> dict:
             generate_vllm.POOL.close()  # a weight set of its own: its own engine
         lines = []
         texts.append(generate_vllm.VLLMGenerator(report=lines.append).generate(cell, prompts, cfg))
-        for line in lines:  # the generator reports generation and swap seconds measured in the engine
+        for line in lines:  # the generator reports start, generation and swap seconds measured in the engine
+            if line.startswith("vLLM engine ready in"):
+                start_s += float(line.split(" in ")[1].rstrip("s"))
             if line.startswith("generated"):
                 generation_s += float(line.split(" in ")[1].split("s ")[0])
                 swap_s += float(line.split("weights (")[1].split("s)")[0]) if "swapping" in line else 0.0
     seconds = time.perf_counter() - started
     generate_vllm.POOL.close()
-    return {"texts": texts, "seconds": seconds, "generation_s": generation_s, "swap_s": swap_s,
+    return {"texts": texts, "seconds": seconds, "generation_s": generation_s, "swap_s": swap_s, "start_s": start_s,
             "engine_starts": generate_vllm.POOL.starts - starts_before}
 
 
@@ -120,13 +124,14 @@ def main() -> None:
     for mode in args.modes:
         settings = {"backend": "hf" if mode == "hf" else "vllm", "dtype": args.dtype, "max_new_tokens": 32,
                     "batch_size": 48, "attention": args.attention if mode == "hf" else "sdpa",
-                    "vllm_adapters": "merged" if mode == "vllm-resident" else "served"}
+                    "vllm_adapters": "served" if mode == "vllm-restart" else "merged",
+                    "vllm_enforce_eager": mode != "vllm-compiled"}
         run = run_mode(mode, cells, prompts, from_dict(GenerationConfig, settings))
         tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for cell in run["texts"] for t in cell)
         rate = tokens / run["generation_s"]
         row = {"mode": mode, "cells": len(cells), "seconds": round(run["seconds"], 1),
                "per_cell_s": round(run["seconds"] / len(cells), 1), "engine_starts": run["engine_starts"],
-               "swap_s": round(run["swap_s"], 1), "generation_s": round(run["generation_s"], 1), "tokens": tokens,
+               "swap_s": round(run["swap_s"], 1), "start_s": round(run["start_s"], 1), "generation_s": round(run["generation_s"], 1), "tokens": tokens,
                "tokens_per_s": round(rate, 1), "fraction_of_peak": round(2 * params * rate / peak, 4)}
         if mode == "vllm-restart":
             restart_texts = run["texts"]

@@ -18,7 +18,8 @@ from pathlib import Path
 from frpo_bench.training.sft import finetune
 from frpo_bench.config import ModelConfig
 from frpo_bench.training.options import FinetuneConfig
-from frpo_bench.perf import machine_info, matmul_peak, parameter_count
+from frpo_bench.models.artifact import parameter_count
+from frpo_bench.perf import machine_info, matmul_peak
 from common import base_model
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic

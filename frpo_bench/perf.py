@@ -32,24 +32,6 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5, enough_seco
     return 2 * side ** 3 / best
 
 
-def parameter_count(model_dir: str) -> int:
-    from pathlib import Path
-    from safetensors import safe_open
-    total = 0
-    for file in Path(model_dir).glob("*.safetensors"):
-        with safe_open(str(file), "pt") as fh:
-            for name in fh.keys():
-                total += _prod(fh.get_slice(name).get_shape())
-    return total
-
-
-def _prod(shape) -> int:
-    out = 1
-    for dim in shape:
-        out *= dim
-    return out
-
-
 def package_versions(names) -> dict[str, str]:
     """Installed version of each named distribution (those not installed left out)."""
     from importlib import metadata

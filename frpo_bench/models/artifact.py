@@ -52,3 +52,17 @@ def write_model(out: Path, ref: ModelRef, name: str = "model.json") -> None:
 def is_model_artifact(folder: Path) -> bool:
     """A complete stored model (a defended or attacked model in a frpo-bench store)."""
     return (folder / "model.json").is_file() and (folder / MARKER).is_file()
+
+
+def parameter_count(model_dir: str) -> int:
+    """A checkpoint's parameter count, from its safetensors headers (no tensor is read)."""
+    from safetensors import safe_open
+    total = 0
+    for file in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(file), "pt") as fh:
+            for name in fh.keys():
+                count = 1
+                for dim in fh.get_slice(name).get_shape():
+                    count *= dim
+                total += count
+    return total

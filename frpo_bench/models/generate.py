@@ -39,14 +39,13 @@ def vllm_status() -> tuple[bool, str]:
     return True, "vllm is importable"
 
 
-CPU_CHOICE = ("a CPU, where HF is the faster per cell until a run has ~9 cells of one base (the demo's 100 prompts x "
-              "32 tokens in bf16: HF 12.0 s a cell, one resident vLLM engine 7.3 s plus its ~37 s start once; "
-              "benchmarks/results/resident_engine_epyc_avx512bf16.json); set backend: vllm (and vllm_adapters: "
-              "merged) for larger grids")
+CPU_CHOICE = ("a CPU: the run's generation work decides, priced at this machine's measured rates of both backends "
+              "(models/backend_choice.py)")
 
 
 def resolve_backend(name: str, device: str = "auto") -> tuple[str, str]:
-    """`auto` -> vllm on a GPU when it can run there, else hf; returns (backend, reason). `device`: the recipe's
+    """`auto` -> vllm on a GPU when it can run there, else hf; returns (backend, reason). On a CPU with vLLM usable the
+    reason is CPU_CHOICE: the planner then prices the run's generation both ways (engine/plan.measured_backend). `device`: the recipe's
     (auto | cpu | cuda[:N]); a GPU is seen from its device node, without importing torch."""
     if name != "auto":
         return name, "set in the recipe"

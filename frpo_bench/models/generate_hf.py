@@ -34,7 +34,7 @@ class HFGenerator:
         torch.manual_seed(seed)
         head, (prefix,) = opening([lm], ids, enabled=getattr(cfg, "prefix_cache", True))
         out: list[str] = [""] * len(ids)
-        start, done = time.time(), 0
+        start, done, tokens = time.time(), 0, 0
         with torch.inference_mode():
             size = even_batch_size(len(order), cfg.batch_size)
             for b in range(0, len(order), size):
@@ -43,10 +43,14 @@ class HFGenerator:
                 cache = {"past_key_values": repeated(prefix, len(idx))} if prefix is not None else {}
                 generated = lm.generate(input_ids=input_ids, attention_mask=mask, **cache, **kwargs)
                 new = generated[:, input_ids.shape[1]:]
+                tokens += int((new != tokenizer.pad_token_id).sum())
                 for i, row in zip(idx, new.tolist()):
                     out[i] = tokenizer.decode(forced[i] + row, skip_special_tokens=True).strip()
                 done += len(idx)
                 self.report(f"generated {done}/{len(ids)} ({time.time() - start:.0f}s)")
+        if lm.device.type == "cpu":
+            from frpo_bench.models.backend_choice import parameters, record_generation
+            record_generation("hf", cfg.dtype, parameters(model.path), tokens, time.time() - start)
         return out
 
 
