@@ -20,8 +20,9 @@ PREFILL_UNCOVERED = ("error", "skip")  # a harmful set a prefill's pairs do not 
 class GenerationConfig(DtypeOption, AttentionOption):
     backend: str = opt("hf", help="generation backend: hf (batched transformers), vllm (one vLLM engine per base "
                                   "model in a child process; other weights of its architecture swapped in) or auto "
-                                  "(vllm on a GPU when installed, else hf: on CPUs HF measured faster per cell until "
-                                  "~9 cells of one base)")
+                                  "(vllm on a GPU when installed; on a CPU whichever prices the run's generation lower at "
+                                  "this machine's measured rates, one engine start included; hf until both are "
+                                  "measured)")
     dtype: str = opt("float32", help=f"compute dtype for generation, one of {DTYPES}; auto: bf16 on a GPU, on a CPU "
                                       "whichever a probe measures faster there (CPUs differ by 100x in bf16); "
                                       "compare exact outputs in float32")

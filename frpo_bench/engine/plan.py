@@ -300,14 +300,17 @@ def measured_backend(recipe: Recipe) -> tuple[str, str]:
     """`auto` on a CPU: the run's generate stages (planned with HF) priced with each backend at this machine's
     measured rates (models/backend_choice.py); one engine start per run."""
     from frpo_bench.engine.estimate import model_parameters, prompt_count
-    from frpo_bench.models.backend_choice import choose, read_figures
+    from frpo_bench.models.backend_choice import choose, price, read_figures
+    figures, dtype = read_figures(), recipe.generation.dtype
+    if price(1.0, 1, figures.get(dtype, {})) is None:  # nothing measured to price with: no plan to build
+        return choose(0.0, 1, dtype, figures)
     params = model_parameters(recipe.model.id)
     if params is None:
         return "hf", f"on a CPU, and the size of {recipe.model.id} is not known here to price the engine's start"
     _, stages = build_plan(recipe)
     flop = sum(2 * params * prompt_count(s.fields["prompts"]) * s.fields["generation"]["max_new_tokens"]
                for s in stages if s.kind == "generate")
-    return choose(flop, 1, recipe.generation.dtype, read_figures())
+    return choose(flop, 1, dtype, figures)
 
 
 def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
