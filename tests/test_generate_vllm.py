@@ -95,6 +95,16 @@ def test_engine_settings_are_vllm_arguments():
     assert cpu_thread_binding()[0].isdigit()
 
 
+def test_on_a_cpu_the_engine_core_runs_in_the_worker_unless_the_user_says_otherwise(tiny_model_dir, monkeypatch):
+    from frpo_bench.models.generate_vllm import VLLMGenerator
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    _, env = VLLMGenerator().settings(ModelRef(str(tiny_model_dir)), gen_cfg("vllm"))
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_CPU_OMP_THREADS_BIND"]
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the user's, inherited by the worker unchanged
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in VLLMGenerator().settings(ModelRef(str(tiny_model_dir)),
+                                                                         gen_cfg("vllm"))[1]
+
+
 @pytest.fixture(scope="module")
 def lora_adapter(embedded_model_dir, tmp_path_factory):
     """A real LoRA attack on the embedded model (a few steps of compliance SFT)."""
