@@ -41,9 +41,10 @@ def prompt_rows(options, tokenizer=None) -> list[dict]:
 
 def request_room(tokenizer, limit: int) -> int:
     """Tokens left for the request in a templated prompt of at most `limit` tokens (TRL 0.21 cut the
-    templated prompt's ids from the left; cutting the request instead keeps the chat template intact)."""
+    templated prompt's ids from the left; cutting the request instead keeps the chat template intact). The ids as a list:
+    transformers 5 returns a dict by default, whose len() is its 2 keys."""
     overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=True,
-                                                 add_generation_prompt=True))
+                                                 add_generation_prompt=True, return_dict=False))
     return max(limit - overhead, 1)
 
 
