@@ -215,11 +215,7 @@ class VLLMGenerator:
     def token_ids(self, model: ModelRef, prompt_ids: list[list[int]], sampling: dict, cfg) -> list[list[int]]:
         """The engine's completions (token ids) of `prompt_ids` under `sampling` (SamplingParams fields), on the
         resident engine `cfg`'s settings give (started, or `model`'s weights swapped in, as needed)."""
-        settings, env = self.settings(model, cfg)
-        worker = POOL.get(settings, env, self.report)
-        answer = worker.request({"prompt_token_ids": prompt_ids, "sampling": sampling, "adapter": model.adapter,
-                                 "weights": model.path, "merge": merges_adapters(cfg)},
-                                timeout=START_TIMEOUT_S + 10 * len(prompt_ids) * sampling["max_tokens"])
+        answer = self.request(model, prompt_ids, sampling, cfg, sampling["max_tokens"])
         tokens = sum(len(t) for t in answer["token_ids"])
         if not on_accelerator():
             from frpo_bench.models.backend_choice import parameters, record_generation
@@ -228,3 +224,12 @@ class VLLMGenerator:
         self.report(f"generated {len(prompt_ids)} completions, {tokens} tokens in {answer['seconds']:.1f}s "
                     f"({tokens / max(answer['seconds'], 1e-9):.0f} tok/s){swapped}")
         return answer["token_ids"]
+
+    def request(self, model: ModelRef, prompt_ids: list[list[int]], sampling, cfg, max_tokens: int) -> dict:
+        """The resident engine's answer for `prompt_ids` under `sampling` (SamplingParams fields, or a list of them,
+        one per prompt), on `model`'s weights: the engine `cfg`'s settings give started, or those weights swapped in."""
+        settings, env = self.settings(model, cfg)
+        worker = POOL.get(settings, env, self.report)
+        return worker.request({"prompt_token_ids": prompt_ids, "sampling": sampling, "adapter": model.adapter,
+                               "weights": model.path, "merge": merges_adapters(cfg)},
+                              timeout=START_TIMEOUT_S + 10 * len(prompt_ids) * max_tokens)

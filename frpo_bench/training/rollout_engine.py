@@ -59,7 +59,9 @@ class RolloutEngine:
     refreshes them when the step moved and returns the engine's completion token ids."""
 
     def __init__(self, dtype: str, tokenizer, report: Callable[[str], None] = print):
+        from frpo_bench.generation_config import GenerationConfig
         self.dtype, self.tokenizer, self.report = dtype, tokenizer, report
+        self.engine_settings = GenerationConfig(dtype=dtype)  # the engine's defaults, so later generation can share it
         self.root: Optional[Path] = None
         self.current: Optional[Path] = None
         self.step: Optional[int] = None
@@ -69,8 +71,8 @@ class RolloutEngine:
         """A checkpoint of `policy`'s merged weights for `step` (the previous one deleted)."""
         import torch
         from safetensors.torch import save_file
-        from frpo_bench.training.sampling_copy import merged_state
-        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        from frpo_bench.training.sampling_copy import merged_state, plain_model
+        base = plain_model(policy)
         dtype = getattr(torch, self.dtype)
         tensors = {k: v.detach().to(dtype).contiguous() for k, v in unshared(merged_state(base)).items()}
         if self.root is None:
@@ -79,7 +81,8 @@ class RolloutEngine:
         folder = self.root / f"step-{step}"
         folder.mkdir()
         base.config.to_json_file(str(folder / "config.json"))
-        self.tokenizer.save_pretrained(str(folder))  # the engine reads its tokenizer from the folder it starts on
+        if self.current is None:  # an engine that starts here reads its tokenizer from the first folder, once
+            self.tokenizer.save_pretrained(str(folder))
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
         previous, self.current, self.step = self.current, folder, step
         if previous is not None:
@@ -87,18 +90,14 @@ class RolloutEngine:
         return folder
 
     def rollouts(self, policy, step: int, prompt_ids: list[list[int]], sampling: dict, seeds: list[int]) -> list[list[int]]:
-        from frpo_bench.generation_config import GenerationConfig
         from frpo_bench.models import ModelRef
-        from frpo_bench.models.generate_vllm import POOL, VLLMGenerator
+        from frpo_bench.models.generate_vllm import VLLMGenerator
         if step != self.step:
             self.refresh(policy, step)
             self.swaps += 1
-        settings, env = VLLMGenerator(self.report).settings(ModelRef(str(self.current)), GenerationConfig(dtype=self.dtype))
-        worker = POOL.get(settings, env, self.report)
-        answer = worker.request({"prompt_token_ids": prompt_ids, "sampling": [{**sampling, "seed": s} for s in seeds],
-                                 "weights": str(self.current), "adapter": None, "merge": False},
-                                timeout=600 + 10 * len(prompt_ids) * sampling["max_tokens"])
-        return answer["token_ids"]
+        per_prompt = [{**sampling, "seed": s} for s in seeds]
+        return VLLMGenerator(self.report).request(ModelRef(str(self.current)), prompt_ids, per_prompt,
+                                                  self.engine_settings, sampling["max_tokens"])["token_ids"]
 
     def close(self) -> None:
         if self.root is not None:

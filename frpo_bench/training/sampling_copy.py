@@ -19,6 +19,11 @@ def lora_layers(model) -> dict:
     return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
 
 
+def plain_model(policy):
+    """The model under a peft wrapper (its LoRA layers injected), or `policy` itself when it has none."""
+    return policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+
+
 def merged_state(model) -> dict:
     """The state dict of `model` (a peft-injected base model, or a plain one) with every LoRA merged in,
     under the plain model's names (no base_layer / lora_* entries)."""
@@ -51,7 +56,7 @@ class SamplingCopy:
 
     def refresh(self, policy):
         import torch
-        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        base = plain_model(policy)
         if self.model is None:
             self.model = type(base)(base.config).to(getattr(torch, self.dtype)).eval()
             self.model.generation_config = base.generation_config
