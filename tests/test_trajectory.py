@@ -50,6 +50,14 @@ def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_l
             d = (token_logprobs(start, x, torch.ones_like(x)) - token_logprobs(now, x, torch.ones_like(x)))[0, at - 1:]
         assert value == pytest.approx(float((torch.exp(d.double()) - d.double() - 1).sum()), rel=1e-4, abs=1e-6)
     assert batched[0] > 0 and batched[1] > 0 and batched[2] == 0.0  # an empty completion has no tokens
+    # the starting model's prompt tokens run once: a second attacked model reuses their caches, to the bit
+    calls = []
+    hook = start.register_forward_hook(lambda module, args, out: calls.append(1))
+    again = sequence_kls(start, load_model(ModelRef(str(other))).eval(), encoded, tokenizer.pad_token_id, batch_size=2)
+    hook.remove()
+    assert again == batched and len(calls) == 1 + 2  # its shared opening, then each batch's completions only
+    twin = load_model(ModelRef(str(tiny_model_dir))).eval()  # the same weights, nothing kept on it
+    assert sequence_kls(start, twin, encoded, tokenizer.pad_token_id, batch_size=2) == [0.0, 0.0, 0.0]
     # the reference's window: the last 6 tokens of prompt + completion, the completion's tokens inside it scored
     cut = windowed(encoded, 6)
     assert [ids for ids, _ in cut] == [ids[-6:] for ids, _ in encoded]

@@ -7,6 +7,8 @@ reference's kl_utils.py keeps the rightmost 512).
 """
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -16,6 +18,7 @@ from frpo_bench.typed import opt
 
 VERSION = "k3-sum-v1"
 PRECISIONS = ("highest", "high", "medium")
+CONTEXTS_KEPT = 16  # batches' prompt caches kept per model: a demo run scores 7 distinct batches
 
 
 @dataclass
@@ -50,23 +53,45 @@ def k3_sums(logp_start, logp_now, mask) -> list[float]:
     return ((torch.exp(d) - d - 1) * mask).sum(dim=1).tolist()
 
 
-def token_logprobs(model, input_ids, attention_mask, prefix=None, prefix_length: int = 0, first: int = 0):
-    """log p(token_t | tokens_<t) for t > `first` ([B, T-1-first]), in float32; after a cached shared prefix
-    of `prefix_length` tokens when `prefix` (a batch-1 KV cache) is given. Only the positions asked for
-    reach the output layer (a 49k-word vocabulary: a fifth of SmolLM2's compute)."""
+def token_logprobs(model, input_ids, attention_mask, past=None, past_length: int = 0, first: int = 0):
+    """log p(token_t | tokens_<t) for t > `first` ([B, T-1-first]), in float32; `input_ids` following `past`, a KV
+    cache of `past_length` tokens in every row (consumed: pass a copy). Only the positions asked for reach the
+    output layer (a 49k-word vocabulary: a fifth of SmolLM2's compute)."""
     import torch
     cached = {}
-    if prefix is not None:
-        from frpo_bench.models.shared_prefix import repeated
-        ones = torch.ones((input_ids.shape[0], prefix_length), dtype=attention_mask.dtype, device=attention_mask.device)
+    if past is not None:
+        ones = torch.ones((input_ids.shape[0], past_length), dtype=attention_mask.dtype, device=attention_mask.device)
         attention_mask = torch.cat([ones, attention_mask], dim=1)
-        cached = {"past_key_values": repeated(prefix, input_ids.shape[0])}
+        cached = {"past_key_values": past}
     if accepts_logits_to_keep(model):
         positions = torch.arange(first, input_ids.shape[1] - 1, device=input_ids.device)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **cached).logits
     else:  # a model class without logits_to_keep: every position
         logits = model(input_ids=input_ids, attention_mask=attention_mask, **cached).logits[:, first:-1]
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, input_ids[:, first + 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def context_cache(model, head: list[int], head_cache, context):
+    """The model's KV cache (batch B) after the shared head and `context` ([B, C] prompt tokens, no padding), or
+    None where there is neither. Kept on the model (the last CONTEXTS_KEPT): every KL of a sweep scores the same
+    prompts under the same starting model, whose prompt tokens, ~60% of a demo sequence, then run once per run."""
+    import torch
+    from frpo_bench.models.shared_prefix import repeated
+    if context.shape[1] == 0:
+        return repeated(head_cache, context.shape[0]) if head_cache is not None else None
+    key = (tuple(head), tuple(map(tuple, context.tolist())), torch.get_float32_matmul_precision())
+    kept = model.__dict__.setdefault("_kl_contexts", OrderedDict())
+    if key not in kept:
+        past = repeated(head_cache, context.shape[0]) if head_cache is not None else None
+        ids = context.to(model.device)
+        with torch.inference_mode():
+            kept[key] = model(input_ids=ids, attention_mask=torch.ones((ids.shape[0], len(head) + ids.shape[1]),
+                                                                        dtype=torch.long, device=model.device),
+                              past_key_values=past, use_cache=True, logits_to_keep=1).past_key_values
+        while len(kept) > CONTEXTS_KEPT:
+            kept.popitem(last=False)
+    kept.move_to_end(key)
+    return copy.deepcopy(kept[key])
 
 
 def accepts_logits_to_keep(model) -> bool:
@@ -107,7 +132,8 @@ def windowed(encoded: list[tuple[list[int], int]], window: Optional[int]) -> lis
 def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_id: int, batch_size: int,
                  share_prefix: bool = True) -> list[float]:
     """Per sequence, the k3 sum over its completion tokens. The prompts' shared opening (chat template,
-    system turn) runs once per model (models/shared_prefix.py): ~30% of the tokens here."""
+    system turn) runs once per model (models/shared_prefix.py): ~30% of the tokens here; each batch's prompt
+    tokens before its first completion token run once per model and batch (context_cache), then the rest."""
     import torch
     from frpo_bench.models.shared_prefix import opening
     head, caches = opening([model, start_model], [row[:start] for row, start in encoded], enabled=share_prefix)
@@ -126,11 +152,12 @@ def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_i
                 ids[i, : len(row)] = torch.tensor(row)
                 attention[i, : len(row)] = 1
                 completion[i, start - 1: len(row) - 1] = 1  # predictions of the completion's tokens
-            now = token_logprobs(model, ids.to(model.device), attention.to(model.device), caches[0], len(head),
-                                 first).cpu()
-            before = token_logprobs(start_model, ids.to(start_model.device), attention.to(start_model.device),
-                                    caches[1], len(head), first).cpu()
-            sums.update(zip(picked, k3_sums(before, now, completion[:, first:])))
+            logps = []
+            for scored, head_cache in ((model, caches[0]), (start_model, caches[1])):
+                past = context_cache(scored, head, head_cache, ids[:, :first])
+                logps.append(token_logprobs(scored, ids[:, first:].to(scored.device),
+                                            attention[:, first:].to(scored.device), past, len(head) + first).cpu())
+            sums.update(zip(picked, k3_sums(logps[1], logps[0], completion[:, first:])))
     return [sums[i] for i in range(len(encoded))]
 
 

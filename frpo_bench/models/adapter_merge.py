@@ -25,6 +25,9 @@ def lora_factors(adapter: str | Path) -> tuple[dict, dict, float]:
         for part, table in ((".lora_A.", a), (".lora_B.", b)):
             if part in key:
                 table[key.split(part)[0].removeprefix("base_model.model.") + ".weight"] = (key, value)
+                break
+        else:  # an embedding's lora_embedding_A/B, a magnitude vector: more than W + BA
+            raise ValueError(f"adapter {path} has {key}: only plain LoRA on linear layers (W + BA) is merged from files")
     rank = config["r"]
     return a, b, config["lora_alpha"] / (math.sqrt(rank) if config.get("use_rslora") else rank)
 
@@ -46,3 +49,23 @@ def merged_tensors(base_files: list[Path], adapter: str | Path | None) -> Iterat
                 yield name, tensor
     if merged != set(a):
         raise ValueError(f"adapter {adapter} adapts weights the base checkpoint lacks: {sorted(set(a) - merged)[:3]}")
+
+
+def merge_into(model, adapter: str | Path, factors: tuple[dict, dict, float] | None = None) -> None:
+    """Add the adapter's update to a float32 model's weights in place: peft's merge_and_unload, bit for bit,
+    without building the peft model (on a 2-core CPU 1.5-2.5 s of peft wrapping per SmolLM2 adapter)."""
+    import torch
+    a, b, scale = factors or lora_factors(adapter)
+    if set(a) != set(b):
+        raise ValueError(f"adapter {adapter} has lora_A and lora_B for different weights")
+    params = dict(model.named_parameters())
+    missing = sorted(set(a) - set(params))
+    if missing:
+        raise ValueError(f"adapter {adapter} adapts weights the model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for name, (_, lora_a) in a.items():
+            weight = params[name]
+            if weight.dtype != torch.float32:
+                raise ValueError(f"{name} is {weight.dtype}: merge_into adds in float32 only")
+            weight += (b[name][1].to(weight.device, torch.float32) @ lora_a.to(weight.device, torch.float32)) * scale
+

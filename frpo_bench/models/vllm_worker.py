@@ -28,6 +28,8 @@ def engine_args(settings: dict) -> dict:
         args.update(enable_lora=True, max_lora_rank=settings["max_lora_rank"], max_loras=1)
     if settings.get("gpu_memory_utilization"):
         args["gpu_memory_utilization"] = settings["gpu_memory_utilization"]
+    if settings.get("block_size"):
+        args["block_size"] = settings["block_size"]
     return args
 
 
