@@ -198,7 +198,7 @@ class VLLMGenerator:
                         max_lora_rank=lora_capacity(adapter_rank(model.adapter)) if served else 0)
         if cfg.vllm_gpu_memory_utilization:
             settings["gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
-        block = getattr(cfg, "vllm_block_size", None) or (None if on_accelerator() else CPU_BLOCK_SIZE)
+        block = cfg.vllm_block_size or (None if on_accelerator() else CPU_BLOCK_SIZE)
         if block:
             settings["block_size"] = block
         env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.vllm_cpu_kv_cache_gib)}
