@@ -102,3 +102,22 @@ def test_vllm_block_size_is_transport_and_checked():
     assert from_dict(GenerationConfig, {"backend": "vllm", "vllm_block_size": 64}, "generation").key_fields() == plain
     with pytest.raises(ConfigError, match="vllm_block_size.*multiple of 16"):
         from_dict(GenerationConfig, {"backend": "vllm", "vllm_block_size": 24}, "generation")
+
+
+def test_the_runner_groups_each_models_prompt_sets_for_the_resident_engine_only():
+    """The demo on vLLM: every generate stage in a group of its model and settings (a final model's four sets, a
+    trajectory point's two); on transformers, whose outputs depend on what is padded together, none."""
+    from frpo_bench.config import load_recipe
+    from frpo_bench.engine import stages as kinds
+    from frpo_bench.engine.plan import build_plan
+    _, stages = build_plan(load_recipe("demo", ["generation.backend=vllm"])[0])
+    generate = [s for s in stages if s.kind == "generate"]
+    kinds.group_generations(stages)
+    groups = list(kinds.GROUPS.values())
+    assert sorted(s.key for g in groups for s in g) == sorted(s.key for s in generate)
+    assert sorted(len(g) for g in groups) == [2] * 8 + [4] * 10
+    for group in groups:
+        assert len({s.parents[0].key for s in group}) == 1 and len({s.payload["seed"] for s in group}) == 1
+        assert kinds.GROUPS[group[0].key] is group and group[0] is min(group, key=stages.index)
+    kinds.group_generations(build_plan(load_recipe("demo")[0])[1])
+    assert kinds.GROUPS == {}

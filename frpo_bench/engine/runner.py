@@ -12,7 +12,7 @@ from typing import Iterator
 
 from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.eta import CostPrior, History, expected_seconds
-from frpo_bench.engine.stages import BY_NAME, prior_seconds, stage_dtype, stage_size
+from frpo_bench.engine.stages import BY_NAME, group_generations, prior_seconds, stage_dtype, stage_size
 from frpo_bench.engine.store import INCOMPLETE, Store
 from frpo_bench.errors import StageError, raise_if_stopped
 
@@ -76,6 +76,7 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
     store.corrupt.clear()
     progress.say(f"{len(stages)} stages: {build_summary(stages, todo, built_keys)} (store: {store.root})")
     built = []
+    group_generations(todo)
     for stage in todo:
         raise_if_stopped()
         if not uses_generation_engine(stage):

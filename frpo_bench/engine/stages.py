@@ -93,20 +93,55 @@ def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> 
     write_model(out, read_model(path_of(stage.parents[0]), checkpoint_record(stage.fields["step"])))
 
 
+GENERATED: dict[str, tuple[list[str], float]] = {}  # a stage's completions and its share of their seconds, made
+GROUPS: dict[str, list[Stage]] = {}  # with the others of its group, whose first stage's key maps to the group
+
+
+def group_generations(todo: list[Stage]) -> None:
+    """Generate stages of one model under the same settings (a cell's prompt sets) go to a resident engine as one
+    request, whose prompts it batches together (measured on a 2-core EPYC: a demo model's 264 prompts x 32 tokens in
+    12.1 s as one request, 13.6 s as four). The hf backend's outputs depend on which prompts are padded together:
+    its stages run one by one. Each stage still writes its own artifact, under its own lock."""
+    GROUPS.clear()
+    GENERATED.clear()
+    groups: dict[tuple, list[Stage]] = {}
+    for stage in todo:
+        if stage.kind == "generate" and stage.payload["generation"].backend == "vllm":
+            settings = {k: v for k, v in stage.fields.items() if k != "prompts"}
+            key = (stage.parents[0].key, json.dumps(settings, sort_keys=True, default=str), stage.payload["seed"])
+            groups.setdefault(key, []).append(stage)
+    GROUPS.update({group[0].key: group for group in groups.values() if len(group) > 1})
+
+
+def generate_together(group: list[Stage], path_of: PathOf, report: Report) -> None:
+    """The completions of every stage of `group` (one model, one generation setting) from one generator call."""
+    from frpo_bench.data import ref_rows
+    gen, seed = group[0].payload["generation"], group[0].payload["seed"]
+    rows = [ref_rows(stage.payload["prompts"]) for stage in group]
+    start = time.time()
+    model = read_model(path_of(group[0].parents[0]))
+    messages = [gen.user_message(user_text(r)) for part in rows for r in part]
+    prefills = [p for part in rows for p in responses_for(part, gen.prefill_data)] if gen.prefill_tokens else None
+    if len(group) > 1:
+        report(f"generating {len(group)} prompt sets of this model together ({len(messages)} prompts)")
+    completions = registry.load("generator", gen.backend)(report=report).generate(model, messages, gen, seed=seed,
+                                                                                   prefills=prefills)
+    seconds, at = time.time() - start, 0
+    for stage, part in zip(group, rows):
+        GENERATED[stage.key] = (completions[at: at + len(part)], seconds * len(part) / len(messages))
+        at += len(part)
+
+
 def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     from frpo_bench.data import ref_rows
-    gen, ref = stage.payload["generation"], stage.payload["prompts"]
-    rows = ref_rows(ref)
-    generator = registry.load("generator", gen.backend)(report=report)
-    start = time.time()
-    model = read_model(path_of(stage.parents[0]))
-    prefills = responses_for(rows, gen.prefill_data) if gen.prefill_tokens else None
-    completions = generator.generate(model, [gen.user_message(user_text(r)) for r in rows], gen,
-                                     seed=stage.payload["seed"], prefills=prefills)
+    if stage.key not in GENERATED:
+        generate_together(GROUPS.get(stage.key, [stage]), path_of, report)
+    completions, seconds = GENERATED.pop(stage.key)
+    rows = ref_rows(stage.payload["prompts"])
     with open(out / "completions.jsonl", "w") as fh:
         for row, completion in zip(rows, completions):
             fh.write(json.dumps({**row, "completion": completion}) + "\n")
-    write_json_atomic(out / "generation.json", {"seconds": time.time() - start, "n": len(rows)})
+    write_json_atomic(out / "generation.json", {"seconds": seconds, "n": len(rows)})
 
 
 def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:

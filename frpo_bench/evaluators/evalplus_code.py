@@ -87,9 +87,8 @@ def generate_answers(model_ref, prompts: list[str], options: Options, report) ->
     import torch
 
     from frpo_bench.models.generate_hf import even_batch_size
-    from frpo_bench.models.loading import load_tokenizer
-    from frpo_bench.models.resident import inference_model
-    tokenizer = load_tokenizer(model_ref, padding_side="left")
+    from frpo_bench.models.resident import inference_model, inference_tokenizer
+    tokenizer = inference_tokenizer(model_ref, padding_side="left")
     model = inference_model(model_ref, options.dtype, merge_dtype="float32")
     stops = stop_strings()
     ids = [tokenizer(p)["input_ids"] for p in prompts]
@@ -151,7 +150,7 @@ class EvalPlusEvaluator:
 
         from frpo_bench.data import evalplus_release
         from frpo_bench.files import sha256_file
-        from frpo_bench.models.loading import load_tokenizer
+        from frpo_bench.models.resident import inference_tokenizer
         if inputs.dataset not in evalplus_release.RELEASES:
             raise ConfigError("prompts.dataset", inputs.dataset, "is not an EvalPlus set",
                               f"use one of {', '.join(evalplus_release.RELEASES)}")
@@ -160,7 +159,7 @@ class EvalPlusEvaluator:
         task_ids = [row["id"] for row in inputs.prompts]
         problems = {task_id: every[task_id] for task_id in task_ids}
         prefixes = chat_prefixes()
-        tokenizer = load_tokenizer(inputs.model, padding_side="left")
+        tokenizer = inference_tokenizer(inputs.model, padding_side="left")
         prompts = [make_raw_chat_prompt(problems[t]["prompt"].strip() + "\n", prefixes["instruction_prefix"],
                                         prefixes["response_prefix"], tokenizer) for t in task_ids]
         answers = generate_answers(inputs.model, prompts, options, inputs.report)

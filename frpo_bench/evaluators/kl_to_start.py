@@ -182,10 +182,9 @@ class KLToStartEvaluator:
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.data.prompts import user_text
-        from frpo_bench.models.loading import load_tokenizer
-        from frpo_bench.models.resident import inference_model
+        from frpo_bench.models.resident import inference_model, inference_tokenizer
         start = inputs.start_model or inputs.model
-        tokenizer = load_tokenizer(inputs.model, padding_side="right")
+        tokenizer = inference_tokenizer(inputs.model, padding_side="right")
         encoded = windowed(encode(tokenizer, generation_contexts(tokenizer, inputs.prompts, inputs.generation),
                                   inputs.completions), options.window)
         if start == inputs.model:  # the unattacked model: no drift, nothing to compute

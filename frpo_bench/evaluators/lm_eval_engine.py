@@ -27,12 +27,13 @@ class EngineLM(TemplateLM):
     def __init__(self, model: ModelRef, engine, dtype: str, report=print):
         super().__init__()
         from frpo_bench.models.generate_vllm import VLLMGenerator, model_length_cap
-        from frpo_bench.models.loading import load_tokenizer, stop_token_ids
+        from frpo_bench.models.loading import stop_token_ids
+        from frpo_bench.models.resident import inference_tokenizer
         from frpo_bench.models.vllm_weights import architecture
         self.model_ref = model
         self.cfg = replace(engine, dtype=dtype, vllm_adapters="merged")
         self.generator = VLLMGenerator(report)
-        self.tokenizer = load_tokenizer(model)
+        self.tokenizer = inference_tokenizer(model)
         self.stop_ids = stop_token_ids(model, self.tokenizer)
         self.max_length = model_length_cap(architecture(model.path), self.cfg.vllm_max_model_len)
 

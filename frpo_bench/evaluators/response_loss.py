@@ -47,10 +47,9 @@ class ResponseLossEvaluator:
     needs_completions = False
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
-        from frpo_bench.models.loading import load_tokenizer
-        from frpo_bench.models.resident import inference_model
+        from frpo_bench.models.resident import inference_model, inference_tokenizer
         from frpo_bench.training.batches import tokenize_pairs
-        tokenizer = load_tokenizer(inputs.model, padding_side="right")
+        tokenizer = inference_tokenizer(inputs.model, padding_side="right")
         pairs = [row if "response" in row else {"prompt": row["question"], "response": row["answer"]}
                  for row in inputs.prompts]
         features = tokenize_pairs(tokenizer, pairs, options.max_length)

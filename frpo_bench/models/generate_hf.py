@@ -6,8 +6,8 @@ import time
 from typing import Callable, Sequence
 
 from frpo_bench.models import ModelRef
-from frpo_bench.models.loading import load_tokenizer, prompt_token_ids
-from frpo_bench.models.resident import inference_model
+from frpo_bench.models.loading import prompt_token_ids
+from frpo_bench.models.resident import inference_model, inference_tokenizer
 from frpo_bench.models.shared_prefix import batch_inputs, opening, repeated
 
 
@@ -19,7 +19,7 @@ class HFGenerator:
 
     def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0, prefills=None) -> list[str]:
         import torch
-        tokenizer = load_tokenizer(model, padding_side="left")
+        tokenizer = inference_tokenizer(model, padding_side="left")
         # an adapter merged in float32, then cast: the weights lm-eval's `peft=` scores (and the model its
         # GSM8K stage then finds loaded)
         lm = inference_model(model, cfg.dtype, getattr(cfg, "attention", "sdpa"), merge_dtype="float32")

@@ -211,8 +211,9 @@ class VLLMGenerator:
         return settings, env
 
     def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0, prefills=None) -> list[str]:
-        from frpo_bench.models.loading import load_tokenizer, prompt_token_ids, stop_token_ids
-        tokenizer = load_tokenizer(model)
+        from frpo_bench.models.loading import prompt_token_ids, stop_token_ids
+        from frpo_bench.models.resident import inference_tokenizer
+        tokenizer = inference_tokenizer(model)
         ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_prompt, prefills, getattr(cfg, "prefill_tokens", 0))
         sampling = sampling_fields(cfg, seed, stop_token_ids(model, tokenizer))
         completions = self.token_ids(model, ids, sampling, cfg)

@@ -33,6 +33,38 @@ def engine_args(settings: dict) -> dict:
     return args
 
 
+def shared_block_prefixes(prompts: list[list[int]], block: int) -> list[list[int]]:
+    """The prefixes, in whole KV-cache blocks, that prompts share with another: for each prompt its longest one, then
+    only those no longer one extends (pure: tested without vLLM). vLLM's prefix cache holds a block once it is
+    computed, so prompts submitted together each compute the blocks they share (few-shot examples: 23% of a 1-shot
+    GSM8K batch's prompt tokens here); computed first, each shared block runs once."""
+    chains = []  # per prompt, a hash per whole block of its prefix (the last token is always computed: never cached)
+    for ids in prompts:
+        chain, last = [], 0
+        for end in range(block, len(ids), block):
+            last = hash((last, tuple(ids[end - block: end])))
+            chain.append(last)
+        chains.append(chain)
+    counts: dict[int, int] = {}
+    for chain in chains:
+        for link in chain:
+            counts[link] = counts.get(link, 0) + 1
+    longest: dict[int, list[int]] = {}  # the chain hash of each prompt's longest shared prefix -> that prefix
+    for ids, chain in zip(prompts, chains):
+        shared = [i for i, link in enumerate(chain) if counts[link] > 1]
+        if shared:
+            longest.setdefault(chain[shared[-1]], ids[: (shared[-1] + 1) * block])
+    inner = set()  # a chosen prefix that a longer chosen one extends: computed with it
+    for chain in chains:
+        extended = False
+        for link in reversed(chain):
+            if link in longest:
+                if extended:
+                    inner.add(link)
+                extended = True
+    return [prefix for link, prefix in longest.items() if link not in inner]
+
+
 def serve(settings: dict, requests, answers) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -41,6 +73,8 @@ def serve(settings: dict, requests, answers) -> None:
     start = time.time()
     llm = LLM(**engine_args(settings))
     answer(answers, {"ready": True, "seconds": time.time() - start})
+    cache = llm.llm_engine.vllm_config.cache_config
+    block = cache.block_size if cache.enable_prefix_caching else 0  # 0: nothing to prime
     adapters: dict[str, int] = {}  # adapter path -> LoRA id; vLLM caches loaded adapters by id
     loaded = [settings["model"], None]  # the weights the engine holds (checkpoint, merged adapter): others are swapped in
     for line in requests:
@@ -66,6 +100,10 @@ def serve(settings: dict, requests, answers) -> None:
             started = time.time()
             sampling = request["sampling"]  # one setting for all prompts, or one per prompt (its own seed)
             params = [SamplingParams(**s) for s in sampling] if isinstance(sampling, list) else SamplingParams(**sampling)
+            primes = shared_block_prefixes(request["prompt_token_ids"], block) if block else []
+            if primes:  # computed once into the prefix cache, then read by every prompt that shares them
+                llm.generate([TokensPrompt(prompt_token_ids=p) for p in primes], SamplingParams(max_tokens=1),
+                             lora_request=lora, use_tqdm=False)
             outputs = llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
             answer(answers, {"token_ids": [list(o.outputs[0].token_ids) for o in outputs],
                              "seconds": time.time() - started, "swap_seconds": swap_seconds})
