@@ -72,6 +72,27 @@ def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_l
     assert inside[0] != pytest.approx(batched[0])  # the prompt's cut moved the completion's log-probs
 
 
+def test_kl_on_another_attention_kernel_gives_the_same_values_and_a_key_that_names_it(tiny_model_dir, tmp_path):
+    from frpo_bench.errors import ConfigError
+    from frpo_bench.evaluators.kl_to_start import Options, encode, sequence_kls
+    from frpo_bench.models import ModelRef
+    from frpo_bench.models.loading import chat_prompt
+    from frpo_bench.models.resident import inference_model, inference_tokenizer
+    from frpo_bench.models.tiny import build_tiny_model
+    from frpo_bench.typed import from_dict
+    start, now = ModelRef(str(tiny_model_dir)), ModelRef(str(build_tiny_model(tmp_path / "other", seed=1)))
+    tokenizer = inference_tokenizer(start, padding_side="right")
+    prompts = [chat_prompt(tokenizer, p, "Be brief.") for p in ("How do I bake bread?", "Tell me a joke, please.")]
+    encoded = encode(tokenizer, prompts, ["Sure, here is how.", "No, not today."])
+    values = {kernel: sequence_kls(inference_model(start, "float32", kernel), inference_model(now, "float32", kernel),
+                                   encoded, tokenizer.pad_token_id, batch_size=2) for kernel in ("sdpa", "grouped")}
+    assert values["grouped"] == pytest.approx(values["sdpa"], rel=1e-5) and min(values["sdpa"]) > 0
+    assert "attention" not in from_dict(Options, {}, "options").key_fields()
+    assert from_dict(Options, {"attention": "grouped"}, "options").key_fields()["attention"] == "grouped"
+    with pytest.raises(ConfigError, match="attention"):
+        from_dict(Options, {"attention": "flash"}, "options").validate("evaluations.0.options")
+
+
 def test_trajectory_rows_from_constructed_records():
     from frpo_bench.results.trajectory import aggregate
     base = {"recipe": "r", "model": "m", "base": "-", "defense": "d", "higher_is_better": True, "evaluator": "e",
