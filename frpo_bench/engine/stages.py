@@ -93,7 +93,7 @@ def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> 
     write_model(out, read_model(path_of(stage.parents[0]), checkpoint_record(stage.fields["step"])))
 
 
-GENERATED: dict[str, tuple[list[str], float]] = {}  # a stage's completions and its share of their seconds, made
+GENERATED: dict[str, tuple[list[dict], list[str], float]] = {}  # a stage's rows, completions and share of the seconds, made
 GROUPS: dict[str, list[Stage]] = {}  # with the others of its group, whose first stage's key maps to the group
 
 
@@ -128,16 +128,14 @@ def generate_together(group: list[Stage], path_of: PathOf, report: Report) -> No
                                                                                    prefills=prefills)
     seconds, at = time.time() - start, 0
     for stage, part in zip(group, rows):
-        GENERATED[stage.key] = (completions[at: at + len(part)], seconds * len(part) / len(messages))
+        GENERATED[stage.key] = (part, completions[at: at + len(part)], seconds * len(part) / len(messages))
         at += len(part)
 
 
 def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
-    from frpo_bench.data import ref_rows
     if stage.key not in GENERATED:
         generate_together(GROUPS.get(stage.key, [stage]), path_of, report)
-    completions, seconds = GENERATED.pop(stage.key)
-    rows = ref_rows(stage.payload["prompts"])
+    rows, completions, seconds = GENERATED.pop(stage.key)
     with open(out / "completions.jsonl", "w") as fh:
         for row, completion in zip(rows, completions):
             fh.write(json.dumps({**row, "completion": completion}) + "\n")

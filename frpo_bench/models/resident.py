@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from pathlib import Path
 
 from frpo_bench.models import ModelRef
 
@@ -41,18 +42,12 @@ def inference_tokenizer(ref: ModelRef, padding_side: str = "left"):
 
 
 def tokenizer_digest(path: str) -> str:
-    """A digest of the tokenizer files in a weight folder; a Hub id (no folder) stands for itself."""
-    import hashlib
+    """The tokenizer files in a weight folder, each by its SHA-256; a Hub id (no folder) stands for itself."""
+    from frpo_bench.files import sha256_file
     if not os.path.isdir(path):
         return f"id:{path}"
-    digest = hashlib.blake2b(digest_size=16)
-    for name in TOKENIZER_FILES:
-        file = os.path.join(path, name)
-        if os.path.isfile(file):
-            digest.update(name.encode() + b"\0")
-            with open(file, "rb") as handle:
-                digest.update(hashlib.blake2b(handle.read(), digest_size=16).digest())
-    return digest.hexdigest()
+    return " ".join(f"{name}:{sha256_file(Path(path, name))}" for name in TOKENIZER_FILES
+                    if os.path.isfile(os.path.join(path, name)))
 
 
 def inference_model(ref: ModelRef, dtype: str, attention: str = "sdpa", merge_dtype: str | None = None):
