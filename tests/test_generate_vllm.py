@@ -185,6 +185,7 @@ def test_a_models_prompt_sets_go_to_the_engine_as_one_request_with_the_same_comp
     require(*vllm_status())
     from frpo_bench.data.ref import DataRef
     from frpo_bench.engine import stages as kinds
+    from frpo_bench.engine.runner import preload_generation_engine
     from frpo_bench.engine.stages import Stage, group_generations, run_generate
     from frpo_bench.models.artifact import write_model
     base = Stage("base", "b" * 20, "base", {})
@@ -207,10 +208,15 @@ def test_a_models_prompt_sets_go_to_the_engine_as_one_request_with_the_same_comp
     harmful, benign = generate_stage("demo_harmful", 5), generate_stage("demo_benign", 3)
     on_hf = [generate_stage("demo_harmful", 5, gen_cfg("hf")), generate_stage("demo_benign", 3, gen_cfg("hf"))]
     said: list[str] = []
+    POOL.close()
     try:
         group_generations([base, harmful, *on_hf, benign])
+        preload_generation_engine([base, *on_hf, harmful, benign])  # as the runner: the process spawned ahead
+        spare = POOL.spare.process
         assert kinds.GROUPS == {harmful.key: [harmful, benign]}  # hf stages run one by one
         together = [completions(harmful), completions(benign)]
+        assert POOL.worker.process is spare and POOL.spare is None  # the engine started in the preloaded process
+        assert any("spawned" in line and "ahead" in line for line in said)
         requests = [line for line in said if line.startswith("generated ")]
         assert len(requests) == 1 and requests[0].startswith("generated 8 completions")
         assert any("2 prompt sets of this model together" in line for line in said)
@@ -219,6 +225,29 @@ def test_a_models_prompt_sets_go_to_the_engine_as_one_request_with_the_same_comp
     finally:
         POOL.close()
     assert together == alone and [len(c) for c in together] == [5, 3] and all(map(all, together))
+
+
+def test_a_preloaded_engine_process_is_kept_for_its_environment_and_stopped_when_not_needed():
+    """A spare process (importing vLLM, no settings yet) is reused for the same environment, replaced for another,
+    and killed on close without waiting for its import; it exits quietly when its stdin closes before settings."""
+    require(*vllm_status())
+    import subprocess
+    import sys
+    POOL.close()
+    try:
+        POOL.preload({"VLLM_CPU_KVCACHE_SPACE": "1"})
+        first = POOL.spare.process
+        POOL.preload({"VLLM_CPU_KVCACHE_SPACE": "1"})
+        assert POOL.spare.process is first and first.poll() is None
+        POOL.preload({"VLLM_CPU_KVCACHE_SPACE": "2"})
+        assert POOL.spare.process is not first and first.poll() is not None  # the other environment's: stopped
+    finally:
+        POOL.close()
+    assert POOL.spare is None and POOL.worker is None
+    # unneeded after all: stdin closed before any settings, the worker exits 0 without an answer
+    done = subprocess.run([sys.executable, "-m", "frpo_bench.models.vllm_worker"], input="", capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout == ""
 
 
 LONG_SYSTEM = ("You are a careful assistant. Answer in plain words, keep every answer short, decline requests that "

@@ -77,6 +77,8 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
     progress.say(f"{len(stages)} stages: {build_summary(stages, todo, built_keys)} (store: {store.root})")
     built = []
     group_generations(todo)
+    if rank == 0:
+        preload_generation_engine(todo)
     for stage in todo:
         raise_if_stopped()
         if not uses_generation_engine(stage):
@@ -151,6 +153,17 @@ def uses_generation_engine(stage: Stage) -> bool:
     if stage.kind == "score":
         return stage.payload["evaluation"].options.uses_generation_engine()
     return stage.kind == "generate"
+
+
+def preload_generation_engine(todo: list[Stage]) -> None:
+    """When the run will generate on a vLLM engine, its process is spawned now and imports vLLM while the stages
+    before its first generation run (a base model's conversion, training)."""
+    for stage in todo:
+        cfg = stage.payload.get("generation") if stage.kind == "generate" else stage.payload.get("engine")
+        if uses_generation_engine(stage) and cfg is not None and cfg.backend == "vllm":
+            from frpo_bench.models import generate_vllm
+            generate_vllm.preload(cfg)
+            return
 
 
 def release_generation_engines(idle_on_cpu: bool = True) -> None:

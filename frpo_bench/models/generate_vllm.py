@@ -121,41 +121,94 @@ def log_tail(path: str, lines: int = 15) -> str:
         return "(no log)"
 
 
+@dataclass
+class Spawned:
+    """A worker process importing vLLM, its settings not yet sent."""
+    process: subprocess.Popen
+    log_path: str
+    env: dict
+    at: float
+
+
+def spawn(env: dict) -> Spawned:
+    fd, log_path = tempfile.mkstemp(prefix="frpo-bench-vllm-", suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "frpo_bench.models.vllm_worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **env})
+    return Spawned(process, log_path, env, time.time())
+
+
 class WorkerPool:
     """Holds at most one engine (a 7B engine claims most of a GPU): a request for other weights
-    replaces it. Closed before non-generation stages and at exit."""
+    replaces it. Closed before non-generation stages and at exit. A process can be spawned ahead (`preload`)."""
 
     def __init__(self):
         self.worker: Optional[Worker] = None
+        self.spare: Optional[Spawned] = None
         self.starts = 0
+
+    def preload(self, env: dict) -> None:
+        """Spawn an engine process now, before its weights exist: it imports vLLM (10 s of one core on a 2-core
+        EPYC, half the engine's start) while the run converts its base model or trains, and the first generation
+        then waits for the engine's own start only. Nothing when an engine or a spare with this `env` is up."""
+        if (self.worker and self.worker.process.poll() is None) or self.take_spare(env, keep=True):
+            return
+        self.close_spare()
+        self.spare = spawn(env)
+
+    def take_spare(self, env: dict, keep: bool = False) -> Optional[Spawned]:
+        spare = self.spare
+        if spare is None or spare.process.poll() is not None or spare.env != env:
+            return None
+        if not keep:
+            self.spare = None
+        return spare
 
     def get(self, settings: dict, env: dict, report: Callable[[str], None]) -> Worker:
         if self.worker and self.worker.process.poll() is None and self.worker.compatible(settings):
             return self.worker
-        self.close()
-        fd, log_path = tempfile.mkstemp(prefix="frpo-bench-vllm-", suffix=".log")
-        report(f"starting vLLM engine for {settings['model']} ({settings['dtype']}; log {log_path})")
-        with os.fdopen(fd, "w") as log:
-            process = subprocess.Popen([sys.executable, "-m", "frpo_bench.models.vllm_worker", json.dumps(settings)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                                       env={**os.environ, **env})
-        worker = Worker(settings, process, log_path)
+        self.close_worker()
+        asked = time.time()
+        spawned = self.take_spare(env)
+        ahead = f", its process spawned {asked - spawned.at:.0f}s ahead" if spawned else ""
+        spawned = spawned or spawn(env)
+        self.close_spare()
+        report(f"starting vLLM engine for {settings['model']} ({settings['dtype']}; log {spawned.log_path}{ahead})")
+        worker = Worker(settings, spawned.process, spawned.log_path)
+        try:
+            worker.process.stdin.write(json.dumps(settings) + "\n")
+            worker.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the process has exited: read() below reports its log
         ready = worker.read(START_TIMEOUT_S)
         if "error" in ready:
             worker.close()
-            raise StageError(f"vLLM engine failed to start: {ready['error']}. Log: {log_path}. "
+            raise StageError(f"vLLM engine failed to start: {ready['error']}. Log: {spawned.log_path}. "
                              "Fix the cause or set generation.backend: hf")
-        report(f"vLLM engine ready in {ready['seconds']:.0f}s")
+        waited = time.time() - asked
+        imported = f"vLLM imported ahead in {ready['import_seconds']:.0f}s" if ahead else \
+            f"importing vLLM {ready['import_seconds']:.0f}s"
+        report(f"vLLM engine ready in {waited:.0f}s ({imported}, the engine {ready['seconds']:.0f}s)")
         if not on_accelerator():
             from frpo_bench.models.backend_choice import record_engine_start
-            record_engine_start(settings["dtype"], ready["seconds"])
+            record_engine_start(settings["dtype"], waited)
         self.worker, self.starts = worker, self.starts + 1
         return worker
 
-    def close(self) -> None:
+    def close_worker(self) -> None:
         if self.worker:
             self.worker.close()
             self.worker = None
+
+    def close_spare(self) -> None:
+        if self.spare:  # it holds nothing yet: stopped, not waited for
+            self.spare.process.kill()
+            self.spare.process.wait()
+            self.spare = None
+
+    def close(self) -> None:
+        self.close_worker()
+        self.close_spare()
 
 
 POOL = WorkerPool()
@@ -181,6 +234,25 @@ def make_room() -> None:
         POOL.close()
 
 
+def engine_env(cfg) -> dict:
+    """The engine process's environment for generation settings `cfg` (fixed when it is spawned)."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.vllm_cpu_kv_cache_gib)}
+    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding()
+    if "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ and not on_accelerator():
+        # the worker is the engine's own process already: vLLM's engine-core child only adds a start (21 -> 4 s
+        # here) and competes for the cores, at the same tokens/s
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return env
+
+
+def preload(cfg) -> None:
+    """Spawn the engine process for generation settings `cfg` ahead of the run's first generation, on a CPU (on an
+    accelerator it stops before every training stage: make_room)."""
+    if not on_accelerator():
+        POOL.preload(engine_env(cfg))
+
+
 class VLLMGenerator:
     """vLLM engine in a child process; tokenization and decoding stay in transformers."""
 
@@ -201,14 +273,7 @@ class VLLMGenerator:
         block = cfg.vllm_block_size or (None if on_accelerator() else CPU_BLOCK_SIZE)
         if block:
             settings["block_size"] = block
-        env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.vllm_cpu_kv_cache_gib)}
-        if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding()
-        if "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ and not on_accelerator():
-            # the worker is the engine's own process already: vLLM's engine-core child only adds a start (21 -> 4 s
-            # here) and competes for the cores, at the same tokens/s
-            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        return settings, env
+        return settings, engine_env(cfg)
 
     def generate(self, model: ModelRef, prompts: Sequence[str], cfg, seed: int = 0, prefills=None) -> list[str]:
         from frpo_bench.models.loading import prompt_token_ids, stop_token_ids

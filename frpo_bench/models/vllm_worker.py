@@ -1,10 +1,11 @@
 """A vLLM engine in its own process, driven over a pipe by `generate_vllm.VLLMGenerator`.
 
-Run as `python -m frpo_bench.models.vllm_worker '<settings json>'`. vLLM starts worker processes
-of its own and must own its process's main module, so it never runs inside the harness process.
-Protocol: one JSON object per line on the protocol fd (the original stdout; everything vLLM
-prints goes to stderr instead). The worker answers {"ready": ...} once the engine is up, then one
-answer per request: {"token_ids": [[...], ...], "seconds": s} or {"error": "..."}.
+Run as `python -m frpo_bench.models.vllm_worker`. vLLM starts worker processes of its own and must own its
+process's main module, so it never runs inside the harness process. The worker imports vLLM first (~10 s of one core
+here), then reads its settings: a process can be started before they are known (the model to load does not exist
+yet) and import meanwhile. Protocol: one JSON object per line on stdin, the first the engine's settings; answers one
+per line on the protocol fd (the original stdout; everything vLLM prints goes to stderr instead). The worker answers
+{"ready": ...} once the engine is up, then one answer per request: {"token_ids": [[...], ...], "seconds": s} or {"error": "..."}.
 A request: {"prompt_token_ids": [[...]], "sampling": {...SamplingParams fields} (or a list, one per prompt),
 "adapter": path|null, "weights": path, "merge": bool}: `weights` a checkpoint of the engine's architecture,
 swapped in when it is not the one loaded; the adapter served by vLLM's LoRA, or with `merge` merged into those
@@ -65,14 +66,20 @@ def shared_block_prefixes(prompts: list[list[int]], block: int) -> list[list[int
     return [prefix for link, prefix in longest.items() if link not in inner]
 
 
-def serve(settings: dict, requests, answers) -> None:
+def serve(requests, answers) -> None:
+    importing = time.time()
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
 
+    imported = time.time() - importing
+    first = requests.readline()
+    if not first.strip():  # closed before its settings came: a spare that was not needed
+        return
+    settings = json.loads(first)
     start = time.time()
     llm = LLM(**engine_args(settings))
-    answer(answers, {"ready": True, "seconds": time.time() - start})
+    answer(answers, {"ready": True, "seconds": time.time() - start, "import_seconds": imported})
     cache = llm.llm_engine.vllm_config.cache_config
     block = cache.block_size if cache.enable_prefix_caching else 0  # 0: nothing to prime
     adapters: dict[str, int] = {}  # adapter path -> LoRA id; vLLM caches loaded adapters by id
@@ -117,11 +124,10 @@ def answer(stream, message: dict) -> None:
 
 
 def main() -> None:
-    settings = json.loads(sys.argv[1])
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # library prints must not corrupt the protocol
     try:
-        serve(settings, sys.stdin, protocol)
+        serve(sys.stdin, protocol)
     except Exception as err:
         answer(protocol, {"error": f"{err.__class__.__name__}: {err}", "fatal": True})
         raise
