@@ -121,3 +121,21 @@ def test_the_runner_groups_each_models_prompt_sets_for_the_resident_engine_only(
         assert kinds.GROUPS[group[0].key] is group and group[0] is min(group, key=stages.index)
     kinds.group_generations(build_plan(load_recipe("demo")[0])[1])
     assert kinds.GROUPS == {}
+
+
+def test_a_score_run_on_the_engine_follows_its_models_generations_while_its_weights_are_in_it():
+    """GSM8K on the resident engine: each model's lm-eval stage comes straight after that model's generate stages
+    (one weight swap per model); other scores after every generation; parents always first."""
+    from frpo_bench.config import load_recipe
+    from frpo_bench.engine.plan import build_plan
+    _, stages = build_plan(load_recipe("demo", ["generation.backend=vllm",
+                                                "evaluations.6.options.backend=vllm"])[0])
+    position = {s.key: i for i, s in enumerate(stages)}
+    assert all(position[p.key] < position[s.key] for s in stages for p in s.parents)
+    on_engine = [s for s in stages if s.kind == "score" and s.payload["evaluation"].options.uses_generation_engine()]
+    assert len(on_engine) == 10
+    for score in on_engine:
+        before = stages[position[score.key] - 1]
+        assert before.kind == "generate" and before.parents[0].key == score.parents[0].key
+    last_generate = max(i for i, s in enumerate(stages) if s.kind == "generate")
+    assert all(position[s.key] > last_generate for s in stages if s.kind == "score" and s not in on_engine)
