@@ -118,6 +118,31 @@ def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
     assert ours == cli_answers and len(ours) == 16  # 8 questions x 2 filters, the same generated text
 
 
+def test_lm_evals_per_call_work_is_done_once_per_process_with_the_same_values():
+    """The environment report and compiled prompt templates are reused across lm-eval runs: the same text and the
+    same report as lm-eval computes afresh (the run against the real `lm_eval` command above covers the scores)."""
+    from jinja2 import Environment
+    from lm_eval import evaluator, utils
+    from lm_eval.loggers.utils import add_env_info as fresh_env_info
+    from frpo_bench.evaluators.lm_eval_tasks import reuse_per_process_work
+    reuse_per_process_work()
+    reuse_per_process_work()  # idempotent: wrapped once
+    template = "Question: {{question}}\nAnswer:{{ ' ' ~ answer | regex_replace('#### ', '') if answer else '' }}"
+    doc = {"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"}
+    fresh = Environment(keep_trailing_newline=True)
+    fresh.filters.update(utils.env.filters)
+    assert utils.apply_template(template, doc) == utils.apply_template(template, dict(doc)) \
+        == fresh.from_string(template).render(**doc) == "Question: What is 2 + 3?\nAnswer: 2 + 3 = 5\n5"
+    ours, theirs = {}, {}
+    evaluator.add_env_info(ours)
+    fresh_env_info(theirs)
+    assert ours == theirs and ours["pretty_env_info"] and ours["lm_eval_version"]
+    ours["pretty_env_info"] = "changed"  # a caller's copy: the report kept for the next run is not touched
+    again = {}
+    evaluator.add_env_info(again)
+    assert again == theirs
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_gsm8k_on_the_resident_vllm_engine_gives_the_hf_backends_answers(embedded_model_dir, tmp_path):
