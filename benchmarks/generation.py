@@ -4,6 +4,7 @@ backend and its vLLM backend, on the same prompts and settings.
     python benchmarks/generation.py [--model smollm2-135m-instruct] [--prompts 64] [--tokens 128]
                                     [--dtypes float32 bfloat16] [--out benchmarks/results/generation.json]
     python benchmarks/generation.py --demo-shapes ...   # the demo's: 100 prompts x 32 tokens, HF batch 48
+    python benchmarks/generation.py --demo-shapes --repeats 2 ...   # and the steady state, a second pass
 
 A row's `cell_s` is what one attacked cell's generation costs when its weights need an engine of their own
 (generation + engine start: a full-weight model under vLLM today); `seconds` alone is the cost on a resident
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -57,24 +59,31 @@ def with_lora_adapter(model, out: Path):
     return ModelRef(model.path, adapter=str(out))
 
 
-def run_backend(name: str, model, prompts, cfg) -> tuple[list[str], float, float]:
-    """Returns completions, generation seconds, engine start seconds."""
+def run_backend(name: str, model, passes: list[list[str]], cfg) -> tuple[list[list[str]], list[float], float]:
+    """Completions and generation seconds of each pass (its own prompts), engine start seconds. Passes never repeat
+    a prompt: vLLM's prefix cache would serve a repeated one's prompt from the pass before."""
     if name == "naive":
-        start = time.perf_counter()
-        return naive_loop(model, prompts, cfg), time.perf_counter() - start, 0.0
-    if name == "hf":
+        generate = lambda prompts: naive_loop(model, prompts, cfg)  # noqa: E731
+        started = 0.0
+    elif name == "hf":
         from frpo_bench.models.generate_hf import HFGenerator
+        generate = lambda prompts: HFGenerator().generate(model, prompts, cfg)  # noqa: E731
+        started = 0.0
+    else:
+        from frpo_bench.models.generate_vllm import VLLMGenerator
+        generator = VLLMGenerator()
         start = time.perf_counter()
-        return HFGenerator().generate(model, prompts, cfg), time.perf_counter() - start, 0.0
-    from frpo_bench.models.generate_vllm import POOL, VLLMGenerator
-    generator = VLLMGenerator()
-    start = time.perf_counter()
-    generator.generate(model, prompts[:1], cfg)  # starts the engine
-    started = time.perf_counter() - start
-    start = time.perf_counter()
-    texts = generator.generate(model, prompts, cfg)
-    seconds = time.perf_counter() - start
-    POOL.close()
+        generator.generate(model, ["Hello."], cfg)  # starts the engine
+        started = time.perf_counter() - start
+        generate = lambda prompts: generator.generate(model, prompts, cfg)  # noqa: E731
+    texts, seconds = [], []
+    for prompts in passes:
+        start = time.perf_counter()
+        texts.append(generate(prompts))
+        seconds.append(time.perf_counter() - start)
+    if name not in ("naive", "hf"):
+        from frpo_bench.models.generate_vllm import POOL
+        POOL.close()
     return texts, seconds, started
 
 
@@ -101,6 +110,10 @@ def main() -> None:
                         help="HF backend attention kernels, each a row: sdpa, eager, grouped")
     parser.add_argument("--demo-shapes", action="store_true",
                         help="the demo's generation: 100 prompts x 32 new tokens, HF batch 48")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="passes per row, each over its own prompts (the next --prompts rows); with 2 or more each "
+                             "row also reports the steady state, the median tokens/s of the passes after the first (the "
+                             "first pays kernels' set-up: a 264-prompt vLLM pass measured 30%% longer than the next)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/generation.json"))
     args = parser.parse_args()
     if args.demo_shapes:
@@ -112,7 +125,11 @@ def main() -> None:
     tokenizer = load_tokenizer(model)
     params = parameter_count(model.path)
     rows = load_rows("demo_benign", "eval", None) + load_rows("demo_harmful", "eval", None)
-    prompts = [r["prompt"] for r in rows][: args.prompts]
+    if args.repeats < 1 or args.repeats * args.prompts > len(rows):
+        parser.error(f"--repeats {args.repeats} x --prompts {args.prompts} needs that many distinct prompts; "
+                     f"there are {len(rows)}: use fewer")
+    windows = [[r["prompt"] for r in rows][i * args.prompts: (i + 1) * args.prompts] for i in range(args.repeats)]
+    prompts = windows[0]
     peaks = {d: matmul_peak(d) for d in args.dtypes}
     print(f"model {args.model}: {params / 1e6:.1f}M parameters; {len(prompts)} prompts x {args.tokens} new tokens; "
           f"{torch.get_num_threads()} threads; matmul peak " + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s"
@@ -126,14 +143,19 @@ def main() -> None:
                                                "max_new_tokens": args.tokens, "batch_size": args.batch_size,
                                                "attention": attention})
             target = with_lora_adapter(model, default_cache_dir() / "benchmarks" / "lora16") if backend == "vllm+lora" else model
-            texts, seconds, started = run_backend(backend.split("+")[0], target, prompts, cfg)
-            tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+            outputs, passes, started = run_backend(backend.split("+")[0], target, windows, cfg)
+            counts = [sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in out) for out in outputs]
+            texts, tokens, seconds = outputs[0], counts[0], passes[0]
             rate = tokens / seconds
             naive_rate = naive_rate or rate
             row = {"backend": backend, "dtype": dtype, "attention": attention, "tokens": tokens,
                    "seconds": round(seconds, 1), "engine_start_s": round(started, 1), "cell_s": round(seconds + started, 1),
                    "tokens_per_s": round(rate, 1),
                    "vs_naive": round(rate / naive_rate, 2), "fraction_of_peak": fraction_of_peak(params, rate, peaks[dtype])}
+            if len(passes) > 1:  # steady state: the median pass after the first (kernels and caches warm)
+                steady = statistics.median(n / t for n, t in zip(counts[1:], passes[1:]))
+                row.update(passes_s=[round(p, 2) for p in passes], steady_tokens_per_s=round(steady, 1),
+                           steady_fraction_of_peak=fraction_of_peak(params, steady, peaks[dtype]))
             if backend == "hf":  # kernels differ in rounding: how many completions match the first HF row's
                 first_hf = first_hf or texts
                 row["same_text_as_first_hf"] = sum(a == b for a, b in zip(texts, first_hf))
@@ -144,10 +166,13 @@ def main() -> None:
     for r in results:
         print(f"| {r['backend']} | {r['dtype']} | {r['attention']} | {r['tokens_per_s']:.0f} | {r['vs_naive']:.1f} | "
               + (f"{100 * r['fraction_of_peak']:.1f}%" if r["fraction_of_peak"] is not None else "- (above torch's peak)")
-              + f" | {r['engine_start_s']:.0f} s | {r['cell_s']:.0f} s |")
+              + f" | {r['engine_start_s']:.0f} s | {r['cell_s']:.0f} s |"
+              + (f" steady: {r['steady_tokens_per_s']:.0f} tokens/s, {100 * (r['steady_fraction_of_peak'] or 0):.1f}%"
+                 if "steady_tokens_per_s" in r else ""))
     write_json_atomic(args.out, {"machine": machine_info(), "model": args.model, "parameters": params,
                                  "prompts": len(prompts), "batch_size": args.batch_size, "attention": args.attention,
-                                 "max_new_tokens": args.tokens, "peak_flops": peaks, "results": results})
+                                 "max_new_tokens": args.tokens, "repeats": args.repeats, "peak_flops": peaks,
+                                 "results": results})
 
 
 if __name__ == "__main__":
