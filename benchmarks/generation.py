@@ -62,28 +62,27 @@ def with_lora_adapter(model, out: Path):
 def run_backend(name: str, model, passes: list[list[str]], cfg) -> tuple[list[list[str]], list[float], float]:
     """Completions and generation seconds of each pass (its own prompts), engine start seconds. Passes never repeat
     a prompt: vLLM's prefix cache would serve a repeated one's prompt from the pass before."""
+    started, close = 0.0, lambda: None
     if name == "naive":
         generate = lambda prompts: naive_loop(model, prompts, cfg)  # noqa: E731
-        started = 0.0
     elif name == "hf":
         from frpo_bench.models.generate_hf import HFGenerator
         generate = lambda prompts: HFGenerator().generate(model, prompts, cfg)  # noqa: E731
-        started = 0.0
     else:
-        from frpo_bench.models.generate_vllm import VLLMGenerator
-        generator = VLLMGenerator()
+        from frpo_bench.models.generate_vllm import POOL, VLLMGenerator
+        generator, close = VLLMGenerator(), POOL.close
         start = time.perf_counter()
-        generator.generate(model, ["Hello."], cfg)  # starts the engine
+        generator.generate(model, passes[0][:1], cfg)  # starts the engine
         started = time.perf_counter() - start
         generate = lambda prompts: generator.generate(model, prompts, cfg)  # noqa: E731
     texts, seconds = [], []
-    for prompts in passes:
-        start = time.perf_counter()
-        texts.append(generate(prompts))
-        seconds.append(time.perf_counter() - start)
-    if name not in ("naive", "hf"):
-        from frpo_bench.models.generate_vllm import POOL
-        POOL.close()
+    try:
+        for prompts in passes:
+            start = time.perf_counter()
+            texts.append(generate(prompts))
+            seconds.append(time.perf_counter() - start)
+    finally:
+        close()
     return texts, seconds, started
 
 
@@ -92,6 +91,11 @@ def fraction_of_peak(params: int, tokens_per_s: float, peak: float) -> float | N
     e.g. vLLM's bf16 on a CPU where torch's bf16 matmul is emulated, is not bounded by that peak)."""
     share = 2 * params * tokens_per_s / peak
     return round(share, 4) if share <= 1 else None
+
+
+def percent(share: float | None) -> str:
+    """A fraction of the matmul peak as the table prints it."""
+    return f"{100 * share:.1f}%" if share is not None else "- (above torch's peak)"
 
 
 def main() -> None:
@@ -128,7 +132,8 @@ def main() -> None:
     if args.repeats < 1 or args.repeats * args.prompts > len(rows):
         parser.error(f"--repeats {args.repeats} x --prompts {args.prompts} needs that many distinct prompts; "
                      f"there are {len(rows)}: use fewer")
-    windows = [[r["prompt"] for r in rows][i * args.prompts: (i + 1) * args.prompts] for i in range(args.repeats)]
+    all_prompts = [r["prompt"] for r in rows]
+    windows = [all_prompts[i * args.prompts: (i + 1) * args.prompts] for i in range(args.repeats)]
     prompts = windows[0]
     peaks = {d: matmul_peak(d) for d in args.dtypes}
     print(f"model {args.model}: {params / 1e6:.1f}M parameters; {len(prompts)} prompts x {args.tokens} new tokens; "
@@ -165,9 +170,8 @@ def main() -> None:
           "\n|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['backend']} | {r['dtype']} | {r['attention']} | {r['tokens_per_s']:.0f} | {r['vs_naive']:.1f} | "
-              + (f"{100 * r['fraction_of_peak']:.1f}%" if r["fraction_of_peak"] is not None else "- (above torch's peak)")
-              + f" | {r['engine_start_s']:.0f} s | {r['cell_s']:.0f} s |"
-              + (f" steady: {r['steady_tokens_per_s']:.0f} tokens/s, {100 * (r['steady_fraction_of_peak'] or 0):.1f}%"
+              + percent(r["fraction_of_peak"]) + f" | {r['engine_start_s']:.0f} s | {r['cell_s']:.0f} s |"
+              + (f" steady: {r['steady_tokens_per_s']:.0f} tokens/s, {percent(r['steady_fraction_of_peak'])}"
                  if "steady_tokens_per_s" in r else ""))
     write_json_atomic(args.out, {"machine": machine_info(), "model": args.model, "parameters": params,
                                  "prompts": len(prompts), "batch_size": args.batch_size, "attention": args.attention,
