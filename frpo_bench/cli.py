@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "anything is corrupt.")
     verify.add_argument("--store", type=Path, default=None, help="artifact cache directory")
     verify.add_argument("--repair", action="store_true", help="remove corrupt artifacts, so the next run builds them again")
+    verify.add_argument("--upgrade", action="store_true",
+                        help="give artifacts whose marker holds no record hash (stores from before file lists) the "
+                             "current marker, trusting their files as they are now; then verify")
     from frpo_bench import cli_judges
     cli_judges.add_parser(sub)
     return parser
@@ -105,6 +108,9 @@ def cmd_verify(args) -> int:
     if not store.root.is_dir():
         raise ConfigError("--store", str(store.root), "is not a directory", "give the store a run used (--store or "
                           "$FRPO_BENCH_CACHE)")
+    if args.upgrade:
+        from frpo_bench.engine.store import upgrade_markers
+        print(f"{upgrade_markers(store)} artifacts upgraded to the current marker")
     bad = store.verify_all(repair=args.repair)
     print(f"{len(store.artifacts()) + (len(bad) if args.repair else 0)} artifacts checked in {store.root}: "
           + (f"{len(bad)} corrupt" + (" (removed: the next run builds them again)" if args.repair else

@@ -9,25 +9,31 @@ larger files (full weights) are hashed by `verify(deep=True)` (`frpo-bench verif
 them fails). A corrupt artifact is reported by name and rebuilt, never used."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from frpo_bench.files import MARKER, canonical_json, default_cache_dir, sha256_file, write_json_atomic
+from frpo_bench.files import (MARKER, canonical_json, default_cache_dir, sha256_file, write_json_atomic,
+                              write_text_atomic)
 
 KEY_VERSION = 1  # bump when a stage's output format or meaning changes
 RECORD = "stage.json"  # what the stage is, how it ran, and its files' sizes and hashes
 INCOMPLETE = "INCOMPLETE"  # a result this run may use but no later run may reuse (its reason inside)
 WARM = ".warm"  # trainer states of runs stopped early, for the same run's next stop to resume from
 VERIFY_HASH_BYTES = 16 << 20  # files up to this size are hashed on every look; larger ones by verify(deep=True)
+HOLDER_BYTES = 128  # a lock file's first bytes name its holder
+HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def stage_key(kind: str, fields: dict, parents: list[str]) -> str:
@@ -68,18 +74,26 @@ class Store:
         return {s.key for s in stages if self.has(s.kind, s.key)}
 
     def verify(self, kind: str, key: str, deep: bool = False) -> str | None:
-        """None if the marked artifact is intact, else what is wrong, naming the file. Artifacts from before
-        file lists were recorded have their JSON records parsed instead."""
+        """None if the marked artifact is intact, else what is wrong, naming the file. The marker must hold the
+        key and its record's sha256; the record must list every file the folder holds, none of them a link."""
         folder = self.path(kind, key)
+        if folder.is_symlink():
+            return f"{folder} is a symbolic link: a store holds its artifacts itself"
         try:
-            marker = (folder / MARKER).read_text(encoding="utf-8").split()
-            if len(marker) < 2:  # an old artifact: no file list to check against
-                return check_records_parse(folder)
-            if sha256_file(folder / RECORD) != marker[1]:
+            problem = marker_problem((folder / MARKER).read_text(encoding="utf-8"), key)
+            if problem:
+                return f"{folder / MARKER} {problem}"
+            if sha256_file(folder / RECORD) != (folder / MARKER).read_text(encoding="utf-8").split()[1]:
                 return f"{folder / RECORD} does not match the hash its marker recorded"
             files = json.loads((folder / RECORD).read_text(encoding="utf-8"))["files"]
+            present = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.name not in (RECORD, MARKER)}
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
             return f"{folder}: its marker or {RECORD} is unreadable ({err.__class__.__name__})"
+        for name, path in sorted(present.items()):
+            if path.is_symlink():
+                return f"{path} is a symbolic link: a store holds its files itself"
+            if path.is_file() and name not in files:
+                return f"{path} is not among the files its {RECORD} lists"
         for name, (size, digest) in files.items():
             path = folder / name
             if not path.is_file():
@@ -113,26 +127,24 @@ class Store:
         """Remove a corrupt artifact (with the key's lock held), so that the stage is built again."""
         self._intact.discard(key)
         self.corrupt[f"{kind}/{key[:20]}"] = why
-        shutil.rmtree(self.path(kind, key), ignore_errors=True)
+        remove_tree(self.path(kind, key))
 
     @contextmanager
     def lock(self, kind: str, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold the key's lock (waiting for another holder, and saying so through `waiting`). Holding it, no
         live process is building this key, so the leftovers of dead builds are removed on the way in."""
-        lock_file = self.root / ".locks" / kind / f"{key[:20]}.lock"  # beside, not among, the artifacts
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "a+") as handle:
+        fd = open_lock_file(self.root, kind, f"{key[:20]}.lock")  # beside, not among, the artifacts
+        with os.fdopen(fd, "r+") as handle:
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                handle.seek(0)
                 if waiting:
-                    waiting(f"waiting for {handle.read().strip() or 'another process'}, which is building it")
+                    holder = os.pread(fd, HOLDER_BYTES, 0).decode("utf-8", "replace").split("\n")[0].strip()
+                    waiting(f"waiting for {holder or 'another process'}, which is building it")
                 fcntl.lockf(handle, fcntl.LOCK_EX)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-            handle.flush()
+            # the holder's name over the first bytes, in place: a lock file is never truncated
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}"[:HOLDER_BYTES - 1].ljust(HOLDER_BYTES - 1)
+                      .encode() + b"\n", 0)
             try:
                 self.remove_dead_builds(kind, key)
                 yield
@@ -144,9 +156,9 @@ class Store:
         a killed process). Only call with the key's lock held."""
         final = self.path(kind, key)
         for leftover in final.parent.glob(f".{final.name}.building.*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        if final.exists() and not (final / MARKER).is_file():
-            shutil.rmtree(final, ignore_errors=True)
+            remove_tree(leftover)
+        if final.is_symlink() or (final.exists() and not (final / MARKER).is_file()):
+            remove_tree(final)
 
     @contextmanager
     def building(self, kind: str, key: str, spec: dict) -> Iterator[Path]:
@@ -165,8 +177,8 @@ class Store:
             if self.has(kind, key):
                 shutil.rmtree(tmp)  # built meanwhile by a process that did not wait for the lock: keep the first
                 return
-            if final.exists():  # an unmarked leftover of an interrupted build
-                shutil.rmtree(final)
+            if final.exists() or final.is_symlink():  # an unmarked leftover of an interrupted build, or a link
+                remove_tree(final)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -183,6 +195,82 @@ def file_list(folder: Path) -> dict[str, list]:
     """Every file under a finished build (but the record and marker written after it): [size, sha256]."""
     return {str(p.relative_to(folder)): [p.stat().st_size, sha256_file(p)] for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name not in (RECORD, MARKER)}
+
+
+def marker_problem(text: str, key: str) -> str | None:
+    """None for a marker of the one format ("<key> <sha256 of the record>"), else what is wrong with it."""
+    words = text.split()
+    if len(words) != 2 or not words[0].startswith(key[:20]) or not HEX64.fullmatch(words[1]):
+        return ("holds no record hash (a store from before file lists, or a tampered marker): `frpo-bench verify "
+                "--upgrade` records the hashes of old artifacts you trust, or the run builds it again")
+    return None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove an artifact folder; a symbolic link is unlinked, never followed."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def open_lock_file(root: Path, kind: str, name: str) -> int:
+    """A descriptor of root/.locks/<kind>/<name>, created if absent. No component below the root is followed
+    if it is a link, and the file must be a regular file with one link: in a store shared between users, a
+    planted link or hard link must not make a run write someone else's file."""
+    root.mkdir(parents=True, exist_ok=True)
+    opened: list[int] = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for folder in (".locks", kind):
+            try:
+                os.mkdir(folder, 0o777, dir_fd=opened[-1])
+            except FileExistsError:
+                pass
+            opened.append(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=opened[-1]))
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=opened[-1])
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StoreTampered(f"{root / '.locks' / kind / name}: a lock's path holds a symbolic link; a store's "
+                                f".locks/ holds only folders and regular files (remove the link)") from err
+        raise
+    finally:
+        for folder_fd in opened:
+            os.close(folder_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise StoreTampered(f"{root / '.locks' / kind / name}: a lock must be a regular file with one link "
+                            f"(it has {info.st_nlink}); remove it")
+    return fd
+
+
+class StoreTampered(OSError):
+    """A store's file was replaced by something a run must not write through (a link)."""
+
+
+def upgrade_markers(store: Store, report=print) -> int:
+    """Give every artifact whose marker holds no record hash the one marker format, trusting its files as they
+    are now (their JSON records must parse). Returns how many were upgraded."""
+    upgraded = 0
+    for kind, prefix in store.artifacts():
+        folder = store.path(kind, prefix)
+        if folder.is_symlink():
+            continue
+        text = (folder / MARKER).read_text(encoding="utf-8", errors="replace")
+        if not marker_problem(text, prefix):
+            continue
+        problem = check_records_parse(folder)
+        if problem:
+            report(f"not upgraded: {kind}/{prefix}: {problem}")
+            continue
+        record_path = folder / RECORD
+        record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {"kind": kind}
+        key = (text.split() or [record.get("key", prefix)])[0]
+        write_json_atomic(record_path, {**record, "key": key, "files": file_list(folder)})
+        write_text_atomic(folder / MARKER, f"{key} {sha256_file(record_path)}\n")
+        report(f"upgraded {kind}/{prefix}: its files' hashes recorded as they are now")
+        upgraded += 1
+    return upgraded
 
 
 def check_records_parse(folder: Path) -> str | None:
