@@ -18,7 +18,8 @@ def rec(defense, attack, lr, seed, metric, vals, hib=True):
     return {**compute, "recipe": "golden", "model": "m", "base": "aligned", "defense": defense, "attack": attack, "attack_lr": lr,
             "seed": seed, "metric": metric, "higher_is_better": hib, "value": sum(vals) / len(vals), "n": len(vals),
             "per_sample": vals, "score_key": f"{defense}{attack}{lr}{seed}{metric}", "evaluator": "refusal (v1)",
-            "judge": "regex:v1", "template": "-", "dataset": "demo_harmful", "split": "eval", "dataset_revision": "rev1"}
+            "judge": "regex:v1", "template": "-", "dataset": "demo_harmful", "split": "eval", "dataset_revision": "rev1",
+            "unit": "rate"}
 
 
 RECORDS = [
@@ -174,8 +175,8 @@ def test_a_defenses_deviations_from_its_reference_are_named_in_every_row(tmp_pat
     from frpo_bench.results.schema import read_csv
     assert [r["notes"] for r in read_csv(path)] == [r["notes"] for r in rows]
     old = tmp_path / "old.csv"  # a leaderboard written before the column still reads
-    old.write_text("\n".join(",".join(line.split(",")[:-3]) for line in path.read_text().splitlines()) + "\n")
-    assert [r["notes"] for r in read_csv(old)] == ["", ""]
+    old.write_text("\n".join(",".join(line.split(",")[:-4]) for line in path.read_text().splitlines()) + "\n")
+    assert [(r["notes"], r["unit"]) for r in read_csv(old)] == [("", ""), ("", "")]
 
 
 def test_gate_reads_a_leaderboard_saved_with_a_byte_order_mark(tmp_path, capsys):

@@ -20,7 +20,7 @@ from pathlib import Path
 from frpo_bench.errors import ConfigError
 from frpo_bench.results import significance as sig
 from frpo_bench.results.paired import match_seeds, paired_bootstrap
-from frpo_bench.results.schema import PROVENANCE, Row, read_csv, render_table, row_key
+from frpo_bench.results.schema import BOUNDED_UNITS, PROVENANCE, Row, read_csv, render_table, row_key
 
 MUST_AGREE = ("higher_is_better", *PROVENANCE)
 
@@ -54,7 +54,8 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
 
 
 def usable_rows(rows: list[Row], field: str) -> dict[tuple, Row]:
-    """Rows by key; nothing to compare, a row twice or a NaN mean is an error, never a pass."""
+    """Rows by key; nothing to compare, a row twice, or a number no run could have written is an error, never a
+    pass."""
     if not rows:
         raise ConfigError(field, "0 rows", "has no rows: a gate over nothing would pass vacuously",
                           "give a leaderboard.csv with the rows to gate")
@@ -64,11 +65,48 @@ def usable_rows(rows: list[Row], field: str) -> dict[tuple, Row]:
         if key in by_key:
             raise ConfigError(field, "/".join(key), "holds this row more than once",
                               "keep one row per base/defense/attack/lr/metric")
-        if any(math.isnan(row[c]) for c in ("mean", "ci95_low", "ci95_high")):
-            raise ConfigError(field, "/".join(key), "has a nan mean or interval",
-                              "rerun that cell; a metric without a number cannot be gated")
+        problem = row_problem(row)
+        if problem:
+            raise ConfigError(f"{field} row {'/'.join(key)}", {c: row[c] for c in NUMBERS}, problem,
+                              "rerun that cell or restore the file frpo-bench wrote; such a number cannot be gated")
         by_key[key] = row
     return by_key
+
+
+NUMBERS = ("mean", "std_over_seeds", "ci95_low", "ci95_high", "n")
+
+
+def row_problem(row: Row) -> str | None:
+    """What makes a row's numbers impossible for its metric, or None."""
+    values = [row[c] for c in ("mean", "std_over_seeds", "ci95_low", "ci95_high")]
+    if not all(math.isfinite(v) for v in values):
+        return "has a non-finite (nan or inf) mean, spread or interval"
+    if row["n"] < 1 or row["n_seeds"] < 1 or row["std_over_seeds"] < 0:
+        return "has no scored sample, no seed or a negative spread"
+    if row["ci95_low"] > row["ci95_high"]:
+        return "has a 95% interval whose low end lies above its high end"
+    if row.get("unit") in BOUNDED_UNITS and not all(-SLACK <= v <= 1 + SLACK for v in values):
+        return f"has a value outside [0, 1], the range of a {row['unit']}"
+    if row.get("unit") == "nats" and min(values) < -SLACK:
+        return "has a negative value for a divergence or loss in nats"
+    return None
+
+
+SLACK = 1e-4  # the CSV's four decimals
+
+
+def with_units(rows: list[Row], others: list[Row], samples: dict[tuple, dict]) -> list[Row]:
+    """Rows whose unit column is blank (files from before it) take the unit the other leaderboard gives the same
+    row; a metric whose per-prompt scores all lie in [0, 1] is bounded like a rate."""
+    known = {row_key(r): r["unit"] for r in others if r.get("unit")}
+    out = []
+    for row in rows:
+        unit = row.get("unit") or known.get(row_key(row), "")
+        scores = [v for seed in samples.get(row_key(row), {}).values() for v in seed]
+        if not unit and scores and all(0 <= v <= 1 for v in scores):
+            unit = "rate"
+        out.append({**row, "unit": unit})
+    return out
 
 
 def compare(baseline: list[Row], current: list[Row], tolerances: dict[str, float], allow_new_metrics: bool = False,
@@ -149,12 +187,30 @@ def per_sample_beside(csv_path: Path) -> dict[tuple, dict]:
         return {}
     out: dict[tuple, dict] = {}
     seen: set[str] = set()  # identical stages under several seeds (greedy, unattacked) count once, as in the row
-    with open(found[0], encoding="utf-8") as fh:
-        for line in fh:
+    try:
+        lines = found[0].read_text(encoding="utf-8").split("\n")  # not splitlines: JSON may hold a raw U+2028
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(found[0]), "bytes", f"is not UTF-8 text ({err.reason})", "restore the results.jsonl "
+                          "frpo-bench wrote, or move it away to gate on the CSV alone") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             record = json.loads(line)
-            if not record.get("intermediate") and record["score_key"] + record["metric"] not in seen:
-                seen.add(record["score_key"] + record["metric"])
-                out.setdefault(row_key(record), {})[record["seed"]] = record["per_sample"]
+            scores = [float(v) for v in record["per_sample"]]
+            if not all(math.isfinite(v) for v in scores):
+                raise ValueError("a non-finite per-prompt score")
+            if record.get("unit") in BOUNDED_UNITS and not all(0 <= v <= 1 for v in scores):
+                raise ValueError(f"a per-prompt score outside [0, 1] for a {record['unit']}")
+            final, key, seed = not record.get("intermediate"), row_key(record), record["seed"]
+            score_key = record["score_key"] + record["metric"]
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise ConfigError(f"{found[0]}, line {number}", line.strip()[:80], f"is not a result record ({err})",
+                              "restore the results.jsonl frpo-bench wrote, or move it away to gate on the CSV "
+                              "alone") from None
+        if final and score_key not in seen:
+            seen.add(score_key)
+            out.setdefault(key, {})[seed] = scores
     return out
 
 
@@ -173,9 +229,10 @@ def check_files(baseline: Path, current: Path, tolerance_items: list[str],
             raise ConfigError(name, str(path), "is not a file", "give a leaderboard.csv written by frpo-bench")
     if not 0 < alpha < 0.5:
         raise ConfigError("--alpha", alpha, "must be between 0 and 0.5", "e.g. --alpha 0.05 (one-sided)")
-    verdicts = compare(read_csv(baseline, "--baseline"), read_csv(current, "--current"),
-                       parse_tolerances(tolerance_items), allow_new_metrics, alpha,
-                       (per_sample_beside(baseline), per_sample_beside(current)))
+    samples = (per_sample_beside(baseline), per_sample_beside(current))
+    base_rows, current_rows = read_csv(baseline, "--baseline"), read_csv(current, "--current")
+    verdicts = compare(with_units(base_rows, current_rows, samples[0]), with_units(current_rows, base_rows, samples[1]),
+                       parse_tolerances(tolerance_items), allow_new_metrics, alpha, samples)
     regressed = [v for v in verdicts if v.status == "REGRESSED"]
     summary = (f"{len(regressed)} of {len(verdicts)} metrics regressed" if regressed
                else f"all {len(verdicts)} metrics within bounds")

@@ -19,8 +19,10 @@ CELL_KEY = ("base", "defense", "attack", "attack_lr")  # one model variant
 ROW_KEY = (*CELL_KEY, "metric")  # one leaderboard row
 PROVENANCE = ("evaluator", "judge", "template", "dataset", "split", "dataset_revision")  # what produced a number
 COLUMNS = ["schema_version", "recipe", "model", *ROW_KEY, "higher_is_better", "mean", "std_over_seeds", "ci95_low",
-           "ci95_high", "n_seeds", "n", *PROVENANCE, "notes", "attack_steps", "attack_tokens"]
-OPTIONAL = ("notes", "attack_steps", "attack_tokens")  # columns added later: files written before them read as ""
+           "ci95_high", "n_seeds", "n", *PROVENANCE, "notes", "attack_steps", "attack_tokens", "unit"]
+OPTIONAL = ("notes", "attack_steps", "attack_tokens", "unit")  # columns added later: files written before them read as ""
+BOUNDED_UNITS = ("rate", "score")  # a mean of per-sample values in [0, 1]
+FORMULA_START = ("=", "+", "@", "\t", "\r", "-")  # a cell a spreadsheet would run as a formula
 
 
 class Row(TypedDict):
@@ -48,6 +50,7 @@ class Row(TypedDict):
     notes: str  # where the defense's settings deliberately differ from its reference ("" if nowhere)
     attack_steps: str  # the attack's optimizer steps (0: it does not train), mean over seeds; "" unattacked
     attack_tokens: str  # the (non-padding) tokens it trained on, mean over seeds; "" unattacked
+    unit: str  # rate or score (per-sample values in [0, 1]), nats, reward; "" in files written before the column
 
 
 def parse_bool(text: str) -> bool:
@@ -89,7 +92,23 @@ def format_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
+    return inert(str(value))
+
+
+def inert(text: str) -> str:
+    """Text a spreadsheet shows as text: a cell that would start a formula gets a leading apostrophe (the
+    OWASP convention); numbers and a lone "-" stay as they are."""
+    if text.startswith(FORMULA_START) and text != "-" and not is_number(text):
+        return "'" + text
+    return text
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:

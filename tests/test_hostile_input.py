@@ -1,0 +1,83 @@
+"""Hostile but honest input: absurd numbers at the gate, spreadsheet formulas in cells, recipe resource bombs
+and broken text in data files each get one line naming the problem (exit 2), never a pass or a traceback."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from frpo_bench.cli import main
+from frpo_bench.results import leaderboard
+from frpo_bench.results.schema import read_csv, to_csv
+
+from test_leaderboard import RECORDS
+
+
+def boards(tmp_path, change, unit=True, results=False):
+    """A baseline and a current leaderboard; `change(row)` edits the current's aligned/none harmful_refusal row."""
+    rows = leaderboard.aggregate(RECORDS)
+    if not unit:
+        rows = [{**r, "unit": ""} for r in rows]
+    base, current = tmp_path / "base" / "leaderboard.csv", tmp_path / "current" / "leaderboard.csv"
+    for path in (base, current):
+        path.parent.mkdir()
+    base.write_text(to_csv(rows))
+    edited = [dict(r) for r in rows]
+    change(next(r for r in edited if r["attack"] == "none" and r["metric"] == "harmful_refusal"))
+    current.write_text(to_csv(edited))
+    if results:
+        for path in (base, current):
+            (path.parent / "results.jsonl").write_text("".join(json.dumps({**r, "unit": ""}) + "\n" for r in RECORDS))
+    return str(base), str(current)
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda r: r.update(mean=7.5, ci95_low=7.0, ci95_high=8.0), "outside [0, 1]"),
+    (lambda r: r.update(ci95_low=-1e6, ci95_high=1e6), "outside [0, 1]"),
+    (lambda r: r.update(mean=math.inf), "non-finite"),
+    (lambda r: r.update(mean=-math.inf, ci95_low=-math.inf), "non-finite"),
+    (lambda r: r.update(ci95_low=0.9, ci95_high=0.1), "low end"),
+    (lambda r: r.update(n=0), "no scored sample"),
+])
+@pytest.mark.parametrize("side", ["current", "baseline"])
+def test_the_gate_refuses_numbers_no_run_could_write(tmp_path, capsys, change, words, side):
+    base, current = boards(tmp_path, change)
+    args = ["--baseline", current, "--current", base] if side == "baseline" else ["--baseline", base, "--current", current]
+    assert main(["check", *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "aligned/none/none//harmful_refusal" in err and "Traceback" not in err
+
+
+def test_a_leaderboard_from_before_the_unit_column_is_bounded_by_its_per_prompt_scores(tmp_path, capsys):
+    base, current = boards(tmp_path, lambda r: r.update(mean=7.5, ci95_low=7.0, ci95_high=8.0), unit=False,
+                           results=True)
+    assert main(["check", "--baseline", base, "--current", current]) == 2
+    assert "outside [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["inf", "NaN", "7.5", '"x"'])
+def test_a_results_file_with_an_impossible_score_is_named_not_a_traceback(tmp_path, capsys, bad):
+    base, current = boards(tmp_path, lambda r: None, results=True)
+    results = Path(current).parent / "results.jsonl"
+    record = {**RECORDS[0], "unit": "rate"}
+    text = json.dumps(record).replace('"per_sample": [1, 1, 0, 1]', f'"per_sample": [1, {bad}, 0, 1]')
+    results.write_text(text + "\n")
+    assert main(["check", "--baseline", base, "--current", current]) == 2
+    err = capsys.readouterr().err
+    assert "results.jsonl, line 1" in err and "Traceback" not in err
+
+
+def test_an_honest_rerun_still_passes(tmp_path, capsys):
+    base, current = boards(tmp_path, lambda r: None, results=True)
+    assert main(["check", "--baseline", base, "--current", current]) == 0
+
+
+def test_a_cell_that_would_be_a_spreadsheet_formula_is_written_inert(tmp_path):
+    rows = leaderboard.aggregate([{**r, "dataset": "=HYPERLINK(\"http://x\")", "notes": "+1+1", "attack_lr": r["attack_lr"]}
+                                  for r in RECORDS])
+    text = to_csv(rows)
+    assert "'=HYPERLINK" in text and ",'+1+1," in text and ",=HYPER" not in text
+    assert ",-," in text and ",0.001," in text  # a lone "-" (no template) and numbers stay as they are
+    path = tmp_path / "l.csv"
+    path.write_text(text)
+    assert {r["mean"] for r in read_csv(path)} == {r["mean"] for r in rows}
