@@ -54,3 +54,33 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+RUN_FILES = ".frpo-bench-written"  # in a run directory: the files runs wrote there, the only ones they remove
+
+
+def written_here(run_dir: Path) -> set[str]:
+    """The paths (relative to run_dir) that frpo-bench wrote into run_dir; {} for a folder it never wrote."""
+    try:
+        names = json.loads((run_dir / RUN_FILES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def note_written(run_dir: Path, paths: list[Path], removed: tuple[Path, ...] = ()) -> None:
+    """Add `paths` (and drop `removed`) in run_dir's list of the files runs wrote there."""
+    names = written_here(run_dir) | {str(p.relative_to(run_dir)) for p in paths}
+    names -= {str(p.relative_to(run_dir)) for p in removed}
+    write_text_atomic(run_dir / RUN_FILES, json.dumps(sorted(names), indent=0) + "\n")
+
+
+def remove_written(run_dir: Path, candidates: list[Path]) -> list[Path]:
+    """Unlink those of `candidates` that a run wrote (never a file the user put there); returns them."""
+    mine = written_here(run_dir)
+    gone = [p for p in candidates if str(p.relative_to(run_dir)) in mine and (p.is_file() or p.is_symlink())]
+    for path in gone:
+        path.unlink()
+    if gone:
+        note_written(run_dir, [], tuple(gone))
+    return gone

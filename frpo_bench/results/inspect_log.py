@@ -13,6 +13,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from frpo_bench.files import note_written, remove_written
 from frpo_bench.results.agreement import judge_output
 from frpo_bench.results.lm_eval_format import model_name, stderr
 from frpo_bench.results.per_sample import judged_items
@@ -87,9 +88,8 @@ def write(run_dir: Path, records: list[dict], samples: dict[str, list[dict]], co
     tmp = folder / f".{path.name}.tmp{SUFFIX}"
     write_in_chunks(log, str(tmp))
     os.replace(tmp, path)
-    for old in folder.glob(f"*{SUFFIX}"):
-        if old != path and not old.name.startswith("."):
-            old.unlink()
+    note_written(run_dir, [path])
+    remove_written(run_dir, [old for old in folder.glob(f"*{SUFFIX}") if old != path])
     return path
 
 

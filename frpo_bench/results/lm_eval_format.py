@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from frpo_bench.files import write_text_atomic
+from frpo_bench.files import note_written, remove_written, write_text_atomic
 
 FILTER = "none"
 ENV_KEYS = ("pretty_env_info", "upper_git_hash", "tokenizer_pad_token", "tokenizer_eos_token", "tokenizer_bos_token",
@@ -141,14 +141,13 @@ def write(run_dir: Path, records: list[dict], samples: dict[str, list[dict]], se
             write_text_atomic(folder / f"samples_{task}_{stamp}.jsonl",
                               "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
         write_text_atomic(folder / f"results_{stamp}.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-        for old in folder.iterdir():
-            if old.name.startswith(("results_", "samples_")) and old.name not in keep:
-                old.unlink()
+        note_written(run_dir, [folder / name for name in keep])
+        remove_written(run_dir, [old for old in folder.iterdir()
+                                 if old.name.startswith(("results_", "samples_")) and old.name not in keep])
         written.append(folder / f"results_{stamp}.json")
     for stale in (run_dir / "lm_eval").glob("*/results_*.json"):  # models of an earlier run of this directory
-        if stale.parent.name not in models and all(f.name.startswith(("results_", "samples_"))
-                                                    for f in stale.parent.iterdir()):
-            for f in stale.parent.iterdir():
-                f.unlink()
-            stale.parent.rmdir()
+        if stale.parent.name not in models:
+            remove_written(run_dir, sorted(stale.parent.iterdir()))
+            if not any(stale.parent.iterdir()):
+                stale.parent.rmdir()
     return written
