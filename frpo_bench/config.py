@@ -14,10 +14,12 @@ from frpo_bench.errors import ConfigError
 from frpo_bench.generation_config import GenerationConfig
 from frpo_bench.search_options import SearchConfig, check_space
 from frpo_bench.training.options import FinetuneConfig
-from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, from_dict, opt,
+from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, check_recipe_size,
+                              check_text_size, from_dict, opt,
                               load_yaml, yaml_problem)
 
 DEFAULT_RETENTION = 0.9
+MAX_CELLS = 20_000  # model variants a recipe may plan (paper: 720); more is a typo or a bomb, not a study
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -220,6 +222,7 @@ class Recipe:
 
     def validate(self, path: str) -> None:
         check_safe_name(self.name, "name")
+        self._check_grid_size()
         for field, items in (("defenses", [d.name for d in self.defenses]), ("attacks", [a.name for a in self.attacks]),
                              ("evaluations", [e.metric for e in self.evaluations])):
             dupes = sorted({x for x in items if items.count(x) > 1})
@@ -253,6 +256,15 @@ class Recipe:
             raise ConfigError("leaderboard.capability_metric", metric, "is not a metric of this recipe",
                               f"use one of {[e.metric for e in self.evaluations]}")
 
+
+    def _check_grid_size(self) -> None:
+        """The number of cells, counted before anything expands them."""
+        variants = 1 + sum(len(a.sweep()) for a in self.attacks)
+        cells = sum(len(d.seeds or self.seeds) for d in self.defenses) * variants
+        if cells > MAX_CELLS:
+            raise ConfigError("seeds", f"{len(self.seeds)} seeds x {len(self.defenses)} defenses x {variants} "
+                              "attack variants", f"plans {cells:,} cells, over the limit of {MAX_CELLS:,}",
+                              "run fewer seeds, defenses or learning rates per recipe (split the study)")
 
     def _check_searches(self) -> None:
         """A search's objective is a metric scored on prompts with rows held out after them (its re-run's)."""
@@ -309,6 +321,7 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, dict]:
     """Parse, override and validate a recipe; returns the typed recipe and the raw dict."""
     source, text = read_recipe_text(name_or_path)
+    check_text_size(text, "recipe")
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as err:
@@ -319,8 +332,10 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, d
     if not isinstance(raw, dict):
         raise ConfigError("recipe", name_or_path, f"must be a mapping of recipe fields, not a {type(raw).__name__}",
                           "write key: value pairs at the top level (name:, model:, evaluations:, ...)")
+    check_recipe_size(raw, "recipe")
     for assignment in overrides:
         apply_override(raw, assignment)
+    check_recipe_size(raw, "recipe")
     for key in [k for k in raw if isinstance(k, str) and k.startswith("x-")]:
         del raw[key]  # `x-...` keys hold YAML anchors shared by several entries (as in docker-compose files)
     raw.setdefault("name", Path(name_or_path).stem)

@@ -1,7 +1,21 @@
 """User-facing errors: one clear message naming field, value and fix; exit code 2."""
 from __future__ import annotations
 
+import reprlib
 import signal
+
+# a value named in an error is shown bounded: a recipe's value may be huge or deep (a YAML alias bomb)
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxtuple, _SHOWN.maxset = 3, 8, 8, 8, 8
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 200, 200, 60
+
+
+def shown(value: object) -> str:
+    """A value's repr, cut to a few hundred characters whatever its size or depth."""
+    try:
+        return _SHOWN.repr(value)
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deep to show>"
 
 
 class ConfigError(Exception):
@@ -11,7 +25,7 @@ class ConfigError(Exception):
 
     def __init__(self, field: str, value: object, problem: str, fix: str):
         self.field, self.value, self.problem, self.fix = field, value, problem, fix
-        super().__init__(f"{field}: {problem} (got {value!r}). Fix: {fix}")
+        super().__init__(f"{field}: {problem} (got {shown(value)}). Fix: {fix}")
 
 
 def error_summary(err: BaseException) -> str:

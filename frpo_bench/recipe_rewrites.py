@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from copy import deepcopy
 from dataclasses import fields
 
@@ -67,6 +68,9 @@ def expand_attack_grids(raw: dict) -> dict[int, str]:
     return origins
 
 
+MAX_GRID = 1_000  # attacks one grid may expand into
+
+
 def checked_grid(grid, path: str) -> dict[str, list]:
     example = "e.g. grid: {tokens: [5, 10, 20]} or grid: {poison.share: [0.1, 0.3]}"
     if not isinstance(grid, dict) or not grid:
@@ -80,6 +84,10 @@ def checked_grid(grid, path: str) -> dict[str, list]:
                               "attacks they make)", "write one attack per structured value instead")
         if len(set(map(str, values))) != len(values):
             raise ConfigError(f"{path}.{option}", values, "repeats a value", "list each value once")
+    combinations = math.prod(len(values) for values in grid.values())
+    if combinations > MAX_GRID:
+        raise ConfigError(path, {k: f"{len(v)} values" for k, v in grid.items()}, f"makes {combinations:,} attacks, "
+                          f"over the limit of {MAX_GRID:,}", "grid fewer values, or search the space (search:)")
     return grid
 
 

@@ -150,8 +150,13 @@ def apply_override(data: dict, assignment: str) -> None:
     dotted, raw = assignment.split("=", 1)
     if not dotted.strip() or any(c in dotted for c in " {}[]:"):
         raise ConfigError("--set", assignment, "must look like key.path=value", "e.g. --set generation.max_new_tokens=32")
+    check_text_size(assignment, "--set")
+    if dotted.count(".") >= MAX_RECIPE_DEPTH:
+        raise ConfigError("--set", dotted, f"names a path deeper than {MAX_RECIPE_DEPTH} levels",
+                          "name a recipe field, e.g. attacks.0.options.steps")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
+        check_recipe_size(value, f"--set {dotted}")
     except yaml.YAMLError as err:
         raise ConfigError("--set", assignment, f"has a value that is not valid YAML ({yaml_problem(err)})",
                           "quote it, or close its brackets: e.g. --set 'seeds=[0, 1]'") from None
@@ -179,6 +184,37 @@ def apply_override(data: dict, assignment: str) -> None:
             raise ConfigError(f"--set {here}", node, "cannot hold sub-keys", "set the parent key instead")
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe's text, and one --set value
+MAX_RECIPE_DEPTH = 32  # nested mappings and lists (the packaged recipes use 6)
+MAX_RECIPE_NODES = 200_000  # values in a recipe with every alias expanded (paper: ~2,000)
+
+
+def check_recipe_size(data, where: str) -> None:
+    """A recipe (or --set value) must be bounded in depth and in values once its YAML aliases are expanded:
+    counted by a walk that stops at the limit, so an alias bomb is refused before anything expands it."""
+    count, todo = 0, [(data, 1)]
+    while todo:
+        node, depth = todo.pop()
+        count += 1
+        if count > MAX_RECIPE_NODES:
+            raise ConfigError(where, "an expanded recipe", f"holds over {MAX_RECIPE_NODES:,} values once its YAML "
+                              "aliases are expanded", "write the recipe without an alias bomb; repeat an entry with "
+                              "a grid or a merge key instead")
+        if depth > MAX_RECIPE_DEPTH:
+            raise ConfigError(where, "a nested value", f"nests deeper than {MAX_RECIPE_DEPTH} levels",
+                              "flatten it: recipe fields nest a few levels at most")
+        if isinstance(node, dict):
+            todo.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, (list, tuple)):
+            todo.extend((child, depth + 1) for child in node)
+
+
+def check_text_size(text: str, where: str) -> None:
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(where, f"{len(text):,} characters", f"is longer than {MAX_RECIPE_BYTES:,} characters",
+                          "a recipe is a few kilobytes: give its fields, not data")
+
+
 def load_yaml(text: str):
     """yaml.safe_load, except that a key given twice in one mapping is an error (plain YAML keeps the last
     silently, so a pasted line could replace a recipe's field unnoticed). Keys a merge (`<<: *anchor`) brings in
@@ -202,14 +238,18 @@ def load_yaml(text: str):
                 seen[key] = key_node.start_mark.line
             return super().construct_mapping(node, deep)
 
-    return yaml.load(text, Loader=StrictLoader)
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except RecursionError:
+        raise yaml.YAMLError(f"it nests deeper than the YAML reader can follow (over {MAX_RECIPE_DEPTH} levels "
+                             "is refused anyway)") from None
 
 
 def yaml_problem(err: "yaml.YAMLError") -> str:
     """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    return f"{getattr(err, 'problem', None) or err.__class__.__name__}{where}".replace("\n", " ")
+    return f"{getattr(err, 'problem', None) or str(err) or err.__class__.__name__}{where}".replace("\n", " ")
 
 
 def describe(cls: type, indent: str = "  ") -> str:

@@ -81,3 +81,39 @@ def test_a_cell_that_would_be_a_spreadsheet_formula_is_written_inert(tmp_path):
     path = tmp_path / "l.csv"
     path.write_text(text)
     assert {r["mean"] for r in read_csv(path)} == {r["mean"] for r in rows}
+
+
+BOMB = "".join(f"{n}: &{n} [{', '.join([prev] * 9)}]\n" for n, prev in
+               zip("abcdefgh", ['"lol"', "*a", "*b", "*c", "*d", "*e", "*f", "*g"]))
+
+
+@pytest.mark.parametrize("place", ["name", "seeds", "description", "x-anchors", "attacks"])
+def test_a_yaml_alias_bomb_is_refused_in_one_line_before_anything_expands_it(tmp_path, capsys, place):
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text(BOMB + f"{place}: *h\n")
+    assert main(["plan", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "over 200,000 values once its YAML aliases are expanded" in err and len(err) < 1000
+
+
+@pytest.mark.parametrize("assignment,words", [
+    ("model.id=" + "[" * 3000 + "]" * 3000, "nests deeper"),
+    ("model.id=" + "[" * 40 + "]" * 40, "nests deeper than 32"),
+    (".".join(["a"] * 3000) + "=1", "deeper than 32 levels"),
+    ("description=" + "x" * (2 << 20), "longer than"),
+])
+def test_deep_or_huge_set_values_and_keys_are_one_line(capsys, assignment, words):
+    assert main(["plan", "smoke", "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err) < 1000
+
+
+def test_a_grid_of_too_many_cells_is_refused_before_planning(tmp_path, capsys):
+    recipe = tmp_path / "many.yaml"
+    text = (Path(__file__).parents[1] / "frpo_bench" / "recipes" / "smoke.yaml").read_text()
+    recipe.write_text(text.replace("seeds: [0]", f"seeds: {list(range(10_000))}"))
+    assert main(["plan", str(recipe)]) == 2
+    assert "30,000 cells, over the limit of 20,000" in capsys.readouterr().err
+    grid = "{tokens: [" + ", ".join(map(str, range(40))) + "], steps: [" + ", ".join(map(str, range(1, 41))) + "]}"
+    assert main(["plan", "smoke", "--set", f"attacks.0.grid={grid}"]) == 2
+    assert "makes 1,600 attacks, over the limit of 1,000" in capsys.readouterr().err
