@@ -171,6 +171,12 @@ def report_unscored(rows: list[dict], incomplete: dict[str, str]) -> int:
     """Partial scores warn; a metric with no scored sample at all is an error (exit 1): its row holds no number."""
     for label, reason in incomplete.items():
         print(f"warning: {label}: {reason}; left out of n, and scored again by the next run", file=sys.stderr)
+    from frpo_bench.results.schema import diverged
+    broken = sorted({(r["defense"], r["attack"], r["attack_lr"]) for r in rows if diverged(r)})
+    if broken:
+        print(f"warning: {len(broken)} attack cells diverged (non-finite weights or losses): "
+              + ", ".join(f"{d}/{a}@{lr}" for d, a, lr in broken)
+              + "; marked in the leaderboard's notes and left out of the worst cases", file=sys.stderr)
     empty = sorted({r["metric"] for r in rows if not r["n"]})
     for metric in empty:
         print(f"error: {metric}: no scored sample in {sum(1 for r in rows if r['metric'] == metric and not r['n'])} "

@@ -201,12 +201,20 @@ def cell_results(cells, dirs: dict[str, Path], recipe) -> list[dict]:
                     "evaluator": f"{meta['evaluator']} ({meta['version']})", "judge": meta.get("judge", ""),
                     "template": meta.get("template", ""), "dataset": meta["dataset"], "split": meta["split"],
                     "dataset_revision": meta["dataset_revision"],
-                    **compute(cell, meta)})
+                    **with_divergence(compute(cell, meta), where["notes"])})
         train_log = dirs[cell.model.key] / "train_log.json"
         if cell.model.kind == "attack" and train_log.is_file():  # the attack's loss curve
             records += loss_records(json.loads(train_log.read_text()).get("history", []),
                                     {**where, "score_key": cell.model.key})
     return records
+
+
+def with_divergence(computed: dict, notes: str) -> dict:
+    """The compute columns, and the notes with the attack's divergence named (results.schema.DIVERGED)."""
+    from frpo_bench.results.schema import DIVERGED
+    diverged = computed.get("attack_diverged", "")
+    shown = {k: v for k, v in computed.items() if k != "attack_diverged"}
+    return {**shown, "notes": "; ".join(x for x in (notes, f"{DIVERGED}: {diverged}" if diverged else "") if x)}
 
 
 def compute(cell, meta: dict) -> dict:

@@ -46,6 +46,7 @@ def run_align(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     start = read_model(path_of(stage.parents[0]))
     with reporting(stage.payload.get("report_to", []), out):
         write_model(out, finetune(start, out, cfg, lr=cfg.lr, seed=cfg.seed, merge=True, report=report))
+    stop_if_diverged(out)
 
 
 def run_harden(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
@@ -54,6 +55,7 @@ def run_harden(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
     start = read_model(path_of(stage.parents[0]))
     with reporting(stage.payload.get("report_to", []), out):
         write_model(out, impl.apply(start, out, defense.options, seed=stage.payload["seed"], report=report))
+    stop_if_diverged(out)
 
 
 def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
@@ -63,6 +65,19 @@ def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
     with reporting(stage.payload.get("report_to", []), out):
         write_model(out, impl.apply(defended, out, attack.options, lr=stage.payload["lr"], seed=stage.payload["seed"],
                                     report=report, **checkpoint_kwargs(stage, path_of)))
+    from frpo_bench.training.divergence import divergence, record_divergence
+    why = divergence(out)
+    if why:  # the attack's cells are kept, marked, and left out of worst cases: a broken model is not an attack won
+        report(f"the attack diverged: {why}; its cells are marked in the leaderboard's notes")
+        record_divergence(out, why)
+
+
+def stop_if_diverged(out: Path) -> None:
+    """A defense or alignment whose training diverged stops the run: nothing built on it would mean anything."""
+    from frpo_bench.training.divergence import Diverged, divergence
+    why = divergence(out)
+    if why:
+        raise Diverged(f"training diverged ({why}); lower the learning rate or check the data")
 
 
 def checkpoint_kwargs(stage: Stage, path_of: PathOf) -> dict:
@@ -85,6 +100,7 @@ def run_repair(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
     attacked, defended, base = (read_model(path_of(s)) for s in (stage.parents[0], stage.uses["defended"],
                                                                  stage.uses["base"]))
     write_model(out, impl.repair(attacked, defended, base, out, defense.options, report=report))
+    stop_if_diverged(out)
 
 
 def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
@@ -186,7 +202,10 @@ def attack_compute(model: Stage, path_of: PathOf) -> dict:
     step = model.fields["step"] if model.kind == "checkpoint" else log.get("steps", 0)
     seen = [h["num_input_tokens_seen"] for h in log.get("history", [])
             if h.get("step") == step and "num_input_tokens_seen" in h]
-    return {"attack_steps": step, "attack_tokens": seen[-1] if seen else log.get("tokens", 0)}
+    from frpo_bench.training.divergence import recorded_divergence
+    diverged = recorded_divergence(path.parent)
+    return {"attack_steps": step, "attack_tokens": seen[-1] if seen else log.get("tokens", 0),
+            **({"attack_diverged": diverged} if diverged else {})}
 
 
 def generated_prefix(path: Path, rows: list[dict]) -> list[dict]:

@@ -36,7 +36,8 @@ def aggregate(records: list[dict]) -> list[Row]:
         rows.append({**{k: first[k] for k in ("recipe", "model", *ROW_KEY, "higher_is_better", *PROVENANCE)},
                      "schema_version": SCHEMA_VERSION, "mean": mean, "std_over_seeds": std, "ci95_low": low,
                      "ci95_high": high, "n_seeds": len(seeds), "n": sum(s["n"] for s in seeds),
-                     "notes": first.get("notes", ""), "unit": first.get("unit", ""), **seed_mean_compute(seeds)})
+                     "notes": "; ".join(dict.fromkeys(n for s in seeds for n in s.get("notes", "").split("; ") if n)),
+                     "unit": first.get("unit", ""), **seed_mean_compute(seeds)})
     return rows
 
 

@@ -10,15 +10,16 @@ import math
 from pathlib import Path
 
 from frpo_bench.results.headline import arrow
-from frpo_bench.results.schema import Row, format_value, short_revision
+from frpo_bench.results.schema import Row, diverged, format_value, short_revision
 
 
 def to_markdown(rows: list[Row], summaries: list[dict] | None = None, differences: list[dict] | None = None) -> str:
     lines = ["| base | defense | attack | lr | metric | mean | 95% CI | n (seeds) | judge | data |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    notes = {r["defense"]: r["notes"] for r in rows if r.get("notes")}
+    notes = {r["defense"]: r["notes"] for r in rows if r.get("notes") and not diverged(r)}
     for r in rows:
-        lines.append(f"| {r['base']} | {r['defense']}{' *' if r['defense'] in notes else ''} | {r['attack']} | {r['attack_lr'] or '-'} | {r['metric']} {arrow(r['higher_is_better'])} | "
+        attack = f"{r['attack']} (diverged)" if diverged(r) else r["attack"]
+        lines.append(f"| {r['base']} | {r['defense']}{' *' if r['defense'] in notes else ''} | {attack} | {r['attack_lr'] or '-'} | {r['metric']} {arrow(r['higher_is_better'])} | "
                      f"{format_value(r['mean'])} | [{format_value(r['ci95_low'])}, {format_value(r['ci95_high'])}] | "
                      f"{r['n']} ({r['n_seeds']}) | {r['judge']} | {r['dataset']}/{r['split']}@{short_revision(r['dataset_revision'])} |")
     text = "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ PROVENANCE = ("evaluator", "judge", "template", "dataset", "split", "dataset_rev
 COLUMNS = ["schema_version", "recipe", "model", *ROW_KEY, "higher_is_better", "mean", "std_over_seeds", "ci95_low",
            "ci95_high", "n_seeds", "n", *PROVENANCE, "notes", "attack_steps", "attack_tokens", "unit"]
 OPTIONAL = ("notes", "attack_steps", "attack_tokens", "unit")  # columns added later: files written before them read as ""
+DIVERGED = "attack diverged"  # in a row's notes: its model's weights or losses went non-finite (never a worst case)
 BOUNDED_UNITS = ("rate", "score")  # a mean of per-sample values in [0, 1]
 FORMULA_START = ("=", "+", "@", "\t", "\r", "-")  # a cell a spreadsheet would run as a formula
 
@@ -71,6 +72,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {"schema_version": int, "higher_is_be
                                             "std_over_seeds": float, "ci95_low": float, "ci95_high": float,
                                             "n_seeds": int, "n": int, "attack_steps": optional_count,
                                             "attack_tokens": optional_count}
+
+
+def diverged(row: dict) -> bool:
+    return DIVERGED in row.get("notes", "")
 
 
 def row_key(row: dict) -> tuple:

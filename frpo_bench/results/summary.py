@@ -3,7 +3,7 @@ case among attacks that keep capability above a retention bound (an attacker who
 the model's usefulness has not really won)."""
 from __future__ import annotations
 
-from frpo_bench.results.schema import SCHEMA_VERSION, Row, to_csv as rows_to_csv
+from frpo_bench.results.schema import SCHEMA_VERSION, Row, diverged, to_csv as rows_to_csv
 
 COLUMNS = ["schema_version", "recipe", "model", "base", "defense", "metric", "higher_is_better", "unattacked_mean",
            "worst_mean", "worst_ci95_low", "worst_ci95_high", "worst_attack", "worst_lr", "retention_metric",
@@ -28,7 +28,7 @@ def worst_cases(rows: list[Row], capability_metric: str | None, retention: float
         reference = capability.get(("none", ""))
         bound = reference["mean"] * retention if reference else None
         for metric, by_attack in metrics.items():
-            attacked = [r for (attack, _), r in by_attack.items() if attack != "none"]
+            attacked = [r for (attack, _), r in by_attack.items() if attack != "none" and not diverged(r)]
             if not attacked:
                 continue
             worst = _worst(attacked)

@@ -183,7 +183,8 @@ def training_arguments(cfg, out: Path, lr: float, seed: int):
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, use_cpu=not on_accelerator(),
         train_sampling_strategy="group_by_length", logging_steps=1, include_num_input_tokens_seen="non_padding",  # every step's loss: the attack's loss curve
-        save_strategy="no", report_to=report_to(), remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
+        save_strategy="no", report_to=report_to(), remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+        logging_nan_inf_filter=False)  # a non-finite loss is logged as it is (the filter showed a diverged run as 0.000)
 
 
 class _ListDataset:
