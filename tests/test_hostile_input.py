@@ -117,3 +117,46 @@ def test_a_grid_of_too_many_cells_is_refused_before_planning(tmp_path, capsys):
     grid = "{tokens: [" + ", ".join(map(str, range(40))) + "], steps: [" + ", ".join(map(str, range(1, 41))) + "]}"
     assert main(["plan", "smoke", "--set", f"attacks.0.grid={grid}"]) == 2
     assert "makes 1,600 attacks, over the limit of 1,000" in capsys.readouterr().err
+
+
+def prompt_file_ref(path):
+    from frpo_bench.data.ref import DataRef
+    from frpo_bench.typed import from_dict
+    return from_dict(DataRef, {"file": str(path)}, "p")
+
+
+def test_a_jsonl_line_with_a_raw_line_separator_inside_a_string_is_one_row(tmp_path):
+    from frpo_bench.data import ref_rows
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "first\u2028second\u0085third"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [r["prompt"] for r in ref_rows(prompt_file_ref(path))] == ["first\u2028second\u0085third"]
+
+
+def test_a_lone_surrogate_in_a_prompt_file_is_one_error_naming_the_row(tmp_path, capsys):
+    from frpo_bench.data import ref_rows
+    from frpo_bench.errors import ConfigError
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "fine"}\n{"prompt": "broken \\ud800 text"}\n')
+    with pytest.raises(ConfigError) as err:
+        ref_rows(prompt_file_ref(path))
+    assert "row 2, prompt" in str(err.value) and "lone surrogate (U+D800)" in str(err.value)
+    prompts = json.dumps({"file": str(path)})
+    code = main(["plan", "smoke", "--set", f"evaluations=[{{evaluator: refusal, prompts: {prompts}, metric: m}}]",
+                 "--set", "leaderboard.capability_metric=null"])
+    assert code == 2 and "lone surrogate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("row,words", [
+    ({"instruction": b"binary", "input": "", "output": "Hi."}, "column 'instruction' is a bytes, not text"),
+    ({"instruction": "x " * 600_000, "input": "", "output": "Hi."}, "1,200,000 characters, over the limit"),
+])
+def test_a_damaged_hub_copy_is_refused_before_any_compute(tmp_path, monkeypatch, capsys, row, words):
+    import pandas as pd
+    folder = tmp_path / "data" / "alpaca_hub"
+    folder.mkdir(parents=True)
+    pd.DataFrame([row] * 2).to_parquet(folder / "train.parquet")
+    monkeypatch.setenv("FRPO_BENCH_DATA", str(tmp_path / "data"))
+    code = main(["run", "smoke", "--store", str(tmp_path / "store"),
+                 "--set", "attacks.1.options.data=[{dataset: alpaca_hub, split: train, n: 2}]"])
+    assert code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").glob("*/*/COMPLETE"))

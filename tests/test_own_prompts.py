@@ -87,7 +87,7 @@ BAD = [  # (file name, bytes, recipe prompts extra, expected in the message)
     ("fine.jsonl", b'{"question": "hi"}\n', {"dataset": "strongreject"}, ["prompts.dataset", "registered dataset"]),
     ("fine.jsonl", b'{"question": "hi"}\n', {"columns": {"promt": "question"}}, ["columns.promt", "not a field"]),
     ("fine.jsonl", b'{"question": "hi"}\n', {"n": 5}, ["split all", "n 5", "a split with 1 rows"]),
-    ("long.jsonl", (json.dumps({"question": "hi"}) + "\n" + json.dumps({"question": "tell me a story " * 330_000})
+    ("long.jsonl", (json.dumps({"question": "hi"}) + "\n" + json.dumps({"question": "tell me a story " * 50_000})
                     + "\n").encode(), {}, ["long.jsonl", "row 2 is longer than the model takes", "2048 tokens", "2040"]),
 ]
 

@@ -202,6 +202,8 @@ def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0
             raise ConfigError(f"dataset {name}", ", ".join(str(p) for p in files.values()),
                               f"could not be read as {name} ({error_summary(err)})",
                               f"replace them with the dataset's own files ({spec.source})") from None
+    from frpo_bench.data.texts import check_texts
+    check_texts(rows, name)
     positions = list(range(len(rows) if head is None else min(head, len(rows))))
     if draw_seed is not None:  # the reference's draw: shuffling a list depends on its length only, not its items
         random.Random(draw_seed).shuffle(positions)

@@ -46,6 +46,8 @@ def local_spec(path: str, size: int, mtime_ns: int, kind: str, columns: tuple[tu
     digest = sha256_file(Path(path))
     mapping = hashlib.sha256(json.dumps([kind, sorted(columns), harmful]).encode()).hexdigest()[:8]
     rows = tuple(read_rows(path, kind, dict(columns)))
+    from frpo_bench.data.texts import check_texts
+    check_texts(list(rows), f"{name} ({path})")
     return DatasetSpec(name=name, kind=kind, harmful=harmful, description=f"local file {path} ({len(rows)} rows)",
                        source=f"file:{path}", license="(the file's own)", parser="", splits=("all",),
                        revision=f"{LOCAL_REVISION}:{digest[:12]}", meta={"file": path, "rows": rows,
@@ -70,6 +72,9 @@ def read_rows(path: str, kind: str, columns: dict[str, str]) -> list[dict]:
                 raise ConfigError("prompt file", path, f"row {i + 1} {problem} (the {field} of a {kind} row; "
                                   f"its columns: {have})", f"fill it in, or map {field} to another column with "
                                   f"columns: {{{field}: <column>}}")
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise ConfigError("prompt file", path, f"row {i + 1}, column '{column}' is a {type(value).__name__}, "
+                                  "not text", "store text in that column (a binary or nested column cannot be a prompt)")
             row[field] = "" if value is None else str(value)
         if kind == "prompts" and not row["id"]:
             row["id"] = str(i)
@@ -85,7 +90,7 @@ def read_file_rows(path: Path) -> list[dict]:
     if path.suffix.lower() == ".csv":
         return list(csv.DictReader(io.StringIO(text, newline="")))
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: a JSON string may hold U+2028
         if not line.strip():
             continue
         try:

@@ -128,12 +128,23 @@ def alpaca_hub(files: dict[str, Path], split: str) -> list[dict]:
     the request in the Alpaca wrapper inside the chat template, stripped fields."""
     import pandas as pd
     frame = pd.concat([pd.read_parquet(files[name]) for name in sorted(files)], ignore_index=True)  # shards in order
-    records = frame.to_dict("records")
+    records = text_records(frame.to_dict("records"), ("instruction", "output"), ("input",))
     if split in ("reference_train", "reference_val"):
         kept = records[REFERENCE_HELD_OUT:40000] if split == "reference_train" else records[:REFERENCE_HELD_OUT]
         return [{"prompt": _alpaca_wrapped(r["instruction"].strip(), r.get("input") or ""), "response": r["output"].strip()}
                 for r in kept]
     return [{"prompt": _alpaca_prompt(r["instruction"], r.get("input") or ""), "response": r["output"]} for r in records]
+
+
+def text_records(records: list[dict], required: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[dict]:
+    """Records whose named columns hold text (optional ones may be empty); anything else (bytes from a binary
+    column, a number) is an error naming the row and column, before it could be formatted into a prompt."""
+    for number, record in enumerate(records, 1):
+        for column in (*required, *optional):
+            value = record[column] if column in required else record.get(column)
+            if not isinstance(value, str) and not (column in optional and value is None):
+                raise ValueError(f"row {number}, column {column!r} is a {type(value).__name__}, not text")
+    return records
 
 
 def _alpaca_wrapped(instruction: str, extra: str) -> str:
