@@ -160,3 +160,32 @@ def test_a_damaged_hub_copy_is_refused_before_any_compute(tmp_path, monkeypatch,
                  "--set", "attacks.1.options.data=[{dataset: alpaca_hub, split: train, n: 2}]"])
     assert code == 2 and words in capsys.readouterr().err
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").glob("*/*/COMPLETE"))
+
+
+def test_lm_evals_git_report_outside_a_checkout_prints_nothing(tmp_path, monkeypatch, capfd):
+    from frpo_bench.evaluators.lm_eval_tasks import quiet_git_commit_hash, reuse_per_process_work
+    from lm_eval import evaluator
+    reuse_per_process_work()
+    assert evaluator.get_git_commit_hash is quiet_git_commit_hash
+    monkeypatch.chdir(tmp_path)
+    assert quiet_git_commit_hash() is None
+    assert capfd.readouterr().err == ""
+    monkeypatch.chdir(Path(__file__).parent)
+    if (Path(__file__).parents[1] / ".git").exists():  # a checkout: its commit, as lm-eval reports it
+        assert quiet_git_commit_hash()
+
+
+def test_a_pickled_adapter_is_never_loaded(tmp_path, capsys):
+    from frpo_bench.models.tiny import build_tiny_model
+    base = build_tiny_model(tmp_path / "base")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base),
+                                                             "peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                             "target_modules": ["q_proj"]}))
+    (adapter / "adapter_model.bin").write_bytes(b"a pickle would run code here")
+    (adapter / "embeddings.safetensors").write_bytes(b"")  # some safetensors file beside it: not the adapter's
+    assert main(["run", "smoke", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "run"),
+                 "--set", f"model.id={adapter}"]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors" in err and "adapter_model.bin" in err and "never loaded" in err

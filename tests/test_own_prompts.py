@@ -120,8 +120,9 @@ def test_a_run_on_my_file_reruns_when_it_changes_and_not_when_it_moves(tmp_path,
     store, out = tmp_path / "store", tmp_path / "run"
     path = write_jsonl(tmp_path / "mine.jsonl")
 
-    def run(prompt_file: Path) -> dict:
-        prompts = json.dumps({"file": str(prompt_file), "columns": {"prompt": "question"}, "harmful": True})
+    def run(prompt_file: Path, name: str | None = None) -> dict:
+        prompts = json.dumps({"file": str(prompt_file), "columns": {"prompt": "question"}, "harmful": True,
+                              **({"dataset": name} if name else {})})
         assert main(["run", "smoke", "--store", str(store), "--out", str(out), "--set", "attacks=[]",
                      "--set", "leaderboard.capability_metric=null",
                      "--set", f"evaluations=[{{evaluator: refusal, prompts: {prompts}, metric: mine}}]"]) == 0
@@ -142,6 +143,10 @@ def test_a_run_on_my_file_reruns_when_it_changes_and_not_when_it_moves(tmp_path,
     moved.parent.mkdir()
     path.rename(moved)
     assert run(moved)["built"] == 0  # the same bytes elsewhere: every stage from the store
+    renamed = moved.with_name("renamed.jsonl")
+    moved.rename(renamed)
+    assert run(renamed, "mine")["built"] == 0  # renamed, its results' name kept: from the store too
+    renamed.rename(moved)
     write_jsonl(moved, [*PROMPTS[:2], {"question": "Name three rivers.", "topic": "geography"}])
     changed = run(moved)
     assert changed["built"] == changed["reading"]  # generations and scores again; the models are unchanged

@@ -174,6 +174,22 @@ def reuse_per_process_work() -> None:
 
     add_env_info.once_per_process = True
     evaluator.add_env_info = add_env_info
+    evaluator.get_git_commit_hash = quiet_git_commit_hash
+
+
+def quiet_git_commit_hash():
+    """lm-eval's git_hash (`git describe --always` in the working directory, else the commit of a .git above it),
+    without git's 'fatal: not a git repository' on the console of every run outside a checkout."""
+    import os
+    import subprocess
+    from lm_eval.loggers.utils import get_commit_from_path
+    try:
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is not None and done.returncode == 0 and done.stdout.strip():
+        return done.stdout.strip()
+    return get_commit_from_path(os.getcwd())
 
 
 def task_manager(task_dir: Path):

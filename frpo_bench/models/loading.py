@@ -55,6 +55,8 @@ def preflight(cfg) -> None:
             raise ConfigError("model.id", cfg.id, "holds no .safetensors weights",
                               "convert the checkpoint to safetensors (untrusted pickles are not loaded)")
         ref = local_ref(Path(cfg.id))
+        if ref.adapter:
+            check_adapter_weights(ref.adapter, "model.id")
         if not any(Path(ref.path).glob("*.safetensors")):
             raise ConfigError("model.id", cfg.id, f"is an adapter whose base weights ({ref.path}) hold no .safetensors "
                               "files or do not exist", "give the adapter's base model beside it, or a merged model")
@@ -210,8 +212,21 @@ def load_model(ref: ModelRef, dtype: str = "float32", trainable_adapter: bool = 
     contiguous_head_input(model)
     if ref.adapter:
         from peft import PeftModel
+        check_adapter_weights(ref.adapter, "adapter")
         model = PeftModel.from_pretrained(model, ref.adapter, is_trainable=trainable_adapter)
     return model
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter_weights(folder: str, field: str) -> None:
+    """A LoRA adapter loads from safetensors only: peft would read a pickled adapter_model.bin with torch.load."""
+    if not (Path(folder) / ADAPTER_WEIGHTS).is_file():
+        pickled = sorted(p.name for p in Path(folder).glob("*.bin"))
+        raise ConfigError(field, folder, f"has no {ADAPTER_WEIGHTS}" + (f" (only {', '.join(pickled)}: pickled weights "
+                          "are never loaded)" if pickled else ""), "save the adapter with safe_serialization=True, or "
+                          "convert it: safetensors.torch.save_file(torch.load(bin, weights_only=True), ...)")
 
 
 def load_for_training(model: ModelRef, out: Path, new_adapter: bool, padding_side: str):
