@@ -113,3 +113,20 @@ def test_a_linked_artifact_is_refused_and_repair_unlinks_it_never_its_target(tmp
     assert "symbolic link" in capsys.readouterr().out
     assert not folder.is_symlink() and not folder.exists() and (target / "result.json").is_file()
     assert main(["verify", "--store", str(store.root)]) == 0
+
+
+def test_a_trainer_state_planted_as_a_link_is_neither_resumed_nor_written_through(tmp_path):
+    from frpo_bench.training.sft import WarmStart, keep_state
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "trainer_state.json").write_text("{}")
+    warm = tmp_path / "store" / ".warm" / "attack-abc"
+    warm.parent.mkdir(parents=True)
+    warm.symlink_to(elsewhere, target_is_directory=True)
+    assert WarmStart(resume=warm).resumable() is None
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "trainer_state.json").write_text('{"global_step": 3}')
+    keep_state(saved, warm, epoch_rng=__import__("torch").get_rng_state())
+    assert not warm.is_symlink() and (warm / "trainer_state.json").is_file()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["trainer_state.json"]

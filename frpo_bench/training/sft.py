@@ -38,7 +38,9 @@ class WarmStart:
     resume: Optional[Path] = None
 
     def resumable(self) -> Optional[Path]:
-        return self.resume if self.resume is not None and (self.resume / "trainer_state.json").is_file() else None
+        if self.resume is None or self.resume.is_symlink():  # a state is the store's own, never a planted link
+            return None
+        return self.resume if (self.resume / "trainer_state.json").is_file() else None
 
 
 def training_rows(cfg) -> list[dict]:
@@ -168,6 +170,8 @@ def keep_state(saved: Path, keep: Optional[Path], epoch_rng) -> None:
     import torch
     torch.save(epoch_rng, saved / EPOCH_RNG)
     keep.parent.mkdir(parents=True, exist_ok=True)
+    if keep.is_symlink():  # unlinked, never followed: the state must not land where a link points
+        keep.unlink()
     shutil.rmtree(keep, ignore_errors=True)
     shutil.move(str(saved), str(keep))
 
