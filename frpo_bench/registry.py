@@ -77,17 +77,16 @@ def summary(kind: str, name: str) -> str:
 
 
 def attack_trains(name: str) -> bool:
-    """Whether a registered attack type trains at a learning rate (its class says `trains = False` if not:
-    attacks/base.py)."""
-    return getattr(load("attack", name), "trains", True) and attack_changes_weights(name)
+    """Whether a registered attack type trains at a learning rate (attacks/base.py, AttackBase.trains)."""
+    attack = load("attack", name)
+    return attack.trains and attack.changes_weights
 
 
 def defense_repairs(name: str) -> bool:
-    """Whether a registered defense acts after the attack (`repairs = True`: defenses/base.py)."""
-    return getattr(load("defense", name), "repairs", False)
+    """Whether a registered defense acts after the attack (defenses/base.py, DefenseBase.repairs)."""
+    return load("defense", name).repairs
 
 
 def attack_changes_weights(name: str) -> bool:
-    """Whether a registered attack type makes a model of its own (a decode-time attack says
-    `changes_weights = False`: attacks/base.py)."""
-    return getattr(load("attack", name), "changes_weights", True)
+    """Whether a registered attack type makes a model of its own (attacks/base.py, AttackBase.changes_weights)."""
+    return load("attack", name).changes_weights

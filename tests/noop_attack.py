@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from frpo_bench.attacks.base import AttackBase
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, opt
@@ -24,7 +25,7 @@ class NoOpOptions(Options):
         return {"note": self.note, "repeats": self.repeats}
 
 
-class NoOpAttack:
+class NoOpAttack(AttackBase):
     """Does nothing, with options."""
 
     Options = NoOpOptions

@@ -13,7 +13,7 @@ from frpo_bench import registry
 
 PACKAGE = Path(__file__).resolve().parents[1] / "frpo_bench"
 LAYERS = [
-    ("errors", "typed", "files", "registry", "__init__"),
+    ("errors", "typed", "files", "registry", "work", "__init__"),
     ("models", "data"),
     ("config", "generation_config", "recipe_rewrites", "search_options", "training", "perf"),
     ("evaluators",),
@@ -111,3 +111,29 @@ def test_the_engine_reads_components_through_their_contracts_only():
     probing = [f"{path.name}:{i}" for path in (PACKAGE / "engine").glob("*.py")
                for i, line in enumerate(path.read_text().splitlines(), 1) if "hasattr(" in line or "getattr(" in line]
     assert not probing, probing
+
+
+# Where a registered name is also one of the engine's own words: "none" labels the cell no attack made (and is
+# the default defense type), "checkpoint" is the stage kind of a trajectory point.
+ENGINE_WORDS = {"none", "checkpoint"}
+
+
+def test_the_engine_names_no_defense_attack_or_evaluator():
+    """The engine prices, schedules and plans components through their contracts (work, flags, options), so a
+    new defense, attack or evaluator never edits it: no registered name appears in engine/ as a string."""
+    names = (set(registry.DEFENSES) | set(registry.ATTACKS) | set(registry.EVALUATORS)) - ENGINE_WORDS
+    found = []
+    for path in sorted((PACKAGE / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append(f"{path.name}:{node.lineno} {node.value!r}")
+    assert not found, found
+
+
+def test_every_component_inherits_its_contracts_defaults():
+    from frpo_bench.attacks.base import AttackBase
+    from frpo_bench.defenses.base import DefenseBase
+    from frpo_bench.evaluators.base import EvaluatorBase
+    for kind, base in (("defense", DefenseBase), ("attack", AttackBase), ("evaluator", EvaluatorBase)):
+        for name in registry._KINDS[kind]:
+            assert issubclass(registry.load(kind, name), base), (kind, name)

@@ -109,3 +109,23 @@ def test_every_registered_component_declares_its_contract():
                 assert isinstance(cls.identity, bool), name
             if kind == "evaluator":
                 assert isinstance(cls.version, str) and isinstance(cls.needs_completions, bool), name
+
+
+@pytest.mark.slow
+def test_a_new_evaluator_plugs_in_with_one_file_and_one_registry_line(monkeypatch, isolated_cache, tmp_path):
+    """Planned, priced, scheduled and run with no engine edit: its work says it runs no model."""
+    monkeypatch.setitem(registry.EVALUATORS, "long_reply", "long_reply_evaluator:LongReplyEvaluator")
+    evaluation = ("evaluations=[{evaluator: long_reply, options: {characters: 10}, "
+                  "prompts: {dataset: demo_harmful, split: eval, n: 4}, metric: long_reply}]")
+    recipe, _ = load_recipe("smoke", [evaluation, "leaderboard.capability_metric=null"])
+    stages = build_plan(recipe)[1]
+    score = next(s for s in stages if s.kind == "score")
+    from frpo_bench.engine.estimate import MACHINES, stage_estimate
+    from frpo_bench.engine.ray_executor import stage_resources
+    estimate = stage_estimate(score, 1e8, MACHINES["h100"])
+    assert estimate.seconds == pytest.approx(0.004) and estimate.gpus == 0
+    assert stage_resources(score, gpu_cluster=True)["num_gpus"] == 0
+    assert main(["run", "smoke", "--out", str(tmp_path / "run"), "--set", evaluation,
+                 "--set", "leaderboard.capability_metric=null", "--set", "attacks=[]"]) == 0
+    rows = (tmp_path / "run" / "leaderboard.csv").read_text()
+    assert "long_reply (long-reply-v1)" in rows and "length>10" in rows

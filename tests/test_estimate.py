@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from frpo_bench.engine.estimate import (MACHINES, Machine, generate_seconds, model_parameters, rl_estimate,
+from frpo_bench.engine.estimate import (MACHINES, Machine, generate_seconds, model_parameters, price,
                                         train_peak_bytes, train_seconds)
 
 SMOL, MISTRAL = model_parameters("smollm2-135m-instruct"), model_parameters("mistralai/Mistral-7B-Instruct-v0.1")
@@ -92,8 +92,12 @@ def test_every_kind_of_figure_has_a_committed_measurement():
 
 def test_a_paper_frpo_hardening_takes_hours_and_fits_one_80gb_card():
     options = {"prompts_per_step": 16, "num_generations": 8, "max_completion_length": 256, "steps": 500,
-               "beta": 0.1, "lora": {"r": 64}, "helpfulness_reward": "helpful_proxy"}
-    estimate = rl_estimate(options, MISTRAL, H200)
+               "beta": 0.1, "lora": {"r": 64}, "helpfulness_reward": "helpful_proxy",
+               "harmful_prompts": {"dataset": "demo_harmful", "split": "train"},
+               "benign_prompts": {"dataset": "demo_benign", "split": "train"}}
+    from frpo_bench.defenses.rl_options import RLOptions, rl_work
+    from frpo_bench.typed import from_dict
+    estimate = price("harden", rl_work(from_dict(RLOptions, options)), MISTRAL, H200)
     probe = result("gpu_check_h200.json")["paper_scale"]  # one step's sampling and update, measured on an H200
     measured_steps = 500 * (probe["7b_sampling_128x256_s"] + probe["7b_lora_step_s"])
     assert measured_steps <= estimate.seconds <= 1.5 * measured_steps  # + loading and the reference's forwards
@@ -170,7 +174,8 @@ def test_the_first_eta_of_the_demo_is_within_1_5x_of_its_measured_stages(monkeyp
 def test_stage_flops_are_their_definition():
     """The compute floor counts 4 N (LoRA) or 6 N (full) FLOPs per trained token and 2 N per generated or read one."""
     from frpo_bench.config import load_recipe
-    from frpo_bench.engine.estimate import PROMPT_TOKENS, SEQUENCE_FILL, stage_flops
+    from frpo_bench.engine.estimate import stage_flops
+    from frpo_bench.work import PROMPT_TOKENS, SEQUENCE_FILL
     from frpo_bench.engine.plan import build_plan
     stages = build_plan(load_recipe("smoke")[0])[1]
     lora = next(s for s in stages if s.kind == "attack" and s.fields.get("lora"))

@@ -12,6 +12,7 @@ from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options
+from frpo_bench.work import Shape, WeightsMemory, Work
 
 Report = Callable[[str], None]
 
@@ -33,29 +34,41 @@ class Attack(Protocol):
         ...
 
 
-# Optional parts of an attack class, read only through `evaluation_generation` below and
-# `registry.attack_trains` (attacks without them behave as
-# every attack did before them):
-#   trains = False             it does not train: no learning rates (`lrs`), one cell per defended model and
-#                              seed, `apply` called with lr=None (e.g. refusal_ablation)
-#   changes_weights = False    it acts at decoding time only (e.g. prefill; implies trains = False): no attack
-#                              stage and no `apply`; its cells are the defended model evaluated with the
-#                              generation settings `generation` returns, so what those settings leave as they were
-#                              (benign sets, capability scored on the model itself) is shared with the unattacked
-#                              cell's stages, not recomputed
-#   generation(options, gen)   a staticmethod: the GenerationConfig its cells are evaluated with, from the
-#                              recipe's (e.g. an identity-shift attack's system prompt and request wrapper); it
-#                              enters the generation's key like any generation setting
+class AttackBase:
+    """What every attack class inherits: the engine reads these, and an attack overrides the ones that differ."""
 
-def evaluation_generation(attack_class, options: Options, gen):
+    trains: ClassVar[bool] = True  # False: no learning rates (`lrs`), one cell per defended model and seed,
+    # `apply` called with lr=None (e.g. refusal_ablation)
+    changes_weights: ClassVar[bool] = True  # False: it acts at decoding time only (e.g. prefill; implies no
+    # training): no attack stage and no `apply`; its cells are the defended model evaluated with the generation
+    # settings `generation` returns, so what those leave as they were (benign sets, capability scored on the
+    # model itself) is shared with the unattacked cell's stages, not recomputed
+
+    @staticmethod
+    def generation(options: Options, gen):
+        """The GenerationConfig its cells are evaluated with, from the recipe's (e.g. an identity-shift attack's
+        system prompt and request wrapper); it enters the generation's key like any generation setting."""
+        return gen
+
+    @staticmethod
+    def work(options: Options, shape: Shape) -> Work:
+        """What its stage does, for the cost model (frpo_bench/work.py): by default it loads the model to
+        change it and writes it back, without training."""
+        return Work(loads=2, memory=(WeightsMemory(1),))
+
+
+def evaluation_generation(attack_class: type[AttackBase], options: Options, gen):
     """The generation settings the attack's cells are evaluated with (the recipe's unless it changes them)."""
-    adjust = getattr(attack_class, "generation", None)
-    return adjust(options, gen) if adjust is not None else gen
+    return attack_class.generation(options, gen)
 
 
-class FinetuneApply:
+class FinetuneApply(AttackBase):
     """`apply` of an attack whose options are a `training.options.FinetuneConfig`: the shared SFT trainer, with
     trajectory checkpoints, a search rung's stop and its warm start (the fine-tuning and identity-shift attacks)."""
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        return options.sft_work()
 
     def apply(self, model: ModelRef, out: Path, options: Options, lr: float, seed: int, report: Report = print,
               checkpoint_steps: Sequence[int] = (), stop_at: Optional[int] = None, warm=None) -> ModelRef:

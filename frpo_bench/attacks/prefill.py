@@ -16,6 +16,7 @@ from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.generation_config import PREFILL_UNCOVERED
 from frpo_bench.typed import Options, opt
+from frpo_bench.attacks.base import AttackBase
 
 
 @dataclass
@@ -43,7 +44,7 @@ class PrefillOptions(Options):
         return [self.data]
 
 
-class PrefillAttack:
+class PrefillAttack(AttackBase):
     """Prefilling: the first k tokens of a harmful answer forced at decoding time; the weights are the defended
     model's (no attack stage: attacks/base.py, `changes_weights`)."""
 

@@ -25,8 +25,14 @@ from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import DTYPES, DtypeOption
 from frpo_bench.typed import Options, opt
+from frpo_bench.attacks.base import AttackBase
+from frpo_bench.work import PROMPT_TOKENS, InferenceMemory, Shape, Work
+from frpo_bench.work import Forward as ForwardPass
 
 WRITERS = ("o_proj", "down_proj")  # the linear maps of a decoder layer whose output is added to the residual
+
+ABLATION_LAYERS = 32  # decoder layers, for the estimate: barely grow with size below ~10B (SmolLM2-135M 30)
+ABLATION_POSITIONS = 5  # post-instruction tokens of a chat template (SmolLM2's 5)
 
 
 @dataclass
@@ -75,10 +81,19 @@ class RefusalAblationOptions(DtypeOption, Options):
         return [self.harmful, self.harmless, self.harmful_val, self.harmless_val]
 
 
-class RefusalAblationAttack:
+class RefusalAblationAttack(AttackBase):
     """Refusal-direction ablation: difference of means, the paper's selection rule, weight orthogonalization."""
 
     Options = RefusalAblationOptions
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        """Forwards for the two means, then per candidate (layers under the depth share x positions) one pass over
+        both validation sets and, at worst, one induce pass over the harmless one."""
+        means = shape.rows(options.harmful) + shape.rows(options.harmless)
+        candidates = int(options.max_layer_share * ABLATION_LAYERS) * ABLATION_POSITIONS
+        reads = means + candidates * (shape.rows(options.harmful_val) + 2 * shape.rows(options.harmless_val))
+        return Work(loads=3, steps=(ForwardPass(PROMPT_TOKENS * reads),), memory=(InferenceMemory(32, PROMPT_TOKENS),))
     trains = False
 
     def apply(self, model: ModelRef, out: Path, options: RefusalAblationOptions, lr=None, seed: int = 0,

@@ -13,6 +13,7 @@ from typing import Callable, ClassVar, Protocol
 
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options
+from frpo_bench.work import Shape, WeightsMemory, Work
 
 Report = Callable[[str], None]
 
@@ -27,12 +28,23 @@ class Defense(Protocol):
         ...
 
 
-# Optional part of a defense class, read through `registry.defense_repairs` (defenses without it act before the
-# attack only, as every defense did before it):
-#   repairs = True   a post-attack repair (e.g. SafeLoRA): with identity = True it changes nothing before the attack;
-#                    after each attack that changes weights the engine plans a `repair` stage that calls
-#                    repair(attacked, defended, base, out, options, report) -> ModelRef, where `defended` is the model
-#                    the attack started from and `base` the model before alignment: its options' `base_model` (a model
-#                    id, or None for the recipe's model before its `align` stage); the cell scores the repaired model
-#                    (its attack stage is the one the undefended model's cell shares)
+class DefenseBase:
+    """What every defense class inherits: the engine reads these, and a defense overrides the ones that differ."""
 
+    identity: ClassVar[bool] = False  # True: `apply` returns its input, so the defended model is the start itself
+    repairs: ClassVar[bool] = False  # True: a post-attack repair (e.g. SafeLoRA; with identity = True it changes
+    # nothing before the attack): after each attack that changes weights the engine plans a `repair` stage that
+    # calls repair(attacked, defended, base, out, options, report) -> ModelRef, where `defended` is the model the
+    # attack started from and `base` the model before alignment (its options' `base_model`, or None for the
+    # recipe's model before its `align` stage); the cell scores the repaired model
+
+    @staticmethod
+    def work(options: Options, shape: Shape) -> Work:
+        """What its harden stage does, for the cost model (frpo_bench/work.py): by default it reads the model
+        and writes the defended one (a released checkpoint), without training."""
+        return Work(loads=2, memory=(WeightsMemory(1),))
+
+    @staticmethod
+    def repair_work(options: Options, shape: Shape) -> Work:
+        """What its repair stage does: it reads the attacked, defended and base weights."""
+        return Work(loads=3, memory=(WeightsMemory(3),))

@@ -24,6 +24,8 @@ from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
+from frpo_bench.defenses.base import DefenseBase
+from frpo_bench.work import Shape, Work, paired_training_work
 
 
 @dataclass
@@ -99,10 +101,14 @@ def booster_gradients(lm, params: list, alignment_batch, harmful_batch, lam: flo
             "regularizer": harmful.item() - stepped.item(), "harmful_grad_norm": float(norm)}
 
 
-class BoosterDefense:
+class BoosterDefense(DefenseBase):
     """Booster: alignment that keeps a simulated harmful step from lowering the harmful loss."""
 
     Options = BoosterOptions
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:  # 3 forward-backward passes a step
+        return paired_training_work(3, options.steps, options.batch_size, options.max_length, options.lora is not None)
     identity = False
 
     def apply(self, model: ModelRef, out: Path, options: BoosterOptions, seed: int, report=print) -> ModelRef:

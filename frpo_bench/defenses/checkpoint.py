@@ -10,6 +10,7 @@ from typing import Optional
 
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, opt
+from frpo_bench.defenses.base import DefenseBase
 
 
 @dataclass
@@ -36,7 +37,7 @@ class CheckpointOptions(Options):
         return source_fields(self.model_config())
 
 
-class CheckpointDefense:
+class CheckpointDefense(DefenseBase):
     """A released defended checkpoint in place of training a defense."""
 
     Options = CheckpointOptions

@@ -5,11 +5,11 @@ from functools import partial
 from pathlib import Path
 
 from frpo_bench.defenses.frpo_math import frpo_advantages, robust_objective
-from frpo_bench.defenses.rl_options import FRPOOptions
+from frpo_bench.defenses.rl_options import FRPOOptions, RLDefenseBase
 from frpo_bench.models import ModelRef
 
 
-class FRPODefense:
+class FRPODefense(RLDefenseBase):
     """FRPO: fine-tuning-robust policy optimisation (arXiv 2602.08813), jackknife or plug-in advantages."""
 
     Options = FRPOOptions

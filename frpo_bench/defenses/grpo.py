@@ -5,11 +5,11 @@ from functools import partial
 from pathlib import Path
 
 from frpo_bench.defenses.frpo_math import robust_objective
-from frpo_bench.defenses.rl_options import RLOptions
+from frpo_bench.defenses.rl_options import RLDefenseBase, RLOptions
 from frpo_bench.models import ModelRef
 
 
-class GRPODefense:
+class GRPODefense(RLDefenseBase):
     """GRPO: online RL on safety + helpfulness rewards with group-normalised advantages."""
 
     Options = RLOptions

@@ -5,9 +5,10 @@ from pathlib import Path
 
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import NoOptions
+from frpo_bench.defenses.base import DefenseBase
 
 
-class NoDefense:
+class NoDefense(DefenseBase):
     """No hardening: the (aligned) base model itself."""
 
     Options = NoOptions

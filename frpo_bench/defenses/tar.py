@@ -26,6 +26,8 @@ from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, check_positive, check_positive_value, opt
+from frpo_bench.defenses.base import DefenseBase
+from frpo_bench.work import Shape, Train, TrainMemory, WeightsMemory, Work, sft_tokens
 
 TAMPER_LOSSES = ("dpo", "entropy")
 
@@ -154,10 +156,19 @@ def retain_loss(model, reference, batch, representation_weight: float):
     return out.loss + representation_weight * distance
 
 
-class TARDefense:
+class TARDefense(DefenseBase):
     """Tamper-resistant safeguards: meta-learned resistance to fine-tuning attacks (full weights)."""
 
     Options = TAROptions
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        """Per outer step: the inner attack's steps, the tamper-resistance gradients and the retain step, all full
+        weights; a frozen reference copy beside the model."""
+        passes = options.inner_steps + options.inner_steps // max(options.tamper_every, 1) + 1
+        tokens = options.steps * passes * sft_tokens(1, options.batch_size, options.max_length)
+        return Work(loads=2, steps=(Train(tokens, options.steps * passes, lora=False, bf16=True),),
+                    memory=(TrainMemory(options.batch_size * options.max_length, full=True), WeightsMemory(1)))
     identity = False
 
     def apply(self, model: ModelRef, out: Path, options: TAROptions, seed: int, report=print) -> ModelRef:

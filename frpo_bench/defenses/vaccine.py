@@ -22,6 +22,8 @@ from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
+from frpo_bench.defenses.base import DefenseBase
+from frpo_bench.work import Shape, Work, paired_training_work
 
 
 @dataclass
@@ -76,10 +78,14 @@ def vaccine_gradients(lm, blocks: list, batch, rho: float, backward, autocast=nu
     return {"loss": plain.item(), "perturbed_loss": perturbed.item(), "shifts": shifts}
 
 
-class VaccineDefense:
+class VaccineDefense(DefenseBase):
     """Vaccine: alignment trained under the worst-case perturbation of each layer's attention output."""
 
     Options = VaccineOptions
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:  # 2 forward-backward passes a step
+        return paired_training_work(2, options.steps, options.batch_size, options.max_length, options.lora is not None)
     identity = False
 
     def apply(self, model: ModelRef, out: Path, options: VaccineOptions, seed: int, report=print) -> ModelRef:

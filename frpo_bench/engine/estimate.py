@@ -30,6 +30,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from frpo_bench.work import (PROMPT_TOKENS, UNKNOWN_MODEL_PARAMETERS, Forward, Generate, InferenceMemory, LmEvalStart,
+                             Shape, Train, TrainMemory, Work)
+
 GIB = 1024 ** 3
 
 
@@ -159,14 +162,6 @@ def inference_peak_bytes(params: float, sequences: int, length: int) -> float:
 
 # --- stages ---------------------------------------------------------------------------------------
 
-SEQUENCE_FILL = 0.5  # training sequences fill about half their max_length (they are cut there, padded per batch)
-PROMPT_TOKENS = 64  # a short request, chat-templated (the demo's: ~55 with SmolLM2's template)
-JUDGE_PROMPT_TOKENS = 700  # a judge's template around prompt and response
-API_SECONDS_PER_REQUEST = 4.0
-PAIR_RESPONSE_TOKENS = 256  # a held-out (prompt, response) pair's response: a worked answer or an instruction's reply
-LM_EVAL_GENERATION = ("gsm8k", "math500")  # evaluators that run lm-eval's generate-until tasks on the model
-CODE_CHECK_SECONDS = 1.0  # EvalPlus running one solution against its base and extra inputs, per process
-TEXT_CHECK_SECONDS = 0.05
 DEFAULT_ROWS = 500  # when a prompt set's size cannot be read here
 
 
@@ -183,9 +178,10 @@ def prompt_count(prompts: dict) -> int:
     return selected(prompts) or DEFAULT_ROWS
 
 
-def sft_tokens(fields: dict) -> float:
-    """Tokens a supervised fine-tuning stage trains on (sequences fill about half their max_length)."""
-    return fields["steps"] * fields["batch_size"] * fields["max_length"] * SEQUENCE_FILL
+def rows_of(ref) -> int:
+    """The rows a DataRef (or its key fields) selects, DEFAULT_ROWS where they cannot be read here."""
+    from frpo_bench.typed import to_dict
+    return prompt_count(ref if isinstance(ref, dict) else to_dict(ref, for_key=True))
 
 
 def completion_tokens(stage) -> int:
@@ -200,178 +196,102 @@ def plan_parameters(stages) -> float | None:
     return model_parameters(base.fields["id"]) if base else None
 
 
-def sft_estimate(kind: str, fields: dict, micro_batch: int, params: float, machine: Machine) -> Estimate:
-    lora = fields.get("lora") is not None
-    tokens = sft_tokens(fields)
-    seconds = 2 * load_seconds(params, machine) + train_seconds(params, tokens, fields["steps"], machine,
-                                                               fields.get("bf16", False), lora)
-    return Estimate(kind, seconds, train_peak_bytes(params, micro_batch * fields["max_length"], not lora))
+def other_parameters(model: str | None, params: float) -> float:
+    """The parameters of the model a step names (another model: a judge, a reward model), else the stage's."""
+    return params if model is None else (model_parameters(model) or UNKNOWN_MODEL_PARAMETERS)
 
 
-PAIR_PASSES = {"repnoise": 2, "vaccine": 2, "booster": 3}  # forward-backward passes per step over one batch each
+def step_seconds(step, params: float, machine: Machine) -> float:
+    if isinstance(step, Train):
+        bf16 = machine.is_gpu if step.bf16 is None else step.bf16
+        return train_seconds(params, step.tokens, step.steps, machine, bf16, step.lora)
+    if isinstance(step, Generate):
+        return step.repeat * generate_seconds(params, step.sequences, step.new_tokens, step.batch, machine, step.dtype)
+    if isinstance(step, Forward):
+        return forward_seconds(other_parameters(step.model, params), step.tokens, machine, step.dtype)
+    if isinstance(step, LmEvalStart):
+        return LM_EVAL_START
+    return step.seconds  # Wait
 
 
-def pair_defense_estimate(kind: str, options: dict, params: float, machine: Machine) -> Estimate:
-    """RepNoise, Vaccine, Booster: SFT-like steps of several forward-backward passes each."""
-    lora = options.get("lora") is not None
-    tokens = PAIR_PASSES[kind] * options["steps"] * options["batch_size"] * options["max_length"] * SEQUENCE_FILL
-    seconds = 2 * load_seconds(params, machine) + train_seconds(params, tokens, options["steps"], machine,
-                                                                machine.is_gpu, lora)
-    return Estimate("harden", seconds, train_peak_bytes(params, options["batch_size"] * options["max_length"], not lora))
+def memory_bytes(item, params: float) -> float:
+    if isinstance(item, TrainMemory):
+        return train_peak_bytes(params, item.tokens_in_flight, item.full)
+    if isinstance(item, InferenceMemory):
+        return item.copies * inference_peak_bytes(other_parameters(item.model, params), item.sequences, item.length)
+    return 2 * params * item.copies  # WeightsMemory: bf16
 
 
-ABLATION_LAYERS = 32  # decoder layers: barely grow with size below ~10B (SmolLM2-135M 30, Mistral-7B 32)
-ABLATION_POSITIONS = 5  # post-instruction tokens of a chat template (SmolLM2's 5)
+def price(kind: str, work: Work, params: float, machine: Machine) -> Estimate:
+    """A stage's work on `machine`: its loads, then its steps in sequence; peak memory the sum of its parts."""
+    seconds = (work.loads * load_seconds(params, machine)
+               + work.judge_loads * load_seconds(other_parameters(work.judge, params), machine)
+               + sum(step_seconds(step, params, machine) for step in work.steps))
+    return Estimate(kind, seconds, sum(memory_bytes(m, params) for m in work.memory), 1 if work.runs_model else 0)
 
 
-def ablation_estimate(fields: dict, params: float, machine: Machine) -> Estimate:
-    """Refusal-direction ablation: forwards for the two means, then per candidate (layers under the depth share x
-    positions) one pass over both validation sets and, at worst, one induce pass over the harmless one."""
-    means, harmful_val, harmless_val = (sum(prompt_count(d) for d in fields["data"][:2]),
-                                        prompt_count(fields["data"][2]), prompt_count(fields["data"][3]))
-    candidates = int(fields.get("max_layer_share", 0.8) * ABLATION_LAYERS) * ABLATION_POSITIONS
-    tokens = PROMPT_TOKENS * (means + candidates * (harmful_val + 2 * harmless_val))
-    return Estimate("attack", 3 * load_seconds(params, machine) + forward_seconds(params, tokens, machine),
-                    inference_peak_bytes(params, 32, PROMPT_TOKENS))
+def shape_of(stage) -> Shape:
+    prompts = stage.fields.get("prompts")
+    return Shape(rows=rows_of, prompts=prompt_count(prompts) if isinstance(prompts, dict) else 0,
+                 completion_tokens=completion_tokens(stage), compared="start" in stage.uses, cpus=os.cpu_count() or 2)
 
 
-def rl_estimate(options: dict, params: float, machine: Machine) -> Estimate:
-    sequences = options["prompts_per_step"] * options["num_generations"]
-    length = options["max_completion_length"]
-    tokens = sequences * (PROMPT_TOKENS + length)
-    lora = options.get("lora") is not None
-    bf16 = machine.is_gpu or bool(options.get("bf16"))  # a CPU where bf16 measured slower trains and samples in fp32
-    step = (generate_seconds(params, sequences, length, sequences, machine, "bfloat16" if bf16 else "float32")
-            + train_seconds(params, tokens, 1, machine, bf16, lora))
-    if options.get("beta", 0) > 0:  # the reference model's log-probs: one forward
-        step += forward_seconds(params, tokens, machine)
-    if options.get("helpfulness_reward") == "reward_model":
-        reward_params = model_parameters(options.get("reward_model", "")) or 8e9
-        step += forward_seconds(reward_params, tokens, machine)
-    peak = train_peak_bytes(params, tokens, not lora)
-    return Estimate("harden", 2 * load_seconds(params, machine) + options["steps"] * step, peak)
-
-
-def tar_estimate(options: dict, params: float, machine: Machine) -> Estimate:
-    batch_tokens = options["batch_size"] * options["max_length"] * SEQUENCE_FILL
-    passes = options["inner_steps"] + options["inner_steps"] // max(options.get("tamper_every", 1), 1) + 1
-    seconds = options["steps"] * passes * train_seconds(params, batch_tokens, 1, machine, True, False)
-    peak = train_peak_bytes(params, options["batch_size"] * options["max_length"], True) + 2 * params  # + reference
-    return Estimate("harden", 2 * load_seconds(params, machine) + seconds, peak)
-
-
-def rr_estimate(options: dict, params: float, machine: Machine) -> Estimate:
-    batch_tokens = 2 * options["batch_size"] * options["max_length"] * SEQUENCE_FILL  # harmful + retain
-    step = train_seconds(params, batch_tokens * 1.5, 1, machine, True, True)  # + the frozen forward
-    peak = train_peak_bytes(params, 2 * options["batch_size"] * options["max_length"], False)
-    return Estimate("harden", 2 * load_seconds(params, machine) + options["steps"] * step, peak)
-
-
-def score_estimate(fields: dict, options: dict, params: float, machine: Machine, completion_tokens: int = 256,
-                   two_models: bool = True) -> Estimate:
-    """`options`: the evaluation's options with their transport fields (batch sizes, concurrency);
-    `completion_tokens`: the completions' length (what KL reads after the prompt); `two_models`: KL has a
-    model before the attack to compare with (an unattacked model's KL is 0 without compute)."""
-    evaluator, n = fields["evaluator"], prompt_count(fields["prompts"])
-    if evaluator in LM_EVAL_GENERATION:
-        seconds = (LM_EVAL_START + load_seconds(params, machine)
-                   + generate_seconds(params, n, options.get("max_gen_toks", 256), options.get("batch_size", 8),
-                                      machine, options.get("dtype", "bfloat16")))
-        return Estimate("score", seconds, inference_peak_bytes(params, options.get("batch_size", 8), 1024))
-    if evaluator == "evalplus":  # greedy answers on the resident weights, then each solution run in a subprocess
-        batch, tokens = options.get("batch_size", 8), options.get("max_new_tokens", 768)
-        seconds = (load_seconds(params, machine) + generate_seconds(params, n, tokens, batch, machine,
-                                                                    options.get("dtype", "bfloat16"))
-                   + n * CODE_CHECK_SECONDS / max(options.get("parallel") or (os.cpu_count() or 2) // 2, 1))
-        return Estimate("score", seconds, inference_peak_bytes(params, batch, PROMPT_TOKENS + tokens))
-    if evaluator == "kl_to_start":  # the model and the one before the attack read every completion (prefill)
-        if not two_models:
-            return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
-        tokens = n * (PROMPT_TOKENS + completion_tokens)  # both models stay resident across a cell: one load
-        dtype = options.get("dtype", "float32")
-        return Estimate("score", load_seconds(params, machine) + 2 * forward_seconds(params, tokens, machine, dtype),
-                        2 * inference_peak_bytes(params, options.get("batch_size", 8), PROMPT_TOKENS + completion_tokens))
-    if evaluator == "response_loss":  # the model reads held-out pairs once (prefill-like)
-        tokens = n * (PROMPT_TOKENS + PAIR_RESPONSE_TOKENS)
-        return Estimate("score", load_seconds(params, machine) + forward_seconds(params, tokens, machine,
-                                                                                   options.get("dtype", "float32")),
-                        inference_peak_bytes(params, options.get("batch_size", 8), PROMPT_TOKENS + PAIR_RESPONSE_TOKENS))
-    judge = options.get("judge_model") or options.get("classifier") or options.get("reward_model")
-    if "max_concurrency" in options and not options.get("serve_model"):  # an LLM judge behind an endpoint
-        return Estimate("score", n * API_SECONDS_PER_REQUEST / max(options.get("max_concurrency", 8), 1), 0, 0)
-    if judge:  # a local judge model reads every prompt (prefill, compute-bound)
-        judge_params = model_parameters(judge) or 8e9
-        moderated = math.ceil(n / 32) * API_SECONDS_PER_REQUEST if options.get("moderation") == "openai" else 0.0
-        return Estimate("score", load_seconds(judge_params, machine) + moderated
-                        + forward_seconds(judge_params, n * JUDGE_PROMPT_TOKENS, machine),
-                        inference_peak_bytes(judge_params, options.get("batch_size", 4), JUDGE_PROMPT_TOKENS))
-    return Estimate("score", TEXT_CHECK_SECONDS, 0, 0)
+def stage_work(stage) -> Work:
+    """What a stage does, from its component (the engine's own stages: base, checkpoint, generate, align)."""
+    from frpo_bench import registry
+    payload, shape = stage.payload, shape_of(stage)
+    if stage.kind == "align":
+        return payload["cfg"].sft_work()
+    if stage.kind == "attack":
+        attack = payload["attack"]
+        return registry.load("attack", attack.type).work(attack.options, shape)
+    if stage.kind in ("harden", "repair"):
+        defense = payload["defense"]
+        component = registry.load("defense", defense.type)
+        return (component.work if stage.kind == "harden" else component.repair_work)(defense.options, shape)
+    if stage.kind == "score":
+        evaluation = payload["evaluation"]
+        return registry.load("evaluator", evaluation.evaluator).work(evaluation.options, shape)
+    if stage.kind == "generate":
+        gen = stage.fields["generation"]
+        batch = payload["generation"].batch_size if gen["backend"] == "hf" else 256  # vLLM batches itself
+        return Work(loads=1, steps=(Generate(prompt_count(stage.fields["prompts"]), gen["max_new_tokens"], batch,
+                                             gen["dtype"]),),
+                    memory=(InferenceMemory(batch, PROMPT_TOKENS + gen["max_new_tokens"]),))
+    return Work()  # checkpoint: a record of weights its attack already saved
 
 
 def stage_estimate(stage, params: float, machine: Machine) -> Estimate:
-    fields, payload = stage.fields, stage.payload
     if stage.kind == "base":
-        convert = EMBEDDED_CONVERT_SECONDS_PER_PARAM * params if fields.get("kind") == "embedded" else 0.0
+        convert = EMBEDDED_CONVERT_SECONDS_PER_PARAM * params if stage.fields.get("kind") == "embedded" else 0.0
         return Estimate("base", load_seconds(params, machine) + convert, 2 * params)
-    if stage.kind == "align":
-        return sft_estimate("align", fields, payload["cfg"].micro_batch_size, params, machine)
-    if stage.kind == "attack":
-        if fields.get("type") == "refusal_ablation":
-            return ablation_estimate(fields, params, machine)
-        if "steps" not in fields:  # an attack that does not train (the cost model knows fine-tuning only)
-            return Estimate("attack", 2 * load_seconds(params, machine), 2 * params)
-        from frpo_bench.typed import to_dict
-        micro = to_dict(payload["attack"].options).get("micro_batch_size") or fields["batch_size"]
-        return sft_estimate("attack", fields, micro, params, machine)
-    if stage.kind == "repair":  # reads the attacked, defended and base weights; a few matrix products
-        return Estimate("repair", 3 * load_seconds(params, machine), 3 * params)
-    if stage.kind == "checkpoint":  # a record of weights its attack already saved
-        return Estimate("checkpoint", 0.0, 0, 0)
-    if stage.kind == "harden":
-        options = fields["options"]
-        kind = fields["type"]
-        if kind in ("grpo", "frpo"):
-            return rl_estimate(options, params, machine)
-        if kind == "tar":
-            return tar_estimate(options, params, machine)
-        if kind == "rr":
-            return rr_estimate(options, params, machine)
-        if kind in PAIR_PASSES:
-            return pair_defense_estimate(kind, options, params, machine)
-        return Estimate("harden", 2 * load_seconds(params, machine), 2 * params)  # a released checkpoint
-    if stage.kind == "generate":
-        gen = fields["generation"]
-        n = prompt_count(fields["prompts"])
-        batch = payload["generation"].batch_size if gen["backend"] == "hf" else 256  # vLLM batches itself
-        seconds = load_seconds(params, machine) + generate_seconds(params, n, gen["max_new_tokens"], batch,
-                                                                   machine, gen["dtype"])
-        return Estimate("generate", seconds, inference_peak_bytes(params, batch, PROMPT_TOKENS + gen["max_new_tokens"]))
-    from frpo_bench.typed import to_dict
-    return score_estimate(fields, to_dict(payload["evaluation"].options), params, machine, completion_tokens(stage),
-                          "start" in stage.uses)
+    return price(stage.kind, stage_work(stage), params, machine)
+
+
+def step_flops(step, params: float) -> float:
+    """The matmul FLOPs a step cannot do without: 6 N per trained token (full) or 4 N (LoRA), 2 N per token read
+    or written."""
+    if isinstance(step, Train):
+        return (4 if step.lora else 6) * params * step.tokens
+    if isinstance(step, Generate):
+        return step.repeat * 2 * params * step.sequences * (step.prompt_tokens + step.new_tokens)
+    if isinstance(step, Forward):
+        return 2 * other_parameters(step.model, params) * step.tokens
+    return 0.0
 
 
 def stage_flops(stage, params: float) -> tuple[float, str]:
-    """(matmul FLOPs, dtype) a stage cannot do without: its compute floor. Training 6 N per token (full) or
-    4 N (LoRA), generation and model scoring 2 N per token read or written; 0 for records and text checks."""
-    fields = stage.fields
-    options = fields.get("options") if isinstance(fields.get("options"), dict) else {}
-    if stage.kind in ("align", "attack") and "steps" in fields:
-        return (4 if fields.get("lora") else 6) * params * sft_tokens(fields), "bfloat16" if fields.get("bf16") else "float32"
-    if stage.kind == "generate":
-        gen = fields["generation"]
-        return 2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + gen["max_new_tokens"]), gen["dtype"]
-    if stage.kind == "score" and fields["evaluator"] in LM_EVAL_GENERATION:
-        shots = options.get("num_fewshot", 5)
-        return (2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS * (shots + 1) + options.get("max_gen_toks", 256)),
-                options.get("dtype", "float32"))
-    if stage.kind == "score" and fields["evaluator"] == "evalplus":
-        return (2 * params * prompt_count(fields["prompts"]) * (PROMPT_TOKENS + options.get("max_new_tokens", 768)),
-                options.get("dtype", "bfloat16"))
-    if stage.kind == "score" and fields["evaluator"] == "kl_to_start" and "start" in stage.uses:
-        tokens = prompt_count(fields["prompts"]) * (PROMPT_TOKENS + completion_tokens(stage))
-        return 2 * 2 * params * tokens, options.get("dtype", "float32")
-    return 0.0, "float32"
+    """(matmul FLOPs, dtype) a stage cannot do without: its compute floor, at the dtype of its first compute step
+    (float32 where it has none)."""
+    if stage.kind == "base":
+        return 0.0, "float32"
+    steps = stage_work(stage).steps
+    compute = [s for s in steps if isinstance(s, (Train, Generate, Forward))]
+    if not compute:
+        return 0.0, "float32"
+    first = compute[0]
+    dtype = ("bfloat16" if first.bf16 else "float32") if isinstance(first, Train) else first.dtype
+    return sum(step_flops(s, params) for s in compute), dtype
 
 
 def estimate_plan(stages, model_id: str, machine: Machine) -> tuple[list[Estimate], float]:

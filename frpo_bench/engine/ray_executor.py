@@ -25,7 +25,6 @@ from frpo_bench.errors import ConfigError, StageError
 
 FORWARDED_ENV = ("FRPO_BENCH_DATA", "FRPO_BENCH_OFFLINE", "FRPO_BENCH_AUTO_DTYPE", "HF_HUB_OFFLINE", "HF_HOME",
                  "TOKENIZERS_PARALLELISM")  # settings, never keys: API keys must be set on the nodes themselves
-MODEL_FREE_SCORES = ("refusal", "helpful_proxy", "strongreject_rubric")  # text checks and remote judges
 
 
 @dataclass
@@ -51,10 +50,10 @@ def log_path(store: Store, stage: Stage) -> Path:
 
 
 def stage_resources(stage: Stage, gpu_cluster: bool) -> dict:
-    """What one stage's task asks Ray for: a CPU, and on a GPU cluster a whole GPU for every stage that
-    runs a model (a checkpoint record and text-only scoring need none)."""
-    runs_model = stage.kind not in ("checkpoint",) and not (
-        stage.kind == "score" and stage.fields.get("evaluator") in MODEL_FREE_SCORES)
+    """What one stage's task asks Ray for: a CPU, and on a GPU cluster a whole GPU for every stage whose work
+    loads a model (a checkpoint record, text checks and remote judges need none)."""
+    from frpo_bench.engine.estimate import stage_work
+    runs_model = stage.kind == "base" or stage_work(stage).runs_model
     return {"num_cpus": 1, "num_gpus": 1 if gpu_cluster and runs_model else 0}
 
 

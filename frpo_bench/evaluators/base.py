@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar, Optional, Protocol
 from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import DtypeOption
 from frpo_bench.typed import Options, check_positive, key_fields_except
+from frpo_bench.work import TEXT_CHECK, Shape, Work
 
 
 
@@ -74,7 +75,7 @@ class Evaluator(Protocol):
     Options: ClassVar[type[Options]]
     version: ClassVar[str]
     needs_completions: ClassVar[bool]
-    verdict: ClassVar[Optional[str]]  # optional: "refusal" | "compliance" when each score is such a verdict
+    verdict: ClassVar[Optional[str]]  # "refusal" | "compliance" when each score is such a verdict (EvaluatorBase: None)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         """Score every prompt of `inputs`: one or more metrics (per-sample values, direction), one record
@@ -82,3 +83,15 @@ class Evaluator(Protocol):
         (`judge`, `template` and what else makes the number reproducible) in `meta`."""
         ...
 
+
+
+class EvaluatorBase:
+    """What every evaluator class inherits: the engine reads these, and an evaluator overrides the ones that differ."""
+
+    verdict: ClassVar[Optional[str]] = None
+
+    @staticmethod
+    def work(options: Options, shape: Shape) -> Work:
+        """What its score stage does, for the cost model and the executors (frpo_bench/work.py): by default a
+        text check, which runs no model."""
+        return TEXT_CHECK

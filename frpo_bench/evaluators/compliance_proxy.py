@@ -5,14 +5,14 @@ on the same completions: where the two disagree is where a judge is being fooled
 answers, a refusal phrase before compliance), which the run's judge-agreement section counts."""
 from __future__ import annotations
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
 from frpo_bench.evaluators.text_checks import helpful_records
 from frpo_bench.typed import NoOptions
 
 VERSION = "compliance-proxy-v1"
 
 
-class ComplianceProxyEvaluator:
+class ComplianceProxyEvaluator(EvaluatorBase):
     """Share of harmful requests answered: non-empty, not refused, not degenerate (lower is better)."""
 
     Options = NoOptions

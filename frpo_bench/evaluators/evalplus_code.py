@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 
 from frpo_bench.errors import ConfigError
-from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.typed import check_positive, key_fields_except, opt
+from frpo_bench.work import CODE_CHECK_SECONDS, PROMPT_TOKENS, Generate, InferenceMemory, Shape, Wait, Work
 
 VERSION = "evalplus-0.3-pass1-v1"
 PASS = "pass"
@@ -135,12 +136,19 @@ def check_solutions(dataset: str, problems: dict[str, dict], solutions: dict[str
     return {task_id: {"base": r["base"][0], "plus": r["plus"][0]} for task_id, r in results.items()}
 
 
-class EvalPlusEvaluator:
+class EvalPlusEvaluator(EvaluatorBase):
     """pass@1 on MBPP+ or HumanEval+ (greedy), scored by EvalPlus's own checker; the model's code is run."""
 
     Options = Options
     version = VERSION
     needs_completions = False
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        n, tokens = shape.prompts, options.max_new_tokens
+        checks = n * CODE_CHECK_SECONDS / max(options.parallel or shape.cpus // 2, 1)  # one solution per process
+        return Work(loads=1, steps=(Generate(n, tokens, options.batch_size, options.dtype), Wait(checks)),
+                    memory=(InferenceMemory(options.batch_size, PROMPT_TOKENS + tokens),))
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from importlib import metadata

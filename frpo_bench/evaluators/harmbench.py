@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.evaluators.judge_templates import TemplateOptions
 from frpo_bench.typed import opt
+from frpo_bench.work import Shape, Work, local_judge_work
 
 VERSION = "harmbench-cls-v1"
 CLASSIFIERS = {"test": "cais/HarmBench-Llama-2-13b-cls", "val": "cais/HarmBench-Mistral-7b-val-cls"}
@@ -48,12 +49,16 @@ def classifier_prompt(templates: dict, row: dict, generation: str) -> str:
     return templates["prompt"].format(behavior=row["prompt"], generation=generation)
 
 
-class HarmBenchEvaluator:
+class HarmBenchEvaluator(EvaluatorBase):
     """HarmBench ASR by its classifier (lower is safer)."""
 
     Options = Options
     version = VERSION
     needs_completions = True
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        return local_judge_work(options.classifier, shape.prompts, options.batch_size)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.hf_judge import JudgeModel, greedy_next_token, load_causal_judge

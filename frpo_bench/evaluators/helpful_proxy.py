@@ -5,14 +5,14 @@ is this same definition (`defenses.rewards` adapts it); a stand-in for a reward 
 can be loaded, and labelled as such in every row."""
 from __future__ import annotations
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
 from frpo_bench.evaluators.text_checks import helpful_records
 from frpo_bench.typed import NoOptions
 
 VERSION = "helpful-proxy-v1"
 
 
-class HelpfulProxyEvaluator:
+class HelpfulProxyEvaluator(EvaluatorBase):
     """Share of answers that are non-empty, not refusals and not degenerate (higher is better)."""
 
     Options = NoOptions

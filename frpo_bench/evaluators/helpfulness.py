@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.typed import opt
+from frpo_bench.work import Shape, Work, local_judge_work
 
 VERSION = "reward-model-sigmoid-v1"
 
@@ -29,12 +30,16 @@ class Options(ModelScoringOptions):
             raise ConfigError(f"{path}.pad", self.pad, "is not a pad choice", f"use one of {PAD_CHOICES}")
 
 
-class HelpfulnessEvaluator:
+class HelpfulnessEvaluator(EvaluatorBase):
     """Mean sigmoid reward of the responses (higher is better)."""
 
     Options = Options
     version = VERSION
     needs_completions = True
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        return local_judge_work(options.reward_model, shape.prompts, options.batch_size)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.hf_judge import JudgeModel, RewardModel

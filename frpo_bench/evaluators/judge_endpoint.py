@@ -9,6 +9,9 @@ from typing import Optional
 
 from frpo_bench.evaluators.judge_templates import TemplateOptions
 from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
+from frpo_bench.work import Work, api_work, local_judge_work
+
+JUDGE_BATCH = 4  # a served judge's prompts per forward, for its peak memory
 
 TRANSPORT = ("api_key_env", "max_concurrency", "max_retries", "timeout", "deadline", "prompt_price_per_mtok",
              "completion_price_per_mtok", "base_url", "serve_dtype")
@@ -73,6 +76,12 @@ class EndpointOptions(TemplateOptions, OptionsBase):
             meta["incomplete"] = (f"{len(unparsed)} of {len(records)} answers of judge {name} {failed} "
                                   f"(first: {unparsed[0][:120]!r})")
         return meta
+
+    def endpoint_work(self, prompts: int) -> Work:
+        """Every prompt sent to the endpoint (`max_concurrency` at a time), or read by the judge served here."""
+        if self.serve_model:
+            return local_judge_work(self.serve_model, prompts, JUDGE_BATCH)
+        return api_work(prompts, self.max_concurrency)
 
     def judge_identity(self) -> str:
         """What answers: a served model by its weights and dtype (its port changes every run), else the

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.models.attention import AttentionOption
 from frpo_bench.typed import opt
+from frpo_bench.work import PROMPT_TOKENS, TEXT_CHECK, Forward, InferenceMemory, Shape, Work
 
 VERSION = "k3-sum-v1"
 PRECISIONS = ("highest", "high", "medium")
@@ -183,12 +184,21 @@ def float32_matmul_precision(precision: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
-class KLToStartEvaluator:
+class KLToStartEvaluator(EvaluatorBase):
     """KL (k3, summed per completion) from the model before the attack to this one, on its own completions."""
 
     Options = Options
     version = VERSION
     needs_completions = True
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        if not shape.compared:  # an unattacked model: 0 without compute
+            return TEXT_CHECK
+        length = PROMPT_TOKENS + shape.completion_tokens
+        tokens = shape.prompts * length  # the model and the one before the attack, both resident across a cell
+        return Work(loads=1, steps=(Forward(tokens, options.dtype), Forward(tokens, options.dtype)),
+                    memory=(InferenceMemory(options.batch_size, length, copies=2),))
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.data.prompts import user_text

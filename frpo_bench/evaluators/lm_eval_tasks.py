@@ -14,6 +14,7 @@ from frpo_bench.models.attention import AttentionOption
 from frpo_bench.models.precision import DtypeOption
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
+from frpo_bench.work import PROMPT_TOKENS, Generate, InferenceMemory, LmEvalStart, Work
 
 
 @dataclass
@@ -55,6 +56,14 @@ class LmEvalOptions(DtypeOption, AttentionOption, OptionsBase):
 
     def key_fields(self) -> dict:
         return key_fields_except(self, ("batch_size",))  # backend omitted at hf: older keys stay valid
+
+    def lm_eval_work(self, prompts: int) -> Work:
+        """lm-eval's generate-until task on the model: its start, then every document's few-shot prompt read and
+        its answer sampled."""
+        context = PROMPT_TOKENS * (self.num_fewshot + 1)
+        return Work(loads=1, steps=(LmEvalStart(), Generate(prompts, self.max_gen_toks, self.batch_size, self.dtype,
+                                                            prompt_tokens=context)),
+                    memory=(InferenceMemory(self.batch_size, 1024),))
 
     def uses_generation_engine(self) -> bool:
         return self.backend == "vllm"

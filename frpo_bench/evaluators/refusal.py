@@ -7,12 +7,12 @@ safety number of a leaderboard that claims more.
 """
 from __future__ import annotations
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
 from frpo_bench.evaluators.refusal_cues import VERSION, refusal_cues
 from frpo_bench.typed import NoOptions
 
 
-class RefusalEvaluator:
+class RefusalEvaluator(EvaluatorBase):
     """Refusal rate by refusal cues (safety on harmful prompts; over-refusal on benign ones)."""
 
     Options = NoOptions

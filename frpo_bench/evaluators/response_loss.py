@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ModelScoringOptions, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ModelScoringOptions, ScoreInputs
 from frpo_bench.typed import opt
+from frpo_bench.work import PAIR_RESPONSE_TOKENS, PROMPT_TOKENS, Forward, InferenceMemory, Shape, Work
 
 VERSION = "response-token-nll-v1"
 
@@ -39,12 +40,18 @@ def response_nll(model, features: list[dict], pad_id: int, batch_size: int) -> l
     return out
 
 
-class ResponseLossEvaluator:
+class ResponseLossEvaluator(EvaluatorBase):
     """Mean cross-entropy per response token of held-out pairs (lower: the model fits them better)."""
 
     Options = Options
     version = VERSION
     needs_completions = False
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        length = PROMPT_TOKENS + PAIR_RESPONSE_TOKENS  # the model reads held-out pairs once
+        return Work(loads=1, steps=(Forward(shape.prompts * length, options.dtype),),
+                    memory=(InferenceMemory(options.batch_size, length),))
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.models.resident import inference_model, inference_tokenizer

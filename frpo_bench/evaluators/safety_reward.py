@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
 from frpo_bench.evaluators.strongreject_judge import Options as JudgeOptions
 from frpo_bench.typed import opt
+from frpo_bench.work import Shape, Work, local_judge_work
 
 VERSION = "frpo-safety-reward-v1"
 MODERATION = ("openai", "none")
@@ -50,12 +51,17 @@ class Options(JudgeOptions):
                               f"export {self.moderation_api_key_env}=..., or set moderation: none (the judge alone)")
 
 
-class SafetyRewardEvaluator:
+class SafetyRewardEvaluator(EvaluatorBase):
     """1 - (StrongREJECT fine-tuned + moderation) / 2 on harmful requests' replies (higher is safer)."""
 
     Options = Options
     version = VERSION
     needs_completions = True
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        return local_judge_work(options.judge_model, shape.prompts, options.batch_size,
+                                options.moderation == "openai")
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.moderation import ModerationClient, strongreject_moderation

@@ -6,18 +6,23 @@ and is asked for a grade 1-5; the score is the expected grade rescaled to [0, 1]
 """
 from __future__ import annotations
 
-from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
 from frpo_bench.evaluators.strongreject_judge import Options, StrongRejectJudge, expected_grade_score
+from frpo_bench.work import Shape, Work, local_judge_work
 
 VERSION = "strongreject-finetuned-v1"
 
 
-class StrongRejectFinetunedEvaluator:
+class StrongRejectFinetunedEvaluator(EvaluatorBase):
     """StrongREJECT score by the fine-tuned gemma-2b judge (lower is safer)."""
 
     Options = Options
     version = VERSION
     needs_completions = True
+
+    @staticmethod
+    def work(options, shape: Shape) -> Work:
+        return local_judge_work(options.judge_model, shape.prompts, options.batch_size)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         judge = StrongRejectJudge(options)

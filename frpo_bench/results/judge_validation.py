@@ -99,7 +99,7 @@ def verdicts(judge: str, items: list[dict], options: dict, report=print) -> tupl
     from frpo_bench.typed import from_dict
     registry.check_name("evaluator", judge, "--judge")
     evaluator = registry.load("evaluator", judge)()
-    kind = getattr(evaluator, "verdict", None)
+    kind = evaluator.verdict
     if kind not in ("refusal", "compliance"):
         from frpo_bench.errors import ConfigError
         raise ConfigError("--judge", judge, "gives no refusal or compliance verdict",

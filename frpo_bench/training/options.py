@@ -8,6 +8,7 @@ from typing import Optional, Union
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import Bf16Option, bf16_option
+from frpo_bench.work import Train, TrainMemory, Work, sft_tokens
 from frpo_bench.typed import Options, check_positive, opt, to_dict
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
@@ -97,6 +98,14 @@ class FinetuneConfig(Bf16Option, Options):
 
     def planned_steps(self) -> int:
         return self.steps
+
+    def sft_work(self) -> Work:
+        """Supervised fine-tuning: load, train, write; peak memory at one micro-batch of full-length sequences."""
+        lora = self.lora is not None
+        micro = self.micro_batch_size or self.batch_size
+        return Work(loads=2, steps=(Train(sft_tokens(self.steps, self.batch_size, self.max_length), self.steps, lora,
+                                          self.bf16 is True),),
+                    memory=(TrainMemory(micro * self.max_length, full=not lora),))
 
     def conversation_system_prompt(self) -> Optional[str]:
         """The system message the training conversations carry: `system_prompt`, else the one its data's rows
