@@ -1,6 +1,7 @@
 # make run   : set up the venv and run the default `demo` recipe end to end (offline, CPU)
 # make test  : set up the venv and run the test suite (what CI runs)
 # make test-fast : the same without the tests marked slow (real engines, servers, subprocesses, a full pipeline)
+# make lint : ruff's checks as configured in pyproject.toml (CI runs them before the tests)
 VENV ?= .venv
 STAMP := $(VENV)/.frpo-bench-installed
 SHARED_DATA := $(abspath ../shared/data)
@@ -9,7 +10,7 @@ export FRPO_BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser run test test-fast clean
+.PHONY: setup browser run test test-fast lint clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh
@@ -28,6 +29,9 @@ test: setup browser
 
 test-fast: setup browser
 	$(VENV)/bin/python -m pytest -q -m "not slow" tests
+
+lint: setup
+	$(VENV)/bin/ruff check frpo_bench tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs

@@ -23,19 +23,21 @@ import statistics
 import time
 from pathlib import Path
 
+from common import base_model
+
 from frpo_bench.config import GenerationConfig, ModelConfig
 from frpo_bench.data import load_rows
-from frpo_bench.models.artifact import parameter_count
-from frpo_bench.perf import machine_info, matmul_peak
-from common import base_model
 from frpo_bench.engine.store import Store
 from frpo_bench.files import default_cache_dir, write_json_atomic
+from frpo_bench.models.artifact import parameter_count
+from frpo_bench.perf import machine_info, matmul_peak
 from frpo_bench.typed import from_dict
 
 
 def naive_loop(model, prompts, cfg) -> list[str]:
     """What many harnesses do: one prompt at a time, no batching."""
     import torch
+
     from frpo_bench.models.loading import chat_prompt, load_merged, load_tokenizer
     tokenizer = load_tokenizer(model)
     lm = load_merged(model, cfg.dtype).eval()
@@ -53,6 +55,7 @@ def with_lora_adapter(model, out: Path):
     """A rank-16 LoRA on every linear projection, B = 0 as peft initialises it: served text equals the base's."""
     if not (out / "adapter_config.json").is_file():
         from peft import LoraConfig, get_peft_model
+
         from frpo_bench.models.loading import load_model
         get_peft_model(load_model(model), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")).save_pretrained(out)
     from frpo_bench.models import ModelRef
@@ -124,6 +127,7 @@ def main() -> None:
         args.prompts, args.tokens, args.batch_size = 100, 32, 48
 
     import torch
+
     from frpo_bench.models.loading import load_tokenizer
     model = base_model(ModelConfig(id=args.model), Store())
     tokenizer = load_tokenizer(model)

@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     from gpu_check import random_model
+
     from frpo_bench.config import GenerationConfig
     from frpo_bench.models import ModelRef
     from frpo_bench.models.device import use_device

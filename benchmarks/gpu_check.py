@@ -131,9 +131,10 @@ def generation_speedup(model_dir: Path, prompts: int, tokens: int) -> dict:
     from frpo_bench.models import ModelRef
     from frpo_bench.models.device import use_device
     from frpo_bench.models.generate_hf import HFGenerator
-    from frpo_bench.typed import from_dict
     from frpo_bench.models.loading import chat_prompt, load_tokenizer
-    from frpo_bench.models.resident import inference_model, release as release_resident_models
+    from frpo_bench.models.resident import inference_model
+    from frpo_bench.models.resident import release as release_resident_models
+    from frpo_bench.typed import from_dict
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from generation_overhead import plain_generate
     cfg = from_dict(GenerationConfig, {"dtype": "bfloat16", "max_new_tokens": tokens, "batch_size": 16})
@@ -168,7 +169,8 @@ def judge_throughput(model_dir: Path, prompts: int) -> dict:
 
 def rl_ratio(model_dir: Path, steps: int, rounds: int) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from rl_step import step_times, options
+    from rl_step import options, step_times
+
     from frpo_bench.defenses.frpo import FRPODefense
     from frpo_bench.defenses.grpo import GRPODefense
     from frpo_bench.defenses.rl_options import FRPOOptions, RLOptions

@@ -26,7 +26,6 @@ from frpo_bench.defenses.rl_options import FRPOOptions, RLOptions
 from frpo_bench.models.loading import materialize
 from frpo_bench.typed import from_dict
 
-
 SAMPLERS = {"policy": {}, "copy": {"sampling_copy": True}, "engine": {"rollout_engine": True}}
 
 

@@ -15,16 +15,16 @@ import json
 import tempfile
 from pathlib import Path
 
-from frpo_bench.training.sft import finetune
-from frpo_bench.config import ModelConfig
-from frpo_bench.training.options import FinetuneConfig
-from frpo_bench.models.artifact import parameter_count
-from frpo_bench.perf import machine_info, matmul_peak
 from common import base_model
+
+from frpo_bench.config import ModelConfig
 from frpo_bench.engine.store import Store
 from frpo_bench.files import write_json_atomic
+from frpo_bench.models.artifact import parameter_count
+from frpo_bench.perf import machine_info, matmul_peak
+from frpo_bench.training.options import FinetuneConfig
+from frpo_bench.training.sft import finetune
 from frpo_bench.typed import from_dict
-
 
 
 def attack_cfg(mode: str, bf16: bool, steps: int, max_length: int):

@@ -130,8 +130,8 @@ def cmd_run(args) -> int:
         print(plan_report(recipe, store))
         return 0
     if args.stages:
-        from frpo_bench.training.distributed import launched_rank
         from frpo_bench.engine.pipeline import run_stages
+        from frpo_bench.training.distributed import launched_rank
         built = run_stages(recipe, store, [k.strip() for k in args.stages.split(",") if k.strip()], args.only)
         if launched_rank()[0] == 0:
             print(f"{len(built)} stages in the store ({store.root}); `frpo-bench run {args.recipe}` writes the leaderboard")
@@ -224,9 +224,10 @@ def cmd_plan(args) -> int:
 
 
 def cmd_ls(args) -> int:
+    import yaml
+
     from frpo_bench import data, registry
     from frpo_bench.config import read_recipe_text, recipe_names
-    import yaml
     for kind, table in (("defenses", registry.DEFENSES), ("attacks", registry.ATTACKS),
                         ("evaluators", registry.EVALUATORS), ("generation backends", registry.GENERATORS)):
         print(f"{kind}:")
@@ -248,6 +249,7 @@ def cmd_ls(args) -> int:
 
 def print_options() -> None:
     import dataclasses
+
     from frpo_bench import config, registry
     from frpo_bench.data.ref import DataRef
     from frpo_bench.training.options import LoraConfig
@@ -265,6 +267,7 @@ def print_options() -> None:
 
 def cmd_leaderboard(args) -> int:
     import json
+
     from frpo_bench.results import leaderboard, outputs
     results = args.run_dir / "results.jsonl"
     if not results.is_file():

@@ -83,6 +83,7 @@ def cmd_judges(args) -> int:
 def record(new_rows: list[dict]) -> Path:
     """Replace (or add) these judges' rows in the package's human_agreement.csv."""
     from importlib import resources
+
     from frpo_bench.files import write_text_atomic
     from frpo_bench.results import judge_validation as jv
     from frpo_bench.results.human_agreement import RECORD_FILE, recorded

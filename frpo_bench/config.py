@@ -14,9 +14,18 @@ from frpo_bench.errors import ConfigError
 from frpo_bench.generation_config import GenerationConfig
 from frpo_bench.search_options import SearchConfig, check_space
 from frpo_bench.training.options import FinetuneConfig
-from frpo_bench.typed import (Options, apply_override, check_positive, check_positive_value, check_recipe_size,
-                              check_text_size, from_dict, opt,
-                              load_yaml, yaml_problem)
+from frpo_bench.typed import (
+    Options,
+    apply_override,
+    check_positive,
+    check_positive_value,
+    check_recipe_size,
+    check_text_size,
+    from_dict,
+    load_yaml,
+    opt,
+    yaml_problem,
+)
 
 DEFAULT_RETENTION = 0.9
 MAX_CELLS = 20_000  # model variants a recipe may plan (paper: 720); more is a typo or a bomb, not a study

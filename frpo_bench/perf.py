@@ -13,6 +13,7 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5, enough_seco
     from 256 until one product takes `enough_seconds` or reaches `size`: a dtype this CPU only emulates (bf16
     without AVX512-BF16 runs ~100x slower) is measured in a second instead of minutes."""
     import torch
+
     from frpo_bench.models.loading import torch_dtype
     side = min(256, size)
     while True:

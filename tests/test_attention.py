@@ -62,8 +62,9 @@ def test_another_kernel_than_sdpa_must_beat_it_by_the_margin():
 @pytest.mark.parametrize("boolean_mask", [False, True])
 def test_grouped_kernel_is_eager_without_the_copies(boolean_mask):
     import torch
-    from frpo_bench.models.grouped_attention import grouped_attention_forward
     from transformers.integrations.sdpa_attention import repeat_kv
+
+    from frpo_bench.models.grouped_attention import grouped_attention_forward
     torch.manual_seed(0)
     batch, heads, kv_heads, dim = 3, 6, 2, 8
     for q_len, kv_len in ((5, 5), (1, 7)):  # a prefill and a decode step

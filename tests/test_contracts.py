@@ -51,8 +51,9 @@ def test_a_new_attacks_options_are_checked_at_parse_time(noop_registered):
 
 
 def test_flat_attack_fields_of_older_recipes_load_to_the_same_keys(tmp_path):
-    from frpo_bench.config import read_recipe_text
     import yaml
+
+    from frpo_bench.config import read_recipe_text
     raw = yaml.safe_load(read_recipe_text("smoke")[1])
     for attack in raw["attacks"]:
         attack.update(attack.pop("options"))  # the form every recipe had before attacks took options
@@ -95,6 +96,7 @@ def test_tar_dpo_needs_refusals_at_parse_time():
 
 def test_every_registered_component_declares_its_contract():
     import dataclasses
+
     from frpo_bench.typed import Options
     for kind, table in (("defense", registry.DEFENSES), ("attack", registry.ATTACKS),
                         ("evaluator", registry.EVALUATORS)):

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from frpo_bench.config import load_recipe
-from frpo_bench.errors import ConfigError
 from frpo_bench.engine.pipeline import select_stages
 from frpo_bench.engine.plan import build_plan
 from frpo_bench.engine.store import Store
+from frpo_bench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFENSES = [

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from frpo_bench.engine.estimate import (MACHINES, Machine, generate_seconds, model_parameters, price,
-                                        train_peak_bytes, train_seconds)
+from frpo_bench.engine.estimate import (
+    MACHINES,
+    Machine,
+    generate_seconds,
+    model_parameters,
+    price,
+    train_peak_bytes,
+    train_seconds,
+)
 
 SMOL, MISTRAL = model_parameters("smollm2-135m-instruct"), model_parameters("mistralai/Mistral-7B-Instruct-v0.1")
 H200, CPU = MACHINES["h200"], MACHINES["cpu"]
@@ -175,8 +182,8 @@ def test_stage_flops_are_their_definition():
     """The compute floor counts 4 N (LoRA) or 6 N (full) FLOPs per trained token and 2 N per generated or read one."""
     from frpo_bench.config import load_recipe
     from frpo_bench.engine.estimate import stage_flops
-    from frpo_bench.work import PROMPT_TOKENS, SEQUENCE_FILL
     from frpo_bench.engine.plan import build_plan
+    from frpo_bench.work import PROMPT_TOKENS, SEQUENCE_FILL
     stages = build_plan(load_recipe("smoke")[0])[1]
     lora = next(s for s in stages if s.kind == "attack" and s.fields.get("lora"))
     full = next(s for s in stages if s.kind == "attack" and not s.fields.get("lora"))

@@ -40,8 +40,8 @@ def options(**fields):
 
 def test_the_release_file_is_read_by_evalplus_and_its_copy_enters_the_key(mbpp_copy):
     from frpo_bench.data import content_of
-    from frpo_bench.data.ref import DataRef
     from frpo_bench.data.evalplus_release import problems
+    from frpo_bench.data.ref import DataRef
     rows = load_rows("mbpp_plus", "test")
     assert [r["id"] for r in rows] == ["Mbpp/901", "Mbpp/902", "Mbpp/903"] and rows[0]["entry_point"] == "add_nums"
     assert problems("mbpp_plus")["Mbpp/902"]["plus_input"] == [[-4], [0], [7]]

@@ -1,6 +1,5 @@
 """Scores equal their definitions on known inputs."""
 import pytest
-
 from conftest import require
 
 from frpo_bench.evaluators.refusal_cues import is_refusal, refusal_cues
@@ -89,6 +88,7 @@ def test_gsm8k_equals_the_lm_eval_command_line(embedded_model_dir, tmp_path):
     import shlex
     import subprocess
     import sys
+
     from frpo_bench.evaluators.base import ScoreInputs
     from frpo_bench.evaluators.gsm8k import Gsm8kEvaluator, Options
     from frpo_bench.models import ModelRef
@@ -124,6 +124,7 @@ def test_lm_evals_per_call_work_is_done_once_per_process_with_the_same_values():
     from jinja2 import Environment
     from lm_eval import evaluator, utils
     from lm_eval.loggers.utils import add_env_info as fresh_env_info
+
     from frpo_bench.evaluators.lm_eval_tasks import reuse_per_process_work
     reuse_per_process_work()
     reuse_per_process_work()  # idempotent: wrapped once
@@ -149,6 +150,7 @@ def test_gsm8k_on_the_resident_vllm_engine_gives_the_hf_backends_answers(embedde
     """lm-eval's generate-until requests answered by the resident engine (fp32, greedy) reproduce the HF run; the
     engine stays up for the next cell, and the recorded command line is lm-eval's own vllm backend's."""
     import shlex
+
     from frpo_bench.evaluators.base import ScoreInputs
     from frpo_bench.evaluators.gsm8k import Gsm8kEvaluator, Options
     from frpo_bench.generation_config import GenerationConfig

@@ -15,6 +15,7 @@ PAIRS = {"harmful": [{"dataset": "demo_compliance", "split": "train", "n": 8}],
 
 def test_gaussian_mmd_equals_its_definition():
     import torch
+
     from frpo_bench.training.losses import gaussian_mmd
     torch.manual_seed(0)
     x, y = torch.randn(3, 5), torch.randn(3, 5) * 2 + 1
@@ -33,6 +34,7 @@ def test_gaussian_mmd_equals_its_definition():
 
 def test_repnoise_terms_equal_their_definitions_on_a_tiny_model(tiny_model_dir):
     import torch
+
     from frpo_bench.defenses.repnoise import lens_ce, mlp_modules, noise_term, repnoise_loss
     from frpo_bench.models.loading import load_model, load_tokenizer
     from frpo_bench.training.batches import pad_batch, tokenize_pairs
@@ -82,9 +84,11 @@ def test_repnoise_pairs_each_harmful_request_with_its_refusal():
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_repnoise_trains_what_it_should(tiny_model_dir, tmp_path, lora):
-    from safetensors.torch import load_file
-    from frpo_bench.defenses.repnoise import RepNoiseDefense, RepNoiseOptions
     import json
+
+    from safetensors.torch import load_file
+
+    from frpo_bench.defenses.repnoise import RepNoiseDefense, RepNoiseOptions
     options = from_dict(RepNoiseOptions, {**PAIRS, "steps": 2, "batch_size": 4, "max_length": 64, "lr": 1e-3,
                                           **({"lora": {"r": 4, "alpha": 8}} if lora else {})})
     before = load_file(str(tiny_model_dir / "model.safetensors"))
@@ -126,7 +130,9 @@ def tiny_batches(tiny_model_dir):
 
 def test_booster_gradient_is_its_objectives_and_the_weights_come_back_bit_for_bit(tiny_model_dir):
     import copy
+
     import torch
+
     from frpo_bench.defenses.booster import booster_gradients
     from frpo_bench.training.losses import causal_ce as ce_loss
     lm, alignment, harmful = tiny_batches(tiny_model_dir)
@@ -159,7 +165,9 @@ def test_booster_gradient_is_its_objectives_and_the_weights_come_back_bit_for_bi
 
 def test_booster_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir, tmp_path):
     import json
+
     from safetensors.torch import load_file
+
     from frpo_bench.defenses.booster import BoosterDefense, BoosterOptions
     options = from_dict(BoosterOptions, {"alignment": [{"dataset": "demo_refusals", "split": "train", "n": 8}],
                                          "harmful": [{"dataset": "demo_compliance", "split": "train", "n": 8}],
@@ -177,9 +185,11 @@ def test_booster_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir
 
 def test_vaccine_shifts_each_attention_output_by_the_normalised_gradient_scaled_to_rho(tiny_model_dir):
     import copy
+
     import torch
-    from frpo_bench.training.losses import causal_ce as ce_loss
+
     from frpo_bench.defenses.vaccine import attention_blocks, vaccine_gradients
+    from frpo_bench.training.losses import causal_ce as ce_loss
     lm, alignment, _ = tiny_batches(tiny_model_dir)
     reference = copy.deepcopy(lm)
     rho = 2.0
@@ -192,7 +202,7 @@ def test_vaccine_shifts_each_attention_output_by_the_normalised_gradient_scaled_
     grads = torch.autograd.grad(loss, kept)
     total = torch.sqrt(sum((g ** 2).sum() for g in grads))
 
-    result = vaccine_gradients(lm, attention_blocks(lm), alignment, rho, lambda l: l.backward())
+    result = vaccine_gradients(lm, attention_blocks(lm), alignment, rho, lambda loss: loss.backward())
     shifts = result["shifts"]
     assert len(shifts) == lm.config.num_hidden_layers
     assert float(torch.sqrt(sum((s ** 2).sum() for s in shifts))) == pytest.approx(rho, rel=1e-5)
@@ -213,7 +223,9 @@ def test_vaccine_shifts_each_attention_output_by_the_normalised_gradient_scaled_
 
 def test_vaccine_trains_its_adapter_and_leaves_the_base_untouched(tiny_model_dir, tmp_path):
     import json
+
     from safetensors.torch import load_file
+
     from frpo_bench.defenses.vaccine import VaccineDefense, VaccineOptions
     options = from_dict(VaccineOptions, {"alignment": [{"dataset": "demo_refusals", "split": "train", "n": 8}],
                                          "steps": 2, "batch_size": 4, "max_length": 64, "lora": {"r": 4, "alpha": 8}})
@@ -239,6 +251,7 @@ def in_column_space(update, v) -> float:
 
 def test_safelora_math_is_upstreams():
     import torch
+
     from frpo_bench.defenses.safelora import SafeLoRAOptions, chosen, projected, similarity
     torch.manual_seed(0)
     base, aligned = torch.randn(6, 4), torch.randn(6, 4)
@@ -257,6 +270,7 @@ def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_other
     import torch
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
+
     from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions
     from frpo_bench.models.adapter_merge import lora_factors
     from frpo_bench.models.loading import load_model
@@ -299,6 +313,7 @@ def test_safelora_projects_the_least_aligned_adapter_layers_and_leaves_the_other
 def test_safelora_repairs_a_full_weight_attack_by_the_same_rule(tiny_model_dir, tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
+
     from frpo_bench.defenses.safelora import SafeLoRADefense, SafeLoRAOptions
     from frpo_bench.models.tiny import build_tiny_model
     aligned_dir = build_tiny_model(tmp_path / "aligned", seed=1)
@@ -350,6 +365,7 @@ def test_safelora_is_planned_after_each_attack_that_changes_weights():
 def test_the_field_defenses_run_end_to_end_on_smoke(tmp_path, isolated_cache):
     """Each trained defense and the SafeLoRA repair through the real engine: rows in the leaderboard, repairs stored."""
     import csv
+
     from frpo_bench.cli import main
     trained = ("{name: repnoise, options: {harmful: [{dataset: demo_compliance, split: train, n: 8}], refusals: "
                "[{dataset: demo_refusals, split: train}], steps: 2, batch_size: 4, max_length: 64}}, "
@@ -375,6 +391,7 @@ def test_each_trained_defense_trains_under_bf16_autocast(kind, tiny_model_dir, t
     """bf16 autocast over fp32 weights (the demo's `bf16: auto` on a CPU with AVX512-BF16): the steps run, the saved
     weights stay fp32 and move."""
     from safetensors.torch import load_file
+
     from frpo_bench import registry
     from frpo_bench.errors import ConfigError
     data = {"repnoise": PAIRS,

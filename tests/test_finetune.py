@@ -3,11 +3,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frpo_bench.training.batches import tokenize_pairs
-from frpo_bench.training.sft import finetune
-from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.models import ModelRef
 from frpo_bench.models.loading import load_model, load_tokenizer
+from frpo_bench.training.batches import tokenize_pairs
+from frpo_bench.training.options import FinetuneConfig
+from frpo_bench.training.sft import finetune
 from frpo_bench.typed import from_dict
 
 

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from frpo_bench.defenses.frpo_math import (frpo_advantages, jackknife_advantages, log_mean_weight,
-                                           plugin_advantages, robust_objective)
+from frpo_bench.defenses.frpo_math import (
+    frpo_advantages,
+    jackknife_advantages,
+    log_mean_weight,
+    plugin_advantages,
+    robust_objective,
+)
 
 LAMBDAS = [0.1, 0.5, 1.0, 2.0, 5.0]
 GROUPS = [2, 4, 8, 16]

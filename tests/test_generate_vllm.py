@@ -7,7 +7,6 @@ import importlib.util
 import json
 
 import pytest
-
 from conftest import require
 
 from frpo_bench.config import GenerationConfig, Recipe, load_recipe
@@ -15,8 +14,7 @@ from frpo_bench.engine.plan import build_plan, resolve_installed
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.generate import vllm_status
-from frpo_bench.models.generate_vllm import (POOL, VLLMGenerator, cpu_thread_binding, lora_capacity,
-                                             sampling_fields)
+from frpo_bench.models.generate_vllm import POOL, VLLMGenerator, cpu_thread_binding, lora_capacity, sampling_fields
 from frpo_bench.models.vllm_worker import engine_args, shared_block_prefixes
 from frpo_bench.typed import from_dict
 
@@ -113,8 +111,8 @@ def test_on_a_cpu_the_engine_core_runs_in_the_worker_unless_the_user_says_otherw
 @pytest.fixture(scope="module")
 def lora_adapter(embedded_model_dir, tmp_path_factory):
     """A real LoRA attack on the embedded model (a few steps of compliance SFT)."""
-    from frpo_bench.training.sft import finetune
     from frpo_bench.training.options import FinetuneConfig
+    from frpo_bench.training.sft import finetune
     cfg = from_dict(FinetuneConfig, {"data": [{"dataset": "demo_compliance", "split": "train", "n": 16}],
                                    "steps": 4, "batch_size": 4, "micro_batch_size": 4, "max_length": 96, "bf16": False,
                                    "lora": {"r": 8, "alpha": 16}})
@@ -270,6 +268,7 @@ def test_an_engine_takes_other_weights_of_its_architecture_only(tiny_model_dir, 
     The engine's context is capped at the model's own (vLLM refuses to start past it)."""
     import json
     import subprocess
+
     from frpo_bench.models.generate_vllm import Worker, model_length_cap
     from frpo_bench.models.tiny import build_tiny_model
     from frpo_bench.models.vllm_weights import architecture

@@ -5,12 +5,11 @@ import math
 from pathlib import Path
 
 import pytest
+from test_leaderboard import RECORDS
 
 from frpo_bench.cli import main
 from frpo_bench.results import leaderboard
 from frpo_bench.results.schema import read_csv, to_csv
-
-from test_leaderboard import RECORDS
 
 
 def boards(tmp_path, change, unit=True, results=False):
@@ -163,8 +162,9 @@ def test_a_damaged_hub_copy_is_refused_before_any_compute(tmp_path, monkeypatch,
 
 
 def test_lm_evals_git_report_outside_a_checkout_prints_nothing(tmp_path, monkeypatch, capfd):
-    from frpo_bench.evaluators.lm_eval_tasks import quiet_git_commit_hash, reuse_per_process_work
     from lm_eval import evaluator
+
+    from frpo_bench.evaluators.lm_eval_tasks import quiet_git_commit_hash, reuse_per_process_work
     reuse_per_process_work()
     assert evaluator.get_git_commit_hash is quiet_git_commit_hash
     monkeypatch.chdir(tmp_path)

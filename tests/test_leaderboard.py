@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from frpo_bench.results import leaderboard, report, summary
 from frpo_bench.cli import main
+from frpo_bench.results import leaderboard, report, summary
 from frpo_bench.results.leaderboard import seed_bootstrap_ci
 from frpo_bench.results.schema import to_csv
 
@@ -152,6 +152,7 @@ def test_gate_reads_a_leaderboard_resaved_by_pandas(tmp_path, capsys):
     """A spreadsheet or pandas writes booleans back as True/False and floats in full: types are parsed,
     so the re-saved baseline gates exactly like the original."""
     import pandas as pd
+
     from frpo_bench.results.schema import read_csv
     original = tmp_path / "leaderboard.csv"
     original.write_text(to_csv(leaderboard.aggregate(RECORDS)))
@@ -182,6 +183,7 @@ def test_a_defenses_deviations_from_its_reference_are_named_in_every_row(tmp_pat
 def test_gate_reads_a_leaderboard_saved_with_a_byte_order_mark(tmp_path, capsys):
     """Spreadsheet programs save CSV as UTF-8 with a byte-order mark before the first column's name."""
     import pandas as pd
+
     from frpo_bench.results.schema import read_csv
     original = tmp_path / "leaderboard.csv"
     original.write_text(to_csv(leaderboard.aggregate(RECORDS)))

@@ -46,11 +46,11 @@ def test_embedded_model_converts_to_safetensors(embedded_model_dir):
 
 def test_store_artifact_loads_as_a_checkpoint_by_path(tiny_model_dir, tmp_path):
     """`--checkpoint <store dir>`: an attacked model built in a temporary dir still resolves after the rename."""
-    from frpo_bench.training.sft import finetune
-    from frpo_bench.training.options import FinetuneConfig
-    from frpo_bench.models.loading import local_ref
-    from frpo_bench.models.artifact import write_model
     from frpo_bench.engine.store import Store
+    from frpo_bench.models.artifact import write_model
+    from frpo_bench.models.loading import local_ref
+    from frpo_bench.training.options import FinetuneConfig
+    from frpo_bench.training.sft import finetune
     from frpo_bench.typed import from_dict
     cfg = from_dict(FinetuneConfig, {"data": [{"dataset": "demo_compliance", "split": "train", "n": 4}],
                                    "steps": 1, "batch_size": 2, "max_length": 128, "lora": {"r": 2, "alpha": 4}})
@@ -84,8 +84,8 @@ def test_results_name_a_local_model_without_this_machines_path(tmp_path, tiny_mo
 
 def test_resident_models_are_loaded_once_evicted_oldest_first_and_reloaded_when_rewritten(tiny_model_dir, tmp_path):
     import os
-    from frpo_bench.models import ModelRef
-    from frpo_bench.models import resident
+
+    from frpo_bench.models import ModelRef, resident
     from frpo_bench.models.tiny import build_tiny_model
     resident.release()
     a, b = ModelRef(str(tiny_model_dir)), ModelRef(str(build_tiny_model(tmp_path / "b", seed=1)))
@@ -112,6 +112,7 @@ def test_a_tokenizer_is_loaded_once_for_the_same_files_wherever_they_are(tiny_mo
     other padding side, load anew."""
     import json
     import shutil
+
     from frpo_bench.models import ModelRef
     from frpo_bench.models.resident import TOKENIZER_FILES, inference_tokenizer
     copy, changed = tmp_path / "copy", tmp_path / "changed"
@@ -146,6 +147,7 @@ def test_a_host_peak_that_cannot_be_reset_is_recorded_as_the_process_peak(monkey
     """Where the kernel refuses /proc/self/clear_refs, VmHWM is the process's lifetime peak: a stage record
     says so instead of passing it off as the stage's own."""
     import builtins
+
     from frpo_bench.models import device
     real_open = builtins.open
 
@@ -163,6 +165,7 @@ def test_the_output_head_reads_a_contiguous_input_and_gives_the_same_logits(tiny
     whole weight per row (2.3x slower on SmolLM2); the hook makes the slice contiguous: the same logits up to the
     rounding of another matmul kernel."""
     import torch
+
     from frpo_bench.models import ModelRef
     from frpo_bench.models.loading import load_model
     lm = load_model(ModelRef(str(tiny_model_dir))).eval().requires_grad_(False)

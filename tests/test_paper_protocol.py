@@ -50,6 +50,7 @@ def test_paper_gsm8k_attack_is_the_references(shared_data, tmp_path):
     """finetuning/SFT_gsm8k.py: train rows 50.. (7,423), each answer cut before its `#### N` line; one epoch at 32
     (232 steps); cosine after a 25% warm-up, no weight decay; evaluated every 50 steps."""
     import math
+
     from frpo_bench.data import load_rows
     from frpo_bench.training.sft import training_arguments
     attack = next(a for a in load_recipe("paper")[0].attacks if a.name == "gsm8k_full")

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from frpo_bench.engine import stages
 from frpo_bench.cli import main
+from frpo_bench.engine import stages
 from frpo_bench.models.device import reset_peak_memory
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import require
 
 require(importlib.util.find_spec("ray") is not None, "Ray is not installed (pip install -e '.[ray]')", module=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from frpo_bench.config import load_recipe
-from frpo_bench.data import ref_rows, load_rows
+from frpo_bench.data import load_rows, ref_rows
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 
@@ -146,6 +146,7 @@ def test_the_judge_reads_the_last_tokens_of_a_reply_as_the_reference(tiny_model_
     """StrongReject.evaluate: tokenizer(response, max_length=512, truncation=True) with truncation_side left, decoded:
     a long reply keeps its last tokens, a short one is whole; the tokenizer is left as it was."""
     from transformers import AutoTokenizer
+
     from frpo_bench.evaluators.strongreject_judge import last_tokens
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     reply = " ".join(f"step{i}" for i in range(300))
@@ -160,7 +161,8 @@ def test_safety_reward_is_the_references_during_attacks(tiny_model_dir, tmp_path
     """1 - (StrongREJECT fine-tuned + moderation max category) / 2 per reply, the judge reading the last N tokens."""
     from frpo_bench.evaluators.base import ScoreInputs
     from frpo_bench.evaluators.safety_reward import Options, SafetyRewardEvaluator
-    from frpo_bench.evaluators.strongreject_judge import Options as JudgeOptions, StrongRejectJudge, last_tokens
+    from frpo_bench.evaluators.strongreject_judge import Options as JudgeOptions
+    from frpo_bench.evaluators.strongreject_judge import StrongRejectJudge, last_tokens
     from frpo_bench.models import ModelRef
     from frpo_bench.typed import from_dict
     template = tmp_path / "templates.json"
@@ -191,6 +193,7 @@ def test_a_reward_model_without_a_pad_token_gets_the_references(tiny_model_dir, 
     """utils.py RM: no pad token -> <|pad|> added and the embeddings resized; float32 as loaded without a dtype."""
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
     from frpo_bench.evaluators.base import ScoreInputs
     from frpo_bench.evaluators.helpfulness import HelpfulnessEvaluator, Options
     from frpo_bench.evaluators.hf_judge import NEW_PAD, JudgeModel, RewardModel

@@ -6,9 +6,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frpo_bench.attacks.refusal_ablation import (Forward, RefusalAblationAttack, RefusalAblationOptions,
-                                                 choose_direction, post_instruction_tokens, prompt_texts,
-                                                 refusal_score)
+from frpo_bench.attacks.refusal_ablation import (
+    Forward,
+    RefusalAblationAttack,
+    RefusalAblationOptions,
+    choose_direction,
+    post_instruction_tokens,
+    prompt_texts,
+    refusal_score,
+)
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.loading import load_model, load_tokenizer

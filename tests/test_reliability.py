@@ -184,10 +184,10 @@ def test_a_recipe_file_whose_name_is_unsafe_needs_a_name(tmp_path, capsys, isola
 
 @pytest.fixture
 def board(tmp_path):
-    from frpo_bench.results.schema import read_csv
     from test_leaderboard import RECORDS
+
     from frpo_bench.results import leaderboard
-    from frpo_bench.results.schema import to_csv
+    from frpo_bench.results.schema import read_csv, to_csv
     path = tmp_path / "baseline.csv"
     path.write_text(to_csv(leaderboard.aggregate(RECORDS)))
     return path, read_csv(path)

@@ -7,14 +7,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frpo_bench.training.sft import finetune
-from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.defenses.frpo import FRPODefense
 from frpo_bench.defenses.frpo_math import frpo_advantages
 from frpo_bench.defenses.rewards import helpful_proxy_reward, refusal_reward
-from frpo_bench.evaluators.text_checks import is_degenerate
 from frpo_bench.defenses.rl_options import FRPOOptions
+from frpo_bench.evaluators.text_checks import is_degenerate
 from frpo_bench.models import ModelRef
+from frpo_bench.training.options import FinetuneConfig
+from frpo_bench.training.sft import finetune
 from frpo_bench.typed import from_dict
 
 
@@ -100,6 +100,7 @@ def test_bad_rl_options_are_caught_by_name():
 def test_sampling_copy_holds_the_merged_policy_in_bf16_and_leaves_the_policy_alone(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+
     from frpo_bench.training.sampling_copy import SamplingCopy, lora_layers
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                             LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
@@ -126,6 +127,7 @@ def test_sampling_copy_follows_the_runs_bf16_choice_and_its_key_says_so(tiny_mod
     ran 45x slower than fp32 here. The fp32 copy is another rollout distribution, so another key; the bf16
     copy's key stays what it was."""
     from transformers import AutoModelForCausalLM
+
     from frpo_bench.training.sampling_copy import SamplingCopy
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     copy = SamplingCopy("float32").refresh(policy)

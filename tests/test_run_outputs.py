@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import require
 
 pytestmark = pytest.mark.slow
@@ -26,6 +25,7 @@ def smoke_run(tmp_path_factory):
 def real_lm_eval_files(tmp_path_factory):
     """lm-eval itself on the tiny model, written by its own EvaluationTracker."""
     from lm_eval.loggers import EvaluationTracker
+
     from frpo_bench.evaluators import lm_eval_tasks
     from frpo_bench.models.tiny import build_tiny_model
     work = tmp_path_factory.mktemp("lm_eval_real")
@@ -159,6 +159,7 @@ def test_report_renders_hostile_completions_as_text_and_runs_no_script(smoke_run
     """Completions and prompts are model and user text: whatever they hold, every row renders and no script runs."""
     require(chromium() is not None, "no Chromium on this machine: `make test` installs it with the system package manager")
     from playwright.sync_api import sync_playwright
+
     from frpo_bench.results import html_report
     page_html = (smoke_run / "report.html").read_text(encoding="utf-8")
     start = page_html.index('<script id="report-data" type="application/json">') + len(

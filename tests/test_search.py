@@ -96,6 +96,7 @@ def test_an_infeasible_trial_is_never_the_worst_case():
 def test_a_rung_is_the_same_run_stopped_early(tiny_model_dir, tmp_path):
     """The model a search scores at a rung is bit for bit the full run's model after that step."""
     from safetensors.torch import load_file
+
     from frpo_bench.data.ref import DataRef
     from frpo_bench.models import ModelRef
     from frpo_bench.training.options import FinetuneConfig, LoraConfig
@@ -119,6 +120,7 @@ def test_a_rung_resumed_from_the_last_one_trains_to_the_same_weights(tiny_model_
     """Each rung resumes the previous rung's trainer state, training only its own steps, and ends where the
     run from step 0 does; the final run resumes from the last rung."""
     from safetensors.torch import load_file
+
     from frpo_bench.data.ref import DataRef
     from frpo_bench.models import ModelRef
     from frpo_bench.training.options import FinetuneConfig, LoraConfig

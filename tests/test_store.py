@@ -74,6 +74,7 @@ def test_stage_keys_of_every_packaged_recipe_are_stable(name, monkeypatch, reque
     monkeypatch.setenv("FRPO_BENCH_AUTO_ATTENTION", "sdpa")  # the demo's attention auto, pinned like its dtype
     import json
     from pathlib import Path
+
     from frpo_bench.config import load_recipe
     from frpo_bench.engine.plan import build_plan
     if name == "paper":  # the session's paper plan (one build, ~20 s), valid here since paper leaves nothing to

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 
-
 from frpo_bench.errors import ConfigError
 from frpo_bench.evaluators.base import ScoreInputs
 from frpo_bench.evaluators.judge_templates import STRONGREJECT_RUBRIC_SHA256, load_template
-from frpo_bench.evaluators.strongreject_rubric import (Options, StrongRejectRubricEvaluator, parse_rubric, quoted,
-                                                       rubric_score)
+from frpo_bench.evaluators.strongreject_rubric import (
+    Options,
+    StrongRejectRubricEvaluator,
+    parse_rubric,
+    quoted,
+    rubric_score,
+)
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import from_dict
 

@@ -7,12 +7,11 @@ import torch
 from safetensors.torch import load_file
 
 from frpo_bench.defenses.checkpoint import CheckpointDefense, CheckpointOptions
-from frpo_bench.defenses.rr import (RRDefense, RROptions, rerouting_loss, rr_coefficients,
-                                    target_layer_indices)
+from frpo_bench.defenses.rr import RRDefense, RROptions, rerouting_loss, rr_coefficients, target_layer_indices
 from frpo_bench.defenses.tar import TARDefense, TAROptions, dpo_loss, negative_entropy, tamper_gradients
 from frpo_bench.errors import ConfigError
-from frpo_bench.training.losses import representation_distance as retain_loss
 from frpo_bench.models import ModelRef
+from frpo_bench.training.losses import representation_distance as retain_loss
 from frpo_bench.typed import from_dict
 
 HARMFUL = [{"dataset": "demo_compliance", "split": "train", "n": 16}]
@@ -43,9 +42,9 @@ def test_schedule_layers_and_losses_on_constructed_inputs():
 
 
 def tiny_batches(tiny_model_dir, n=2):
-    from frpo_bench.training.batches import pad_batch, tokenize_pairs
     from frpo_bench.data import load_rows
     from frpo_bench.models.loading import load_tokenizer
+    from frpo_bench.training.batches import pad_batch, tokenize_pairs
     tokenizer = load_tokenizer(ModelRef(str(tiny_model_dir)), padding_side="right")
     features = tokenize_pairs(tokenizer, load_rows("demo_compliance", "train", 4 * n), 256)
     return [pad_batch(features[i * 4:(i + 1) * 4], tokenizer.pad_token_id) for i in range(n)]

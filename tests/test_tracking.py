@@ -32,6 +32,7 @@ def test_tensorboard_gets_training_logs_and_the_leaderboard(tmp_path):
 
 def test_unknown_or_missing_trackers_fail_before_compute(monkeypatch):
     import importlib.util
+
     from frpo_bench.training.tracking import check_trackers
     with pytest.raises(ConfigError, match="is not a tracker"):
         check_trackers(["tensorbord"])

@@ -15,6 +15,7 @@ TRAJECTORY = ["--set", "attacks.0.eval_steps=[1, 2]", "--set",
 
 def test_k3_sums_equal_the_definition():
     import torch
+
     from frpo_bench.evaluators.kl_to_start import k3_sums
     before = torch.tensor([[-1.0, -2.0, -0.5], [-0.1, -3.0, -9.0]])
     now = torch.tensor([[-1.5, -1.0, -0.5], [-0.2, -2.0, -1.0]])
@@ -28,6 +29,7 @@ def test_k3_sums_equal_the_definition():
 
 def test_sequence_kl_is_zero_between_identical_models_and_matches_an_unbatched_loop(tiny_model_dir, tmp_path):
     import torch
+
     from frpo_bench.evaluators.kl_to_start import accepts_logits_to_keep, encode, sequence_kls, token_logprobs, windowed
     from frpo_bench.models import ModelRef
     from frpo_bench.models.loading import chat_prompt, load_model, load_tokenizer

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from frpo_bench.attacks.base import AttackBase
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.generation_config import PREFILL_UNCOVERED
 from frpo_bench.typed import Options, opt
-from frpo_bench.attacks.base import AttackBase
 
 
 @dataclass

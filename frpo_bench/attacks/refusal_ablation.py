@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from frpo_bench.attacks.base import AttackBase
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import DTYPES, DtypeOption
 from frpo_bench.typed import Options, opt
-from frpo_bench.attacks.base import AttackBase
 from frpo_bench.work import PROMPT_TOKENS, InferenceMemory, Shape, Work
 from frpo_bench.work import Forward as ForwardPass
 
@@ -100,6 +100,7 @@ class RefusalAblationAttack(AttackBase):
               report=print, checkpoint_steps=(), stop_at=None, warm=None) -> ModelRef:
         import torch
         from safetensors.torch import save_file
+
         from frpo_bench.models.loading import load_merged, load_tokenizer
         start = time.time()
         tokenizer = load_tokenizer(model, padding_side="left")
@@ -265,6 +266,7 @@ class Forward:
         once per call, under whatever hooks are active, and every batch starts from its cache: about half of
         SmolLM2's prompt tokens."""
         import torch
+
         from frpo_bench.models.shared_prefix import opening, repeated
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         head, (cache,) = opening([self.lm], ids)

@@ -1,8 +1,8 @@
 """Every registered dataset, one entry each. Adding a dataset is one entry here (+ a parser)."""
 from __future__ import annotations
 
-from frpo_bench.data.spec import DatasetSpec, PinnedFile
 from frpo_bench.data.demo import DEMO_VERSION
+from frpo_bench.data.spec import DatasetSpec, PinnedFile
 
 GH = "https://raw.githubusercontent.com"
 SR_COMMIT = "f7cad6c17e624e21d8df2278e918ae1dddb4cb56"

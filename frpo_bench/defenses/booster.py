@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
-from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.work import Shape, Work, paired_training_work
 
 
@@ -74,6 +74,7 @@ def booster_gradients(lm, params: list, alignment_batch, harmful_batch, lam: flo
     """Leave in each parameter's .grad the gradient of Booster's objective at the current weights, which are
     restored bit for bit after the simulated step; return f(w), h(w), h(w') and the regularizer h(w) - h(w')."""
     import torch
+
     from frpo_bench.training.losses import causal_ce as ce_loss
     with autocast():
         harmful = ce_loss(lm, harmful_batch)

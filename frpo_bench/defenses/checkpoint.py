@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, opt
-from frpo_bench.defenses.base import DefenseBase
 
 
 @dataclass

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import NoOptions
-from frpo_bench.defenses.base import DefenseBase
 
 
 class NoDefense(DefenseBase):

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
-from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.work import Shape, Work, paired_training_work
 
 
@@ -81,6 +81,7 @@ def mlp_modules(lm) -> list:
 def noise_term(outputs: list, mask):
     """Mean over layers of MMD(masked MLP outputs, masked standard Gaussian noise), one row per sequence."""
     import torch
+
     from frpo_bench.training.losses import gaussian_mmd
     total = 0.0
     for hidden in outputs:

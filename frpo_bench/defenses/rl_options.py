@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
-from frpo_bench.training.options import SCHEDULERS, LoraConfig, check_warmup_ratio
-from frpo_bench.errors import ConfigError
-from frpo_bench.models.precision import Bf16Option, bf16_option
-from frpo_bench.evaluators.strongreject_judge import Options as StrongRejectOptions
-from frpo_bench.typed import Options, check_positive, opt, to_dict
 from frpo_bench.defenses.base import DefenseBase
+from frpo_bench.errors import ConfigError
+from frpo_bench.evaluators.strongreject_judge import Options as StrongRejectOptions
+from frpo_bench.models.precision import Bf16Option, bf16_option
+from frpo_bench.training.options import SCHEDULERS, LoraConfig, check_warmup_ratio
+from frpo_bench.typed import Options, check_positive, opt, to_dict
 from frpo_bench.work import PROMPT_TOKENS, Forward, Generate, Shape, Train, TrainMemory, Work
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from frpo_bench.data.ref import DataRef
-from frpo_bench.training.options import LoraConfig
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
+from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
-from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.work import Shape, Train, TrainMemory, Work, sft_tokens
-
 
 RETAIN_DISTANCES = ("l2", "relative_l2")
 REROUTE_TOKENS = ("all", "response")
@@ -104,6 +103,7 @@ class RRDefense(DefenseBase):
     def apply(self, model: ModelRef, out: Path, options: RROptions, seed: int, report=print) -> ModelRef:
         import torch
         from peft import get_peft_model
+
         from frpo_bench.data import ref_rows
         from frpo_bench.models.loading import load_for_training
         from frpo_bench.training.batches import batches, linear_module_names, peft_config, tokenize_pairs

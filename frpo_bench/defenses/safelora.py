@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.models.adapter_merge import lora_factors
 from frpo_bench.typed import Options, opt
-from frpo_bench.defenses.base import DefenseBase
 
 SELECTIONS = ("number", "threshold")
 
@@ -118,6 +118,7 @@ class SafeLoRADefense(DefenseBase):
 
     def repair_weights(self, attacked: ModelRef, aligned: dict, before: dict, out: Path, options) -> tuple:
         import torch
+
         from frpo_bench.models.loading import load_model, load_tokenizer
         lm = load_model(attacked, dtype="float32")
         linear = {f"{name}.weight" for name, m in lm.named_modules()

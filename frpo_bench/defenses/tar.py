@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frpo_bench.data.ref import DataRef
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.errors import ConfigError
 from frpo_bench.models import ModelRef
 from frpo_bench.typed import Options, check_positive, check_positive_value, opt
-from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.work import Shape, Train, TrainMemory, WeightsMemory, Work, sft_tokens
 
 TAMPER_LOSSES = ("dpo", "entropy")
@@ -147,6 +147,7 @@ def tamper_gradients(model, params: list, adversary_batches: list, tamper_loss_f
 def retain_loss(model, reference, batch, representation_weight: float):
     """Next-token CE on benign data + L2 between the model's and the reference's hidden states."""
     import torch
+
     from frpo_bench.training.losses import representation_distance  # masked mean L2 over layers, tokens
     out = model(**batch, output_hidden_states=True)
     with torch.no_grad():
@@ -173,7 +174,9 @@ class TARDefense(DefenseBase):
 
     def apply(self, model: ModelRef, out: Path, options: TAROptions, seed: int, report=print) -> ModelRef:
         import copy
+
         import torch
+
         from frpo_bench.data import ref_rows
         from frpo_bench.models.loading import load_for_training
         from frpo_bench.training.batches import batches, pad_batch, same_prompt_pairs, tokenize_pairs

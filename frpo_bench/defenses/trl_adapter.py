@@ -59,6 +59,7 @@ def grpo_config(options, out: Path, seed: int, world: int = 1):
     """TRL's GRPOConfig from the RL options. `prompts_per_step` is per optimizer step over all `world`
     processes (TRL's batch size is per process), so the same recipe trains the same way on 1 or 8 GPUs."""
     from trl import GRPOConfig
+
     from frpo_bench.training.tracking import report_to
     sequences = options.prompts_per_step * options.num_generations
     if sequences % world:

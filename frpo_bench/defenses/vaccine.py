@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Optional, Union
 
 from frpo_bench.data.ref import DataRef
+from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.models import ModelRef
 from frpo_bench.models.precision import Bf16Option, bf16_option
 from frpo_bench.training.options import LoraConfig
 from frpo_bench.typed import Options, check_positive, opt
-from frpo_bench.defenses.base import DefenseBase
 from frpo_bench.work import Shape, Work, paired_training_work
 
 
@@ -66,7 +66,8 @@ def worst_case_shifts(gradients: list, rho: float) -> list:
 def vaccine_gradients(lm, blocks: list, batch, rho: float, backward, autocast=nullcontext) -> dict:
     """Leave in .grad the gradient of the alignment loss under the worst-case shift of the attention outputs;
     return both losses and the shifts."""
-    from frpo_bench.training.losses import captured_outputs, causal_ce as ce_loss
+    from frpo_bench.training.losses import captured_outputs
+    from frpo_bench.training.losses import causal_ce as ce_loss
     with autocast(), captured_outputs(blocks, keep_grad=True) as outputs:
         plain = ce_loss(lm, batch)
     backward(plain)

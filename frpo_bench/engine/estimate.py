@@ -30,8 +30,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from frpo_bench.work import (PROMPT_TOKENS, UNKNOWN_MODEL_PARAMETERS, Forward, Generate, InferenceMemory, LmEvalStart,
-                             Shape, Train, TrainMemory, Work)
+from frpo_bench.work import (
+    PROMPT_TOKENS,
+    UNKNOWN_MODEL_PARAMETERS,
+    Forward,
+    Generate,
+    InferenceMemory,
+    LmEvalStart,
+    Shape,
+    Train,
+    TrainMemory,
+    Work,
+)
 
 GIB = 1024 ** 3
 
@@ -61,6 +71,7 @@ def this_cpu() -> Machine:
     """This machine as a CPU target: its own measured fp32 and bf16 matmul peaks (machines differ by 7x in
     bf16 among the project's own), memory and core count as the OS reports them."""
     import os
+
     from frpo_bench.perf import matmul_peak
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return Machine(f"cpu (this machine, {len(os.sched_getaffinity(0))} cores)", matmul_peak("bfloat16"),

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frpo_bench.config import Recipe
-from frpo_bench.errors import ConfigError
 from frpo_bench.engine.plan import build_plan, build_summary, component_options, resolve_installed, stages_to_build
 from frpo_bench.engine.stages import BY_NAME, Stage
 from frpo_bench.engine.store import Store
+from frpo_bench.errors import ConfigError
 from frpo_bench.files import write_json_atomic, write_text_atomic
 from frpo_bench.models.device import use_device
 from frpo_bench.typed import to_dict
@@ -153,8 +153,8 @@ def prepare(recipe: Recipe, store: Store) -> tuple[dict[str, str], dict[str, str
 def run_stages(recipe: Recipe, store: Store, kinds: list[str], only: str | None = None) -> list:
     """Build only some stage kinds (e.g. the defenses on a GPU node); the leaderboard comes from a later `run`.
     `only`: just the stage with this key (a Ray task's multi-process launch of one stage)."""
-    from frpo_bench.training.distributed import launched_rank
     from frpo_bench.engine.runner import execute
+    from frpo_bench.training.distributed import launched_rank
     prepare(recipe, store)
     _, stages = build_plan(recipe)
     if only:
@@ -310,8 +310,8 @@ def incomplete_scores(stages: list[Stage], dirs: dict[str, Path]) -> dict[str, s
 
 def run_recipe(recipe: Recipe, raw: dict, store: Store, out: Path,
                executor: Executor = Executor()) -> tuple[Path, list[dict], float]:
-    from frpo_bench.results import outputs
     from frpo_bench.engine.runner import seconds_by_kind
+    from frpo_bench.results import outputs
     started = time.time()
     check_output_dir(out)
     resolved, dataset_ids = prepare(recipe, store)

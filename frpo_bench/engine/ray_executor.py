@@ -146,6 +146,7 @@ def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe
     import yaml
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
     from frpo_bench.engine.stages import BY_NAME
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     try:  # address "local": a cluster of this run's own, never one that happens to run on this machine

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.eta import CostPrior, History, expected_seconds
+from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
 from frpo_bench.engine.stages import BY_NAME, group_generations, prior_seconds, stage_dtype, stage_size
 from frpo_bench.engine.store import INCOMPLETE, Store
 from frpo_bench.errors import StageError, raise_if_stopped

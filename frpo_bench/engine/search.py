@@ -167,9 +167,10 @@ class Search:
                 trial.seconds += stage_seconds(dirs, stage)
 
     def run_study(self, name: str) -> tuple[list[TrialRecord], str]:
+        import tempfile
+
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
-        import tempfile
         search, seed = self.search, self.defended.seed or 0
         with tempfile.TemporaryDirectory() as scratch:
             journal = Path(scratch) / "study.journal"

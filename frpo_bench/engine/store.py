@@ -24,8 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from frpo_bench.files import (MARKER, canonical_json, default_cache_dir, sha256_file, write_json_atomic,
-                              write_text_atomic)
+from frpo_bench.files import (
+    MARKER,
+    canonical_json,
+    default_cache_dir,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 KEY_VERSION = 1  # bump when a stage's output format or meaning changes
 RECORD = "stage.json"  # what the stage is, how it ran, and its files' sizes and hashes

@@ -19,7 +19,6 @@ from frpo_bench.typed import Options, check_positive, key_fields_except
 from frpo_bench.work import TEXT_CHECK, Shape, Work
 
 
-
 @dataclass
 class ScoreInputs:
     """Everything an evaluator may read, in one object."""

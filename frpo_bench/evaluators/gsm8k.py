@@ -10,8 +10,18 @@ its per-sample records. `command_line()` gives the equivalent `lm_eval` invocati
 from __future__ import annotations
 
 from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
-from frpo_bench.evaluators.lm_eval_tasks import (LmEvalOptions, command_line, engine_lm, lm_eval_version, loaded_model,
-                                                 model_args, run_lm_eval, selected_documents, vllm_model_args, write_task)
+from frpo_bench.evaluators.lm_eval_tasks import (
+    LmEvalOptions,
+    command_line,
+    engine_lm,
+    lm_eval_version,
+    loaded_model,
+    model_args,
+    run_lm_eval,
+    selected_documents,
+    vllm_model_args,
+    write_task,
+)
 from frpo_bench.work import Shape, Work
 
 VERSION = "lm-eval-gsm8k-v2"  # v2: the DataRef's seeded sample and split (v1: the first n test documents)

@@ -42,6 +42,7 @@ def _tokenizer(judge: JudgeModel, padding_side: str):
 
 def load_causal_judge(judge: JudgeModel):
     from transformers import AutoModelForCausalLM
+
     from frpo_bench.models.loading import contiguous_head_input, torch_dtype
     tokenizer = _tokenizer(judge, padding_side="left")  # the next token after every prompt sits at position -1
     from frpo_bench.models.device import device_map
@@ -99,6 +100,7 @@ class RewardModel:
 
     def load(self) -> "RewardModel":
         from transformers import AutoModelForSequenceClassification
+
         from frpo_bench.models.loading import torch_dtype
         self.tokenizer = _tokenizer(self.judge, padding_side="right")
         from frpo_bench.models.device import device_map

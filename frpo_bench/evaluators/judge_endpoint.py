@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.judge_templates import TemplateOptions
-from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase
+from frpo_bench.typed import key_fields_except, opt
 from frpo_bench.work import Work, api_work, local_judge_work
 
 JUDGE_BATCH = 4  # a served judge's prompts per forward, for its peak memory
@@ -56,6 +57,7 @@ class EndpointOptions(TemplateOptions, OptionsBase):
     def preflight(self, path: str) -> None:
         """The template (see TemplateOptions), and a key wherever the endpoint is not this machine's."""
         import os
+
         from frpo_bench.errors import ConfigError
         super().preflight(path)
         if self.serve_model is None and not is_local(self.base_url) and not os.environ.get(self.api_key_env):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
-from frpo_bench.evaluators.judge_templates import XSTEST_CLASSIFIER_SHA256, XSTEST_CLASSIFIER_TEMPLATE
 from frpo_bench.evaluators.judge_endpoint import EndpointOptions
+from frpo_bench.evaluators.judge_templates import XSTEST_CLASSIFIER_SHA256, XSTEST_CLASSIFIER_TEMPLATE
 from frpo_bench.typed import opt
 from frpo_bench.work import Shape, Work
 

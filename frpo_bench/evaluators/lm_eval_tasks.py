@@ -10,10 +10,11 @@ from importlib import resources
 from pathlib import Path
 
 from frpo_bench.evaluators.base import ScoreInputs
+from frpo_bench.models import ModelRef
 from frpo_bench.models.attention import AttentionOption
 from frpo_bench.models.precision import DtypeOption
-from frpo_bench.models import ModelRef
-from frpo_bench.typed import Options as OptionsBase, key_fields_except, opt
+from frpo_bench.typed import Options as OptionsBase
+from frpo_bench.typed import key_fields_except, opt
 from frpo_bench.work import PROMPT_TOKENS, Generate, InferenceMemory, LmEvalStart, Work
 
 
@@ -149,6 +150,7 @@ def run_lm_eval(task_dir: Path, task: str, args: dict, options: LmEvalOptions, s
                 lm_eval_model="hf", system_instruction: str | None = None) -> dict:
     """lm-eval's simple_evaluate; `lm_eval_model` is a model name with `args`, or an lm-eval LM object."""
     from lm_eval import simple_evaluate
+
     from frpo_bench.models.device import compute_device
     reuse_per_process_work()
     named = isinstance(lm_eval_model, str)
@@ -167,6 +169,7 @@ def reuse_per_process_work() -> None:
     the 2-core EPYC: one run of 100 documents 0.85 -> 0.2 s besides the model's own time; a demo runs ten."""
     import functools
     import os
+
     from lm_eval import evaluator, utils
     if getattr(evaluator.add_env_info, "once_per_process", False):
         return
@@ -191,6 +194,7 @@ def quiet_git_commit_hash():
     without git's 'fatal: not a git repository' on the console of every run outside a checkout."""
     import os
     import subprocess
+
     from lm_eval.loggers.utils import get_commit_from_path
     try:
         done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
@@ -213,6 +217,7 @@ def loaded_model(ref: ModelRef, options: LmEvalOptions):
     exactly the weights `lm_eval run --model_args pretrained=...,peft=...,dtype=...` evaluates, without
     writing a merged copy to disk and loading it again (one load per cell instead of three)."""
     from lm_eval.models.huggingface import HFLM
+
     from frpo_bench.models.loading import load_tokenizer
     from frpo_bench.models.resident import inference_model
     lm = inference_model(ref, options.dtype, options.attention, merge_dtype="float32")

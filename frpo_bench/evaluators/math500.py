@@ -58,8 +58,15 @@ class Math500Evaluator(EvaluatorBase):
         return options.lm_eval_work(shape.prompts)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
-        from frpo_bench.evaluators.lm_eval_tasks import (command_line, lm_eval_version, loaded_model, model_args,
-                                                         run_lm_eval, selected_documents, write_task)
+        from frpo_bench.evaluators.lm_eval_tasks import (
+            command_line,
+            lm_eval_version,
+            loaded_model,
+            model_args,
+            run_lm_eval,
+            selected_documents,
+            write_task,
+        )
         from frpo_bench.models.device import compute_device
         task_path, task = write_task(inputs.workdir, inputs.dataset, inputs.split, "frpo_math500",
                                      include=minerva_math500_yaml())

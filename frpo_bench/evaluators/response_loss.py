@@ -27,6 +27,7 @@ class Options(ModelScoringOptions):
 def response_nll(model, features: list[dict], pad_id: int, batch_size: int) -> list[tuple[float, int]]:
     """(summed negative log-likelihood of the response tokens, their count) per tokenized pair."""
     import torch
+
     from frpo_bench.training.batches import pad_batch
     out = []
     with torch.inference_mode():

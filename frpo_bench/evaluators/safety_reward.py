@@ -41,6 +41,7 @@ class Options(JudgeOptions):
     def preflight(self, path: str) -> None:
         """The judge's template, and a moderation key wherever the endpoint is not this machine's."""
         import os
+
         from frpo_bench.errors import ConfigError
         from frpo_bench.evaluators.judge_endpoint import is_local
         super().preflight(path)

@@ -82,6 +82,7 @@ def _probe(dtype_name: str, batch: int = 48, heads: int = 9, kv_heads: int = 3, 
            new: int = 32, rounds: int = 5) -> dict:
     import torch
     from transformers.integrations.sdpa_attention import repeat_kv
+
     from frpo_bench.models.grouped_attention import grouped_attention_forward
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)

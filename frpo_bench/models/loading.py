@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import importlib.util
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -204,6 +204,7 @@ def load_model(ref: ModelRef, dtype: str = "float32", trainable_adapter: bool = 
     """Load full weights (safetensors only), then the LoRA adapter if the ref has one. `on_device` loads
     straight onto the compute device (for inference; trainers place the model themselves)."""
     from transformers import AutoModelForCausalLM
+
     from frpo_bench.models.device import device_map
     model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype(dtype), use_safetensors=True,
                                                  trust_remote_code=ref.trust_remote_code,

@@ -140,6 +140,7 @@ def _probe(rounds: int = 5) -> dict:
     two dtypes alternate, round by round, so that other load on the machine hits both alike; the best
     round of each counts."""
     import time
+
     import torch
     torch.manual_seed(0)
     width, hidden = 576, 1536

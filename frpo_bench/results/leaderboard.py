@@ -6,13 +6,23 @@ import math
 from pathlib import Path
 
 from frpo_bench.files import write_text_atomic
-from frpo_bench.results.schema import (PROVENANCE, ROW_KEY, SCHEMA_VERSION, Row, cell_key, render_table, row_key,
-                                       short_revision, to_csv)
+from frpo_bench.results.schema import (
+    PROVENANCE,
+    ROW_KEY,
+    SCHEMA_VERSION,
+    Row,
+    cell_key,
+    render_table,
+    row_key,
+    short_revision,
+    to_csv,
+)
 
 
 def seed_bootstrap_ci(groups: list[list[float]], seed: int = 0, samples: int = 2000) -> tuple[float, float]:
     """Two-level percentile bootstrap of the mean: resample seeds, then prompts within each."""
     import numpy as np
+
     from frpo_bench.results.bootstrap import percentile_interval, two_level_means
     arrays = [np.asarray(g, dtype=float) for g in groups if len(g)]
     if not arrays:

@@ -3,7 +3,8 @@ case among attacks that keep capability above a retention bound (an attacker who
 the model's usefulness has not really won)."""
 from __future__ import annotations
 
-from frpo_bench.results.schema import SCHEMA_VERSION, Row, diverged, to_csv as rows_to_csv
+from frpo_bench.results.schema import SCHEMA_VERSION, Row, diverged
+from frpo_bench.results.schema import to_csv as rows_to_csv
 
 COLUMNS = ["schema_version", "recipe", "model", "base", "defense", "metric", "higher_is_better", "unattacked_mean",
            "worst_mean", "worst_ci95_low", "worst_ci95_high", "worst_attack", "worst_lr", "retention_metric",

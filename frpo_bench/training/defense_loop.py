@@ -61,6 +61,7 @@ def start_run(model: ModelRef, out: Path, lora, lr: float, steps: int, seed: int
               bf16: bool = False) -> DefenseRun:
     """Load `model` to train (a new LoRA adapter when `lora` is given, else every weight), with AdamW."""
     import torch
+
     from frpo_bench.models.loading import load_for_training
     from frpo_bench.training.batches import peft_config
     from frpo_bench.training.distributed import make_accelerator

@@ -14,6 +14,7 @@ from typing import Iterator
 
 def make_accelerator():
     from accelerate import Accelerator
+
     from frpo_bench.models.device import on_accelerator
     return Accelerator(cpu=not on_accelerator())
 

@@ -8,8 +8,8 @@ from typing import Optional, Union
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
 from frpo_bench.models.precision import Bf16Option, bf16_option
-from frpo_bench.work import Train, TrainMemory, Work, sft_tokens
 from frpo_bench.typed import Options, check_positive, opt, to_dict
+from frpo_bench.work import Train, TrainMemory, Work, sft_tokens
 
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
 

@@ -71,6 +71,7 @@ class RolloutEngine:
         """A checkpoint of `policy`'s merged weights for `step` (the previous one deleted)."""
         import torch
         from safetensors.torch import save_file
+
         from frpo_bench.training.sampling_copy import merged_state, plain_model
         base = plain_model(policy)
         dtype = getattr(torch, self.dtype)

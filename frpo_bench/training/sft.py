@@ -19,7 +19,6 @@ from frpo_bench.models.device import on_accelerator
 from frpo_bench.models.loading import load_for_training
 from frpo_bench.training.batches import pad_batch, peft_config, tokenize_pairs
 
-
 EPOCH_RNG = "epoch_rng.pt"
 
 
@@ -179,6 +178,7 @@ def keep_state(saved: Path, keep: Optional[Path], epoch_rng) -> None:
 def training_arguments(cfg, out: Path, lr: float, seed: int):
     """The Trainer's settings from a FinetuneConfig (every optimisation field reaches it)."""
     from transformers import TrainingArguments
+
     from frpo_bench.training.tracking import report_to
     return TrainingArguments(
         output_dir=str(out / "trainer"), max_steps=cfg.steps, learning_rate=lr, seed=seed, data_seed=seed,
