@@ -55,3 +55,20 @@ def test_out_removes_only_what_runs_wrote_there(tmp_path, capsys):
     assert len(evals) == 2 and "my_own.eval" in evals  # the run's new log, the user's; the first run's is gone
     assert not (out / "lm_eval" / "aligned__none__harmful_lora__lr0.001__seed0").exists()
     assert len(first) > len(evals)
+
+
+def test_runs_whose_kl_used_different_attention_kernels_gate_against_each_other(tmp_path, capsys):
+    """The kernel a machine's probe picks changes KL by rounding only: it is recorded, not part of the judge."""
+    kl = ("evaluations=[{evaluator: kl_to_start, prompts: {dataset: demo_harmful, split: eval, n: 8}, metric: kl, "
+          "options: {attention: ATTENTION}}]")
+    boards = []
+    for attention in ("sdpa", "grouped"):
+        out = tmp_path / attention
+        assert main(["run", "smoke", "--store", str(tmp_path / "store"), "--out", str(out), "--set",
+                     kl.replace("ATTENTION", attention), "--set", "leaderboard.capability_metric=null"]) == 0
+        boards.append(out / "leaderboard.csv")
+    capsys.readouterr()
+    judges = [{r["judge"] for r in rows(board)} for board in boards]
+    assert judges[0] == judges[1] == {"k3 log-prob ratio (float32)"}
+    assert main(["check", "--baseline", str(boards[0]), "--current", str(boards[1])]) == 0
+    assert "metrics within bounds" in capsys.readouterr().out

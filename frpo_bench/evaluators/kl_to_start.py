@@ -87,6 +87,7 @@ def context_cache(model, head: list[int], head_cache, context):
     None where there is neither. Kept on the model (the last CONTEXTS_KEPT): every KL of a sweep scores the same
     prompts under the same starting model, whose prompt tokens, ~60% of a demo sequence, then run once per run."""
     import torch
+
     from frpo_bench.models.shared_prefix import repeated
     if context.shape[1] == 0:
         return repeated(head_cache, context.shape[0]) if head_cache is not None else None
@@ -146,6 +147,7 @@ def sequence_kls(start_model, model, encoded: list[tuple[list[int], int]], pad_i
     system turn) runs once per model (models/shared_prefix.py): ~30% of the tokens here; each batch's prompt
     tokens before its first completion token run once per model and batch (context_cache), then the rest."""
     import torch
+
     from frpo_bench.models.shared_prefix import opening
     head, caches = opening([model, start_model], [row[:start] for row, start in encoded], enabled=share_prefix)
     sums: dict[int, float] = {}
@@ -219,6 +221,8 @@ class KLToStartEvaluator(EvaluatorBase):
                     "score": v} for row, c, (ids, at), v in zip(inputs.prompts, inputs.completions, encoded, values)]
         precision = "" if options.matmul_precision == "highest" else f", matmul {options.matmul_precision}"
         precision += f", last {options.window} tokens" if options.window else ""
-        precision += f", {options.attention} attention" if options.attention != "sdpa" else ""
+        # the attention kernel is recorded, not part of the judge's name: it moves values by float rounding only, so
+        # runs on machines whose probes chose different kernels stay comparable (and gateable)
         return EvalResult([Metric("", values, higher_is_better=False, unit="nats")], records,
-                          {"judge": f"k3 log-prob ratio ({options.dtype}{precision})", "template": "model chat template"})
+                          {"judge": f"k3 log-prob ratio ({options.dtype}{precision})", "template": "model chat template",
+                           "attention": options.attention})
