@@ -13,7 +13,6 @@ from frpo_bench.typed import check_positive, opt, to_dict
 
 BACKENDS = ("hf", "vllm", "auto")
 VLLM_ADAPTERS = ("served", "merged")  # a LoRA on vLLM: its LoRA kernels, or merged into the weights
-PREFILL_UNCOVERED = ("error", "skip")  # a harmful set a prefill's pairs do not cover: stop, or leave it out
 
 
 @dataclass
@@ -37,8 +36,6 @@ class GenerationConfig(DtypeOption, AttentionOption):
                                           "(the prefilling attack sets it): matched to each prompt by its text")
     prefill_tokens: int = opt(0, omit_if_default=True, help="how many tokens of that response are forced after the "
                               "assistant turn; the completion scored is those tokens and the continuation")
-    prefill_uncovered: str = opt("error", omit_if_default=True, help="a harmful set the pairs do not cover: error "
-                                 "before compute, or skip it (planning only: not in any key)")
     attention: str = opt("sdpa", omit_if_default=True, help="hf backend: attention kernel, sdpa (transformers' default), "
                                                              "eager, grouped (eager without copying key/value heads), or "
                                                              "auto (whichever a probe measures fastest here; part of the "
@@ -64,7 +61,7 @@ class GenerationConfig(DtypeOption, AttentionOption):
     vllm_gpu_memory_utilization: Optional[float] = opt(None, help="vllm backend on GPU: share of GPU memory the engine "
                                                                   "may claim; null keeps vLLM's default (transport only)")
 
-    TRANSPORT = ("prefill_uncovered", "batch_size", "prefix_cache", "tensor_parallel_size", "vllm_max_model_len",
+    TRANSPORT = ("batch_size", "prefix_cache", "tensor_parallel_size", "vllm_max_model_len",
                  "vllm_enforce_eager", "vllm_cpu_kv_cache_gib", "vllm_gpu_memory_utilization", "vllm_block_size")
 
     def validate(self, path: str) -> None:
@@ -89,9 +86,6 @@ class GenerationConfig(DtypeOption, AttentionOption):
         if self.vllm_adapters not in VLLM_ADAPTERS:
             raise ConfigError(f"{path}.vllm_adapters", self.vllm_adapters, "is not a way to serve adapters",
                               f"use one of {VLLM_ADAPTERS}")
-        if self.prefill_uncovered not in PREFILL_UNCOVERED:
-            raise ConfigError(f"{path}.prefill_uncovered", self.prefill_uncovered, "is not a choice",
-                              f"use one of {PREFILL_UNCOVERED}")
 
     def data_refs(self) -> list[DataRef]:
         """The data a generation reads besides its prompts (a prefill's responses): its content enters the key."""

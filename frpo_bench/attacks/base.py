@@ -51,6 +51,12 @@ class AttackBase:
         return gen
 
     @staticmethod
+    def prompt_generation(options: Options, gen, prompts):
+        """The settings one prompt set of its cells is generated with, from `generation`'s (None: the set is left
+        out of its cells); checked before compute."""
+        return gen
+
+    @staticmethod
     def work(options: Options, shape: Shape) -> Work:
         """What its stage does, for the cost model (frpo_bench/work.py): by default it loads the model to
         change it and writes it back, without training."""
@@ -60,6 +66,11 @@ class AttackBase:
 def evaluation_generation(attack_class: type[AttackBase], options: Options, gen):
     """The generation settings the attack's cells are evaluated with (the recipe's unless it changes them)."""
     return attack_class.generation(options, gen)
+
+
+def prompt_set_generation(attack_class: type[AttackBase], options: Options):
+    """The attack's rule for each prompt set of its cells, as a function of (settings, prompts)."""
+    return lambda gen, prompts: attack_class.prompt_generation(options, gen, prompts)
 
 
 class FinetuneApply(AttackBase):

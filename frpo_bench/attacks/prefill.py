@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from frpo_bench.attacks.base import AttackBase
 from frpo_bench.data.ref import DataRef
 from frpo_bench.errors import ConfigError
-from frpo_bench.generation_config import PREFILL_UNCOVERED
 from frpo_bench.typed import Options, opt
 
+PREFILL_UNCOVERED = ("error", "skip")  # a harmful set the pairs do not cover: stop, or leave it out
 
 @dataclass
 class PrefillOptions(Options):
@@ -53,4 +53,22 @@ class PrefillAttack(AttackBase):
 
     @staticmethod
     def generation(options: PrefillOptions, gen):
-        return replace(gen, prefill_data=options.data, prefill_tokens=options.tokens, prefill_uncovered=options.uncovered)
+        return replace(gen, prefill_data=options.data, prefill_tokens=options.tokens)
+
+    @staticmethod
+    def prompt_generation(options: PrefillOptions, gen, prompts):
+        """Openings are forced on harmful requests only (benign sets are generated as they are), and every harmful
+        request evaluated needs a response to force: a set the pairs do not cover stops the plan, or is left out
+        (`uncovered: skip`)."""
+        from frpo_bench.data import ref_rows, spec_for
+        from frpo_bench.data.prompts import responses_for
+        if not spec_for(prompts).harmful:
+            return replace(gen, prefill_data=None, prefill_tokens=0)
+        try:
+            responses_for(ref_rows(prompts), options.data)
+        except ValueError as err:
+            if options.uncovered == "skip":
+                return None
+            raise ConfigError(f"prompts {prompts.dataset}/{prompts.split}", prompts.n, f"are prefilled, and {err}",
+                              "evaluate the prefilling attack on prompts its pairs data covers") from None
+        return gen

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from frpo_bench import registry
+from frpo_bench.attacks.base import prompt_set_generation
 from frpo_bench.config import Recipe
 from frpo_bench.engine.stages import NAMES, Stage
 from frpo_bench.engine.store import stage_key
@@ -37,6 +38,7 @@ class Cell:
     steps: Optional[int] = None  # the attack's optimizer steps (the step of its final model)
     evaluations: Optional[list] = None  # what scores this cell when not the recipe's rule (a search's trials)
     generation: Optional[Any] = None  # how its completions are generated when not as the recipe says (the attack's)
+    prompt_generation: Optional[Any] = None  # the attack's rule per prompt set: (settings, prompts) -> settings | None
 
 
 def data_fields(refs) -> list[dict]:
@@ -127,7 +129,8 @@ class Planner:
         """The trajectory's intermediate points of an attack cell: one model stage per kept step."""
         return [Cell(cell.base, cell.defense, cell.attack, cell.lr, cell.seed,
                      self.stage("checkpoint", f"{cell.model.label} step={step}", {"step": step}, [cell.model]),
-                     start=cell.start, step=step, steps=cell.steps, generation=cell.generation)
+                     start=cell.start, step=step, steps=cell.steps, generation=cell.generation,
+                     prompt_generation=cell.prompt_generation)
                 for step in attack.checkpoint_steps()]
 
     def evaluations(self, cell: Cell) -> list:
@@ -158,9 +161,9 @@ class Planner:
             parent = cell.model
             if evaluator.needs_completions:
                 covering = covering_ref(ev.prompts, generated)  # one generation serves every prefix of it
-                gen_here = prefill_for(gen, covering)
+                gen_here = cell.prompt_generation(gen, covering) if cell.prompt_generation else gen
                 if gen_here is None:
-                    continue  # a prefilling attack's harmful set without answers: no row (its `uncovered: skip`)
+                    continue  # the attack leaves this set out of its cells (e.g. a prefill without its answers)
                 gen_fields = with_data({"generation": gen_here.key_fields(), "prompts": data_fields([covering])[0]},
                                        gen_here)
                 if gen.temperature > 0:
@@ -193,7 +196,9 @@ class Planner:
                             model = self.repair(model, defended, base, defense)
                         cells.append(Cell(start_label, defense.name, attack.name, lr, seed, model, start=defended,
                                           steps=attack.options.planned_steps(),
-                                          generation=self.attack_generation(attack)))
+                                          generation=self.attack_generation(attack),
+                                          prompt_generation=prompt_set_generation(
+                                              registry.load("attack", attack.type), attack.options)))
                         if not repairs:  # a repair acts on the attack's final model only
                             cells += self.checkpoints(cells[-1], attack)
         for cell in cells:
@@ -208,26 +213,6 @@ def redrawn(ev, cell: Cell):
         return ev
     step = cell.step if cell.step is not None else (cell.steps or 0) if cell.attack != NO_ATTACK else 0
     return replace(ev, prompts=replace(ev.prompts, draw_seed=ev.prompts.draw_seed + step))
-
-
-def prefill_for(gen, prompts):
-    """A prefilling attack forces the start of answers to harmful requests only (benign sets are generated as
-    they are), and every harmful request evaluated needs a response to force: checked here, before compute
-    (None for a set it does not cover when the attack skips those)."""
-    if not gen.prefill_tokens:
-        return gen
-    from frpo_bench.data import ref_rows, spec_for
-    from frpo_bench.data.prompts import responses_for
-    if not spec_for(prompts).harmful:
-        return replace(gen, prefill_data=None, prefill_tokens=0)
-    try:
-        responses_for(ref_rows(prompts), gen.prefill_data)
-    except ValueError as err:
-        if gen.prefill_uncovered == "skip":
-            return None
-        raise ConfigError(f"prompts {prompts.dataset}/{prompts.split}", prompts.n, f"are prefilled, and {err}",
-                          "evaluate the prefilling attack on prompts its pairs data covers") from None
-    return gen
 
 
 def cell_label(cell: Cell) -> str:
