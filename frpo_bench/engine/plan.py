@@ -303,8 +303,26 @@ def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
     resolve_installed(recipe)
     planner = Planner(recipe)
     cells = planner.cells()
-    ordered: list[Stage] = []
-    seen: set[str] = set()
+    by_kind = sorted(planner.stages.values(), key=lambda s: NAMES.index(s.kind))
+    sequence = [stage for stage in by_kind if stage.kind not in ("generate", "score")]
+    if recipe.generation.backend == "hf":
+        # a cell's generations, then its scores: the weights its generation loaded serve its scoring too
+        # (models.resident); the vLLM backend keeps its engine across consecutive generations instead
+        sequence += [stage for cell in cells for stage in cell.scores.values()]
+    else:
+        # a cell's generations, then its scores run on the same engine (GSM8K through it) while the cell's weights
+        # are in it: one weight swap per cell, not two (0.3-0.8 s each for SmolLM2 on a 2-core CPU)
+        for cell in cells:
+            scores = cell.scores.values()
+            sequence += [parent for score in scores for parent in score.parents if parent.kind == "generate"]
+            sequence += [score for score in scores if score.payload["evaluation"].options.uses_generation_engine()]
+    ordered = with_ancestors(sequence + by_kind)
+    return cells, ordered
+
+
+def with_ancestors(stages: list[Stage]) -> list[Stage]:
+    """`stages` and everything they descend from, each once, parents first, in the order first reached."""
+    ordered, seen = [], set()
 
     def visit(stage: Stage) -> None:
         if stage.key in seen:
@@ -313,28 +331,9 @@ def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
             visit(parent)
         seen.add(stage.key)
         ordered.append(stage)
-
-    by_kind = sorted(planner.stages.values(), key=lambda s: NAMES.index(s.kind))
-    for stage in by_kind:
-        if stage.kind not in ("generate", "score"):
-            visit(stage)
-    if recipe.generation.backend == "hf":
-        # a cell's generations, then its scores: the weights its generation loaded serve its scoring too
-        # (models.resident); the vLLM backend keeps its engine across consecutive generations instead
-        for cell in cells:
-            for stage in cell.scores.values():
-                visit(stage)
-    else:
-        # a cell's generations, then its scores run on the same engine (GSM8K through it) while the cell's weights
-        # are in it: one weight swap per cell, not two (0.3-0.8 s each for SmolLM2 on a 2-core CPU)
-        for cell in cells:
-            scores = cell.scores.values()
-            for stage in [parent for score in scores for parent in score.parents if parent.kind == "generate"] + \
-                    [score for score in scores if score.payload["evaluation"].options.uses_generation_engine()]:
-                visit(stage)
-    for stage in by_kind:
+    for stage in stages:
         visit(stage)
-    return cells, ordered
+    return ordered
 
 
 def stages_to_build(stages: list[Stage], built: set[str], rebuild: set[str] = frozenset()) -> list[Stage]:

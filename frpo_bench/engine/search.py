@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from frpo_bench.engine.plan import Cell, Planner
+from frpo_bench.engine.plan import Cell, Planner, with_ancestors
 from frpo_bench.engine.stages import Stage
 from frpo_bench.engine.store import warm_state_dir
 from frpo_bench.errors import ConfigError
@@ -310,22 +310,6 @@ def run_searches(planner: Planner, cells: list[Cell], dirs: dict[str, Path], run
                 continue
             outcomes.append(Search(planner, attack, defended, run, report).execute(dirs))
     return outcomes
-
-
-def with_ancestors(stages: list[Stage]) -> list[Stage]:
-    """`stages` and everything they descend from, parents first (what the executors take)."""
-    ordered, seen = [], set()
-
-    def visit(stage: Stage) -> None:
-        if stage.key in seen:
-            return
-        for parent in stage.parents:
-            visit(parent)
-        seen.add(stage.key)
-        ordered.append(stage)
-    for stage in stages:
-        visit(stage)
-    return ordered
 
 
 def run_searches_into(recipe, cells: list, stages: list, dirs: dict, run) -> tuple[list, list, list]:
