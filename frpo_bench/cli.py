@@ -272,7 +272,11 @@ def cmd_leaderboard(args) -> int:
     results = args.run_dir / "results.jsonl"
     if not results.is_file():
         raise ConfigError("run_dir", str(args.run_dir), "holds no results.jsonl", "give a directory written by `frpo-bench run`")
-    records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    try:  # lines split on newlines only: a JSON string may hold a raw U+2028
+        records = [json.loads(line) for line in results.read_text(encoding="utf-8").split("\n") if line.strip()]
+    except ValueError as err:
+        raise ConfigError(str(results), "its text", f"is not JSON lines ({err.__class__.__name__}: {err})",
+                          "restore the results.jsonl `frpo-bench run` wrote (or run the recipe again)") from None
     manifest = args.run_dir / "manifest.json"
     from frpo_bench.config import LeaderboardConfig
     from frpo_bench.typed import from_dict

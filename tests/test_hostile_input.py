@@ -189,3 +189,12 @@ def test_a_pickled_adapter_is_never_loaded(tmp_path, capsys):
                  "--set", f"model.id={adapter}"]) == 2
     err = capsys.readouterr().err
     assert "adapter_model.safetensors" in err and "adapter_model.bin" in err and "never loaded" in err
+
+
+def test_rebuilding_a_leaderboard_from_a_damaged_results_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_bytes(b'{"metric": "m"}\n{not json\n')
+    assert main(["leaderboard", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not JSON lines" in err and "Traceback" not in err
+    (tmp_path / "results.jsonl").write_bytes(b"\xff\xfe broken")
+    assert main(["leaderboard", str(tmp_path)]) == 2
