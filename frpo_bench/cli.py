@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--alpha", type=float, default=0.05,
                        help="level of the one-sided test a move must pass to fail the gate: a rerun of the same "
                             "model fails a metric at most this often")
+    check.add_argument("--family", choices=["none", "holm"], default="none",
+                       help="holm: control the chance of any false alarm over all metrics at --alpha (Holm's "
+                            "step-down); none: each metric tested at --alpha on its own (the default)")
     check.add_argument("--allow-new-metrics", action="store_true",
                        help="let the current leaderboard have metrics the baseline lacks (they are not gated); "
                             "without it they are an error")
@@ -300,7 +303,8 @@ def cmd_check(args) -> int:
         recipe, raw = load_recipe(args.recipe, [*args.overrides, f"model.id={args.checkpoint}"])
         out = args.out or Path("runs") / f"check-{recipe.name}"
         current, _, _ = run_recipe(recipe, raw, Store(args.store), out)
-    code, report = check_files(args.baseline, current, args.tolerance, args.allow_new_metrics, args.alpha)
+    code, report = check_files(args.baseline, current, args.tolerance, args.allow_new_metrics, args.alpha,
+                               args.family)
     print(report)
     return code
 

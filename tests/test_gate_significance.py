@@ -113,3 +113,23 @@ def test_a_rerun_under_another_seed_is_paired_by_prompt(tmp_path, capsys):
     assert gate(baseline, board(tmp_path / "c", record([1] * 27 + [0] * 5, seed=1))) == 1
     out = capsys.readouterr().out
     assert "McNemar (paired, exact)" in out and "0.0312" in out
+
+
+def test_holm_rejects_by_its_step_down_definition():
+    from frpo_bench.results.significance import holm
+    assert holm([0.01, 0.04, 0.03, 0.005], 0.05) == [True, False, False, True]  # 0.005<0.0125, 0.01<0.0167, 0.03>0.025
+    assert holm([0.001, 0.011, 0.02], 0.05) == [True, True, True]  # 0.001<0.0167, 0.011<0.025, 0.02<0.05
+    assert holm([0.2, 0.001], 0.05) == [False, True] and holm([], 0.05) == []
+
+
+def test_the_gate_holds_a_moderate_move_among_many_metrics_to_holm(tmp_path, capsys):
+    from test_hostile_input import boards
+
+    from frpo_bench.cli import main
+    base, current = boards(tmp_path, lambda r: r.update(mean=0.3, ci95_low=0.0, ci95_high=0.6))
+    assert main(["check", "--baseline", base, "--current", current]) == 1  # p ~ 0.03 < 0.05 on its own
+    assert main(["check", "--baseline", base, "--current", current, "--family", "holm"]) == 0  # > 0.05 / 6
+    assert "Holm's step-down" in capsys.readouterr().out
+    (tmp_path / "far").mkdir()
+    base, current = boards(tmp_path / "far", lambda r: r.update(mean=0.0, ci95_low=0.0, ci95_high=0.0))
+    assert main(["check", "--baseline", base, "--current", current, "--family", "holm"]) == 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from frpo_bench.errors import ConfigError
@@ -223,18 +223,34 @@ def diff_table(verdicts: list[Verdict]) -> str:
 
 
 def check_files(baseline: Path, current: Path, tolerance_items: list[str],
-                allow_new_metrics: bool = False, alpha: float = 0.05) -> tuple[int, str]:
+                allow_new_metrics: bool = False, alpha: float = 0.05, family: str = "none") -> tuple[int, str]:
     for name, path in (("--baseline", baseline), ("--current", current)):
         if not Path(path).is_file():
             raise ConfigError(name, str(path), "is not a file", "give a leaderboard.csv written by frpo-bench")
     if not 0 < alpha < 0.5:
         raise ConfigError("--alpha", alpha, "must be between 0 and 0.5", "e.g. --alpha 0.05 (one-sided)")
+    if family not in FAMILIES:
+        raise ConfigError("--family", family, "is not a family-wise rule", f"use one of {', '.join(FAMILIES)}")
     samples = (per_sample_beside(baseline), per_sample_beside(current))
     base_rows, current_rows = read_csv(baseline, "--baseline"), read_csv(current, "--current")
     verdicts = compare(with_units(base_rows, current_rows, samples[0]), with_units(current_rows, base_rows, samples[1]),
                        parse_tolerances(tolerance_items), allow_new_metrics, alpha, samples)
+    if family == "holm":
+        verdicts = family_wise(verdicts, alpha)
     regressed = [v for v in verdicts if v.status == "REGRESSED"]
     summary = (f"{len(regressed)} of {len(verdicts)} metrics regressed" if regressed
                else f"all {len(verdicts)} metrics within bounds")
+    rule = ("Holm's step-down over all metrics: a false alarm on any of them at most alpha" if family == "holm"
+            else "p < alpha for each metric")
     return (1 if regressed else 0), (diff_table(verdicts) + "\n\n" + summary + f" (one-sided tests at alpha {alpha:g}: "
-                                     "a metric fails when it is worse by more than its tolerance and p < alpha)")
+                                     f"a metric fails when it is worse by more than its tolerance and {rule})")
+
+
+FAMILIES = ("none", "holm")
+
+
+def family_wise(verdicts: list[Verdict], alpha: float) -> list[Verdict]:
+    """The verdicts with a regression kept only where Holm's step-down over every metric's p rejects it."""
+    rejected = sig.holm([v.p for v in verdicts], alpha)
+    return [v if v.status != "REGRESSED" or keep else replace(v, status="ok")
+            for v, keep in zip(verdicts, rejected)]

@@ -82,3 +82,14 @@ def aggregate_z(worse_by: float, tolerance: float, se_baseline: float, se_curren
         return (0.0 if worse_by > tolerance else 1.0), (worse_by, worse_by)
     z = (worse_by - tolerance) / se
     return 0.5 * math.erfc(z / math.sqrt(2)), (worse_by - 1.96 * se, worse_by + 1.96 * se)
+
+
+def holm(p_values: list[float], alpha: float) -> list[bool]:
+    """Holm's step-down rejections: the k-th smallest p (from 0) is rejected at alpha / (m - k) while every smaller
+    one was, so the chance of any false rejection among the m tests is at most alpha."""
+    m, rejected = len(p_values), [False] * len(p_values)
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        if p_values[index] >= alpha / (m - rank):
+            break
+        rejected[index] = True
+    return rejected
