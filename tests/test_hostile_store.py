@@ -130,3 +130,28 @@ def test_a_trainer_state_planted_as_a_link_is_neither_resumed_nor_written_throug
     keep_state(saved, warm, epoch_rng=__import__("torch").get_rng_state())
     assert not warm.is_symlink() and (warm / "trainer_state.json").is_file()
     assert sorted(p.name for p in elsewhere.iterdir()) == ["trainer_state.json"]
+
+
+def test_a_kind_folder_planted_as_a_link_is_neither_read_nor_built_through(tmp_path):
+    store = built(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (store.root / "score").rename(elsewhere)
+    (store.root / "score").symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.name for p in elsewhere.rglob("*"))
+    assert "symbolic link" in Store(store.root).verify("score", KEY)
+    with pytest.raises(StoreTampered):
+        with store.lock("score", "cd" * 32):
+            with store.building("score", "cd" * 32, {"fields": {}}) as out:
+                (out / "result.json").write_text("{}")
+    assert sorted(p.name for p in elsewhere.rglob("*")) == before
+
+
+def test_repair_through_a_linked_kind_folder_unlinks_it_and_deletes_nothing_outside(tmp_path, capsys):
+    store = built(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (store.root / "score").rename(elsewhere)
+    (store.root / "score").symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(str(p.relative_to(elsewhere)) for p in elsewhere.rglob("*"))
+    assert main(["verify", "--store", str(store.root), "--repair"]) == 1
+    assert not (store.root / "score").exists() and not (store.root / "score").is_symlink()
+    assert sorted(str(p.relative_to(elsewhere)) for p in elsewhere.rglob("*")) == before

@@ -83,8 +83,9 @@ class Store:
         """None if the marked artifact is intact, else what is wrong, naming the file. The marker must hold the
         key and its record's sha256; the record must list every file the folder holds, none of them a link."""
         folder = self.path(kind, key)
-        if folder.is_symlink():
-            return f"{folder} is a symbolic link: a store holds its artifacts itself"
+        if folder.is_symlink() or folder.parent.is_symlink():
+            linked = folder if folder.is_symlink() else folder.parent
+            return f"{linked} is a symbolic link: a store holds its artifacts itself"
         try:
             problem = marker_problem((folder / MARKER).read_text(encoding="utf-8"), key)
             if problem:
@@ -133,7 +134,8 @@ class Store:
         """Remove a corrupt artifact (with the key's lock held), so that the stage is built again."""
         self._intact.discard(key)
         self.corrupt[f"{kind}/{key[:20]}"] = why
-        remove_tree(self.path(kind, key))
+        folder = self.path(kind, key)
+        remove_tree(folder.parent if folder.parent.is_symlink() else folder)  # a linked kind folder: the link only
 
     @contextmanager
     def lock(self, kind: str, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -161,6 +163,8 @@ class Store:
         """Temporary build directories of this key, and an unmarked directory at its place (both left by
         a killed process). Only call with the key's lock held."""
         final = self.path(kind, key)
+        if final.parent.is_symlink():
+            return  # never cleaned through a link (building refuses it)
         for leftover in final.parent.glob(f".{final.name}.building.*"):
             remove_tree(leftover)
         if final.is_symlink() or (final.exists() and not (final / MARKER).is_file()):
@@ -171,6 +175,9 @@ class Store:
         """Yield a temporary directory; on success it becomes the artifact, on failure it vanishes. Hold the
         key's lock around it; should the artifact exist anyway, the new build is discarded, not swapped in."""
         final = self.path(kind, key)
+        if final.parent.is_symlink():  # a build would land wherever the link points
+            raise StoreTampered(f"{final.parent} is a symbolic link: a store holds its artifacts itself (remove the "
+                                "link; its target is not touched)")
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building."))
         try:
