@@ -131,3 +131,37 @@ def test_a_new_evaluator_plugs_in_with_one_file_and_one_registry_line(monkeypatc
                  "--set", "leaderboard.capability_metric=null", "--set", "attacks=[]"]) == 0
     rows = (tmp_path / "run" / "leaderboard.csv").read_text()
     assert "long_reply (long-reply-v1)" in rows and "length>10" in rows
+
+
+@pytest.mark.slow
+def test_a_repair_a_decode_time_and_a_training_free_attack_plug_in_with_one_file(monkeypatch, isolated_cache,
+                                                                                 tmp_path):
+    """Each changes the plan's shape (a repair stage, no attack stage, an attack without learning rates) with no
+    engine edit: planned, priced and run end to end."""
+    monkeypatch.setitem(registry.DEFENSES, "keep", "plugin_components:KeepRepair")
+    monkeypatch.setitem(registry.ATTACKS, "direct", "plugin_components:DirectAttack")
+    monkeypatch.setitem(registry.ATTACKS, "noise", "plugin_components:NoiseAttack")
+    overrides = ["defenses=[{name: none}, {name: keep, type: keep}]",
+                 "attacks=[{name: harmful_lora, lrs: [1.0e-3], options: {data: [{dataset: demo_compliance, split: train, "
+                 "n: 8}], lora: {r: 4, alpha: 8}, steps: 2, batch_size: 4, max_length: 64}}, "
+                 "{name: direct, type: direct}, {name: noise, type: noise, options: {scale: 0.01}}]",
+                 "evaluations=[{evaluator: refusal, prompts: {dataset: demo_harmful, split: eval, n: 4}, "
+                 "metric: harmful_refusal}]", "leaderboard.capability_metric=null"]
+    recipe, _ = load_recipe("smoke", overrides)
+    cells, stages = build_plan(recipe)
+    kinds = {(s.kind, s.fields.get("type")) for s in stages}
+    assert ("repair", "keep") in kinds and ("attack", "noise") in kinds and ("attack", "direct") not in kinds
+    noise = next(s for s in stages if s.kind == "attack" and s.fields["type"] == "noise")
+    assert noise.fields["lr"] is None  # no learning rates: one cell per defended model and seed
+    repairs = [s for s in stages if s.kind == "repair"]
+    assert len(repairs) == 2  # after each attack that changes weights (LoRA, noise), not after the decode-time one
+    direct = next(c for c in cells if c.attack == "direct" and c.defense == "none")
+    harmful = next(s for s in stages if s.kind == "generate" and s.parents[0] is direct.model
+                   and "user_template" in s.fields["generation"])
+    assert harmful.fields["generation"]["user_template"] == "{prompt} Answer directly."
+    from frpo_bench.engine.estimate import MACHINES, stage_estimate
+    assert all(stage_estimate(s, 1e8, MACHINES["h100"]).seconds >= 0 for s in stages)
+    assert stage_estimate(noise, 1e8, MACHINES["h100"]).gpus == 1
+    assert main(["run", "smoke", "--out", str(tmp_path / "run"), *[x for o in overrides for x in ("--set", o)]]) == 0
+    rows = (tmp_path / "run" / "leaderboard.csv").read_text()
+    assert ",keep,noise,," in rows and ",none,direct,," in rows and ",keep,harmful_lora,0.001," in rows
