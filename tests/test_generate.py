@@ -112,15 +112,14 @@ def test_the_runner_groups_each_models_prompt_sets_for_the_resident_engine_only(
     from frpo_bench.engine.plan import build_plan
     _, stages = build_plan(load_recipe("demo", ["generation.backend=vllm"])[0])
     generate = [s for s in stages if s.kind == "generate"]
-    kinds.group_generations(stages)
-    groups = list(kinds.GROUPS.values())
+    batches = kinds.GenerationBatches.of(stages)
+    groups = list(batches.groups.values())
     assert sorted(s.key for g in groups for s in g) == sorted(s.key for s in generate)
     assert sorted(len(g) for g in groups) == [2] * 8 + [4] * 10
     for group in groups:
         assert len({s.parents[0].key for s in group}) == 1 and len({s.payload["seed"] for s in group}) == 1
-        assert kinds.GROUPS[group[0].key] is group and group[0] is min(group, key=stages.index)
-    kinds.group_generations(build_plan(load_recipe("demo")[0])[1])
-    assert kinds.GROUPS == {}
+        assert batches.groups[group[0].key] is group and group[0] is min(group, key=stages.index)
+    assert kinds.GenerationBatches.of(build_plan(load_recipe("demo")[0])[1]).groups == {}
 
 
 def test_a_score_run_on_the_engine_follows_its_models_generations_while_its_weights_are_in_it():

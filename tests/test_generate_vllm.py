@@ -182,9 +182,8 @@ def test_a_models_prompt_sets_go_to_the_engine_as_one_request_with_the_same_comp
     request, each then writes its own completions, equal (greedy fp32) to those made one stage at a time."""
     require(*vllm_status())
     from frpo_bench.data.ref import DataRef
-    from frpo_bench.engine import stages as kinds
     from frpo_bench.engine.runner import preload_generation_engine
-    from frpo_bench.engine.stages import Stage, group_generations, run_generate
+    from frpo_bench.engine.stages import GenerationBatches, Stage, StageContext, run_generate
     from frpo_bench.models.artifact import write_model
     base = Stage("base", "b" * 20, "base", {})
     (tmp_path / "base").mkdir()
@@ -197,10 +196,10 @@ def test_a_models_prompt_sets_go_to_the_engine_as_one_request_with_the_same_comp
                      {"generation": config.key_fields(), "prompts": {"dataset": dataset, "n": n}}, [base],
                      {"generation": config, "prompts": ref, "seed": 0})
 
-    def completions(stage: Stage) -> list[str]:
+    def completions(stage: Stage, batches: GenerationBatches) -> list[str]:
         out = tmp_path / stage.key
         out.mkdir(exist_ok=True)
-        run_generate(stage, out, lambda s: tmp_path / "base", said.append)
+        run_generate(stage, out, StageContext(lambda s: tmp_path / "base", said.append, batches))
         return [json.loads(line)["completion"] for line in (out / "completions.jsonl").read_text().splitlines()]
 
     harmful, benign = generate_stage("demo_harmful", 5), generate_stage("demo_benign", 3)
@@ -208,18 +207,18 @@ def test_a_models_prompt_sets_go_to_the_engine_as_one_request_with_the_same_comp
     said: list[str] = []
     POOL.close()
     try:
-        group_generations([base, harmful, *on_hf, benign])
+        batches = GenerationBatches.of([base, harmful, *on_hf, benign])
         preload_generation_engine([base, *on_hf, harmful, benign])  # as the runner: the process spawned ahead
         spare = POOL.spare.process
-        assert kinds.GROUPS == {harmful.key: [harmful, benign]}  # hf stages run one by one
-        together = [completions(harmful), completions(benign)]
+        assert batches.groups == {harmful.key: [harmful, benign]}  # hf stages run one by one
+        together = [completions(harmful, batches), completions(benign, batches)]
+        assert batches.made == {}  # each stage took its completions
         assert POOL.worker.process is spare and POOL.spare is None  # the engine started in the preloaded process
         assert any("spawned" in line and "ahead" in line for line in said)
         requests = [line for line in said if line.startswith("generated ")]
         assert len(requests) == 1 and requests[0].startswith("generated 8 completions")
         assert any("2 prompt sets of this model together" in line for line in said)
-        group_generations([])
-        alone = [completions(harmful), completions(benign)]
+        alone = [completions(harmful, GenerationBatches()), completions(benign, GenerationBatches())]
     finally:
         POOL.close()
     assert together == alone and [len(c) for c in together] == [5, 3] and all(map(all, together))

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from frpo_bench.engine.eta import CostPrior, History, expected_seconds
 from frpo_bench.engine.plan import Stage, build_summary, stages_to_build
-from frpo_bench.engine.stages import BY_NAME, group_generations, prior_seconds, stage_dtype, stage_size
+from frpo_bench.engine.stages import BY_NAME, GenerationBatches, StageContext, prior_seconds, stage_dtype, stage_size
 from frpo_bench.engine.store import INCOMPLETE, Store
 from frpo_bench.errors import StageError, raise_if_stopped
 
@@ -76,7 +76,7 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
     store.corrupt.clear()
     progress.say(f"{len(stages)} stages: {build_summary(stages, todo, built_keys)} (store: {store.root})")
     built = []
-    group_generations(todo)
+    batches = GenerationBatches.of(todo)
     if rank == 0:
         preload_generation_engine(todo)
     for stage in todo:
@@ -94,7 +94,7 @@ def execute(stages: list[Stage], store: Store, rebuilt: frozenset[str] = frozens
                 if rank == 0 and store.has(stage.kind, stage.key):
                     progress.end(stage, time.time() - started, "built meanwhile by another process: reused")
                     continue
-                build(stage, store, rank, say, started)
+                build(stage, store, rank, say, started, batches)
         except Exception as err:
             corrupt = corrupt_inputs(stage, store) if rank == 0 else []
             if corrupt and not rebuilt & {bad.key for bad, _ in corrupt}:
@@ -130,12 +130,14 @@ def corrupt_inputs(stage: Stage, store: Store) -> list[tuple[Stage, str]]:
     return found
 
 
-def build(stage: Stage, store: Store, rank: int, say, started: float) -> None:
+def build(stage: Stage, store: Store, rank: int, say, started: float,
+          batches: GenerationBatches | None = None) -> None:
     from frpo_bench.models.device import compute_device, peak_memory_bytes, reset_peak_memory
     spec = {"label": stage.label, "fields": stage.fields, "parents": [p.key for p in stage.parents]}
     with store.building(stage.kind, stage.key, spec) if rank == 0 else scratch_dir() as out:
         peak_scope = reset_peak_memory()
-        BY_NAME[stage.kind].run(stage, out, lambda s: store.path(s.kind, s.key), say)
+        context = StageContext(lambda s: store.path(s.kind, s.key), say, batches or GenerationBatches())
+        BY_NAME[stage.kind].run(stage, out, context)
         # stage.json is written as the block closes: what ran where, for how long, at what memory peak
         spec.update(started=started, seconds=time.time() - started, device=compute_device(), dtype=stage_dtype(stage),
                     peak_memory_bytes=peak_memory_bytes(), peak_memory_scope=peak_scope, size=stage_size(stage))

@@ -35,12 +35,13 @@ class Stage:
 PathOf = Callable[[Stage], Path]  # where a (finished) stage's artifact is
 
 
-def run_base(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+def run_base(stage: Stage, out: Path, ctx: StageContext) -> None:
     from frpo_bench.models.loading import materialize
     write_model(out, materialize(stage.payload["model"], out))
 
 
-def run_align(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+def run_align(stage: Stage, out: Path, ctx: StageContext) -> None:
+    path_of, report = ctx.path_of, ctx.report
     from frpo_bench.training.sft import finetune
     cfg = stage.payload["cfg"]
     start = read_model(path_of(stage.parents[0]))
@@ -49,7 +50,8 @@ def run_align(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
     stop_if_diverged(out)
 
 
-def run_harden(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+def run_harden(stage: Stage, out: Path, ctx: StageContext) -> None:
+    path_of, report = ctx.path_of, ctx.report
     defense = stage.payload["defense"]
     impl = registry.load("defense", defense.type)()
     start = read_model(path_of(stage.parents[0]))
@@ -58,7 +60,8 @@ def run_harden(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
     stop_if_diverged(out)
 
 
-def run_attack(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+def run_attack(stage: Stage, out: Path, ctx: StageContext) -> None:
+    path_of, report = ctx.path_of, ctx.report
     attack = stage.payload["attack"]
     impl = registry.load("attack", attack.type)()
     defended = read_model(path_of(stage.parents[0]))
@@ -93,8 +96,9 @@ def checkpoint_kwargs(stage: Stage, path_of: PathOf) -> dict:
     return kwargs
 
 
-def run_repair(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+def run_repair(stage: Stage, out: Path, ctx: StageContext) -> None:
     """A post-attack defense on the attacked model (defenses/base.py, `repairs`)."""
+    path_of, report = ctx.path_of, ctx.report
     defense = stage.payload["defense"]
     impl = registry.load("defense", defense.type)()
     attacked, defended, base = (read_model(path_of(s)) for s in (stage.parents[0], stage.uses["defended"],
@@ -103,33 +107,52 @@ def run_repair(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None
     stop_if_diverged(out)
 
 
-def run_checkpoint(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+def run_checkpoint(stage: Stage, out: Path, ctx: StageContext) -> None:
     """The attacked model after `step` optimizer steps: the record its attack kept (the weights stay there)."""
+    path_of = ctx.path_of
     from frpo_bench.models.artifact import checkpoint_record
     write_model(out, read_model(path_of(stage.parents[0]), checkpoint_record(stage.fields["step"])))
 
 
-GENERATED: dict[str, tuple[list[dict], list[str], float]] = {}  # a stage's rows, completions and share of the seconds, made
-GROUPS: dict[str, list[Stage]] = {}  # with the others of its group, whose first stage's key maps to the group
-
-
-def group_generations(todo: list[Stage]) -> None:
+@dataclass
+class GenerationBatches:
     """Generate stages of one model under the same settings (a cell's prompt sets) go to a resident engine as one
-    request, whose prompts it batches together (measured on a 2-core EPYC: a demo model's 264 prompts x 32 tokens in
-    12.1 s as one request, 13.6 s as four). The hf backend's outputs depend on which prompts are padded together:
-    its stages run one by one. Each stage still writes its own artifact, under its own lock."""
-    GROUPS.clear()
-    GENERATED.clear()
-    groups: dict[tuple, list[Stage]] = {}
-    for stage in todo:
-        if stage.kind == "generate" and stage.payload["generation"].backend == "vllm":
-            settings = {k: v for k, v in stage.fields.items() if k != "prompts"}
-            key = (stage.parents[0].key, json.dumps(settings, sort_keys=True, default=str), stage.payload["seed"])
-            groups.setdefault(key, []).append(stage)
-    GROUPS.update({group[0].key: group for group in groups.values() if len(group) > 1})
+    request, whose prompts it batches together; each stage still writes its own artifact, under its own lock. The
+    hf backend's outputs depend on which prompts are padded together: its stages run one by one. One run's
+    batches: the groups of the stages it will build, and the completions made for a group's stages not yet
+    written."""
+
+    groups: dict[str, list[Stage]] = field(default_factory=dict)  # the first stage's key -> its group
+    made: dict[str, tuple[list[dict], list[str], float]] = field(default_factory=dict)  # rows, completions, seconds
+
+    @classmethod
+    def of(cls, todo: list[Stage]) -> "GenerationBatches":
+        groups: dict[tuple, list[Stage]] = {}
+        for stage in todo:
+            if stage.kind == "generate" and stage.payload["generation"].backend == "vllm":
+                settings = {k: v for k, v in stage.fields.items() if k != "prompts"}
+                key = (stage.parents[0].key, json.dumps(settings, sort_keys=True, default=str), stage.payload["seed"])
+                groups.setdefault(key, []).append(stage)
+        return cls({group[0].key: group for group in groups.values() if len(group) > 1})
+
+    def take(self, stage: Stage, path_of: PathOf, report: Report) -> tuple[list[dict], list[str], float]:
+        """A generate stage's rows, completions and share of the seconds: its group's request, made once."""
+        if stage.key not in self.made:
+            self.made.update(generate_together(self.groups.get(stage.key, [stage]), path_of, report))
+        return self.made.pop(stage.key)
 
 
-def generate_together(group: list[Stage], path_of: PathOf, report: Report) -> None:
+@dataclass
+class StageContext:
+    """What a stage's run reads besides the stage: where finished stages are, where to report, this run's
+    generation batches."""
+
+    path_of: PathOf
+    report: Report
+    generations: GenerationBatches = field(default_factory=GenerationBatches)
+
+
+def generate_together(group: list[Stage], path_of: PathOf, report: Report) -> dict[str, tuple]:
     """The completions of every stage of `group` (one model, one generation setting) from one generator call."""
     from frpo_bench.data import ref_rows
     gen, seed = group[0].payload["generation"], group[0].payload["seed"]
@@ -142,23 +165,23 @@ def generate_together(group: list[Stage], path_of: PathOf, report: Report) -> No
         report(f"generating {len(group)} prompt sets of this model together ({len(messages)} prompts)")
     completions = registry.load("generator", gen.backend)(report=report).generate(model, messages, gen, seed=seed,
                                                                                    prefills=prefills)
-    seconds, at = time.time() - start, 0
+    seconds, at, made = time.time() - start, 0, {}
     for stage, part in zip(group, rows):
-        GENERATED[stage.key] = (part, completions[at: at + len(part)], seconds * len(part) / len(messages))
+        made[stage.key] = (part, completions[at: at + len(part)], seconds * len(part) / len(messages))
         at += len(part)
+    return made
 
 
-def run_generate(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
-    if stage.key not in GENERATED:
-        generate_together(GROUPS.get(stage.key, [stage]), path_of, report)
-    rows, completions, seconds = GENERATED.pop(stage.key)
+def run_generate(stage: Stage, out: Path, ctx: StageContext) -> None:
+    rows, completions, seconds = ctx.generations.take(stage, ctx.path_of, ctx.report)
     with open(out / "completions.jsonl", "w") as fh:
         for row, completion in zip(rows, completions):
             fh.write(json.dumps({**row, "completion": completion}) + "\n")
     write_json_atomic(out / "generation.json", {"seconds": seconds, "n": len(rows)})
 
 
-def run_score(stage: Stage, out: Path, path_of: PathOf, report: Report) -> None:
+def run_score(stage: Stage, out: Path, ctx: StageContext) -> None:
+    path_of, report = ctx.path_of, ctx.report
     from frpo_bench.data import content_of, ref_selection, spec_for
     from frpo_bench.evaluators.base import ScoreInputs
     ev = stage.payload["evaluation"]
@@ -224,7 +247,7 @@ def generated_prefix(path: Path, rows: list[dict]) -> list[dict]:
 @dataclass(frozen=True)
 class StageKind:
     name: str
-    run: Callable[[Stage, Path, PathOf, Report], None]
+    run: Callable[[Stage, Path, StageContext], None]
     distributed: bool  # trains under `accelerate launch` on several processes (the others run in one process)
     prior_seconds: float  # first ETA before this run has measured one: 2-core CPU, embedded model
 
