@@ -2,6 +2,7 @@
 # make test  : set up the venv and run the test suite (what CI runs)
 # make test-fast : the same without the tests marked slow (real engines, servers, subprocesses, a full pipeline)
 # make lint : ruff's checks as configured in pyproject.toml (CI runs them before the tests)
+# make docs : the docs site (MkDocs, strict: broken anchors fail; tests/test_docs.py checks every link)
 VENV ?= .venv
 STAMP := $(VENV)/.frpo-bench-installed
 SHARED_DATA := $(abspath ../shared/data)
@@ -10,7 +11,7 @@ export FRPO_BENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser run test test-fast lint clean
+.PHONY: setup browser run test test-fast lint docs clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh
@@ -33,5 +34,8 @@ test-fast: setup browser
 lint: setup
 	$(VENV)/bin/ruff check frpo_bench tests benchmarks
 
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -85,7 +85,7 @@ def test_cpu_constants_are_the_fit_of_every_committed_cpu_measurement(monkeypatc
     worst = max(range(len(errors)), key=lambda i: abs(errors[i]))
     assert abs(errors[worst]) <= math.log(1.6), (observations[worst][0], math.exp(errors[worst]))
     assert fit.PRIOR != constants  # the data moved them: the fit is not its prior handed back
-    recorded = result("cost_model_fit.json")["constants"]  # the committed table the README cites is this fit's
+    recorded = result("cost_model_fit.json")["constants"]  # the committed table docs/performance.md cites is this fit's
     names = [f"{name}[{key}]" if key else name for name, key in fit.FITTED]
     assert [recorded[n]["after"] for n in names] == pytest.approx(constants, rel=0.01)
 

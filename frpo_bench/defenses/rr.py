@@ -8,7 +8,7 @@ At step t of T, with alpha the loss scale:
 h_orig are the frozen model's hidden states (the LoRA switched off), so no second copy of the
 model is held. Target layers are fractions of depth (10/32 and 20/32 reproduce the 8B setting)
 and the LoRA covers the layers up to the last target. Training runs under accelerate, so the
-same code runs on CPU here and data-parallel on GPUs (`accelerate launch`, see README).
+same code runs on CPU here and data-parallel on GPUs (`accelerate launch`, see docs/gpus.md).
 """
 from __future__ import annotations
 

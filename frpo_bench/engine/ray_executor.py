@@ -154,7 +154,7 @@ def execute_ray(stages: list[Stage], store: Store, device: str, executor, recipe
     except ray.exceptions.AuthenticationError:
         raise ConfigError("--ray-address", address, "refused this machine's Ray token (the cluster has token "
                           "authentication on)", "give this machine the cluster's token: RAY_AUTH_MODE=token and "
-                          "RAY_AUTH_TOKEN set, or its ~/.ray/auth_token (README: a Ray cluster)") from None
+                          "RAY_AUTH_TOKEN set, or its ~/.ray/auth_token (docs/gpus.md: a Ray cluster)") from None
     gpu_cluster = ray.cluster_resources().get("GPU", 0) > 0
     remote, remote_launched = ray.remote(run_stage), ray.remote(launched_stage)
     built = store.present(stages)
