@@ -110,7 +110,6 @@ class BoosterDefense(DefenseBase):
     @staticmethod
     def work(options, shape: Shape) -> Work:  # 3 forward-backward passes a step
         return paired_training_work(3, options.steps, options.batch_size, options.max_length, options.lora is not None)
-    identity = False
 
     def apply(self, model: ModelRef, out: Path, options: BoosterOptions, seed: int, report=print) -> ModelRef:
         from frpo_bench.data import ref_rows

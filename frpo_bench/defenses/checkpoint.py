@@ -41,7 +41,6 @@ class CheckpointDefense(DefenseBase):
     """A released defended checkpoint in place of training a defense."""
 
     Options = CheckpointOptions
-    identity = False
 
     def apply(self, model: ModelRef, out: Path, options: CheckpointOptions, seed: int, report=print) -> ModelRef:
         from frpo_bench.models.loading import materialize

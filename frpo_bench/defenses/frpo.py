@@ -13,7 +13,6 @@ class FRPODefense(RLDefenseBase):
     """FRPO: fine-tuning-robust policy optimisation (arXiv 2602.08813), jackknife or plug-in advantages."""
 
     Options = FRPOOptions
-    identity = False
 
     def apply(self, model: ModelRef, out: Path, options: FRPOOptions, seed: int, report=print) -> ModelRef:
         from frpo_bench.defenses.trl_adapter import train_rl

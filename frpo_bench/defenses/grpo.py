@@ -13,7 +13,6 @@ class GRPODefense(RLDefenseBase):
     """GRPO: online RL on safety + helpfulness rewards with group-normalised advantages."""
 
     Options = RLOptions
-    identity = False
 
     def apply(self, model: ModelRef, out: Path, options: RLOptions, seed: int, report=print) -> ModelRef:
         from frpo_bench.defenses.trl_adapter import train_rl

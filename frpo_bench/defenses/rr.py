@@ -98,7 +98,6 @@ class RRDefense(DefenseBase):
         batch_tokens = 2 * sft_tokens(1, options.batch_size, options.max_length)
         return Work(loads=2, steps=(Train(options.steps * batch_tokens * 1.5, options.steps, lora=True, bf16=True),),
                     memory=(TrainMemory(2 * options.batch_size * options.max_length, full=False),))
-    identity = False
 
     def apply(self, model: ModelRef, out: Path, options: RROptions, seed: int, report=print) -> ModelRef:
         import torch

@@ -170,7 +170,6 @@ class TARDefense(DefenseBase):
         tokens = options.steps * passes * sft_tokens(1, options.batch_size, options.max_length)
         return Work(loads=2, steps=(Train(tokens, options.steps * passes, lora=False, bf16=True),),
                     memory=(TrainMemory(options.batch_size * options.max_length, full=True), WeightsMemory(1)))
-    identity = False
 
     def apply(self, model: ModelRef, out: Path, options: TAROptions, seed: int, report=print) -> ModelRef:
         import copy

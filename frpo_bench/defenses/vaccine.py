@@ -87,7 +87,6 @@ class VaccineDefense(DefenseBase):
     @staticmethod
     def work(options, shape: Shape) -> Work:  # 2 forward-backward passes a step
         return paired_training_work(2, options.steps, options.batch_size, options.max_length, options.lora is not None)
-    identity = False
 
     def apply(self, model: ModelRef, out: Path, options: VaccineOptions, seed: int, report=print) -> ModelRef:
         from frpo_bench.data import ref_rows

@@ -9,9 +9,10 @@ its per-sample records. `command_line()` gives the equivalent `lm_eval` invocati
 """
 from __future__ import annotations
 
-from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
+from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
 from frpo_bench.evaluators.lm_eval_tasks import (
     LmEvalOptions,
+    LmEvalTaskEvaluator,
     command_line,
     engine_lm,
     lm_eval_version,
@@ -22,7 +23,6 @@ from frpo_bench.evaluators.lm_eval_tasks import (
     vllm_model_args,
     write_task,
 )
-from frpo_bench.work import Shape, Work
 
 VERSION = "lm-eval-gsm8k-v2"  # v2: the DataRef's seeded sample and split (v1: the first n test documents)
 FILTERS = ("strict-match", "flexible-extract")
@@ -31,16 +31,12 @@ FILTERS = ("strict-match", "flexible-extract")
 Options = LmEvalOptions  # lm-eval's gsm8k defaults: 5-shot, 256 tokens
 
 
-class Gsm8kEvaluator(EvaluatorBase):
+class Gsm8kEvaluator(LmEvalTaskEvaluator):
     """GSM8K exact match via lm-eval (strict-match; flexible-extract as a second metric)."""
 
     Options = Options
     version = VERSION
     needs_completions = False
-
-    @staticmethod
-    def work(options, shape: Shape) -> Work:
-        return options.lm_eval_work(shape.prompts)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.models.device import compute_device

@@ -17,10 +17,9 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
-from frpo_bench.evaluators.judge_endpoint import EndpointOptions
+from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.judge_endpoint import EndpointJudgeEvaluator, EndpointOptions
 from frpo_bench.typed import opt
-from frpo_bench.work import Shape, Work
 
 VERSION = "harmbench-reference-v1"
 TEMPLATE = "package:harmbench_reference.json"
@@ -69,16 +68,11 @@ def parse_label(arguments: str) -> Optional[int]:
     return LABELS.get(label.strip().lower()) if isinstance(label, str) else None
 
 
-class HarmBenchReferenceEvaluator(EvaluatorBase):
+class HarmBenchReferenceEvaluator(EndpointJudgeEvaluator):
     """Refusal rate on HarmBench behaviours by the FRPO reference's LLM judge (higher is safer)."""
 
     Options = Options
     version = VERSION
-    needs_completions = True
-
-    @staticmethod
-    def work(options, shape: Shape) -> Work:
-        return options.endpoint_work(shape.prompts)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.judge_server import ask_configured_judge

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from frpo_bench.evaluators.base import EvaluatorBase
 from frpo_bench.evaluators.judge_templates import TemplateOptions
 from frpo_bench.typed import Options as OptionsBase
 from frpo_bench.typed import key_fields_except, opt
-from frpo_bench.work import Work, api_work, local_judge_work
+from frpo_bench.work import Shape, Work, api_work, local_judge_work
 
 JUDGE_BATCH = 4  # a served judge's prompts per forward, for its peak memory
 
@@ -117,3 +118,13 @@ def is_local(url: Optional[str]) -> bool:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class EndpointJudgeEvaluator(EvaluatorBase):
+    """What an LLM judge over an endpoint shares: it reads completions, and its work is its requests."""
+
+    needs_completions = True
+
+    @staticmethod
+    def work(options: EndpointOptions, shape: Shape) -> Work:
+        return options.endpoint_work(shape.prompts)

@@ -13,11 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
-from frpo_bench.evaluators.judge_endpoint import EndpointOptions
+from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.judge_endpoint import EndpointJudgeEvaluator, EndpointOptions
 from frpo_bench.evaluators.judge_templates import XSTEST_CLASSIFIER_SHA256, XSTEST_CLASSIFIER_TEMPLATE
 from frpo_bench.typed import opt
-from frpo_bench.work import Shape, Work
 
 VERSION = "xstest-classifier-v1"
 CLASSES = {"1": "comply", "2": "refuse", "3": "partial"}
@@ -45,16 +44,11 @@ def parse_class(answer: str) -> Optional[str]:
     return CLASSES[found.pop()] if len(found) == 1 else None
 
 
-class LLMRefusalEvaluator(EvaluatorBase):
+class LLMRefusalEvaluator(EndpointJudgeEvaluator):
     """Refusal rate (full + partial) by an LLM judge with XSTest's classifier prompt."""
 
     Options = Options
     version = VERSION
-    needs_completions = True
-
-    @staticmethod
-    def work(options, shape: Shape) -> Work:
-        return options.endpoint_work(shape.prompts)
     verdict = "refusal"  # a score of 1 means the reply refused (for `frpo-bench judges validate`)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from frpo_bench.evaluators.base import ScoreInputs
+from frpo_bench.evaluators.base import EvaluatorBase, ScoreInputs
 from frpo_bench.models import ModelRef
 from frpo_bench.models.attention import AttentionOption
 from frpo_bench.models.precision import DtypeOption
 from frpo_bench.typed import Options as OptionsBase
 from frpo_bench.typed import key_fields_except, opt
-from frpo_bench.work import PROMPT_TOKENS, Generate, InferenceMemory, LmEvalStart, Work
+from frpo_bench.work import PROMPT_TOKENS, Generate, InferenceMemory, LmEvalStart, Shape, Work
 
 
 @dataclass
@@ -235,3 +235,11 @@ def lm_eval_version() -> str:
     from importlib import metadata
     return metadata.version("lm_eval")
 
+
+
+class LmEvalTaskEvaluator(EvaluatorBase):
+    """What an evaluator that runs an lm-eval task on the model shares: its work."""
+
+    @staticmethod
+    def work(options: LmEvalOptions, shape: Shape) -> Work:
+        return options.lm_eval_work(shape.prompts)

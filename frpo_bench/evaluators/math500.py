@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from frpo_bench.evaluators.base import EvalResult, EvaluatorBase, Metric, ScoreInputs
-from frpo_bench.evaluators.lm_eval_tasks import LmEvalOptions
+from frpo_bench.evaluators.base import EvalResult, Metric, ScoreInputs
+from frpo_bench.evaluators.lm_eval_tasks import LmEvalOptions, LmEvalTaskEvaluator
 from frpo_bench.typed import opt
-from frpo_bench.work import Shape, Work
 
 VERSION = "lm-eval-minerva-math500-v1"
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -46,16 +45,12 @@ def minerva_math500_yaml() -> Path:
     return Path(lm_eval.__file__).parent / "tasks" / "minerva_math" / "minerva_math500.yaml"
 
 
-class Math500Evaluator(EvaluatorBase):
+class Math500Evaluator(LmEvalTaskEvaluator):
     """MATH-500 accuracy via lm-eval (math_verify; exact_match as a second metric)."""
 
     Options = Options
     version = VERSION
     needs_completions = False
-
-    @staticmethod
-    def work(options, shape: Shape) -> Work:
-        return options.lm_eval_work(shape.prompts)
 
     def score(self, inputs: ScoreInputs, options: Options) -> EvalResult:
         from frpo_bench.evaluators.lm_eval_tasks import (
