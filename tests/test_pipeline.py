@@ -16,11 +16,11 @@ def test_smoke_pipeline_resumes_and_caches(tmp_path, isolated_cache, capsys, mon
     out = tmp_path / "run"
     real_attack = stages.BY_NAME["attack"]
 
-    def crashing_attack(stage, build_dir, path_of, report):
+    def crashing_attack(stage, build_dir, context):
         if stage.payload["attack"].name == "benign_full":
             (build_dir / "partial.safetensors").write_text("half-written")
             raise RuntimeError("simulated crash")
-        real_attack.run(stage, build_dir, path_of, report)
+        real_attack.run(stage, build_dir, context)
 
     monkeypatch.setitem(stages.BY_NAME, "attack", dataclasses.replace(real_attack, run=crashing_attack))
     assert main(["run", "smoke", "--out", str(out)]) == 1
