@@ -87,10 +87,11 @@ class Store:
             linked = folder if folder.is_symlink() else folder.parent
             return f"{linked} is a symbolic link: a store holds its artifacts itself"
         try:
-            problem = marker_problem((folder / MARKER).read_text(encoding="utf-8"), key)
+            marker = (folder / MARKER).read_text(encoding="utf-8")
+            problem = marker_problem(marker, key)
             if problem:
                 return f"{folder / MARKER} {problem}"
-            if sha256_file(folder / RECORD) != (folder / MARKER).read_text(encoding="utf-8").split()[1]:
+            if sha256_file(folder / RECORD) != marker.split()[1]:
                 return f"{folder / RECORD} does not match the hash its marker recorded"
             files = json.loads((folder / RECORD).read_text(encoding="utf-8"))["files"]
             present = {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.name not in (RECORD, MARKER)}
