@@ -59,13 +59,15 @@ class PrefillAttack(AttackBase):
     def prompt_generation(options: PrefillOptions, gen, prompts):
         """Openings are forced on harmful requests only (benign sets are generated as they are), and every harmful
         request evaluated needs a response to force: a set the pairs do not cover stops the plan, or is left out
-        (`uncovered: skip`)."""
+        (`uncovered: skip`). A run plans after its data is fetched, so the check always runs there."""
         from frpo_bench.data import ref_rows, spec_for
         from frpo_bench.data.prompts import responses_for
         if not spec_for(prompts).harmful:
             return replace(gen, prefill_data=None, prefill_tokens=0)
         try:
             responses_for(ref_rows(prompts), options.data)
+        except ConfigError:
+            return gen  # the data is not here yet (`plan` offline): a run checks once preflight has fetched it
         except ValueError as err:
             if options.uncovered == "skip":
                 return None

@@ -187,31 +187,51 @@ def select_rows(name: str, split: str, n: int | None = None, seed: int = 0,
 
 def spec_rows(spec: DatasetSpec, split: str, n: int | None = None, seed: int = 0, skip: int = 0,
               head: int | None = None, draw_seed: int | None = None) -> tuple[list[dict], list[int]]:
-    import importlib
-    name = spec.name
-    if "rows" in spec.meta:  # a user's file, read once when its spec was made
-        rows = [dict(r) for r in spec.meta["rows"]]
-    else:
-        files = hub_files(spec) if spec.hub else {f.name: locate(spec, f) for f in spec.files}
-        module, func = spec.parser.split(":")
-        try:
-            rows = list(getattr(importlib.import_module(module), func)(files, split))
-        except ConfigError:  # the parser's own clear error (a release file it fetches itself is missing)
-            raise
-        except Exception as err:  # noqa: BLE001 - a damaged local copy (empty, not parquet, a missing column)
-            raise ConfigError(f"dataset {name}", ", ".join(str(p) for p in files.values()),
-                              f"could not be read as {name} ({error_summary(err)})",
-                              f"replace them with the dataset's own files ({spec.source})") from None
-    from frpo_bench.data.texts import check_texts
-    check_texts(rows, name)
+    rows = split_rows_of(spec, split)
     positions = list(range(len(rows) if head is None else min(head, len(rows))))
     if draw_seed is not None:  # the reference's draw: shuffling a list depends on its length only, not its items
         random.Random(draw_seed).shuffle(positions)
     elif n is not None or skip:
-        random.Random(f"{seed}:{name}:{split}").shuffle(positions)  # the permutation shuffling the rows would make
+        random.Random(f"{seed}:{spec.name}:{split}").shuffle(positions)  # the permutation shuffling the rows would make
     if n is not None or skip:
         positions = positions[skip: None if n is None else skip + n]
-    return [rows[i] for i in positions], positions
+    return [dict(rows[i]) for i in positions], positions
+
+
+def split_rows_of(spec: DatasetSpec, split: str) -> tuple[dict, ...]:
+    """Every row of a split, checked; parsed once per process for the same verified files."""
+    if "rows" in spec.meta:  # a user's file, read once when its spec was made
+        rows = tuple(spec.meta["rows"])
+        from frpo_bench.data.texts import check_texts
+        check_texts(rows, spec.name)
+        return rows
+    files = hub_files(spec) if spec.hub else {f.name: locate(spec, f) for f in spec.files}
+    identity = tuple((name, str(path), *file_identity(path)) for name, path in sorted(files.items()))
+    return parsed_split(spec, split, identity, tuple(files.items()))
+
+
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is replaced or rewritten: inode, size, modification time."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def parsed_split(spec: DatasetSpec, split: str, identity: tuple, files: tuple) -> tuple[dict, ...]:
+    import importlib
+
+    from frpo_bench.data.texts import check_texts
+    module, func = spec.parser.split(":")
+    try:
+        rows = tuple(getattr(importlib.import_module(module), func)(dict(files), split))
+    except ConfigError:  # the parser's own clear error (a release file it fetches itself is missing)
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged local copy (empty, not parquet, a missing column)
+        raise ConfigError(f"dataset {spec.name}", ", ".join(str(p) for _, p in files),
+                          f"could not be read as {spec.name} ({error_summary(err)})",
+                          f"replace them with the dataset's own files ({spec.source})") from None
+    check_texts(rows, spec.name)
+    return rows
 
 
 def ref_rows(ref) -> list[dict]:
