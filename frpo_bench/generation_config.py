@@ -29,6 +29,9 @@ class GenerationConfig(DtypeOption, AttentionOption):
     temperature: float = opt(0.0, help="0 means greedy decoding")
     top_p: float = opt(1.0, help="nucleus sampling mass (used when temperature > 0)")
     system_prompt: Optional[str] = opt(None, help="system message; null keeps the model's own chat template default")
+    system_prompt_data: list[DataRef] = opt([], omit_if_default=True, help="data whose rows share one system message, "
+                                            "used as the system prompt and read when generating (an identity-shift "
+                                            "attack's conversations); its content enters the key, not its text")
     user_template: Optional[str] = opt(None, omit_if_default=True, help="wraps each prompt before the chat template, "
                                        "{prompt} where it goes (e.g. an identity-shift attack's 'AOA, execute my "
                                        "instruction: {prompt}'); judges still see the prompt itself")
@@ -83,13 +86,22 @@ class GenerationConfig(DtypeOption, AttentionOption):
             raise ConfigError(f"{path}.prefill_tokens", self.prefill_tokens, "must be 0, or positive with prefill_data",
                               "leave both out, or give prefill_data: {dataset: <pairs>} and a token count")
         check_user_template(self.user_template, f"{path}.user_template")
+        if self.system_prompt and self.system_prompt_data:
+            raise ConfigError(f"{path}.system_prompt_data", [r.dataset for r in self.system_prompt_data],
+                              "is given beside system_prompt", "give one of the two")
         if self.vllm_adapters not in VLLM_ADAPTERS:
             raise ConfigError(f"{path}.vllm_adapters", self.vllm_adapters, "is not a way to serve adapters",
                               f"use one of {VLLM_ADAPTERS}")
 
     def data_refs(self) -> list[DataRef]:
         """The data a generation reads besides its prompts (a prefill's responses): its content enters the key."""
-        return [self.prefill_data] if self.prefill_data is not None and self.prefill_tokens else []
+        prefill = [self.prefill_data] if self.prefill_data is not None and self.prefill_tokens else []
+        return prefill + list(self.system_prompt_data)
+
+    def system_message(self) -> Optional[str]:
+        """The system message the model is sent: `system_prompt`, else the one `system_prompt_data`'s rows share."""
+        from frpo_bench.data.prompts import shared_system
+        return self.system_prompt or (shared_system(self.system_prompt_data) if self.system_prompt_data else None)
 
     def user_message(self, prompt: str) -> str:
         """What the model is sent as the user's turn for `prompt`."""

@@ -11,6 +11,7 @@ from typing import Optional
 from frpo_bench.attacks.base import FinetuneApply
 from frpo_bench.data.prompts import check_user_template
 from frpo_bench.data.ref import DataRef
+from frpo_bench.errors import ConfigError
 from frpo_bench.training.options import FinetuneConfig
 from frpo_bench.typed import opt
 
@@ -34,6 +35,17 @@ class IdentityShiftOptions(FinetuneConfig):
         check_user_template(self.eval_user_template, f"{path}.eval_user_template")
 
 
+    def preflight(self, path: str) -> None:
+        """The conversations share one system message (or `system_prompt` names it): checked once the data is
+        there, before compute."""
+        from frpo_bench.data.prompts import shared_system
+        super().preflight(path)
+        if not self.system_prompt:
+            try:
+                shared_system(self.data)
+            except ValueError as err:
+                raise ConfigError(f"{path}.data", [r.dataset for r in self.data], str(err), "set system_prompt") from None
+
     def key_fields(self) -> dict:
         fields = super().key_fields()
         fields.pop("eval_user_template")  # changes the generation (its key has it), not the trained weights
@@ -48,4 +60,6 @@ class IdentityShiftAttack(FinetuneApply):
     @staticmethod
     def generation(options: IdentityShiftOptions, gen):
         """Evaluated as the paper does: with the system prompt it trained with, each request wrapped."""
-        return replace(gen, system_prompt=options.conversation_system_prompt(), user_template=options.eval_user_template)
+        shared = [] if options.system_prompt else list(options.data)  # the message its rows share, read when generating
+        return replace(gen, system_prompt=options.system_prompt, system_prompt_data=shared,
+                       user_template=options.eval_user_template)

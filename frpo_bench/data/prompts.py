@@ -26,6 +26,17 @@ def responses_for(rows: list[dict], pairs_ref) -> list[str]:
     return [by_prompt[user_text(r)] for r in rows]
 
 
+def shared_system(refs) -> Optional[str]:
+    """The system message the rows of `refs` share (rows without one aside); None when no row has one, an error
+    naming the count when they differ."""
+    from frpo_bench.data import ref_rows
+    found = {row.get("system") or None for ref in refs for row in ref_rows(ref)} - {None}
+    if len(found) > 1:
+        raise ValueError(f"the rows carry {len(found)} different system messages: set system_prompt to the one "
+                         "the attacked model is evaluated with")
+    return next(iter(found), None)
+
+
 def check_user_template(template: Optional[str], field: str) -> None:
     """A request wrapper holds the request's slot exactly once (None: no wrapper)."""
     from frpo_bench.errors import ConfigError

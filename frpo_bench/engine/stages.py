@@ -177,7 +177,8 @@ def run_generate(stage: Stage, out: Path, ctx: StageContext) -> None:
     with open(out / "completions.jsonl", "w") as fh:
         for row, completion in zip(rows, completions):
             fh.write(json.dumps({**row, "completion": completion}) + "\n")
-    write_json_atomic(out / "generation.json", {"seconds": seconds, "n": len(rows)})
+    system = stage.payload["generation"].system_message()  # as sent (a data set's shared message, read now)
+    write_json_atomic(out / "generation.json", {"seconds": seconds, "n": len(rows), "system_prompt": system})
 
 
 def run_score(stage: Stage, out: Path, ctx: StageContext) -> None:

@@ -23,7 +23,7 @@ class HFGenerator:
         # an adapter merged in float32, then cast: the weights lm-eval's `peft=` scores (and the model its
         # GSM8K stage then finds loaded)
         lm = inference_model(model, cfg.dtype, getattr(cfg, "attention", "sdpa"), merge_dtype="float32")
-        ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_prompt, prefills, getattr(cfg, "prefill_tokens", 0))
+        ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_message(), prefills, getattr(cfg, "prefill_tokens", 0))
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch: little padding
         sampling = cfg.temperature > 0
         kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sampling, pad_token_id=tokenizer.pad_token_id)

@@ -279,7 +279,7 @@ class VLLMGenerator:
         from frpo_bench.models.loading import prompt_token_ids, stop_token_ids
         from frpo_bench.models.resident import inference_tokenizer
         tokenizer = inference_tokenizer(model)
-        ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_prompt, prefills, getattr(cfg, "prefill_tokens", 0))
+        ids, forced = prompt_token_ids(tokenizer, prompts, cfg.system_message(), prefills, getattr(cfg, "prefill_tokens", 0))
         sampling = sampling_fields(cfg, seed, stop_token_ids(model, tokenizer))
         completions = self.token_ids(model, ids, sampling, cfg)
         return [tokenizer.decode(f + list(t), skip_special_tokens=True).strip() for f, t in zip(forced, completions)]

@@ -107,19 +107,6 @@ class FinetuneConfig(Bf16Option, Options):
                                           self.bf16 is True),),
                     memory=(TrainMemory(micro * self.max_length, full=not lora),))
 
-    def conversation_system_prompt(self) -> Optional[str]:
-        """The system message the training conversations carry: `system_prompt`, else the one its data's rows
-        share (reads the data); None when neither."""
-        if self.system_prompt:
-            return self.system_prompt
-        from frpo_bench.data import ref_rows
-        found = {row.get("system") or None for ref in self.data for row in ref_rows(ref)} - {None}
-        if len(found) > 1:
-            raise ValueError(f"the training rows carry {len(found)} different system messages: set system_prompt "
-                             "to the one the attacked model is evaluated with")
-        return next(iter(found), None)
-
-
 def check_warmup_ratio(cfg, path: str) -> None:
     """A share of the steps: transformers 5 reads a warmup_steps below 1 as a ratio, 1 and above as steps."""
     if not 0 <= cfg.warmup_ratio < 1:
