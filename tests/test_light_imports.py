@@ -1,4 +1,5 @@
-"""`import frpo_bench`, `plan` and `ls` stay light: no torch, transformers or lm-eval."""
+"""`import frpo_bench`, `plan` and `ls` stay light: no torch, transformers or lm-eval; `plan` needs no data."""
+import os
 import subprocess
 import sys
 
@@ -15,9 +16,15 @@ print("HEAVY", heavy)
 
 
 def test_plan_and_ls_import_no_torch():
-    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
+    """Offline, with no dataset here (no FRPO_BENCH_DATA, an empty download cache): `plan paper` still plans
+    every stage and lists what a run would download."""
+    env = {k: v for k, v in os.environ.items() if k != "FRPO_BENCH_DATA"}
+    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
+    assert ("data aoa_identity_shift: to download: https://raw.githubusercontent.com/LLM-Tuning-Safety/"
+            in out.stdout), out.stdout[-2000:]
+    assert "data strongreject: to download: https://" in out.stdout and "recipe paper: 1440 cells" in out.stdout
     assert "datasets:" in out.stdout and "recipes:" in out.stdout
     for section in ("\nlora:", "\ndata refs:", "\ntrajectory:", "eval_every", "attack finetune options:"):
         assert section in out.stdout, section  # every recipe section and component option has its help

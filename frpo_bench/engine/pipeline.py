@@ -62,7 +62,7 @@ def check_prompt_lengths(recipe: Recipe) -> None:
     for i, ref in refs:
         rows, positions = ref_selection(ref)
         for row, position in zip(rows, positions):
-            if not fits(tokenizer, user_text(row), gen.system_prompt, room):
+            if not fits(tokenizer, user_text(row), gen.system_message(), room):
                 raise ConfigError(f"evaluations[{i}].prompts.file", ref.file,
                                   f"row {position + 1} is longer than the model takes: {recipe.model.id} reads "
                                   f"{context} tokens, {gen.max_new_tokens} of them kept for the answer, so a prompt "
@@ -72,6 +72,7 @@ def check_prompt_lengths(recipe: Recipe) -> None:
 
 def plan_report(recipe: Recipe, store: Store) -> str:
     from frpo_bench.data import DATA_ENV, get, hub_files, locate
+    resolve_installed(recipe)
     cells, stages = build_plan(recipe)
     lines = [f"recipe {recipe.name}: {len(cells)} cells, {len(stages)} stages (store: {store.root})", ""]
     built = store.present(stages)
@@ -93,7 +94,9 @@ def plan_report(recipe: Recipe, store: Store) -> str:
             else:
                 where = ", ".join(str(locate(spec, f)) for f in spec.files) or "generated (embedded demo data)"
         except ConfigError as err:
-            where = f"MISSING: {err.problem}; set {DATA_ENV} or go online"
+            sources = [f"Hub dataset {spec.hub}@{spec.revision}"] if spec.hub else [f.url for f in spec.files]
+            where = (f"DAMAGED: {err.value} {err.problem}; {err.fix}" if err.problem.startswith("has sha256") else
+                     f"to download: {', '.join(sources)} (offline: put its files under ${DATA_ENV}/{spec.folder}/)")
         lines.append(f"  data {name}: {where}")
     lines.append("\n" + build_summary(stages, todo, built))
     from frpo_bench.engine.search import search_plan_lines

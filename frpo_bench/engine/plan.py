@@ -8,6 +8,7 @@ enter a key, and labels (attack and defense names) do not either.
 """
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
@@ -254,9 +255,17 @@ def component_options(recipe: Recipe) -> list[tuple[str, object]]:
 
 
 def resolve_installed(recipe: Recipe) -> dict[str, str]:
+    """`settle` the recipe in place and say on stderr what was resolved and why (a run's and `plan`'s first step)."""
+    resolved = settle(recipe)
+    for name, how in resolved.items():
+        print(f"{name}: {how}", file=sys.stderr)
+    return resolved
+
+
+def settle(recipe: Recipe) -> dict[str, str]:
     """Settle what the recipe leaves to the machine (parsing never looks), so that cache keys name what
     runs: `generation.backend: auto` becomes an engine (an explicit vllm must be usable), every `dtype:
-    auto` a dtype. Returns what was resolved and why, for the manifest (and says it on stderr)."""
+    auto` a dtype. Changes `recipe`; returns what was resolved and why, for the manifest."""
     from frpo_bench.models.generate import CPU_CHOICE, resolve_backend, vllm_status
     gen, resolved, measured, attention = recipe.generation, {}, False, recipe.generation.attention
     if gen.backend == "auto":
@@ -276,8 +285,6 @@ def resolve_installed(recipe: Recipe) -> dict[str, str]:
         if gen.backend == "vllm" and attention == "auto":
             gen.attention = "sdpa"
             resolved["generation.attention"] = "auto -> sdpa (the vllm backend chooses its own kernels)"
-    for name, how in resolved.items():
-        print(f"{name}: {how}", file=sys.stderr)
     return resolved
 
 
@@ -292,15 +299,18 @@ def measured_backend(recipe: Recipe) -> tuple[str, str]:
     params = model_parameters(recipe.model.id)
     if params is None:
         return "hf", f"on a CPU, and the size of {recipe.model.id} is not known here to price the engine's start"
-    _, stages = build_plan(recipe)
+    planner = Planner(recipe)  # planned as settled so far (HF generation): the work each backend is priced for
+    planner.cells()
     flop = sum(2 * params * prompt_count(s.fields["prompts"]) * s.fields["generation"]["max_new_tokens"]
-               for s in stages if s.kind == "generate")
+               for s in planner.stages.values() if s.kind == "generate")
     return choose(flop, 1, dtype, figures)
 
 
 def build_plan(recipe: Recipe) -> tuple[list[Cell], list[Stage]]:
-    """Cells and their unique stages in an order where parents come first."""
-    resolve_installed(recipe)
+    """Cells and their unique stages in an order where parents come first, planned from a settled copy of
+    `recipe` (which is left as it is, and nothing is printed)."""
+    recipe = copy.deepcopy(recipe)
+    settle(recipe)
     planner = Planner(recipe)
     cells = planner.cells()
     by_kind = sorted(planner.stages.values(), key=lambda s: NAMES.index(s.kind))
