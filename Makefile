@@ -1,5 +1,5 @@
 # make run   : set up the venv and run the default `demo` recipe end to end (offline, CPU)
-# make test  : set up the venv and run the test suite (what CI runs)
+# make test  : set up the venv and run the test suite (what CI runs), on two pytest-xdist workers (TEST_WORKERS)
 # make test-fast : the same without the tests marked slow (real engines, servers, subprocesses, a full pipeline)
 # make lint : ruff's checks as configured in pyproject.toml (CI runs them before the tests)
 # make docs : the docs site (MkDocs, strict: broken anchors fail; tests/test_docs.py checks every link)
@@ -25,8 +25,11 @@ browser:
 run: setup
 	$(VENV)/bin/frpo-bench run demo
 
+# two workers: the suite keeps a 2-core machine about half idle (servers starting, subprocesses); tests that hold a
+# vLLM engine or the Ray cluster run one at a time on one worker (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: setup browser
-	$(VENV)/bin/python -m pytest -q --durations=25 tests
+	$(VENV)/bin/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup tests
 
 test-fast: setup browser
 	$(VENV)/bin/python -m pytest -q -m "not slow" tests

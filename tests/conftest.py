@@ -9,6 +9,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Under pytest-xdist (`make test` runs two workers) the tests that hold a machine-wide resource run one at a time, on
+# one worker: every vLLM engine or server (each binds the CPU's cores and claims its KV cache) and the Ray cluster.
+EXCLUSIVE = (("vllm", lambda item: "vllm" in item.keywords or "judge_server" in item.fixturenames),
+             ("ray", lambda item: "ray_cluster" in item.fixturenames or item.module.__name__.endswith("ray_executor")))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for group, holds in EXCLUSIVE:
+            if holds(item):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 def require(available: bool, reason: str, module: bool = False) -> None:
     """Skip a test whose prerequisite this machine lacks, except in CI (`CI` set), where that fails: a green
     CI must mean every test ran."""
