@@ -96,6 +96,54 @@ class PrunerConfig:
 
 
 @dataclass
+class StopRule:
+    """When a study has converged: its best feasible objective has not improved by more than `tolerance` over
+    the last `patience` finished trials, after at least `min_trials` trials past the startup draws."""
+
+    patience: int = opt(5, help="finished trials in a row (complete, pruned or infeasible) that did not improve the "
+                                "best by more than the tolerance")
+    min_trials: int = opt(3, help="trials after the sampler's startup draws before the rule may stop a study (TPE "
+                                  "must have acted)")
+    tolerance: Optional[float] = opt(None, help="an improvement at most this large does not count; null: the 95% "
+                                                "interval half-width of the best trial's objective (bootstrap over its "
+                                                "prompts)")
+
+    def validate(self, path: str) -> None:
+        check_positive(self, path, "patience")
+        if self.min_trials < 0:
+            raise ConfigError(f"{path}.min_trials", self.min_trials, "is negative", "use 0 or more")
+        if self.tolerance is not None and self.tolerance < 0:
+            raise ConfigError(f"{path}.tolerance", self.tolerance, "is negative", "use 0 or more, or null")
+
+
+def best_trajectory(trials, direction: str) -> list[Optional[tuple[float, float, int]]]:
+    """After each trial in trial order: (best feasible objective so far, its interval half-width, the trial that
+    found it), None while no trial is feasible. Ties keep the earlier trial."""
+    sign = 1 if direction == "minimize" else -1
+    best, out = None, []
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state == "complete" and t.feasible and (best is None or sign * t.objective < sign * best[0]):
+            best = (t.objective, t.half_width or 0.0, t.number)
+        out.append(best)
+    return out
+
+
+def stalled(bests: list, rule: StopRule, startup: int, direction: str) -> bool:
+    """Whether a study stops under `rule` after the trials so far. `bests[i]`: (best feasible objective, its
+    interval half-width, ...) after trial i (`best_trajectory`), None while nothing is feasible."""
+    done = len(bests)
+    if done - startup < rule.min_trials or done <= rule.patience or bests[-1] is None:
+        return False
+    before = bests[done - rule.patience - 1]
+    if before is None:
+        return False  # the first feasible trial came within the window: that is an improvement
+    value, half_width = before[0], before[1]
+    tolerance = half_width if rule.tolerance is None else rule.tolerance
+    gain = (value - bests[-1][0]) if direction == "minimize" else (bests[-1][0] - value)
+    return gain <= tolerance
+
+
+@dataclass
 class SearchConfig:
     """An Optuna study over the attack's settings, per defended model; every trial builds the stages the grid
     would build for that setting."""
@@ -103,7 +151,10 @@ class SearchConfig:
     space: dict[str, Dimension] = opt(help="dimension name -> range or choices: `lr`, or any option of the attack, "
                                            "nested with dots (`steps`, `lora.r`, `lora`, `batch_size`, `data`, "
                                            "`lr_scheduler`, `warmup_ratio`)")
-    trials: int = opt(8, help="the budget: trials per defended model (the same for every defense)")
+    trials: int = opt(8, help="the budget: trials per defended model (the same for every defense); with `stop`, the "
+                              "most a study may take")
+    stop: Optional[StopRule] = opt(None, help="stop a study once it has converged (its best flat for `patience` "
+                                              "trials) instead of at `trials`; null: always `trials`")
     max_attack_steps: Optional[int] = opt(None, help="and at most this many attack optimizer steps per defended model, "
                                                      "counting every rung a trial trained (null: trials alone)")
     objective: str = opt("harmful_refusal", help="the metric the attacker drives (a metric of the recipe; with a "
@@ -133,6 +184,9 @@ class SearchConfig:
                 raise ConfigError(f"{path}.{name}", getattr(self, name), "is not known", f"use one of {allowed}")
         if self.startup_trials < 0:
             raise ConfigError(f"{path}.startup_trials", self.startup_trials, "is negative", "use 0 or more")
+        if self.stop is not None and self.stop.patience >= self.trials:
+            raise ConfigError(f"{path}.stop.patience", self.stop.patience, f"is not below trials ({self.trials}), so "
+                              "the rule could never stop a study", "lower patience or raise trials")
         if not self.reeval_seeds:
             raise ConfigError(f"{path}.reeval_seeds", self.reeval_seeds, "is empty",
                               "give the seeds of the best setting's re-run, e.g. [1000, 1001]")

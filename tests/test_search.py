@@ -60,6 +60,8 @@ def broken(tmp_path, change) -> Path:
     (lambda s, r: s.update(reeval_seeds=[0]), "attacks[0].search.reeval_seeds", "share a seed"),
     (lambda s, r: s["pruner"].update(type="median"), "attacks[0].search.pruner.type", "not a pruner"),
     (lambda s, r: r["evaluations"][0]["prompts"].pop("n"), "evaluations[0].prompts.n", "no prompts are left"),
+    (lambda s, r: s.update(stop={"patience": 4}), "attacks[0].search.stop.patience", "could never stop"),
+    (lambda s, r: s.update(stop={"tolerance": -0.1}), "attacks[0].search.stop.tolerance", "is negative"),
 ])
 def test_a_bad_search_is_named_at_parse_time(tmp_path, change, field, words):
     with pytest.raises(ConfigError) as err:
@@ -91,6 +93,31 @@ def test_an_infeasible_trial_is_never_the_worst_case():
     assert best_feasible(trials, "minimize").number == 4  # 0.05 broke the capability bound
     assert best_feasible(trials, "maximize").number == 1  # ties: the earlier trial
     assert best_feasible(trials[:1], "minimize") is None
+
+
+def test_the_best_so_far_and_the_stop_rule_on_known_trials():
+    from frpo_bench.engine.search import TrialRecord
+    from frpo_bench.search_options import StopRule, best_trajectory, stalled
+
+    def trial(number, objective, feasible=True, state="complete", width=0.05):
+        return TrialRecord("a", "d", 0, number, {}, state=state, objective=objective, feasible=feasible,
+                           half_width=width)
+    trials = [trial(0, 0.60, feasible=False), trial(1, 0.50), trial(2, None, None, "pruned"), trial(3, 0.30),
+              trial(4, 0.28), trial(5, 0.27), trial(6, 0.10)]
+    bests = best_trajectory(trials, "minimize")
+    assert bests == [None, (0.5, 0.05, 1), (0.5, 0.05, 1), (0.3, 0.05, 3), (0.28, 0.05, 4), (0.27, 0.05, 5),
+                     (0.1, 0.05, 6)]
+    rule = StopRule(patience=2, min_trials=1)  # tolerance: the half-width of the best before the window (0.05)
+    stops = [stalled(bests[:n], rule, startup=2, direction="minimize") for n in range(1, 8)]
+    # after 3 trials: 0.50 flat over trials 1-2, but the window reaches back to trial 0, when nothing was feasible;
+    # after 5: 0.50 -> 0.28 over two trials; after 6: 0.30 -> 0.27, under 0.05; trial 6 gains 0.18
+    assert stops == [False, False, False, False, False, True, False]
+    assert not stalled(bests[:6], StopRule(patience=2, min_trials=5), startup=2, direction="minimize")  # too early
+    assert not stalled(bests[:6], StopRule(patience=2, tolerance=0.01), startup=0, direction="minimize")
+    up = [trial(0, 0.1), trial(1, 0.12), trial(2, 0.13)]  # maximizing: a gain is a rise
+    assert stalled(best_trajectory(up, "maximize"), StopRule(patience=2, min_trials=0, tolerance=0.05), 0, "maximize")
+    assert not stalled(best_trajectory(up, "maximize"), StopRule(patience=2, min_trials=0, tolerance=0.02), 0,
+                       "maximize")
 
 
 def test_a_rung_is_the_same_run_stopped_early(tiny_model_dir, tmp_path):
@@ -200,6 +227,25 @@ def test_a_study_is_reproducible_resumable_prunes_and_reruns_on_unseen_seeds_and
     assert (tmp_path / "a-run" / "plots" / "search_best_so_far.png").stat().st_size > 0
     assert "## Searched attacks" in (tmp_path / "a-run" / "leaderboard.md").read_text()
     assert (tmp_path / "a-run" / "search" / "harmful_lora-none-seed0.journal").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_study_stops_when_its_best_has_flattened(tmp_path, capsys):
+    """A tolerance no gain can pass: the study stops as soon as the window of `patience` trials follows a
+    feasible best, far under its budget of 8, and every output says it converged."""
+    path = search_recipe(tmp_path, trials=8, stop={"patience": 2, "min_trials": 0, "tolerance": 1.0e9})
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    assert "converged after" in capsys.readouterr().err
+    trials = trial_table(tmp_path / "run")
+    first_feasible = next(i for i, t in enumerate(trials) if t["best_so_far"])
+    assert len(trials) == first_feasible + 3 < 8
+    assert {t["study_stopped"] for t in trials} == {"converged"}
+    feasible = [t for t in trials if t["state"] == "complete" and t["feasible"] == "true"]
+    top = max(feasible, key=lambda t: (float(t["objective"]), -int(t["trial"])))  # maximized; ties: the earlier
+    assert (trials[-1]["best_trial"], trials[-1]["best_so_far"]) == (top["trial"], top["objective"])
+    assert all(float(t["objective_half_width"]) >= 0 for t in trials if t["state"] == "complete")
+    board = (tmp_path / "run" / "leaderboard.md").read_text()
+    assert "| converged |" in board
 
 
 def samples(manifest: dict, key: str) -> list[dict]:

@@ -27,7 +27,7 @@ from frpo_bench.engine.plan import Cell, Planner, with_ancestors
 from frpo_bench.engine.stages import Stage
 from frpo_bench.engine.store import warm_state_dir
 from frpo_bench.errors import ConfigError
-from frpo_bench.search_options import LR, SearchConfig, apply_setting
+from frpo_bench.search_options import LR, SearchConfig, apply_setting, best_trajectory, stalled
 
 SEARCH_PREFIX = "search:"
 RunStages = Callable[[list[Stage]], dict[str, Path]]  # build what is missing, return every stage's directory
@@ -42,6 +42,7 @@ class TrialRecord:
     setting: dict
     state: str = "running"  # complete | pruned | invalid
     objective: Optional[float] = None
+    half_width: Optional[float] = None  # of the objective's 95% interval over its prompts (bootstrap)
     capability: Optional[float] = None
     bound: Optional[float] = None  # retention x the defended model's capability
     feasible: Optional[bool] = None
@@ -66,13 +67,15 @@ class SearchOutcome:
     cells: list[Cell]  # the best setting's re-runs on held-out prompts (leaderboard rows)
     journal: str = ""  # Optuna's journal of the study (JSON lines)
     best_lr: Optional[float] = None  # the learning rate of the re-runs (the leaderboard rows' attack_lr)
+    stopped: str = ""  # "converged" (the stop rule held) or "budget" (trials or attack steps spent first)
 
     def budget_note(self) -> str:
         steps = sum(t.steps_trained for t in self.trials)
         found = ", ".join(f"{k}={format_value(v)}" for k, v in self.best.setting.items()) if self.best else "none"
+        at = f" (trial {self.best.number})" if self.best else ""
         return (f"searched: {len(self.trials)} trials ({sum(t.state == 'pruned' for t in self.trials)} pruned), "
-                f"{steps} attack steps; best feasible: {found}; re-run with seeds {self.search.reeval_seeds} "
-                f"on held-out prompts")
+                f"{steps} attack steps, {self.stopped}; best feasible: {found}{at}; re-run with seeds "
+                f"{self.search.reeval_seeds} on held-out prompts")
 
 
 def trained_steps(attack_dir: Path, steps: int) -> int:
@@ -87,11 +90,28 @@ def format_value(value) -> str:
 
 
 def metric_value(dirs: dict[str, Path], stage: Stage, metric: str) -> float:
+    return float(metric_record(dirs, stage, metric)["value"])
+
+
+def metric_record(dirs: dict[str, Path], stage: Stage, metric: str) -> dict:
     result = json.loads((dirs[stage.key] / "result.json").read_text())
     for m in result["metrics"]:
         if m["metric"] == metric:
-            return float(m["value"])
+            return m
     raise KeyError(f"{metric} not in {dirs[stage.key]}")
+
+
+def half_width(per_sample: list) -> float:
+    """Half the width of the 95% bootstrap interval of a mean over prompts (seeded: the same values give the
+    same width)."""
+    import numpy as np
+
+    from frpo_bench.results.bootstrap import percentile_interval, two_level_means
+    values = np.asarray([v for v in per_sample if v is not None], dtype=float)
+    if values.size < 2:
+        return 0.0
+    low, high = percentile_interval(two_level_means([values], np.random.default_rng(0)))
+    return (high - low) / 2
 
 
 def stage_seconds(dirs: dict[str, Path], stage: Stage) -> float:
@@ -166,7 +186,7 @@ class Search:
                 trial.stage_keys.append(stage.key)
                 trial.seconds += stage_seconds(dirs, stage)
 
-    def run_study(self, name: str) -> tuple[list[TrialRecord], str]:
+    def run_study(self, name: str) -> tuple[list[TrialRecord], str, str]:
         import tempfile
 
         from optuna.storages import JournalStorage
@@ -176,7 +196,7 @@ class Search:
             journal = Path(scratch) / "study.journal"
             study = make_study(search, name, JournalStorage(JournalFileBackend(str(journal))))
             trials: list[TrialRecord] = []
-            started = time.time()
+            started, stopped = time.time(), "budget"
             while len(trials) < search.trials and not self.budget_spent(trials):
                 batch = [study.ask() for _ in range(min(search.parallel, search.trials - len(trials)))]
                 records = [TrialRecord(self.attack.name, self.defended.defense, seed, t.number,
@@ -186,8 +206,18 @@ class Search:
                 done = time.time() - started
                 eta = done / len(trials) * (search.trials - len(trials))
                 self.report(f"search {self.label}: {len(trials)}/{search.trials} trials, "
-                            f"{sum(t.steps_trained for t in trials)} attack steps ({done:.0f}s, ETA {eta:.0f}s)")
-            return trials, journal.read_text()
+                            f"{sum(t.steps_trained for t in trials)} attack steps ({done:.0f}s, ETA {eta:.0f}s at most)")
+                if search.stop and stalled(best_trajectory(trials, search.direction), search.stop,
+                                           self.startup(), search.direction):
+                    stopped = "converged"
+                    self.report(f"search {self.label}: converged after {len(trials)} trials (no gain beyond the "
+                                f"tolerance in the last {search.stop.patience})")
+                    break
+            return trials, journal.read_text(), stopped
+
+    def startup(self) -> int:
+        """The sampler's random draws before it models the space (all of them for random search)."""
+        return self.search.startup_trials if self.search.sampler == "tpe" else 0
 
     def budget_spent(self, trials: list[TrialRecord]) -> bool:
         cap = self.search.max_attack_steps
@@ -252,7 +282,8 @@ class Search:
         for trial, record in live:
             cell = cells[record.number]
             self.spend(record, cell, dirs, record.steps_planned)
-            record.objective = metric_value(dirs, cell.scores[self.search.objective], self.search.objective)
+            scored = metric_record(dirs, cell.scores[self.search.objective], self.search.objective)
+            record.objective, record.half_width = float(scored["value"]), half_width(scored["per_sample"])
             record.state = "complete"
             if self.capability:
                 record.capability = metric_value(dirs, cell.scores[self.capability], self.capability)
@@ -268,7 +299,7 @@ class Search:
         self.defended_capability = (metric_value(dirs, d.scores[self.capability], self.capability)
                                     if self.capability else None)
         name = f"{self.attack.name}-{d.defense}-seed{d.seed}-study{self.search.seed}"
-        trials, journal = self.run_study(name)
+        trials, journal, stopped = self.run_study(name)
         best = best_feasible(trials, self.search.direction)
         cells = []
         if best is not None:
@@ -279,7 +310,8 @@ class Search:
         else:
             self.report(f"search {self.label}: no feasible trial, so no worst case to re-run")
         return SearchOutcome(self.attack.name, d.defense, d.seed or 0, self.search, trials, best,
-                             self.defended_capability, cells, journal, self.lr(best.setting) if best else None)
+                             self.defended_capability, cells, journal, self.lr(best.setting) if best else None,
+                             stopped)
 
 
 def best_feasible(trials: list[TrialRecord], direction: str) -> Optional[TrialRecord]:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from frpo_bench.files import write_text_atomic
 
-COLUMNS = ["attack", "defense", "seed", "trial", "state", "setting", "objective_metric", "objective", "capability",
-           "capability_bound", "feasible", "pruned_at", "rungs", "steps_planned", "steps_trained", "seconds",
-           "stage_keys", "note"]
+COLUMNS = ["attack", "defense", "seed", "trial", "state", "setting", "objective_metric", "objective",
+           "objective_half_width", "capability", "capability_bound", "feasible", "pruned_at", "rungs", "steps_planned",
+           "steps_trained", "seconds", "best_so_far", "best_trial", "study_stopped", "stage_keys", "note"]
 
 
 def annotate(records: list[dict], outcomes: list) -> None:
@@ -25,12 +25,19 @@ def annotate(records: list[dict], outcomes: list) -> None:
 
 
 def trial_rows(outcomes: list) -> list[dict]:
+    """Every trial in trial order, with the study's best feasible objective after it (the convergence curve) and
+    how the study ended (converged under its stop rule, or its budget spent)."""
+    from frpo_bench.search_options import best_trajectory
     rows = []
     for o in outcomes:
-        for t in o.trials:
+        trials = sorted(o.trials, key=lambda t: t.number)
+        for t, best in zip(trials, best_trajectory(trials, o.search.direction)):
             rows.append({"attack": t.attack, "defense": t.defense, "seed": t.seed, "trial": t.number, "state": t.state,
                          "setting": json.dumps(t.setting, sort_keys=True), "objective_metric": o.search.objective,
-                         "objective": fmt(t.objective), "capability": fmt(t.capability),
+                         "objective": fmt(t.objective), "objective_half_width": fmt(t.half_width),
+                         "best_so_far": "" if best is None else fmt(best[0]),
+                         "best_trial": "" if best is None else best[2], "study_stopped": o.stopped,
+                         "capability": fmt(t.capability),
                          "capability_bound": fmt(t.bound), "feasible": "" if t.feasible is None else str(t.feasible).lower(),
                          "pruned_at": "" if t.pruned_at is None else t.pruned_at, "rungs": json.dumps(t.rungs),
                          "steps_planned": t.steps_planned, "steps_trained": t.steps_trained,
@@ -50,38 +57,46 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def best_so_far(outcome) -> list[tuple[int, float]]:
-    """(cumulative attack steps, best feasible objective so far) after each trial that improved it."""
-    sign = 1 if outcome.search.direction == "minimize" else -1
-    spent, best, points = 0, None, []
-    for t in sorted(outcome.trials, key=lambda t: t.number):
+def best_so_far(outcome) -> list[tuple[int, int, float]]:
+    """(trials finished, cumulative attack steps, best feasible objective so far) after each trial, from the first
+    feasible one on."""
+    from frpo_bench.search_options import best_trajectory
+    trials = sorted(outcome.trials, key=lambda t: t.number)
+    spent, points = 0, []
+    for count, (t, best) in enumerate(zip(trials, best_trajectory(trials, outcome.search.direction)), 1):
         spent += t.steps_trained
-        if t.state == "complete" and t.feasible and (best is None or sign * t.objective < sign * best):
-            best = t.objective
         if best is not None:
-            points.append((spent, best))
+            points.append((count, spent, best[0]))
     return points
 
 
 def plot(outcomes: list, path: Path) -> Path | None:
+    """One column per attack, a line per defended model: the best feasible objective against trials (top) and
+    against attack optimizer steps (bottom); a study that converged ends in a filled marker."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     attacks = list(dict.fromkeys(o.attack for o in outcomes))
     if not attacks:
         return None
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 3.4), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
-        for o in (o for o in outcomes if o.attack == attack):
-            points = best_so_far(o)
-            if points:
-                ax.step([p[0] for p in points], [p[1] for p in points], where="post", marker="o",
-                        label=f"{o.defense} seed {o.seed}")
-        mine = next(o for o in outcomes if o.attack == attack)
-        ax.set_title(f"search: {attack}", fontsize=9)
-        ax.set_xlabel("attack optimizer steps spent")
-        ax.set_ylabel(f"best feasible {mine.search.objective}")
-        ax.legend(fontsize=8)
+    fig, axes = plt.subplots(2, len(attacks), figsize=(4.6 * len(attacks), 6.4), squeeze=False)
+    for column, attack in enumerate(attacks):
+        mine = [o for o in outcomes if o.attack == attack]
+        for row, (x_index, x_label) in enumerate(((0, "trials"), (1, "attack optimizer steps spent"))):
+            ax = axes[row][column]
+            for o in mine:
+                points = best_so_far(o)
+                if not points:
+                    continue
+                line = ax.step([p[x_index] for p in points], [p[2] for p in points], where="post", marker="o",
+                               markersize=3, label=f"{o.defense} seed {o.seed} ({o.stopped})")[0]
+                ax.plot([points[-1][x_index]], [points[-1][2]], marker="s" if o.stopped == "converged" else "x",
+                        markersize=8, color=line.get_color())
+            ax.set_title(f"search: {attack}", fontsize=9)
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(f"best feasible {mine[0].search.objective}")
+            if row == 0:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -94,14 +109,16 @@ def markdown(outcomes: list) -> str:
              "Each defended model gets the same budget; the row `search:<attack>` in the tables above is the best "
              "feasible setting re-run with new seeds on held-out prompts (search_trials.csv has every trial, "
              "plots/search_best_so_far.png the best against compute).", "",
-             "| attack | defense | seed | trials | pruned | infeasible | attack steps | best setting | "
-             "searched objective | capability (bound) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| attack | defense | seed | trials | pruned | infeasible | attack steps | stopped | best setting | "
+             "found at trial | searched objective | capability (bound) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         best = o.best
         setting = ", ".join(f"{k}={json.dumps(v)}" for k, v in best.setting.items()) if best else "none feasible"
         lines.append(f"| {o.attack} | {o.defense} | {o.seed} | {len(o.trials)} | "
                      f"{sum(t.state == 'pruned' for t in o.trials)} | {sum(t.feasible is False for t in o.trials)} | "
-                     f"{sum(t.steps_trained for t in o.trials)} | {setting} | "
+                     f"{sum(t.steps_trained for t in o.trials)} | {o.stopped} | {setting} | "
+                     f"{best.number if best else '-'} | "
                      f"{fmt(best.objective) if best else '-'} ({o.search.objective}, optimistic) | "
                      f"{fmt(best.capability) if best else '-'} ({fmt(best.bound) if best else '-'}) |")
     return "\n".join(lines) + "\n"
