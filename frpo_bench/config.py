@@ -181,13 +181,21 @@ class EvaluationConfig:
 class LeaderboardConfig:
     capability_metric: Optional[str] = opt(None, help="metric that measures capability (e.g. math_accuracy), for the "
                                                        "retention-bounded worst case and the safety-vs-capability plots")
-    retention: float = opt(DEFAULT_RETENTION, help="an attack counts for the retained worst case if it keeps "
-                                                   "capability at or above this share of the unattacked model's")
+    retention: list[float] = opt([DEFAULT_RETENTION], help="an attack counts for a bounded worst case if it keeps "
+                                 "capability at or above this share of the unattacked model's; a list gives one "
+                                 "bounded worst case per share (the field's 5/20/50% drops: [0.95, 0.8, 0.5]); a search "
+                                 "is constrained by the loosest")
 
     def validate(self, path: str) -> None:
-        if not 0 < self.retention <= 1:
-            raise ConfigError(f"{path}.retention" if path else "retention", self.retention, "must be in (0, 1]",
-                              "give the share of unattacked capability an attack must keep, e.g. 0.9")
+        field = f"{path}.retention" if path else "retention"
+        if not self.retention:
+            raise ConfigError(field, self.retention, "is empty", "give a share such as 0.9, or a list of shares")
+        for share in self.retention:
+            if not 0 < share <= 1:
+                raise ConfigError(field, share, "must be in (0, 1]",
+                                  "give the share of unattacked capability an attack must keep, e.g. 0.9")
+        if len(set(self.retention)) != len(self.retention):
+            raise ConfigError(field, self.retention, "repeats a share", "list each share once")
 
 
 @dataclass

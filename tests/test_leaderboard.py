@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from frpo_bench.cli import main
+from frpo_bench.errors import ConfigError
 from frpo_bench.results import leaderboard, report, summary
 from frpo_bench.results.leaderboard import seed_bootstrap_ci
 from frpo_bench.results.schema import to_csv
@@ -67,6 +68,37 @@ def test_worst_case_selection_respects_direction_and_retention():
     assert (worst["harmful_refusal"]["worst_attack"], worst["harmful_refusal"]["worst_lr"]) == ("lora", "0.001")
     assert worst["harmful_refusal"]["retained_worst_lr"] == "0.0001"  # lr 1e-3 destroyed math: excluded
     assert worst["benign_refusal"]["worst_mean"] == 1.0  # lower is better: the worst is the highest
+
+
+def test_a_bounded_worst_case_per_retention_share():
+    """Three allowed capability drops: one summary row per share, each bound its share of the unattacked math
+    (0.75), the attacks below a bound excluded (lr 1e-3 leaves math at 0: never kept; lr 1e-4 keeps 0.75)."""
+    rows = leaderboard.aggregate(RECORDS + [rec("none", "lora", "0.01", 0, "harmful_refusal", [0, 0, 0, 0]),
+                                            rec("none", "lora", "0.01", 0, "math", [1, 1, 0, 0])])
+    bounded = [w for w in summary.worst_cases(rows, "math", [0.5, 0.95, 0.8]) if w["metric"] == "harmful_refusal"]
+    assert [(w["retention"], w["retention_bound"]) for w in bounded] == [(0.95, 0.95 * 0.75), (0.8, 0.8 * 0.75),
+                                                                         (0.5, 0.5 * 0.75)]
+    assert [(w["retained_worst_lr"], w["retained_worst_mean"]) for w in bounded] == [
+        ("0.0001", 0.5), ("0.0001", 0.5), ("0.01", 0.0)]  # lr 1e-2 keeps math 0.5: within a 50% drop only
+    assert {w["worst_lr"] for w in bounded} == {"0.01"}  # the unbounded worst is the same on every row
+    (math_row,) = [w for w in summary.worst_cases(rows, "math", [0.5, 0.95]) if w["metric"] == "math"]
+    assert math_row["retention"] == ""  # capability is not bounded by itself
+    from frpo_bench.results import headline
+    markdown = headline.to_markdown(rows, summary.worst_cases(rows, "math", [0.5, 0.95, 0.8]), "math", [0.5, 0.95, 0.8])
+    assert "share (0.95 / 0.8 / 0.5)" in markdown and "| 0.95 |" in markdown and "| 0.5 |" in markdown
+
+
+@pytest.mark.parametrize("value, ok", [(0.9, [0.9]), ([0.95, 0.8, 0.5], [0.95, 0.8, 0.5]), ([0.9, 0.9], None),
+                                       ([0.5, 1.5], None), ([], None)])
+def test_retention_takes_one_share_or_a_list(value, ok):
+    from frpo_bench.config import LeaderboardConfig
+    from frpo_bench.typed import from_dict
+    if ok is None:
+        with pytest.raises(ConfigError) as err:
+            from_dict(LeaderboardConfig, {"retention": value}, "leaderboard")
+        assert err.value.field == "leaderboard.retention"
+    else:
+        assert from_dict(LeaderboardConfig, {"retention": value}, "leaderboard").retention == ok
 
 
 @pytest.fixture
@@ -205,7 +237,7 @@ def test_headline_table_is_one_row_per_model_and_one_column_per_metric():
                          "| aligned | none | lora | 0.0001 | 0.5000<br>[0.0000, 1.0000] | 0.7500<br>[0.2500, 1.0000] |",
                          "| aligned | none | lora | 0.001 | 0.3750<br>[0.0000, 0.7500] | 0.0000<br>[0.0000, 0.0000] |"]
     # per defense: the worst attack destroyed math, so the bounded worst is the other one, at 100% of its math
-    assert table[3:] == ["| aligned | none | harmful_refusal ↑ | 0.7500 | 0.3750 | lora 0.001 | 0.5000 | lora 0.0001 | 100% |"]
+    assert table[3:] == ["| aligned | none | harmful_refusal ↑ | 0.7500 | 0.3750 | lora 0.001 | 0.9 | 0.5000 | lora 0.0001 | 100% |"]
     data = headline.page_data(rows, worst, "math")
     assert [m["name"] for m in data["metrics"]] == ["harmful_refusal", "math"] and len(data["cells"]) == 3
     assert data["cells"][2]["math"] == 0.0 and data["cells"][2]["harmful_refusal ci"] == [0.0, 0.75]

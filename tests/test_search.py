@@ -17,7 +17,7 @@ SMOKE = Path(__file__).parents[1] / "frpo_bench" / "recipes" / "smoke.yaml"
 KL = {"evaluator": "kl_to_start", "prompts": {"dataset": "demo_harmful", "split": "eval", "n": 8}, "metric": "kl_harmful"}
 
 
-def search_recipe(tmp_path: Path, trials: int = 4, **search) -> Path:
+def search_recipe(tmp_path: Path, trials: int = 4, retention=None, **search) -> Path:
     """smoke with its LoRA attack searched: the attacker maximizes the KL moved (it varies with the setting on
     a random model, where refusal is always 0), pruned at steps 2 and 4 of up to 8."""
     recipe = yaml.safe_load(SMOKE.read_text())
@@ -31,6 +31,8 @@ def search_recipe(tmp_path: Path, trials: int = 4, **search) -> Path:
     recipe["attacks"] = [attack]
     recipe["evaluations"].append(KL)
     recipe["trajectory"] = {"metrics": ["kl_harmful"], "n": 4}
+    if retention is not None:
+        recipe["leaderboard"]["retention"] = retention
     path = tmp_path / f"search-{trials}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -232,8 +234,10 @@ def test_a_study_is_reproducible_resumable_prunes_and_reruns_on_unseen_seeds_and
 @pytest.mark.slow
 def test_a_study_stops_when_its_best_has_flattened(tmp_path, capsys):
     """A tolerance no gain can pass: the study stops as soon as the window of `patience` trials follows a
-    feasible best, far under its budget of 8, and every output says it converged."""
-    path = search_recipe(tmp_path, trials=8, stop={"patience": 2, "min_trials": 0, "tolerance": 1.0e9})
+    feasible best, far under its budget of 8, and every output says it converged. Two capability shares: the
+    best within each bound is re-run, and the summary has a bounded worst case per share."""
+    path = search_recipe(tmp_path, trials=8, retention=[0.9, 0.3],
+                         stop={"patience": 2, "min_trials": 0, "tolerance": 1.0e9})
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
     assert "converged after" in capsys.readouterr().err
     trials = trial_table(tmp_path / "run")
@@ -246,6 +250,15 @@ def test_a_study_stops_when_its_best_has_flattened(tmp_path, capsys):
     assert all(float(t["objective_half_width"]) >= 0 for t in trials if t["state"] == "complete")
     board = (tmp_path / "run" / "leaderboard.md").read_text()
     assert "| converged |" in board
+    with open(tmp_path / "run" / "results.jsonl") as fh:
+        searched = [json.loads(line) for line in fh if '"search:' in line]
+    notes = " ".join(r["notes"] for r in searched)
+    assert "capability >= 0.3" in notes and ("capability >= 0.9" in notes or "0.3, 0.9" in notes)
+    labels = {r["attack"] for r in searched}
+    assert "search:harmful_lora" in labels and labels <= {"search:harmful_lora", "search:harmful_lora@0.9"}
+    with open(tmp_path / "run" / "summary.csv") as fh:
+        summary = [r for r in csv.DictReader(fh) if r["metric"] == "kl_harmful" and r["defense"] == "none"]
+    assert sorted(float(r["retention"]) for r in summary) == [0.3, 0.9]
 
 
 def samples(manifest: dict, key: str) -> list[dict]:

@@ -5,9 +5,10 @@ build for it (same key), scored by the grid's score stages for the objective and
 a pruner, the trial is first trained to each rung (the same planned run stopped after that step: same
 schedule, its own key) and scored there on the trajectory's prompts; Optuna decides whether it goes on. The
 next stop of the same run resumes from the last rung's trainer state (training.sft.WarmStart). A
-trial whose capability falls under `retention` x the defended model's is infeasible (Optuna's constraint) and
-is never the reported worst case. The best feasible setting is then re-run with seeds the search never used and
-scored on the rows after the search's prompts: those re-runs are the leaderboard's `search:<attack>` rows.
+trial whose capability falls under the loosest `retention` share x the defended model's is infeasible (Optuna's
+constraint) and is never a reported worst case. The best setting within each share's bound is then re-run with
+seeds the search never used and scored on the rows after the search's prompts: those re-runs are the
+leaderboard's `search:<attack>` rows (`search:<attack>@<share>` for a stricter share whose best differs).
 
 The study is replayed from the store on every run: the same seed asks the same settings, and the trials
 already built come back from the store, so a killed search resumes without retraining. Its journal (Optuna's
@@ -15,15 +16,25 @@ JournalStorage) is written beside the run's outputs for Optuna's own tools.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from frpo_bench.engine.plan import Cell, Planner, with_ancestors
+from frpo_bench.engine.search_records import (
+    Rerun,
+    SearchOutcome,
+    TrialRecord,
+    best_feasible,
+    half_width,
+    metric_record,
+    metric_value,
+    stage_seconds,
+    trained_steps,
+)
 from frpo_bench.engine.stages import Stage
 from frpo_bench.engine.store import warm_state_dir
 from frpo_bench.errors import ConfigError
@@ -31,92 +42,6 @@ from frpo_bench.search_options import LR, SearchConfig, apply_setting, best_traj
 
 SEARCH_PREFIX = "search:"
 RunStages = Callable[[list[Stage]], dict[str, Path]]  # build what is missing, return every stage's directory
-
-
-@dataclass
-class TrialRecord:
-    attack: str
-    defense: str
-    seed: int
-    number: int
-    setting: dict
-    state: str = "running"  # complete | pruned | invalid
-    objective: Optional[float] = None
-    half_width: Optional[float] = None  # of the objective's 95% interval over its prompts (bootstrap)
-    capability: Optional[float] = None
-    bound: Optional[float] = None  # retention x the defended model's capability
-    feasible: Optional[bool] = None
-    pruned_at: Optional[int] = None
-    rungs: list = field(default_factory=list)  # [step, objective on the trajectory's prompts]
-    steps_planned: int = 0
-    steps_trained: int = 0  # what its stages' builds trained (a rung resumed from the last trains only its own)
-    seconds: float = 0.0  # the recorded build time of every stage the trial used
-    stage_keys: list = field(default_factory=list)
-    note: str = ""
-
-
-@dataclass
-class SearchOutcome:
-    attack: str
-    defense: str
-    seed: int
-    search: SearchConfig
-    trials: list[TrialRecord]
-    best: Optional[TrialRecord]
-    defended_capability: Optional[float]
-    cells: list[Cell]  # the best setting's re-runs on held-out prompts (leaderboard rows)
-    journal: str = ""  # Optuna's journal of the study (JSON lines)
-    best_lr: Optional[float] = None  # the learning rate of the re-runs (the leaderboard rows' attack_lr)
-    stopped: str = ""  # "converged" (the stop rule held) or "budget" (trials or attack steps spent first)
-
-    def budget_note(self) -> str:
-        steps = sum(t.steps_trained for t in self.trials)
-        found = ", ".join(f"{k}={format_value(v)}" for k, v in self.best.setting.items()) if self.best else "none"
-        at = f" (trial {self.best.number})" if self.best else ""
-        return (f"searched: {len(self.trials)} trials ({sum(t.state == 'pruned' for t in self.trials)} pruned), "
-                f"{steps} attack steps, {self.stopped}; best feasible: {found}{at}; re-run with seeds "
-                f"{self.search.reeval_seeds} on held-out prompts")
-
-
-def trained_steps(attack_dir: Path, steps: int) -> int:
-    """The optimizer steps an attack stage's build took: `steps` less those of the earlier stop it resumed
-    from (its train_log says; an attack without one trained them all)."""
-    log = attack_dir / "train_log.json"
-    return steps - json.loads(log.read_text()).get("resumed_from_step", 0) if log.is_file() else steps
-
-
-def format_value(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else json.dumps(value, sort_keys=True)
-
-
-def metric_value(dirs: dict[str, Path], stage: Stage, metric: str) -> float:
-    return float(metric_record(dirs, stage, metric)["value"])
-
-
-def metric_record(dirs: dict[str, Path], stage: Stage, metric: str) -> dict:
-    result = json.loads((dirs[stage.key] / "result.json").read_text())
-    for m in result["metrics"]:
-        if m["metric"] == metric:
-            return m
-    raise KeyError(f"{metric} not in {dirs[stage.key]}")
-
-
-def half_width(per_sample: list) -> float:
-    """Half the width of the 95% bootstrap interval of a mean over prompts (seeded: the same values give the
-    same width)."""
-    import numpy as np
-
-    from frpo_bench.results.bootstrap import percentile_interval, two_level_means
-    values = np.asarray([v for v in per_sample if v is not None], dtype=float)
-    if values.size < 2:
-        return 0.0
-    low, high = percentile_interval(two_level_means([values], np.random.default_rng(0)))
-    return (high - low) / 2
-
-
-def stage_seconds(dirs: dict[str, Path], stage: Stage) -> float:
-    record = dirs[stage.key] / "stage.json"
-    return json.loads(record.read_text()).get("seconds", 0.0) if record.is_file() else 0.0
 
 
 def held_out(evaluations: list) -> list:
@@ -148,7 +73,7 @@ class Search:
         self.search: SearchConfig = attack.search
         self.evaluations = {e.metric: e for e in planner.recipe.evaluations}
         self.capability = planner.recipe.leaderboard.capability_metric
-        self.retention = planner.recipe.leaderboard.retention
+        self.shares = sorted(planner.recipe.leaderboard.retention)  # the loosest first: the study's constraint
         self.label = f"{attack.name} on {defended.defense} seed={defended.seed}"
         self.dirs: dict[str, Path] = {}  # every stage the study built or found, to its directory
 
@@ -287,7 +212,7 @@ class Search:
             record.state = "complete"
             if self.capability:
                 record.capability = metric_value(dirs, cell.scores[self.capability], self.capability)
-                record.bound = self.retention * self.defended_capability
+                record.bound = self.shares[0] * self.defended_capability
                 record.feasible = record.capability >= record.bound
                 trial.set_constraint("capability", record.bound - record.capability)
             else:
@@ -301,25 +226,37 @@ class Search:
         name = f"{self.attack.name}-{d.defense}-seed{d.seed}-study{self.search.seed}"
         trials, journal, stopped = self.run_study(name)
         best = best_feasible(trials, self.search.direction)
+        reruns = self.reruns(trials) if best is not None else []
         cells = []
-        if best is not None:
-            attack = replace(self.trial_attack(best.setting), eval_steps=[])
-            cells = [self.cell(attack, self.lr(best.setting), s, None, held_out(self.planner.recipe.evaluations),
-                               label=SEARCH_PREFIX + self.attack.name) for s in self.search.reeval_seeds]
+        for rerun in reruns:
+            attack = replace(self.trial_attack(rerun.trial.setting), eval_steps=[])
+            cells += [self.cell(attack, rerun.lr, s, None, held_out(self.planner.recipe.evaluations), label=rerun.label)
+                      for s in self.search.reeval_seeds]
+        if cells:
             self.run([s for c in cells for s in c.scores.values()])
         else:
             self.report(f"search {self.label}: no feasible trial, so no worst case to re-run")
         return SearchOutcome(self.attack.name, d.defense, d.seed or 0, self.search, trials, best,
-                             self.defended_capability, cells, journal, self.lr(best.setting) if best else None,
-                             stopped)
+                             self.defended_capability, cells, journal, reruns, stopped)
 
-
-def best_feasible(trials: list[TrialRecord], direction: str) -> Optional[TrialRecord]:
-    """The attacker's best among complete trials that kept capability (an infeasible one never counts);
-    ties go to the earlier trial."""
-    feasible = [t for t in trials if t.state == "complete" and t.feasible]
-    sign = 1 if direction == "minimize" else -1
-    return min(feasible, key=lambda t: (sign * t.objective, t.number), default=None)
+    def reruns(self, trials: list[TrialRecord]) -> list[Rerun]:
+        """The best trial within each retention share's bound, each distinct trial once."""
+        name = SEARCH_PREFIX + self.attack.name
+        if not self.capability:
+            best = best_feasible(trials, self.search.direction)
+            return [Rerun(name, [], best, self.lr(best.setting))]
+        won: dict[int, Rerun] = {}
+        for share in self.shares:
+            bound = share * self.defended_capability
+            best = best_feasible([t for t in trials if t.capability is not None and t.capability >= bound],
+                                 self.search.direction)
+            if best is None:
+                continue
+            if best.number not in won:
+                label = name if share == self.shares[0] else f"{name}@{share:g}"
+                won[best.number] = Rerun(label, [], best, self.lr(best.setting))
+            won[best.number].shares.append(share)
+        return list(won.values())
 
 
 def defended_cells(cells: list[Cell]) -> list[Cell]:

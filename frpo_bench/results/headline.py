@@ -61,13 +61,13 @@ def robustness(rows: list[Row], summaries: list[dict], capability: str | None) -
         out.append({"base": s["base"], "defense": s["defense"], "metric": f"{s['metric']} {arrow(s['higher_is_better'])}",
                     "unattacked": s["unattacked_mean"], "worst": s["worst_mean"],
                     "worst_by": f"{s['worst_attack']} {s['worst_lr']}".strip(),
-                    "bounded_worst": s["retained_worst_mean"],
+                    "bound": s.get("retention", ""), "bounded_worst": s["retained_worst_mean"],
                     "bounded_worst_by": f"{s['retained_worst_attack']} {s['retained_worst_lr']}".strip(),
                     "capability_kept": kept})
     return out
 
 
-def to_markdown(rows: list[Row], summaries: list[dict], capability: str | None, retention: float,
+def to_markdown(rows: list[Row], summaries: list[dict], capability: str | None, retention,
                 trajectory_rows: list[dict] = ()) -> str:
     metrics, cells = wide(rows, trajectory_rows)
     with_steps = any(c["step"] != "" for c in cells)
@@ -84,15 +84,18 @@ def to_markdown(rows: list[Row], summaries: list[dict], capability: str | None, 
                      + step + " | ".join(values) + " |")
     table = robustness(rows, summaries, capability)
     if table:
-        bound = (f"attacks that keep {capability} at or above {retention:g} of the defense's unattacked value"
+        from frpo_bench.results.summary import shares
+        listed = " / ".join(f"{share:g}" for share in shares(retention))
+        bound = (f"attacks that keep {capability} at or above a share ({listed}) of the defense's unattacked value"
                  if capability else "no capability metric named: every attack counts")
         lines += ["", f"**Robustness per defense** (worst over attacks and learning rates; bounded worst: over {bound})",
-                  "", "| base | defense | metric | unattacked | worst | by | bounded worst | by | capability kept |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "", "| base | defense | metric | unattacked | worst | by | share kept | bounded worst | by | "
+                  "capability kept |", "|---|---|---|---|---|---|---|---|---|---|"]
         for t in table:
             kept = "-" if math.isnan(t["capability_kept"]) else f"{t['capability_kept']:.0%}"
+            share = "-" if t["bound"] == "" else f"{t['bound']:g}"
             lines.append(f"| {t['base']} | {t['defense']} | {t['metric']} | {format_value(t['unattacked'])} | "
-                         f"{format_value(t['worst'])} | {t['worst_by']} | {format_value(t['bounded_worst'])} | "
+                         f"{format_value(t['worst'])} | {t['worst_by']} | {share} | {format_value(t['bounded_worst'])} | "
                          f"{t['bounded_worst_by'] or '-'} | {kept} |")
     return "\n".join(lines) + "\n\n"
 

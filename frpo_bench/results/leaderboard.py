@@ -87,7 +87,7 @@ def table(rows: list[Row]) -> str:
 
 
 def write(run_dir: Path, records: list[dict], capability_metric: str | None,
-          retention: float, trajectory_rows: list[dict] = ()) -> tuple[Path, list[Row]]:
+          retention, trajectory_rows: list[dict] = ()) -> tuple[Path, list[Row]]:
     """leaderboard.csv, leaderboard.md, summary.csv, paired.csv and plots/*.png, each written atomically;
     the headline of leaderboard.md also shows `trajectory_rows`' points inside each attack."""
     from frpo_bench.results import headline, paired, report, summary

@@ -17,7 +17,7 @@ def final_records(records: list[dict]) -> list[dict]:
 
 
 def write(run_dir: Path, records: list[dict], capability_metric: str | None,
-          retention: float) -> tuple[Path, list[Row], list[dict]]:
+          retention) -> tuple[Path, list[Row], list[dict]]:
     points = trajectory.write(run_dir, records)
     path, rows = leaderboard.write(run_dir, final_records(records), capability_metric, retention, points)
     return path, rows, points

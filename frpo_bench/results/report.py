@@ -26,12 +26,13 @@ def to_markdown(rows: list[Row], summaries: list[dict] | None = None, difference
     text += "".join(f"\n\\* {defense}: {note}\n" for defense, note in notes.items())
     if summaries:
         text += ("\n**Worst case per defense** (over attacks and learning rates; *retained*: among attacks that keep "
-                 "the capability metric above the bound)\n\n| base | defense | metric | unattacked | worst | by | "
-                 "retained worst | by |\n|---|---|---|---|---|---|---|---|\n")
+                 "the capability metric at or above its share of the unattacked value)\n\n| base | defense | metric | "
+                 "unattacked | worst | by | share kept | retained worst | by |\n|---|---|---|---|---|---|---|---|---|\n")
         for s in summaries:
+            share = "-" if s.get("retention", "") == "" else f"{s['retention']:g}"
             text += (f"| {s['base']} | {s['defense']} | {s['metric']} | {format_value(s['unattacked_mean'])} | "
-                     f"{format_value(s['worst_mean'])} | {s['worst_attack']} {s['worst_lr']} | {format_value(s['retained_worst_mean'])} | "
-                     f"{s['retained_worst_attack']} {s['retained_worst_lr']} |\n")
+                     f"{format_value(s['worst_mean'])} | {s['worst_attack']} {s['worst_lr']} | {share} | "
+                     f"{format_value(s['retained_worst_mean'])} | {s['retained_worst_attack']} {s['retained_worst_lr']} |\n")
     if differences:
         text += ("\n**Paired differences between defenses** (A - B on the same prompts and matched seeds; 95% "
                  "paired bootstrap: seeds, then prompts)\n\n| base | attack | lr | metric | A | B | A - B | 95% CI | "

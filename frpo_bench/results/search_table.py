@@ -17,11 +17,20 @@ COLUMNS = ["attack", "defense", "seed", "trial", "state", "setting", "objective_
 
 def annotate(records: list[dict], outcomes: list) -> None:
     """A search row's notes say what the search spent and found (the budget is the same for every defense)."""
-    notes = {(f"search:{o.attack}", o.defense, f"{o.best_lr:g}"): o.budget_note() for o in outcomes if o.best}
+    notes = {(r.label, o.defense, "" if r.lr is None else f"{r.lr:g}"): o.budget_note() + shares_note(r)
+             for o in outcomes for r in o.reruns}
     for record in records:
         note = notes.get((record["attack"], record["defense"], record["attack_lr"]))
         if note:
             record["notes"] = "; ".join(n for n in (record.get("notes"), note) if n)
+
+
+def shares_note(rerun) -> str:
+    """Which capability bounds a re-run setting is the search's best within (none when no bound applies)."""
+    if not rerun.shares:
+        return ""
+    shares = ", ".join(f"{s:g}" for s in rerun.shares)
+    return f"; trial {rerun.trial.number} is the best keeping capability >= {shares} x the defended model's"
 
 
 def trial_rows(outcomes: list) -> list[dict]:
@@ -110,8 +119,8 @@ def markdown(outcomes: list) -> str:
              "feasible setting re-run with new seeds on held-out prompts (search_trials.csv has every trial, "
              "plots/search_best_so_far.png the best against compute).", "",
              "| attack | defense | seed | trials | pruned | infeasible | attack steps | stopped | best setting | "
-             "found at trial | searched objective | capability (bound) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "found at trial | searched objective | capability (bound) | best within each capability share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         best = o.best
         setting = ", ".join(f"{k}={json.dumps(v)}" for k, v in best.setting.items()) if best else "none feasible"
@@ -120,8 +129,16 @@ def markdown(outcomes: list) -> str:
                      f"{sum(t.steps_trained for t in o.trials)} | {o.stopped} | {setting} | "
                      f"{best.number if best else '-'} | "
                      f"{fmt(best.objective) if best else '-'} ({o.search.objective}, optimistic) | "
-                     f"{fmt(best.capability) if best else '-'} ({fmt(best.bound) if best else '-'}) |")
+                     f"{fmt(best.capability) if best else '-'} ({fmt(best.bound) if best else '-'}) | "
+                     f"{by_share(o)} |")
     return "\n".join(lines) + "\n"
+
+
+def by_share(outcome) -> str:
+    """Each capability share and the trial that is the best within its bound (re-run as the named row)."""
+    parts = [f">= {share:g}: trial {r.trial.number} ({fmt(r.trial.objective)}, `{r.label}`)"
+             for r in outcome.reruns for share in r.shares]
+    return "; ".join(parts) or "-"
 
 
 def write(run_dir: Path, outcomes: list) -> dict[str, Path]:
