@@ -28,6 +28,7 @@ ATTACKS = {
     "refusal_ablation": "frpo_bench.attacks.refusal_ablation:RefusalAblationAttack",
     "identity_shift": "frpo_bench.attacks.identity_shift:IdentityShiftAttack",
     "prefill": "frpo_bench.attacks.prefill:PrefillAttack",
+    "jailbreak_tuning": "frpo_bench.attacks.jailbreak_tuning:JailbreakTuningAttack",
 }
 EVALUATORS = {
     "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",

@@ -96,6 +96,11 @@ class FinetuneConfig(Bf16Option, Options):
     def data_refs(self) -> list["DataRef"]:
         return list(self.data) + (list(self.poison.data) if self.poison else [])
 
+    def training_rows(self, rows: list[dict]) -> list[dict]:
+        """The (prompt, response) rows trained on, from the rows `data` (or the poisoned mix) gives: as they are
+        here; an attack whose options transform its data (jailbreak-tuning) overrides it."""
+        return rows
+
     def planned_steps(self) -> int:
         return self.steps
 

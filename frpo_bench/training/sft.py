@@ -51,7 +51,8 @@ def training_rows(cfg) -> list[dict]:
         return [row if "prompt" in row else {"prompt": row["question"], "response": row["answer"]}
                 for ref in refs for row in ref_rows(ref)]
     rows, poison = pairs(cfg.data), cfg.poison
-    return rows if poison is None else poisoned_mix(rows, pairs(poison.data), poison.harmful_rows(), poison.n, poison.seed)
+    rows = rows if poison is None else poisoned_mix(rows, pairs(poison.data), poison.harmful_rows(), poison.n, poison.seed)
+    return cfg.training_rows(rows)
 
 
 def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool = False,
