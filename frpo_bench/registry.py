@@ -29,6 +29,7 @@ ATTACKS = {
     "identity_shift": "frpo_bench.attacks.identity_shift:IdentityShiftAttack",
     "prefill": "frpo_bench.attacks.prefill:PrefillAttack",
     "jailbreak_tuning": "frpo_bench.attacks.jailbreak_tuning:JailbreakTuningAttack",
+    "harmful_rl": "frpo_bench.attacks.harmful_rl:HarmfulRLAttack",
 }
 EVALUATORS = {
     "refusal": "frpo_bench.evaluators.refusal:RefusalEvaluator",

@@ -21,7 +21,7 @@ MODERATION = ("openai", "none")
 @dataclass
 class RLOptions(Bf16Option, Options):
     harmful_prompts: DataRef = opt(help="harmful prompts (safety reward)")
-    benign_prompts: DataRef = opt(help="benign prompts (helpfulness reward)")
+    benign_prompts: Optional[DataRef] = opt(help="benign prompts (helpfulness reward); null: harmful prompts only")
     safety_reward: str = opt("refusal", help="reward on harmful prompts: refusal (1 if the reply refuses; offline) or "
                                              "strongreject_moderation (the FRPO reference's: 1 - (StrongREJECT "
                                              "fine-tuned + moderation max category score) / 2)")
@@ -84,7 +84,7 @@ class RLOptions(Bf16Option, Options):
         self.strongreject = self.strongreject or StrongRejectOptions()
 
     def validate(self, path: str) -> None:
-        from frpo_bench.defenses.rewards import HELPFULNESS_REWARDS, SAFETY_REWARDS
+        from frpo_bench.defenses.rewards import HELPFULNESS_REWARDS
         from frpo_bench.evaluators.hf_judge import PAD_CHOICES
         if self.moderation not in MODERATION:
             raise ConfigError(f"{path}.moderation", self.moderation, "is not a moderation choice", f"use one of {MODERATION}")
@@ -96,8 +96,9 @@ class RLOptions(Bf16Option, Options):
                               "use float32 or bfloat16")
         if self.max_prompt_length is not None:
             check_positive(self, path, "max_prompt_length")
-        if self.safety_reward not in SAFETY_REWARDS:
-            raise ConfigError(f"{path}.safety_reward", self.safety_reward, "is not a safety reward", f"use one of {SAFETY_REWARDS}")
+        if self.safety_reward not in self.harmful_prompt_rewards():
+            raise ConfigError(f"{path}.safety_reward", self.safety_reward, "is not a reward on harmful prompts here",
+                              f"use one of {self.harmful_prompt_rewards()}")
         if self.helpfulness_reward not in HELPFULNESS_REWARDS:
             raise ConfigError(f"{path}.helpfulness_reward", self.helpfulness_reward, "is not a helpfulness reward",
                               f"use one of {HELPFULNESS_REWARDS}")
@@ -121,8 +122,18 @@ class RLOptions(Bf16Option, Options):
             raise ConfigError(f"{path}.{samplers[1]}", True, f"is a second rollout sampler beside {samplers[0]}",
                               "turn on one of use_vllm (GPU), rollout_engine (CPU) and sampling_copy")
 
+    @staticmethod
+    def harmful_prompt_rewards() -> tuple[str, ...]:
+        from frpo_bench.defenses.rewards import SAFETY_REWARDS
+        return SAFETY_REWARDS
+
+    def judged(self) -> bool:
+        """Whether the reward on harmful prompts loads the StrongREJECT judge (`strongreject` options in use)."""
+        from frpo_bench.defenses.rewards import JUDGED_REWARDS
+        return self.safety_reward in JUDGED_REWARDS
+
     def data_refs(self) -> list[DataRef]:
-        return [self.harmful_prompts, self.benign_prompts]
+        return [self.harmful_prompts] + ([self.benign_prompts] if self.benign_prompts is not None else [])
 
     def key_fields(self) -> dict:
         """Every field, but the judges of a reward not in use stay out, and the key's variable name is transport."""
@@ -130,12 +141,12 @@ class RLOptions(Bf16Option, Options):
         fields.pop("moderation_api_key_env")
         if self.sampling_copy and self.sampling_copy_dtype() != "bfloat16":  # the copy was bf16 only, before
             fields["sampling_copy_dtype"] = self.sampling_copy_dtype()
-        if self.safety_reward != "strongreject_moderation":
+        if not self.judged():
             for name in ("strongreject", "moderation", "moderation_model", "moderation_base_url"):
                 fields.pop(name)
         else:
             fields["strongreject"] = self.strongreject.key_fields()
-            if self.moderation == "none":
+            if self.moderation == "none" or self.safety_reward != "strongreject_moderation":
                 fields.pop("moderation_model")
                 fields.pop("moderation_base_url")
         return fields
@@ -147,7 +158,7 @@ class RLOptions(Bf16Option, Options):
     def resolve_installed(self, path: str, device: str) -> dict[str, str]:
         """bf16 auto, and the reward's own judge's dtype auto when that reward is used."""
         found = super().resolve_installed(path, device)
-        if self.safety_reward == "strongreject_moderation":
+        if self.judged():
             found.update(self.strongreject.resolve_installed(f"{path}.strongreject", device))
         return found
 
@@ -175,7 +186,7 @@ class RLOptions(Bf16Option, Options):
             raise ConfigError(f"{path}.moderation", "openai", f"needs an API key in ${self.moderation_api_key_env}, "
                               "which is not set", f"export {self.moderation_api_key_env}=..., point moderation_base_url "
                               "at your own endpoint, or set moderation: none (the judge alone; the leaderboard says so)")
-        if self.safety_reward == "strongreject_moderation":
+        if self.judged():
             self.strongreject.preflight(f"{path}.strongreject")
 
 

@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def prompt_rows(options, tokenizer=None) -> list[dict]:
     room = request_room(tokenizer, options.max_prompt_length) if cut else 0
     rows = []
     for ref, kind in ((options.harmful_prompts, HARMFUL), (options.benign_prompts, BENIGN)):
-        for r in ref_rows(ref):
+        for r in ref_rows(ref) if ref is not None else []:
             text = keep_last_tokens(tokenizer, user_text(r), room) if cut else user_text(r)
             rows.append({"prompt": [{"role": "user", "content": text}], "kind": kind})
     return rows
@@ -149,8 +149,11 @@ def _trainer_class():
 
 
 def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: Optional[GroupAdvantages],
-             group_statistics: dict[str, GroupStatistic], report: Callable[[str], None]) -> ModelRef:
-    """Harden `model` by online RL on harmful + benign prompts; returns an adapter or full weights in `out`."""
+             group_statistics: dict[str, GroupStatistic], report: Callable[[str], None],
+             checkpoint_steps: Sequence[int] = (), stop_at: Optional[int] = None) -> ModelRef:
+    """Train `model` by online RL on harmful (+ benign) prompts; returns an adapter or full weights in `out`. The
+    model after each of `checkpoint_steps` is kept (a trajectory); `stop_at` ends the run after that step, its
+    schedule unchanged (a search's rung)."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
 
@@ -172,7 +175,10 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "reward" not in logs:
                 return
-            history.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+            logged = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+            if "num_tokens" in logged:  # TRL's running count of prompt and completion tokens, as SFT's logs name it
+                logged["num_input_tokens_seen"] = int(logged["num_tokens"])
+            history.append({"step": state.global_step, **logged})
             elapsed = time.time() - self.start
             eta = elapsed / max(state.global_step, 1) * (state.max_steps - state.global_step)
             extra = "".join(f" {k.split('/')[-1]} {float(logs[k]):.3f}" for k in logs if k.startswith("frpo/"))
@@ -186,9 +192,18 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
         engine = RolloutEngine(options.sampling_copy_dtype(), tokenizer, report)
     from transformers import set_seed
     set_seed(seed)  # TRL wraps the policy in its LoRA before the Trainer seeds: the adapter's init follows the seed
+    from frpo_bench.training.sft import checkpoint_callback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if stop_at is not None and state.global_step >= stop_at:
+                control.should_training_stop = True
+
+    callbacks = [Progress(), StopAt(), checkpoint_callback(out, tokenizer, base_path, options.lora is not None,
+                                                           model.trust_remote_code, checkpoint_steps, report)]
     trainer = _trainer_class()(
         model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options, tokenizer)),
-        processing_class=tokenizer, peft_config=peft_config, callbacks=[Progress()],
+        processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
         group_advantages=group_advantages, group_statistics=group_statistics,
         sampling_copy=options.sampling_copy_dtype() if options.sampling_copy else None, rollout_engine=engine)
     trainer.remove_callback(PrinterCallback)
@@ -201,7 +216,10 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
     seconds = time.time() - start
     trainer.model.config.use_cache = True  # saved for inference
     trainer.model.save_pretrained(out, safe_serialization=True)
-    (out / "train_log.json").write_text(json.dumps({"seconds": seconds, "history": history}, indent=2))
+    tokens = max((h["num_input_tokens_seen"] for h in history if "num_input_tokens_seen" in h), default=0)
+    (out / "train_log.json").write_text(json.dumps({"seconds": seconds, "steps": trainer.state.global_step,
+                                                    "planned_steps": options.steps, "tokens": tokens,
+                                                    "history": history}, indent=2))
     shutil.rmtree(out / "trainer", ignore_errors=True)
     if options.lora is not None:
         return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)

@@ -13,7 +13,7 @@ from frpo_bench.results.schema import Row
 
 def final_records(records: list[dict]) -> list[dict]:
     """The records of final models (no intermediate attack step, no training loss): the leaderboard's."""
-    return [r for r in records if not r.get("intermediate") and r["metric"] != trajectory.TRAIN_LOSS]
+    return [r for r in records if not r.get("intermediate") and r["metric"] not in trajectory.CURVE_METRICS]
 
 
 def write(run_dir: Path, records: list[dict], capability_metric: str | None,
@@ -29,7 +29,7 @@ def write_browsable(run_dir: Path, records: list[dict], samples: dict[str, list[
     from frpo_bench.files import write_text_atomic
     from frpo_bench.results import agreement, html_report, inspect_log, lm_eval_format
     from frpo_bench.results.schema import to_csv
-    scored = [r for r in records if r["metric"] != trajectory.TRAIN_LOSS]
+    scored = [r for r in records if r["metric"] not in trajectory.CURVE_METRICS]
     agreeing = agreement.agreement_rows(scored, samples)
     checks = agreement.output_check_rows(scored, samples)
     paths = {"judge_agreement": run_dir / "judge_agreement.csv", "output_checks": run_dir / "output_checks.csv"}

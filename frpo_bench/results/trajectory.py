@@ -16,6 +16,9 @@ from frpo_bench.results.leaderboard import seed_bootstrap_ci
 from frpo_bench.results.schema import PROVENANCE, SCHEMA_VERSION, to_csv
 
 TRAIN_LOSS = "train_loss"
+# an attack trainer's logged series, by its log key: the loss, and an RL attack's mean reward and KL to its start
+TRAINING_CURVES = {"loss": (TRAIN_LOSS, False), "reward": ("train_reward", True), "kl": ("train_kl", False)}
+CURVE_METRICS = frozenset(name for name, _ in TRAINING_CURVES.values())
 KL_EVALUATOR = "kl_to_start"
 COLUMNS = ["schema_version", "recipe", "model", "base", "defense", "attack", "attack_lr", "step", "metric",
            "higher_is_better", "mean", "ci95_low", "ci95_high", "n_seeds", "n", *PROVENANCE]
@@ -29,7 +32,7 @@ def points(records: list[dict]) -> list[dict]:
     wanted = {(r["base"], r["defense"], r["attack"], r["attack_lr"], r["metric"]) for r in inner}
     out = list(inner)
     for r in records:
-        if r.get("intermediate") or r["metric"] == TRAIN_LOSS:
+        if r.get("intermediate") or r["metric"] in CURVE_METRICS:
             continue
         if r["attack"] != "none" and (r["base"], r["defense"], r["attack"], r["attack_lr"], r["metric"]) in wanted:
             out.append(r)
@@ -37,7 +40,7 @@ def points(records: list[dict]) -> list[dict]:
             for base, defense, attack, lr, metric in wanted:
                 if (base, defense, metric) == (r["base"], r["defense"], r["metric"]):
                     out.append({**r, "attack": attack, "attack_lr": lr, "step": 0})
-    return out + [r for r in records if r["metric"] == TRAIN_LOSS]
+    return out + [r for r in records if r["metric"] in CURVE_METRICS]
 
 
 def aggregate(records: list[dict]) -> list[dict]:
@@ -59,11 +62,13 @@ def aggregate(records: list[dict]) -> list[dict]:
 
 
 def loss_records(history: list[dict], base: dict) -> list[dict]:
-    """One record per logged optimizer step of an attack (its training loss), shaped like a metric record."""
-    return [{**base, "metric": TRAIN_LOSS, "step": int(h["step"]), "value": float(h["loss"]), "per_sample": [float(h["loss"])],
-             "n": 1, "higher_is_better": False, "score_key": base["score_key"], "evaluator": "trainer loss",
+    """One record per logged optimizer step of an attack and series it logged (its training loss; an RL attack's
+    reward and KL too), shaped like a metric record."""
+    return [{**base, "metric": metric, "step": int(h["step"]), "value": float(h[key]), "per_sample": [float(h[key])],
+             "n": 1, "higher_is_better": higher, "score_key": base["score_key"], "evaluator": "trainer log",
              "judge": "", "template": "", "dataset": "", "split": "", "dataset_revision": ""}
-            for h in history if "loss" in h and "step" in h and math.isfinite(float(h["loss"]))]
+            for key, (metric, higher) in TRAINING_CURVES.items()
+            for h in history if key in h and "step" in h and math.isfinite(float(h[key]))]
 
 
 def write(run_dir: Path, records: list[dict]) -> list[dict]:
@@ -83,7 +88,7 @@ def plot_all(rows: list[dict], out_dir: Path) -> list[Path]:
     paths = [plot_metric_vs_step(rows, m, out_dir) for m in metrics]
     kl_metrics = [m for m in metrics if next(r for r in rows if r["metric"] == m)["evaluator"].startswith(KL_EVALUATOR)]
     paths += [plot_metric_vs_kl(rows, m, kl, out_dir) for kl in kl_metrics for m in metrics
-              if m not in kl_metrics and m != TRAIN_LOSS]
+              if m not in kl_metrics and m not in CURVE_METRICS]
     return [p for p in paths if p]
 
 
@@ -104,7 +109,7 @@ def plot_metric_vs_step(rows: list[dict], metric: str, out_dir: Path) -> Path | 
             line = sorted((r for r in mine if (r["base"], r["defense"], r["attack"], r["attack_lr"]) ==
                            (base, defense, attack, lr)), key=lambda r: r["step"])
             steps = [r["step"] for r in line]
-            ax.plot(steps, [r["mean"] for r in line], marker="o" if metric != TRAIN_LOSS else None, label=defense)
+            ax.plot(steps, [r["mean"] for r in line], marker="o" if metric not in CURVE_METRICS else None, label=defense)
             ax.fill_between(steps, [r["ci95_low"] for r in line], [r["ci95_high"] for r in line], alpha=0.2)
         ax.set_title(f"{attack} lr={lr}", fontsize=9)
         ax.set_xlabel("attack step")

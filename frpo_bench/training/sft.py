@@ -81,21 +81,9 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     if not features:
         raise ValueError(f"no training pair keeps a response token within max_length={cfg.max_length} "
                          "(every prompt fills it): raise max_length")
-    wanted, trust = set(checkpoint_steps), model.trust_remote_code
-
-    class Checkpoints(TrainerCallback):
-        def on_step_end(self, args, state, control, model=None, **kw):
-            if state.global_step not in wanted:
-                return
-            folder = out / CHECKPOINTS / f"step-{state.global_step}"
-            model.save_pretrained(folder, safe_serialization=True)
-            if cfg.lora is None:
-                tokenizer.save_pretrained(folder)
-                ref = ModelRef(str(folder), trust_remote_code=trust)
-            else:
-                ref = ModelRef(base_path, adapter=str(folder), trust_remote_code=trust)
-            write_model(out, ref, checkpoint_record(state.global_step))
-            report(f"kept the model after step {state.global_step}")
+    wanted = set(checkpoint_steps)
+    checkpoints = checkpoint_callback(out, tokenizer, base_path, cfg.lora is not None, model.trust_remote_code,
+                                      checkpoint_steps, report)
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -139,7 +127,7 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
 
     args = training_arguments(cfg, out, lr, seed)
     trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
-                      callbacks=[Progress(), Checkpoints(), StopAt(), epoch_order := EpochOrder()])
+                      callbacks=[Progress(), checkpoints, StopAt(), epoch_order := EpochOrder()])
     trainer.remove_callback(PrinterCallback)  # our Progress line replaces its raw dict dumps
     start = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -160,6 +148,30 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
         return ModelRef(base_path, adapter=str(out), trust_remote_code=model.trust_remote_code)
     tokenizer.save_pretrained(out)
     return ModelRef(str(out), trust_remote_code=model.trust_remote_code)
+
+
+def checkpoint_callback(out: Path, tokenizer, base_path: str, lora: bool, trust: bool, steps: Sequence[int],
+                        report: Callable[[str], None]):
+    """A Trainer callback that saves the model after each of `steps` under out/checkpoints/step-N (an adapter
+    on `base_path` with LoRA, else full weights) and writes its record (`checkpoint_record`): a trajectory's
+    points; saving reads the weights only, so the run goes on unchanged."""
+    from transformers import TrainerCallback
+    wanted = set(steps)
+
+    class Checkpoints(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step not in wanted:
+                return
+            folder = out / CHECKPOINTS / f"step-{state.global_step}"
+            model.save_pretrained(folder, safe_serialization=True)
+            if lora:
+                ref = ModelRef(base_path, adapter=str(folder), trust_remote_code=trust)
+            else:
+                tokenizer.save_pretrained(folder)
+                ref = ModelRef(str(folder), trust_remote_code=trust)
+            write_model(out, ref, checkpoint_record(state.global_step))
+            report(f"kept the model after step {state.global_step}")
+    return Checkpoints()
 
 
 def keep_state(saved: Path, keep: Optional[Path], epoch_rng) -> None:
