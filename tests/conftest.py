@@ -15,6 +15,7 @@ EXCLUSIVE = (("vllm", lambda item: "vllm" in item.keywords or "judge_server" in 
              ("ray", lambda item: "ray_cluster" in item.fixturenames or item.module.__name__.endswith("ray_executor")))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for group, holds in EXCLUSIVE:
