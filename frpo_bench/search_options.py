@@ -128,6 +128,18 @@ def best_trajectory(trials, direction: str) -> list[Optional[tuple[float, float,
     return out
 
 
+def trials_to_break(bests: list, direction: str) -> Optional[int]:
+    """How many trials the search needed to come within the final best's interval half-width of it (a defense
+    that slows the attacker needs more); None when no trial was feasible. `bests`: `best_trajectory`'s."""
+    if not bests or bests[-1] is None:
+        return None
+    final, tolerance = bests[-1][0], bests[-1][1]
+    for count, best in enumerate(bests, 1):
+        if best is not None and (best[0] <= final + tolerance if direction == "minimize" else best[0] >= final - tolerance):
+            return count
+    return len(bests)
+
+
 def stalled(bests: list, rule: StopRule, startup: int, direction: str) -> bool:
     """Whether a study stops under `rule` after the trials so far. `bests[i]`: (best feasible objective, its
     interval half-width, ...) after trial i (`best_trajectory`), None while nothing is feasible."""

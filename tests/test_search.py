@@ -116,6 +116,10 @@ def test_the_best_so_far_and_the_stop_rule_on_known_trials():
     assert stops == [False, False, False, False, False, True, False]
     assert not stalled(bests[:6], StopRule(patience=2, min_trials=5), startup=2, direction="minimize")  # too early
     assert not stalled(bests[:6], StopRule(patience=2, tolerance=0.01), startup=0, direction="minimize")
+    from frpo_bench.search_options import trials_to_break
+    assert trials_to_break(bests, "minimize") == 7  # the final 0.10 +- 0.05: only trial 6 came within it
+    assert trials_to_break(bests[:6], "minimize") == 4  # the final 0.27 +- 0.05: 0.30 after trial 3 is within
+    assert trials_to_break(bests[:1], "minimize") is None
     up = [trial(0, 0.1), trial(1, 0.12), trial(2, 0.13)]  # maximizing: a gain is a rise
     assert stalled(best_trajectory(up, "maximize"), StopRule(patience=2, min_trials=0, tolerance=0.05), 0, "maximize")
     assert not stalled(best_trajectory(up, "maximize"), StopRule(patience=2, min_trials=0, tolerance=0.02), 0,
@@ -249,7 +253,7 @@ def test_a_study_stops_when_its_best_has_flattened(tmp_path, capsys):
     assert (trials[-1]["best_trial"], trials[-1]["best_so_far"]) == (top["trial"], top["objective"])
     assert all(float(t["objective_half_width"]) >= 0 for t in trials if t["state"] == "complete")
     board = (tmp_path / "run" / "leaderboard.md").read_text()
-    assert "| converged |" in board
+    assert "| converged |" in board and "trials (attack steps) to break" in board
     with open(tmp_path / "run" / "results.jsonl") as fh:
         searched = [json.loads(line) for line in fh if '"search:' in line]
     notes = " ".join(r["notes"] for r in searched)

@@ -119,19 +119,27 @@ def markdown(outcomes: list) -> str:
              "feasible setting re-run with new seeds on held-out prompts (search_trials.csv has every trial, "
              "plots/search_best_so_far.png the best against compute).", "",
              "| attack | defense | seed | trials | pruned | infeasible | attack steps | stopped | best setting | "
-             "found at trial | searched objective | capability (bound) | best within each capability share |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "found at trial | trials (attack steps) to break | searched objective | capability (bound) | "
+             "best within each capability share |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         best = o.best
         setting = ", ".join(f"{k}={json.dumps(v)}" for k, v in best.setting.items()) if best else "none feasible"
         lines.append(f"| {o.attack} | {o.defense} | {o.seed} | {len(o.trials)} | "
                      f"{sum(t.state == 'pruned' for t in o.trials)} | {sum(t.feasible is False for t in o.trials)} | "
                      f"{sum(t.steps_trained for t in o.trials)} | {o.stopped} | {setting} | "
-                     f"{best.number if best else '-'} | "
+                     f"{best.number if best else '-'} | {to_break(o)} | "
                      f"{fmt(best.objective) if best else '-'} ({o.search.objective}, optimistic) | "
                      f"{fmt(best.capability) if best else '-'} ({fmt(best.bound) if best else '-'}) | "
                      f"{by_share(o)} |")
     return "\n".join(lines) + "\n"
+
+
+def to_break(outcome) -> str:
+    """Trials, and attack optimizer steps, until the best came within its final interval half-width."""
+    from frpo_bench.search_options import best_trajectory, trials_to_break
+    trials = sorted(outcome.trials, key=lambda t: t.number)
+    count = trials_to_break(best_trajectory(trials, outcome.search.direction), outcome.search.direction)
+    return "-" if count is None else f"{count} ({sum(t.steps_trained for t in trials[:count])})"
 
 
 def by_share(outcome) -> str:
