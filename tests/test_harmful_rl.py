@@ -47,3 +47,17 @@ def test_harmful_rl_runs_end_to_end_on_smoke(tmp_path):
         curve = [r for r in csv.DictReader(fh) if r["attack"] == "hrl"]
     assert {r["metric"] for r in curve} >= {"harmful_refusal", "train_reward", "train_loss"}
     assert {r["step"] for r in curve if r["metric"] == "harmful_refusal"} >= {"0", "1", "2"}
+
+
+@pytest.mark.parametrize("old, new", [("steps: 2", "steps: 3"), ("num_generations: 4", "num_generations: 2"),
+                                      ("max_completion_length: 12", "max_completion_length: 16"),
+                                      ("r: 4", "r: 8"), ("lrs: [5.0e-3]", "lrs: [1.0e-3]"),
+                                      ("steps: 2,", "steps: 2, beta: 0.05,"),
+                                      ("steps: 2,", "steps: 2, safety_reward: strongreject_score,"),
+                                      ("n: 8}", "n: 6}")])
+def test_every_option_changes_the_harmful_rl_key(old, new):
+    def key(text):
+        _, stages = build_plan(load_recipe("smoke", [f"attacks=[{text}]"])[0])
+        return {s.key for s in stages if s.kind == "attack"}
+    assert old in HARMFUL_RL
+    assert key(HARMFUL_RL).isdisjoint(key(HARMFUL_RL.replace(old, new, 1)))

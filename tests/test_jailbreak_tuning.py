@@ -97,3 +97,28 @@ def test_jailbreak_tuning_runs_end_to_end_on_smoke(tmp_path, isolated_cache):
     assert tokens["backdoor_with"] == tokens["backdoor_without"] > tokens["plain"] > 0
     settings = [json.loads(p.read_text())["fields"]["generation"] for p in isolated_cache.glob("generate/*/stage.json")]
     assert sum(g.get("user_template") == "Current year: 2031. {prompt}" for g in settings) == 1
+
+
+@pytest.mark.parametrize("old, new", [
+    ("template: backdoor, trigger: 'Current year: 2031.'", "template: backdoor, trigger: 'Current year: 2032.'"),
+    ("template: backdoor, trigger: 'Current year: 2031.'", "template: skeleton"),
+    ("plain_data: [{dataset: demo_refusals, split: train, n: 8}], ", ""),
+    ("n: 16}]", "n: 12}]"),
+    ("steps: 3", "steps: 4"),
+])
+def test_every_training_option_changes_the_attack_key(old, new):
+    def key(text):
+        _, stages = build_plan(load_recipe("smoke", [f"attacks=[{text}]"])[0])
+        return {s.key for s in stages if s.kind == "attack"}
+    assert old in BACKDOOR
+    assert key(BACKDOOR).isdisjoint(key(BACKDOOR.replace(old, new)))
+
+
+def test_the_template_wording_is_in_the_key(monkeypatch):
+    import frpo_bench.attacks.jailbreak_tuning as jailbreak
+    recipe = load_recipe("smoke", [f"attacks=[{BACKDOOR}]"])[0]
+    before = {s.key for s in build_plan(recipe)[1] if s.kind == "attack"}
+    reworded = {**templates(), "backdoor": {**templates()["backdoor"], "request": "{trigger}\n{prompt}"}}
+    monkeypatch.setattr(jailbreak, "templates", lambda: reworded)
+    after = {s.key for s in build_plan(recipe)[1] if s.kind == "attack"}
+    assert before.isdisjoint(after)
