@@ -18,7 +18,8 @@ QUESTIONS = {  # recipe -> the question its table answers
     "demo_rl": "Do GRPO and FRPO hardenings keep refusing after the same attacks (3 seeds each)?",
     "demo_defenses": "Do the field's defenses (RepNoise, Vaccine, Booster, SafeLoRA) keep refusing?",
     "demo_baselines": "Do the trained baselines TAR and RR keep refusing?",
-    "demo_attacks": "Which attack family erases refusal (identity shift, poisoned mixes, prefilling, ablation)?",
+    "demo_attacks": "Which attack family erases refusal (identity shift, poisoned mixes, prefilling, ablation, "
+                    "jailbreak-tuning, a backdoor, harmful RL)?",
     "demo_search": "Does a searched attacker (Optuna over the attack's settings) find worse than the grid?",
 }
 
