@@ -50,16 +50,23 @@ def frpo(*args, store, out, wait=True, recipe="smoke"):
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def local_smoke(tmp_path_factory) -> Path:
+    """smoke run locally once for the module: the leaderboard the Ray runs must reproduce byte for byte."""
+    out = tmp_path_factory.mktemp("local")
+    local = frpo(store=out / "store", out=out / "run")
+    assert local.returncode == 0, local.stderr[-2000:]
+    return out / "run" / "leaderboard.csv"
+
+
 def records(store: Path) -> list[dict]:
     return [json.loads(p.with_name("stage.json").read_text()) for p in store.rglob("COMPLETE")]
 
 
-def test_smoke_on_two_ray_nodes_equals_the_local_run(ray_cluster, tmp_path):
-    local = frpo(store=tmp_path / "local", out=tmp_path / "local-run")
-    assert local.returncode == 0, local.stderr[-2000:]
+def test_smoke_on_two_ray_nodes_equals_the_local_run(ray_cluster, local_smoke, tmp_path):
     done = frpo("--executor", "ray", "--ray-address", ray_cluster, store=tmp_path / "shared", out=tmp_path / "ray-run")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "ray-run" / "leaderboard.csv").read_bytes() == (tmp_path / "local-run" / "leaderboard.csv").read_bytes()
+    assert (tmp_path / "ray-run" / "leaderboard.csv").read_bytes() == local_smoke.read_bytes()
     built = records(tmp_path / "shared")
     assert len(built) == 24 and len({r["key"] for r in built}) == 24  # every stage built exactly once
     timeline = json.loads((tmp_path / "ray-run" / "timeline.json").read_text())
@@ -70,12 +77,10 @@ def test_smoke_on_two_ray_nodes_equals_the_local_run(ray_cluster, tmp_path):
     # a laptop afterwards, on the same store: everything cached, the same leaderboard
     again = frpo(store=tmp_path / "shared", out=tmp_path / "laptop")
     assert again.returncode == 0 and "everything from cache" in again.stdout
-    assert (tmp_path / "laptop" / "leaderboard.csv").read_bytes() == (tmp_path / "local-run" / "leaderboard.csv").read_bytes()
+    assert (tmp_path / "laptop" / "leaderboard.csv").read_bytes() == local_smoke.read_bytes()
 
 
-def test_a_killed_worker_is_retried_and_the_result_is_complete(ray_cluster, tmp_path):
-    reference = frpo(store=tmp_path / "local", out=tmp_path / "local-run")
-    assert reference.returncode == 0
+def test_a_killed_worker_is_retried_and_the_result_is_complete(ray_cluster, local_smoke, tmp_path):
     store = tmp_path / "shared"
     run = frpo("--executor", "ray", "--ray-address", ray_cluster, store=store, out=tmp_path / "ray-run", wait=False)
     killed, deadline = None, time.time() + 300
@@ -96,7 +101,7 @@ def test_a_killed_worker_is_retried_and_the_result_is_complete(ray_cluster, tmp_
     assert record["built_by"]["pid"] != killed[0]  # rebuilt by the retry, in another worker process
     assert not list(store.rglob("*.building.*"))  # the killed build left nothing behind
     assert len(records(store)) == 24
-    assert (tmp_path / "ray-run" / "leaderboard.csv").read_bytes() == (tmp_path / "local-run" / "leaderboard.csv").read_bytes()
+    assert (tmp_path / "ray-run" / "leaderboard.csv").read_bytes() == local_smoke.read_bytes()
 
 
 def test_a_failing_stage_is_reported_with_its_log_and_the_other_cells_finish(ray_cluster, tmp_path):
