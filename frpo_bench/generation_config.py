@@ -100,8 +100,8 @@ class GenerationConfig(DtypeOption, AttentionOption):
 
     def system_message(self) -> Optional[str]:
         """The system message the model is sent: `system_prompt`, else the one `system_prompt_data`'s rows share."""
-        from frpo_bench.data.prompts import shared_system
-        return self.system_prompt or (shared_system(self.system_prompt_data) if self.system_prompt_data else None)
+        from frpo_bench.data.prompts import system_message
+        return system_message(self.system_prompt, self.system_prompt_data)
 
     def user_message(self, prompt: str) -> str:
         """What the model is sent as the user's turn for `prompt`."""

@@ -37,6 +37,11 @@ def shared_system(refs) -> Optional[str]:
     return next(iter(found), None)
 
 
+def system_message(system_prompt: Optional[str], shared_by) -> Optional[str]:
+    """The system message a generation sends: `system_prompt`, else the one the rows of `shared_by` share."""
+    return system_prompt or (shared_system(shared_by) if shared_by else None)
+
+
 def check_user_template(template: Optional[str], field: str) -> None:
     """A request wrapper holds the request's slot exactly once (None: no wrapper)."""
     from frpo_bench.errors import ConfigError

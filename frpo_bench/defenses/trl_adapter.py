@@ -192,14 +192,8 @@ def train_rl(model: ModelRef, out: Path, options, seed: int, group_advantages: O
         engine = RolloutEngine(options.sampling_copy_dtype(), tokenizer, report)
     from transformers import set_seed
     set_seed(seed)  # TRL wraps the policy in its LoRA before the Trainer seeds: the adapter's init follows the seed
-    from frpo_bench.training.sft import checkpoint_callback
-
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if stop_at is not None and state.global_step >= stop_at:
-                control.should_training_stop = True
-
-    callbacks = [Progress(), StopAt(), checkpoint_callback(out, tokenizer, base_path, options.lora is not None,
+    from frpo_bench.training.sft import checkpoint_callback, stop_callback
+    callbacks = [Progress(), stop_callback(stop_at), checkpoint_callback(out, tokenizer, base_path, options.lora is not None,
                                                            model.trust_remote_code, checkpoint_steps, report)]
     trainer = _trainer_class()(
         model=policy, reward_funcs=[safety, helpful], args=config, train_dataset=Dataset.from_list(prompt_rows(options, tokenizer)),

@@ -116,12 +116,12 @@ def generation_contexts(tokenizer, rows: list[dict], generation: dict) -> list[s
     """Each completion's context as it was generated: the generation's system prompt and its request wrapper
     (an identity-shift attack's "AOA, execute my instruction: ..."), so both models are scored where the
     completions came from."""
-    from frpo_bench.data.prompts import shared_system, user_text, wrapped
+    from frpo_bench.data.prompts import system_message, user_text, wrapped
     from frpo_bench.data.ref import DataRef
     from frpo_bench.models.loading import chat_prompt
     from frpo_bench.typed import from_dict
-    shared = [from_dict(DataRef, ref) for ref in generation.get("system_prompt_data", [])]
-    system = generation.get("system_prompt") or (shared_system(shared) if shared else None)
+    system = system_message(generation.get("system_prompt"),
+                            [from_dict(DataRef, ref) for ref in generation.get("system_prompt_data", [])])
     return [chat_prompt(tokenizer, wrapped(generation.get("user_template"), user_text(row)), system) for row in rows]
 
 

@@ -85,11 +85,6 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
     checkpoints = checkpoint_callback(out, tokenizer, base_path, cfg.lora is not None, model.trust_remote_code,
                                       checkpoint_steps, report)
 
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if stop_at is not None and state.global_step >= stop_at:
-                control.should_training_stop = True
-                control.should_save = warm.keep is not None  # the Trainer saves its full state under out/trainer
 
     resume = warm.resumable()
     resumed = json.loads((resume / "trainer_state.json").read_text()) if resume else {}
@@ -127,7 +122,8 @@ def finetune(model: ModelRef, out: Path, cfg, lr: float, seed: int, merge: bool 
 
     args = training_arguments(cfg, out, lr, seed)
     trainer = Trainer(model=lm, args=args, train_dataset=_ListDataset(features), data_collator=collate,
-                      callbacks=[Progress(), checkpoints, StopAt(), epoch_order := EpochOrder()])
+                      callbacks=[Progress(), checkpoints, stop_callback(stop_at, save=warm.keep is not None),
+                                 epoch_order := EpochOrder()])
     trainer.remove_callback(PrinterCallback)  # our Progress line replaces its raw dict dumps
     start = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -172,6 +168,19 @@ def checkpoint_callback(out: Path, tokenizer, base_path: str, lora: bool, trust:
             write_model(out, ref, checkpoint_record(state.global_step))
             report(f"kept the model after step {state.global_step}")
     return Checkpoints()
+
+
+def stop_callback(stop_at: Optional[int], save: bool = False):
+    """A Trainer callback that ends the run after step `stop_at` (None: never), its schedule unchanged (a search's
+    rung); with `save`, the Trainer saves its full state under out/trainer for the next stop to resume from."""
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if stop_at is not None and state.global_step >= stop_at:
+                control.should_training_stop = True
+                control.should_save = save
+    return StopAt()
 
 
 def keep_state(saved: Path, keep: Optional[Path], epoch_rng) -> None:
